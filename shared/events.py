@@ -1,0 +1,315 @@
+"""Event contracts: the envelope, every event onedoor emits, and the registry that parses them.
+
+Every event is a frozen pydantic model. The envelope fields (event_id, event_type,
+schema_version, case_id, occurred_at, producer, causation_id, correlation_id) sit
+beside the payload fields in one flat JSON object. Consumers never build events from
+dicts themselves: they call :func:`parse_event`, which fails loudly on an unknown
+type, an unsupported version or a malformed body, and upcasts older versions.
+
+The same models generate the AsyncAPI document that departments read, so every field
+carries a description.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventDecodeError(ValueError):
+    """A record could not be turned into an event; ``reason`` is the machine-readable kind."""
+
+    reason: ClassVar[str] = "malformed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{self.reason}: {message}")
+        self.detail = message
+
+
+class MalformedEventError(EventDecodeError):
+    reason = "malformed"
+
+
+class UnknownEventTypeError(EventDecodeError):
+    reason = "unknown_event_type"
+
+
+class UnsupportedSchemaVersionError(EventDecodeError):
+    reason = "unsupported_schema_version"
+
+
+class Event(BaseModel):
+    """The envelope every event carries. Subclasses add payload fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id of this event.")
+    case_id: UUID = Field(description="The case this event belongs to; also the Kafka key.")
+    occurred_at: AwareDatetime = Field(default_factory=utcnow, description="When, in UTC.")
+    producer: str = Field(description="Service that emitted the event.", examples=["router"])
+    causation_id: UUID | None = Field(
+        default=None, description="event_id of the event that caused this one."
+    )
+    correlation_id: UUID = Field(
+        description="Id shared by every event of one case's journey (the first event's id)."
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: envelope and payload in one JSON-ready mapping."""
+        body = self.model_dump(mode="json")
+        return {"event_type": self.event_type, "schema_version": self.schema_version, **body}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+
+    def caused(self) -> dict[str, Any]:
+        """Envelope fields for an event caused by this one (same case and correlation)."""
+        return {
+            "case_id": self.case_id,
+            "causation_id": self.event_id,
+            "correlation_id": self.correlation_id,
+        }
+
+
+# --------------------------------------------------------------------------- payload parts
+
+
+class Applicant(BaseModel):
+    """Who applies: a natural person (resident ID) or a legal person (credit code)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["natural", "legal"] = Field(description="natural person or legal person")
+    name: str = Field(min_length=1, max_length=200, description="Person's or company's name.")
+    id_number: str = Field(
+        description="18-char resident ID (natural) or unified social credit code (legal).",
+        examples=["11010519491231002X", "91350100M000100Y43"],
+    )
+    phone: str = Field(description="Contact mobile number.", examples=["13800138000"])
+
+
+class RoutedStep(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = Field(ge=0, description="Position in the routing slip, from 0.")
+    department: str = Field(description="Department that owns the step.")
+    action: str = Field(description="What the department is asked to do.")
+
+
+# --------------------------------------------------------------------------- case events
+
+
+class CaseAccepted(Event):
+    """A window or the mobile terminal accepted a case (intake)."""
+
+    event_type: ClassVar[str] = "CaseAccepted"
+
+    item_code: str = Field(description="Catalogue item code.", examples=["SS-UNEMPLOYMENT-BENEFIT"])
+    applicant: Applicant
+    community_code: str = Field(description="Applicant's community (neighbourhood committee).")
+    form: dict[str, Any] = Field(default_factory=dict, description="Item-specific form fields.")
+    centre_id: str = Field(description="Service centre that accepted the case.")
+    window_id: str = Field(description="Window or terminal id.")
+    operator_id: str | None = Field(default=None, description="Clerk id; none for the app.")
+    channel: Literal["window", "mobile"]
+    receipt_no: str = Field(description="Human receipt number, per centre and day, no gaps.")
+
+
+class CaseRouted(Event):
+    """The router matched the item and wrote the routing slip."""
+
+    event_type: ClassVar[str] = "CaseRouted"
+
+    item_code: str
+    catalogue_version: str = Field(description="Catalogue version that routed the case.")
+    steps: tuple[RoutedStep, ...] = Field(min_length=1)
+    settle_on_spot: bool = Field(description="Approved at once; departments review afterwards.")
+    promised_by: AwareDatetime = Field(description="Promised completion time.")
+
+
+class CaseRejected(Event):
+    """The router could not route the case (unknown item, wrong applicant, missing field)."""
+
+    event_type: ClassVar[str] = "CaseRejected"
+
+    reason_code: str = Field(examples=["unknown_item", "wrong_applicant_kind", "missing_field"])
+    message: str
+    field: str | None = None
+    catalogue_version: str
+
+
+class CaseClosed(Event):
+    """The case is finished: approved, or rejected with the reason."""
+
+    event_type: ClassVar[str] = "CaseClosed"
+
+    outcome: Literal["approved", "rejected"]
+    on_spot: bool = Field(default=False, description="Closed at once by settle-on-spot.")
+    reason_code: str | None = None
+    message: str | None = None
+    department: str | None = Field(default=None, description="Department that decided.")
+
+
+class CaseReviewFlagged(Event):
+    """A department's review of an on-the-spot approval failed: recorded for follow-up."""
+
+    event_type: ClassVar[str] = "CaseReviewFlagged"
+
+    step_index: int
+    department: str
+    reason_code: str
+    message: str
+
+
+# --------------------------------------------------------------------------- department steps
+
+
+class StepAssigned(Event):
+    """The router asks a department to perform one step of a case (dept.<name>.tasks)."""
+
+    event_type: ClassVar[str] = "StepAssigned"
+
+    step_index: int = Field(ge=0)
+    department: str
+    action: str
+    item_code: str
+    applicant: Applicant
+    community_code: str
+    form: dict[str, Any] = Field(default_factory=dict)
+    review: bool = Field(
+        default=False, description="True for the after-the-fact review of an on-the-spot case."
+    )
+    due_by: AwareDatetime = Field(description="When the step should be decided.")
+
+
+class StepOutcome(Event):
+    """Common shape of a department's answer (dept.<name>.outcomes)."""
+
+    step_index: int = Field(ge=0)
+    department: str
+    action: str
+    item_code: str
+    applicant_id: str = Field(description="Applicant's id number, for departments that learn.")
+    review: bool = False
+
+
+class StepApproved(StepOutcome):
+    event_type: ClassVar[str] = "StepApproved"
+
+    reference: str | None = Field(default=None, description="Department's own reference.")
+    facts: dict[str, Any] = Field(default_factory=dict, description="What was decided.")
+
+
+class StepRejected(StepOutcome):
+    event_type: ClassVar[str] = "StepRejected"
+
+    reason_code: str = Field(examples=["already_registered", "insufficient_insured_months"])
+    message: str
+
+
+class StepNeedsInfo(StepOutcome):
+    event_type: ClassVar[str] = "StepNeedsInfo"
+
+    missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
+    message: str
+
+
+# --------------------------------------------------------------------------- registry
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class EventRegistry:
+    """Maps (event_type, schema_version) to a class, upcasting older versions on read."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Event]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, cls: type[Event]) -> type[Event]:
+        if cls.event_type in self._classes:
+            raise ValueError(f"event type {cls.event_type} registered twice")
+        self._classes[cls.event_type] = cls
+        return cls
+
+    def register_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
+        """fn turns a version ``from_version`` body into a ``from_version + 1`` body."""
+        self._upcasters[(event_type, from_version)] = fn
+
+    def classes(self) -> Mapping[str, type[Event]]:
+        return dict(self._classes)
+
+    def parse(self, raw: bytes | str | Mapping[str, Any]) -> Event:
+        """Parse one record value into its event class, or raise an EventDecodeError."""
+        if isinstance(raw, Mapping):
+            data: Any = dict(raw)
+        else:
+            try:
+                data = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise MalformedEventError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise MalformedEventError(f"expected a JSON object, got {type(data).__name__}")
+        event_type = data.pop("event_type", None)
+        version = data.pop("schema_version", None)
+        if not isinstance(event_type, str):
+            raise MalformedEventError("missing event_type")
+        cls = self._classes.get(event_type)
+        if cls is None:
+            raise UnknownEventTypeError(f"no event type {event_type!r}")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise MalformedEventError(f"{event_type}: missing or non-integer schema_version")
+        if version > cls.schema_version:
+            raise UnsupportedSchemaVersionError(
+                f"{event_type} v{version} is newer than this code (v{cls.schema_version})"
+            )
+        while version < cls.schema_version:
+            upcast = self._upcasters.get((event_type, version))
+            if upcast is None:
+                raise UnsupportedSchemaVersionError(f"{event_type} v{version} has no upcaster")
+            data = upcast(data)
+            version += 1
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise MalformedEventError(f"{event_type}: {_first_errors(exc)}") from None
+
+
+def _first_errors(exc: ValidationError, limit: int = 8) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+registry = EventRegistry()
+for _cls in (
+    CaseAccepted,
+    CaseRouted,
+    CaseRejected,
+    CaseClosed,
+    CaseReviewFlagged,
+    StepAssigned,
+    StepApproved,
+    StepRejected,
+    StepNeedsInfo,
+):
+    registry.register(_cls)
+
+
+def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:
+    """Parse a record value with the global registry (see :class:`EventRegistry`)."""
+    return registry.parse(raw)

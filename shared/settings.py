@@ -1,0 +1,82 @@
+"""Settings for every service, read from the environment (pydantic-settings).
+
+Variables use the ``ONEDOOR_`` prefix (``ONEDOOR_TOPIC_PARTITIONS=12``), except the two
+connection settings that operators know by their usual names: ``KAFKA_BOOTSTRAP_SERVERS``
+and ``DATABASE_URL`` (``ONEDOOR_``-prefixed spellings work too). Defaults point at the
+local stack started by ``make stack-up``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_KAFKA = "127.0.0.1:29092"
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:55432/onedoor"
+
+
+class Settings(BaseSettings):
+    """Everything a onedoor process can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ONEDOOR_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        default=LOCAL_KAFKA,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "ONEDOOR_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr(LOCAL_DATABASE_URL),
+        validation_alias=AliasChoices("DATABASE_URL", "ONEDOOR_DATABASE_URL"),
+        description="PostgreSQL DSN; each service uses its own schema in this database.",
+    )
+    topic_prefix: str = Field(
+        default="",
+        description="Prepended to every topic name: isolates tests and side-by-side deployments.",
+    )
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of each event topic.")
+    topic_replication: int = Field(default=1, ge=1, description="Replication factor of topics.")
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    consumer_max_records: int = Field(
+        default=500, ge=1, description="Records taken per batch: one DB transaction each."
+    )
+    consumer_batch_timeout_ms: int = Field(
+        default=20, ge=0, description="How long a consumer waits to fill a batch."
+    )
+    outbox_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="Relay poll period when nothing woke it up."
+    )
+    outbox_batch_size: int = Field(default=1000, ge=1)
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=8, ge=1)
+    keys_dir: Path = Field(
+        default=Path(".data/keys"), description="Ed25519 signing keys, one pair per service."
+    )
+    log_level: str = Field(default="INFO")
+    log_json: bool | None = Field(
+        default=None, description="JSON log lines; by default only when stderr is not a terminal."
+    )
+    centre_id: str = Field(
+        default="C01", description="Service-centre code printed on receipt numbers."
+    )
+    http_host: str = Field(default="127.0.0.1")
+    http_port: int = Field(default=8080)
+    health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+
+    def topic(self, name: str) -> str:
+        """The deployed name of a logical topic."""
+        return f"{self.topic_prefix}{name}"
+
+    def dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

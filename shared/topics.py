@@ -1,0 +1,96 @@
+"""Topic names and idempotent topic provisioning.
+
+Topics are created by the services at start-up with explicit partitions, replication
+and retention, never by broker auto-create. Event-log topics keep records forever
+(retention.ms=-1): the log is the truth the auditors replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from shared.settings import Settings
+
+CASES_ACCEPTED = "cases.accepted"
+CASES_ROUTING = "cases.routing"
+DLQ_SUFFIX = ".dlq"
+
+
+class TopicProvisioningError(RuntimeError):
+    """The broker refused to create a topic (bad replication factor, bad config...)."""
+
+
+def dept_tasks(department: str) -> str:
+    return f"dept.{department}.tasks"
+
+
+def dept_outcomes(department: str) -> str:
+    return f"dept.{department}.outcomes"
+
+
+def dlq(topic: str) -> str:
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def event_log_topics(departments: Iterable[str]) -> list[str]:
+    """Every event-log topic of a deployment (logical names, without prefix)."""
+    names = [CASES_ACCEPTED, CASES_ROUTING]
+    for dept in sorted(departments):
+        names += [dept_tasks(dept), dept_outcomes(dept)]
+    return names
+
+
+def all_topics(departments: Iterable[str]) -> list[str]:
+    """Event-log topics and their dead-letter queues."""
+    logs = event_log_topics(departments)
+    return logs + [dlq(t) for t in logs]
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """Create the missing topics (logical names); return the deployed names created now.
+
+    Safe to run from every service at every start: an existing topic is left as it is.
+    """
+    wanted = sorted({settings.topic(n) for n in names})
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if not missing:
+            return []
+        config = {
+            "retention.ms": "-1",
+            "retention.bytes": "-1",
+            "min.insync.replicas": str(settings.topic_min_insync_replicas),
+        }
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=name,
+                    num_partitions=settings.topic_partitions,
+                    replication_factor=settings.topic_replication,
+                    topic_configs=config,
+                )
+                for name in missing
+            ],
+            timeout_ms=30_000,
+        )
+        created: list[str] = []
+        for entry in response.topic_errors:
+            name, code = entry[0], entry[1]
+            error = for_code(code)
+            if code == 0:
+                created.append(name)
+            elif error is TopicAlreadyExistsError:
+                # Another service provisioned it between our list and create: fine.
+                continue
+            else:
+                message = entry[2] if len(entry) > 2 else ""
+                raise TopicProvisioningError(f"creating topic {name}: {error.__name__} {message}")
+        return created
+    finally:
+        await admin.close()

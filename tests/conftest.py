@@ -1,0 +1,103 @@
+"""Test fixtures: a real Kafka broker and a real PostgreSQL server for the whole session.
+
+Where they come from, in order:
+1. KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when both are set (an existing stack);
+2. testcontainers, when ONEDOOR_TESTCONTAINERS=1 and a Docker engine answers;
+3. otherwise the local stack launcher (deploy/stack.py), started here if it is not up,
+   and stopped at the end of the session only if this session started it.
+
+Isolation: every test module gets a fresh database, every test a fresh topic prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from deploy import stack as local_stack
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Stack:
+    bootstrap_servers: str
+    database_url: str  # an existing database to connect to for CREATE DATABASE
+
+
+def _from_testcontainers() -> Iterator[Stack]:
+    # Imported only on request: most machines running these tests have no Docker engine.
+    from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
+    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+    with KafkaContainer() as kafka, PostgresContainer("postgres:16") as pg:
+        url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+        yield Stack(kafka.get_bootstrap_server(), url)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    database_url = os.environ.get("DATABASE_URL")
+    if bootstrap and database_url:
+        yield Stack(bootstrap, database_url)
+        return
+    if os.environ.get("ONEDOOR_TESTCONTAINERS") == "1":
+        yield from _from_testcontainers()
+        return
+    cfg = local_stack.StackConfig.from_env()
+    already_up = bool(local_stack.kafka_running(cfg) and local_stack.pg_running(cfg))
+    local_stack.up(cfg)
+    try:
+        yield Stack(cfg.bootstrap_servers, cfg.database_url)
+    finally:
+        if not already_up:
+            local_stack.down(cfg)
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="module")
+async def database_url(stack: Stack) -> AsyncIterator[str]:
+    """A fresh, empty database for one test module, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(stack.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(stack.database_url, name)
+    admin = await asyncpg.connect(stack.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A fresh topic namespace for one test."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def settings(stack: Stack, database_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the real stack, this module's database and this test's topics."""
+    return Settings(
+        kafka_bootstrap_servers=stack.bootstrap_servers,
+        database_url=SecretStr(database_url),
+        topic_prefix=topic_prefix,
+        topic_partitions=3,
+        keys_dir=tmp_path / "keys",
+        log_json=True,
+    )

@@ -1,0 +1,55 @@
+"""The PostgreSQL plumbing against the real server of the local stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.db import SHARED_MIGRATIONS, MigrationError, create_pool, migrate_dsn
+
+pytestmark = pytest.mark.integration
+
+
+async def test_migrations_applied_twice_are_a_no_op(database_url: str, tmp_path: Path) -> None:
+    own = tmp_path / "migrations"
+    own.mkdir()
+    (own / "001_things.sql").write_text("CREATE TABLE things (id int PRIMARY KEY, doc jsonb);")
+    first = await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own])
+    assert first == ["001_outbox_inbox.sql", "001_things.sql"]
+    assert await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own]) == []
+
+    # The same files in another schema are that schema's own tables.
+    assert len(await migrate_dsn(database_url, "svc_b", [SHARED_MIGRATIONS, own])) == 2
+
+    (own / "001_things.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own])
+
+
+async def test_misnamed_migration_is_refused(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "things.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match=r"NNN_description\.sql"):
+        await migrate_dsn(database_url, "svc_c", [tmp_path])
+
+
+async def test_pool_round_trips_json_in_its_own_schema(database_url: str, tmp_path: Path) -> None:
+    (tmp_path / "001_docs.sql").write_text(
+        "CREATE TABLE docs (id int PRIMARY KEY, doc jsonb, j json);"
+    )
+    await migrate_dsn(database_url, "svc_json", [tmp_path])
+    pool = await create_pool(database_url, "svc_json")
+    doc = {"name": "Li", "fields": [1, 2.5, None, True], "nested": {"k": "值"}}
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO docs VALUES (1, $1, $2)", doc, doc)
+        row = await pool.fetchrow("SELECT doc, j FROM docs WHERE id = 1")
+        assert row is not None
+        assert row["doc"] == doc
+        assert row["j"] == doc
+        # search_path confines the pool to its schema: another schema's table is invisible.
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await pool.fetch("SELECT * FROM schema_migrations_nope")
+    finally:
+        await pool.close()

@@ -1,0 +1,102 @@
+"""The broker plumbing against the real Apache Kafka of the local stack."""
+
+from __future__ import annotations
+
+import asyncio
+from uuid import uuid4
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from faststream.kafka import KafkaBroker
+
+from shared.events import CaseClosed
+from shared.kafka import event_decoder, make_consumer, make_producer
+from shared.settings import Settings
+from shared.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+async def _consume(settings: Settings, topic: str, group: str, n: int, commit: bool) -> list[bytes]:
+    consumer = make_consumer(settings, topic, group_id=group)
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < n:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    got += [r.value for r in records]
+        if commit:
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def test_idempotent_producer_and_manual_commit_in_a_group(settings: Settings) -> None:
+    await ensure_topics(settings, ["plumbing"])
+    topic = settings.topic("plumbing")
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        sends = [await producer.send(topic, f"m{i}".encode(), key=b"case-1") for i in range(20)]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+    # Read without committing: a restarted member of the group sees everything again.
+    first = await _consume(settings, topic, "g1", 20, commit=False)
+    again = await _consume(settings, topic, "g1", 20, commit=True)
+    assert (
+        first == again == [f"m{i}".encode() for i in range(20)]
+    )  # one key: one partition, in order
+
+    # After the manual commit, the group has nothing left to read.
+    consumer = make_consumer(settings, topic, group_id="g1")
+    await consumer.start()
+    try:
+        leftover = await consumer.getmany(timeout_ms=1500)
+    finally:
+        await consumer.stop()
+    assert sum(len(v) for v in leftover.values()) == 0
+
+
+async def test_faststream_subscriber_receives_a_pydantic_event(settings: Settings) -> None:
+    await ensure_topics(settings, ["closed"])
+    topic = settings.topic("closed")
+    received: asyncio.Queue[CaseClosed] = asyncio.Queue()
+    broker = KafkaBroker(settings.kafka_bootstrap_servers)
+
+    @broker.subscriber(topic, group_id="fs", auto_offset_reset="earliest", decoder=event_decoder)
+    async def on_closed(event: CaseClosed) -> None:
+        await received.put(event)
+
+    case = uuid4()
+    sent = CaseClosed(case_id=case, producer="test", correlation_id=case, outcome="approved")
+    async with broker:
+        await broker.start()
+        await broker.publish(sent.to_json(), topic, key=str(case).encode())
+        got = await asyncio.wait_for(received.get(), timeout=30)
+    assert got == sent
+
+
+async def test_topic_provisioning_is_idempotent(settings: Settings) -> None:
+    names = ["cases.accepted", "cases.routing"]
+    created = await ensure_topics(settings, names)
+    assert sorted(created) == sorted(settings.topic(n) for n in names)
+    assert await ensure_topics(settings, names) == []
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([settings.topic("cases.accepted")])
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.topic("cases.accepted"))]
+        )
+    finally:
+        await admin.close()
+    assert len(described[0]["partitions"]) == settings.topic_partitions
+    entries = {c[0]: c[1] for c in configs[0].resources[0][4]}
+    assert entries["retention.ms"] == "-1"

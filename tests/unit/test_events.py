@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from shared.events import (
+    Applicant,
+    Event,
+    EventRegistry,
+    MalformedEventError,
+    UnknownEventTypeError,
+    UnsupportedSchemaVersionError,
+    parse_event,
+    registry,
+)
+
+pytestmark = pytest.mark.unit
+
+CASE = uuid4()
+PERSON = Applicant(
+    kind="natural", name="Li Hua", id_number="11010519491231002X", phone="13800138000"
+)
+
+# One example per registered type, with every payload field filled in.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "CaseAccepted": {
+        "item_code": "HR-JOB-REGISTRATION",
+        "applicant": PERSON,
+        "community_code": "110105001",
+        "form": {"education": "bachelor", "desired_occupation": "welder"},
+        "centre_id": "C01",
+        "window_id": "W03",
+        "operator_id": "op-7",
+        "channel": "window",
+        "receipt_no": "C01-20261127-0001",
+    },
+    "CaseRouted": {
+        "item_code": "HR-JOB-REGISTRATION",
+        "catalogue_version": "2026.11.1+abc",
+        "steps": [{"index": 0, "department": "hr_registration", "action": "job_registration"}],
+        "settle_on_spot": False,
+        "promised_by": "2026-11-28T00:00:00Z",
+    },
+    "CaseRejected": {
+        "reason_code": "unknown_item",
+        "message": "no item X",
+        "field": "item_code",
+        "catalogue_version": "2026.11.1+abc",
+    },
+    "CaseClosed": {"outcome": "rejected", "reason_code": "r", "message": "m", "department": "d"},
+    "CaseReviewFlagged": {"step_index": 0, "department": "d", "reason_code": "r", "message": "m"},
+    "StepAssigned": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "action": "job_registration",
+        "item_code": "HR-JOB-REGISTRATION",
+        "applicant": PERSON,
+        "community_code": "110105001",
+        "form": {"education": "bachelor"},
+        "review": True,
+        "due_by": "2026-11-28T00:00:00Z",
+    },
+    "StepApproved": {
+        "step_index": 1,
+        "department": "social_security",
+        "action": "benefit_claim",
+        "item_code": "SS-UNEMPLOYMENT-BENEFIT",
+        "applicant_id": "11010519491231002X",
+        "reference": "SS-1",
+        "facts": {"months": 12},
+    },
+    "StepRejected": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "action": "job_registration",
+        "item_code": "HR-JOB-REGISTRATION",
+        "applicant_id": "11010519491231002X",
+        "reason_code": "already_registered",
+        "message": "m",
+    },
+    "StepNeedsInfo": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "action": "job_registration",
+        "item_code": "HR-JOB-REGISTRATION",
+        "applicant_id": "11010519491231002X",
+        "missing": ["education"],
+        "message": "m",
+    },
+}
+
+
+def _make(event_type: str) -> Event:
+    cls = registry.classes()[event_type]
+    return cls(case_id=CASE, producer="test", correlation_id=CASE, **SAMPLES[event_type])
+
+
+def test_every_registered_type_has_a_sample() -> None:
+    assert set(registry.classes()) == set(SAMPLES)
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLES))
+def test_round_trip_through_json(event_type: str) -> None:
+    event = _make(event_type)
+    parsed = parse_event(event.to_json())
+    assert type(parsed) is type(event)
+    assert parsed == event
+    assert json.loads(event.to_json())["event_type"] == event_type
+
+
+def test_events_are_frozen() -> None:
+    event = _make("CaseClosed")
+    with pytest.raises(ValueError, match="frozen"):
+        event.producer = "other"  # type: ignore[misc]
+
+
+def test_caused_carries_case_and_correlation() -> None:
+    first = _make("CaseAccepted")
+    env = first.caused()
+    assert env == {"case_id": CASE, "causation_id": first.event_id, "correlation_id": CASE}
+
+
+def test_unknown_event_type_is_specific() -> None:
+    with pytest.raises(UnknownEventTypeError, match="NoSuchEvent"):
+        parse_event(b'{"event_type": "NoSuchEvent", "schema_version": 1}')
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"\x00\xff not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"schema_version": 1}', "missing event_type"),
+        (b'{"event_type": "CaseClosed"}', "schema_version"),
+        (b'{"event_type": "CaseClosed", "schema_version": 1, "outcome": "maybe"}', "outcome"),
+    ],
+)
+def test_malformed_records_raise_malformed_event(raw: bytes, fragment: str) -> None:
+    with pytest.raises(MalformedEventError, match=fragment) as info:
+        parse_event(raw)
+    assert info.value.reason == "malformed"
+
+
+def test_newer_schema_version_is_refused() -> None:
+    body = _make("CaseClosed").to_dict() | {"schema_version": 99}
+    with pytest.raises(UnsupportedSchemaVersionError, match="v99"):
+        parse_event(json.dumps(body))
+
+
+def test_older_version_is_upcast_on_read() -> None:
+    class Renamed(Event):
+        event_type = "Renamed"
+        schema_version = 2
+        title: str
+
+    reg = EventRegistry()
+    reg.register(Renamed)
+    reg.register_upcaster(
+        "Renamed", 1, lambda d: {**{k: v for k, v in d.items() if k != "name"}, "title": d["name"]}
+    )
+    v1 = {
+        "event_type": "Renamed",
+        "schema_version": 1,
+        "case_id": str(CASE),
+        "producer": "t",
+        "correlation_id": str(CASE),
+        "name": "old field",
+    }
+    event = reg.parse(v1)
+    assert isinstance(event, Renamed)
+    assert event.title == "old field"
+    with pytest.raises(UnsupportedSchemaVersionError, match="no upcaster"):
+        reg.parse(v1 | {"schema_version": 0})
