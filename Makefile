@@ -32,8 +32,8 @@ stack-down: venv ## stop local Kafka + PostgreSQL, leaving no process behind
 stack-status: venv ## say what runs
 	@$(PY) -m deploy.stack status
 
-demo: stack-up ## the main job (the pipeline arrives with issue 3: for now, the stack)
-	@echo "onedoor: the local stack is up (see above). The case pipeline demo is not built yet."
+demo: venv ## the main job: stack + services, 1,000 cases over HTTP, summary (CASES=n)
+	$(PY) -m deploy.demo --cases $(or $(CASES),1000)
 
 test: stack-up ## all test tiers against the real stack
 	$(PYTEST)

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
+# What handlers and stores receive: a plain connection or one borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
 SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -85,7 +88,7 @@ def collect_migrations(directories: Sequence[Path]) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, directories: Sequence[Path]) -> list[str]:
+async def migrate(conn: Connection, schema: str, directories: Sequence[Path]) -> list[str]:
     """Apply the pending migrations to ``schema``; return the names applied now.
 
     Runs in one transaction under an advisory lock, so two replicas starting together

@@ -162,6 +162,17 @@ class CaseClosed(Event):
     department: str | None = Field(default=None, description="Department that decided.")
 
 
+class CaseAdvanced(Event):
+    """The router assigned the next step of the slip to its department."""
+
+    event_type: ClassVar[str] = "CaseAdvanced"
+
+    step_index: int = Field(ge=0)
+    department: str
+    action: str
+    review: bool = False
+
+
 class CaseReviewFlagged(Event):
     """A department's review of an on-the-spot approval failed: recorded for follow-up."""
 
@@ -190,6 +201,12 @@ class StepAssigned(Event):
     form: dict[str, Any] = Field(default_factory=dict)
     review: bool = Field(
         default=False, description="True for the after-the-fact review of an on-the-spot case."
+    )
+    follows_department: str | None = Field(
+        default=None,
+        description="Department whose approval released this step; its outcome event is "
+        "causation_id. A department that learns from that department's outcomes waits "
+        "until it has seen that event.",
     )
     due_by: AwareDatetime = Field(description="When the step should be decided.")
 
@@ -301,6 +318,7 @@ for _cls in (
     CaseRouted,
     CaseRejected,
     CaseClosed,
+    CaseAdvanced,
     CaseReviewFlagged,
     StepAssigned,
     StepApproved,

@@ -51,6 +51,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "catalogue_version": "2026.11.1+abc",
     },
     "CaseClosed": {"outcome": "rejected", "reason_code": "r", "message": "m", "department": "d"},
+    "CaseAdvanced": {"step_index": 1, "department": "d", "action": "a", "review": False},
     "CaseReviewFlagged": {"step_index": 0, "department": "d", "reason_code": "r", "message": "m"},
     "StepAssigned": {
         "step_index": 0,
@@ -61,6 +62,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "community_code": "110105001",
         "form": {"education": "bachelor"},
         "review": True,
+        "follows_department": "hr_registration",
         "due_by": "2026-11-28T00:00:00Z",
     },
     "StepApproved": {

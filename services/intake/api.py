@@ -1,0 +1,225 @@
+"""Intake's HTTP API for windows and the mobile terminal.
+
+    POST /cases           accept a case (Idempotency-Key header honoured)
+    GET  /cases/{id}      where the case stands, from intake's own view
+    GET  /health          liveness and readiness
+
+The case row and its CaseAccepted outbox row are written in one transaction. The relay
+publishes the outbox; when Kafka is down intake keeps accepting and the relay catches
+up when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import FastAPI, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from services.intake import domain, store
+from shared.catalogue import Catalogue, default_catalogue
+from shared.consumer import BatchProcessor, ConsumerLoop, Tx
+from shared.events import Applicant, CaseAccepted, Event, utcnow
+from shared.runtime import ServiceContext, open_service
+from shared.settings import Settings
+from shared.topics import CASES_ACCEPTED, CASES_ROUTING, all_topics
+
+NAME = "intake"
+CENTRE_TZ = ZoneInfo("Asia/Shanghai")  # receipt days follow the centre's calendar
+MIGRATIONS = [Path(__file__).parent / "migrations"]
+
+
+def _error_body(errors: list[domain.FieldError]) -> dict[str, Any]:
+    return {"detail": [{"loc": list(loc), "msg": msg, "type": kind} for loc, msg, kind in errors]}
+
+
+def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closures over it
+    settings: Settings, catalogue: Catalogue | None = None
+) -> FastAPI:
+    """Intake's one wiring factory: nothing is opened until the app starts."""
+    catalogue = catalogue or default_catalogue()
+    state: dict[str, ServiceContext] = {}
+
+    async def on_routing(tx: Tx, event: Event) -> None:
+        await store.apply_routing(tx.conn, event)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        ctx = await open_service(
+            NAME,
+            settings,
+            schema=NAME,
+            migrations=MIGRATIONS,
+            topics=all_topics(catalogue.departments()),
+        )
+        processor = BatchProcessor(settings, ctx.pool, ctx.writer, on_routing, consumer_name=NAME)
+        loop = ConsumerLoop(settings, [CASES_ROUTING], group_id=NAME, processor=processor)
+        ctx.loops.append(loop)
+        state["ctx"] = ctx
+        tasks = [
+            asyncio.create_task(ctx.relay.run(ctx.stop), name="relay"),
+            asyncio.create_task(loop.run(ctx.stop), name=loop.name),
+        ]
+        ctx.log.info("intake started", catalogue=catalogue.version)
+        try:
+            yield
+        finally:
+            # Graceful stop: the consumer commits its batch, the relay drains the outbox.
+            ctx.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await ctx.pool.close()
+            ctx.log.info("intake stopped")
+
+    app = FastAPI(title="onedoor intake", version="1", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_shape(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [(tuple(e["loc"]), str(e["msg"]), str(e["type"])) for e in exc.errors()]
+        return JSONResponse(status_code=422, content=_error_body(errors))
+
+    @app.post("/cases", status_code=201)
+    async def submit_case(
+        request: domain.CaseRequest,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        ctx = state["ctx"]
+        errors = domain.check(request, catalogue)
+        if errors:
+            return JSONResponse(status_code=422, content=_error_body(errors))  # type: ignore[return-value]
+        fingerprint = request.fingerprint()
+        for _attempt in range(2):
+            try:
+                result = await _accept(ctx, request, fingerprint, idempotency_key)
+            except asyncpg.UniqueViolationError:
+                # A concurrent request with the same key won the race: answer with its case.
+                continue
+            if result.pop("_replayed", False):
+                response.status_code = 200
+                response.headers["Idempotent-Replayed"] = "true"
+            else:
+                ctx.relay.wake()
+            return result
+        raise HTTPException(status_code=409, detail="concurrent requests with one Idempotency-Key")
+
+    async def _accept(
+        ctx: ServiceContext, request: domain.CaseRequest, fingerprint: str, key: str | None
+    ) -> dict[str, Any]:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            if key is not None:
+                found = await store.find_key(conn, key)
+                if found is not None:
+                    request_hash, case_id = found
+                    if request_hash != fingerprint:
+                        raise HTTPException(
+                            status_code=422,
+                            detail=[
+                                {
+                                    "loc": ["header", "Idempotency-Key"],
+                                    "msg": "this key was already used for a different request",
+                                    "type": "value_error.idempotency_key_reused",
+                                }
+                            ],
+                        )
+                    row = await store.get_case(conn, case_id)
+                    assert row is not None
+                    return _receipt(row) | {"_replayed": True}
+            now = utcnow()
+            day = now.astimezone(CENTRE_TZ).date()
+            number = await store.next_receipt(conn, settings.centre_id, day)
+            receipt_no = f"{settings.centre_id}-{day:%Y%m%d}-{number:06d}"
+            case_id = uuid4()
+            event_id = uuid4()
+            event = CaseAccepted(
+                event_id=event_id,
+                case_id=case_id,
+                correlation_id=event_id,
+                occurred_at=now,
+                producer=NAME,
+                item_code=request.item_code,
+                applicant=Applicant.model_validate(request.applicant.model_dump()),
+                community_code=request.community_code,
+                form=request.form,
+                centre_id=settings.centre_id,
+                window_id=request.window_id,
+                operator_id=request.operator_id,
+                channel=request.channel,
+                receipt_no=receipt_no,
+            )
+            await store.insert_case(
+                conn,
+                case_id=case_id,
+                receipt_no=receipt_no,
+                item_code=request.item_code,
+                applicant_kind=request.applicant.kind,
+                centre_id=settings.centre_id,
+                window_id=request.window_id,
+                channel=request.channel,
+                accepted_at=now,
+            )
+            if key is not None:
+                await store.claim_key(conn, key, fingerprint, case_id)
+            await ctx.writer.add(conn, CASES_ACCEPTED, event)
+        return {"case_id": str(case_id), "receipt_no": receipt_no, "status": "accepted"}
+
+    @app.get("/cases/{case_id}")
+    async def case_status(case_id: UUID) -> dict[str, Any]:
+        async with state["ctx"].pool.acquire() as conn:
+            row = await store.get_case(conn, case_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no case {case_id}")
+        return _status(row)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ctx = state.get("ctx")
+        if ctx is None:
+            return JSONResponse(status_code=503, content={"status": "starting"})
+        body = await ctx.health()
+        return JSONResponse(status_code=200 if body["database"] else 503, content=body)
+
+    return app
+
+
+def _receipt(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "case_id": str(row["case_id"]),
+        "receipt_no": row["receipt_no"],
+        "status": row["status"],
+    }
+
+
+def _status(row: dict[str, Any]) -> dict[str, Any]:
+    status = row["status"]
+    if status == "closed":
+        summary = f"closed {row['outcome']}"
+        if row["outcome"] == "rejected" and row["reason_code"]:
+            summary += f": {row['reason_code']}"
+    elif status == "in_progress":
+        summary = f"in progress at step {row['current_step'] + 1} ({row['department']})"
+    else:
+        summary = status
+    return {
+        "case_id": str(row["case_id"]),
+        "receipt_no": row["receipt_no"],
+        "item_code": row["item_code"],
+        "status": status,
+        "summary": summary,
+        "current_step": row["current_step"],
+        "department": row["department"],
+        "outcome": row["outcome"],
+        "on_spot": row["on_spot"],
+        "reason_code": row["reason_code"],
+        "message": row["message"],
+        "review_flag": row["review_flag"],
+        "accepted_at": row["accepted_at"].isoformat(),
+        "closed_at": row["closed_at"].isoformat() if row["closed_at"] else None,
+    }

@@ -1,0 +1,87 @@
+"""Intake's rules: what a window may submit, checked before anything is written.
+
+Every problem is reported at once, each with the field it concerns, so the clerk can
+fix the form in one go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.catalogue import Catalogue
+from shared.identity import validate_mobile, validate_resident_id, validate_uscc
+
+FieldError = tuple[tuple[str | int, ...], str, str]  # (location, message, type)
+
+
+class ApplicantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["natural", "legal"] = Field(description="natural person or legal person")
+    name: str = Field(min_length=1, max_length=200)
+    id_number: str = Field(
+        description="18-digit resident ID (natural) or unified social credit code (legal)",
+        examples=["11010519491231002X"],
+    )
+    phone: str = Field(examples=["13800138000"])
+
+
+class CaseRequest(BaseModel):
+    """What a window or the mobile terminal submits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_code: str = Field(min_length=1, max_length=80, examples=["SS-UNEMPLOYMENT-BENEFIT"])
+    applicant: ApplicantIn
+    community_code: str = Field(pattern=r"^\d{9,12}$", examples=["110105001001"])
+    form: dict[str, Any] = Field(default_factory=dict)
+    window_id: str = Field(min_length=1, max_length=40, examples=["W03"])
+    operator_id: str | None = Field(default=None, max_length=40)
+    channel: Literal["window", "mobile"] = "window"
+
+    def fingerprint(self) -> str:
+        """Hash of the request, to tell a retry from a different request under one key."""
+        body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def check(request: CaseRequest, catalogue: Catalogue) -> list[FieldError]:
+    """Every problem of the request beyond its shape (which pydantic already checked)."""
+    errors: list[FieldError] = []
+    applicant = request.applicant
+    id_error = (
+        validate_resident_id(applicant.id_number)
+        if applicant.kind == "natural"
+        else validate_uscc(applicant.id_number)
+    )
+    if id_error:
+        errors.append((("body", "applicant", "id_number"), id_error, "value_error.id_number"))
+    phone_error = validate_mobile(applicant.phone)
+    if phone_error:
+        errors.append((("body", "applicant", "phone"), phone_error, "value_error.phone"))
+    item = catalogue.get(request.item_code)
+    if item is None:
+        errors.append(
+            (
+                ("body", "item_code"),
+                f"unknown item {request.item_code!r}",
+                "value_error.unknown_item",
+            )
+        )
+        return errors
+    if item.applicant_kind != applicant.kind:
+        errors.append(
+            (
+                ("body", "applicant", "kind"),
+                f"item {item.code} is for {item.applicant_kind} persons",
+                "value_error.wrong_applicant_kind",
+            )
+        )
+    for name, message in sorted(item.validate_form(request.form).items()):
+        kind = "missing" if "required" in message else "value_error.form"
+        errors.append((("body", "form", name), message, kind))
+    return errors

@@ -1,0 +1,5 @@
+import asyncio
+
+from services.router.main import main
+
+asyncio.run(main())

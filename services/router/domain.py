@@ -1,0 +1,258 @@
+"""Routing rules: pure functions from a case's state and an event to the next state and
+the events to emit. No I/O here; ``handlers.py`` loads and saves the state.
+
+The routing slip is the catalogue item's ordered steps. Step i+1 is assigned only after
+step i is approved; any rejection closes the case as rejected with its reason. A
+settle-on-spot item closes at once as approved and its steps still go to the
+departments, in order, as reviews; a failed review is flagged, the case stays closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+from shared.catalogue import Catalogue
+from shared.events import (
+    CaseAccepted,
+    CaseAdvanced,
+    CaseClosed,
+    CaseRejected,
+    CaseReviewFlagged,
+    CaseRouted,
+    Event,
+    RoutedStep,
+    StepApproved,
+    StepAssigned,
+    StepNeedsInfo,
+    StepOutcome,
+    StepRejected,
+)
+from shared.topics import CASES_ROUTING, dept_tasks
+
+PRODUCER = "router"
+REVIEW_DAYS = 5  # how long a department has to review an on-the-spot approval
+
+Emit = tuple[str, Event]
+Status = Literal["in_progress", "waiting_info", "closed"]
+
+
+class RoutingViolationError(ValueError):
+    """An outcome that does not fit the case's slip (unknown case, wrong step or department).
+
+    Never applied: the record goes to the dead-letter queue with this message.
+    """
+
+
+@dataclass(frozen=True)
+class CaseState:
+    case_id: UUID
+    correlation_id: UUID
+    item_code: str
+    catalogue_version: str
+    steps: tuple[RoutedStep, ...]
+    accepted: CaseAccepted
+    status: Status
+    on_spot: bool
+    current_step: int | None  # the step awaiting an outcome; None when none is
+    outcome: Literal["approved", "rejected"] | None
+    promised_by: datetime
+
+    @property
+    def closed(self) -> bool:
+        return self.status == "closed"
+
+
+def _assign(
+    state: CaseState, index: int, cause: Event, now: datetime, follows: str | None
+) -> list[Emit]:
+    step = state.steps[index]
+    accepted = state.accepted
+    review = state.on_spot
+    due = now + timedelta(days=REVIEW_DAYS) if review else state.promised_by
+    env = cause.caused()
+    return [
+        (
+            dept_tasks(step.department),
+            StepAssigned(
+                **env,
+                producer=PRODUCER,
+                step_index=index,
+                department=step.department,
+                action=step.action,
+                item_code=state.item_code,
+                applicant=accepted.applicant,
+                community_code=accepted.community_code,
+                form=accepted.form,
+                review=review,
+                follows_department=follows,
+                due_by=max(due, now),
+            ),
+        ),
+        (
+            CASES_ROUTING,
+            CaseAdvanced(
+                **env,
+                producer=PRODUCER,
+                step_index=index,
+                department=step.department,
+                action=step.action,
+                review=review,
+            ),
+        ),
+    ]
+
+
+def route(
+    accepted: CaseAccepted, catalogue: Catalogue, now: datetime
+) -> tuple[CaseState | None, list[Emit]]:
+    """A new case: write its slip and assign step 0, or reject it with a reason."""
+    env = accepted.caused()
+    item = catalogue.get(accepted.item_code)
+    problem: tuple[str, str, str] | None = None
+    if item is None:
+        problem = ("unknown_item", f"no item {accepted.item_code!r} in the catalogue", "item_code")
+    elif item.applicant_kind != accepted.applicant.kind:
+        problem = (
+            "wrong_applicant_kind",
+            f"item {item.code} is for {item.applicant_kind} persons, "
+            f"not {accepted.applicant.kind} persons",
+            "applicant.kind",
+        )
+    else:
+        errors = item.validate_form(accepted.form)
+        if errors:
+            name, message = sorted(errors.items())[0]
+            missing = "required" in message
+            problem = (
+                "missing_field" if missing else "invalid_field",
+                f"form.{name}: {message}",
+                f"form.{name}",
+            )
+    if problem is not None or item is None:
+        assert problem is not None
+        code, message, field = problem
+        return None, [
+            (
+                CASES_ROUTING,
+                CaseRejected(
+                    **env,
+                    producer=PRODUCER,
+                    reason_code=code,
+                    message=message,
+                    field=field,
+                    catalogue_version=catalogue.version,
+                ),
+            ),
+            (
+                CASES_ROUTING,
+                CaseClosed(
+                    **env, producer=PRODUCER, outcome="rejected", reason_code=code, message=message
+                ),
+            ),
+        ]
+    steps = tuple(
+        RoutedStep(index=i, department=s.department, action=s.action)
+        for i, s in enumerate(item.steps)
+    )
+    promised_by = accepted.occurred_at + timedelta(days=item.promised_days)
+    state = CaseState(
+        case_id=accepted.case_id,
+        correlation_id=accepted.correlation_id,
+        item_code=item.code,
+        catalogue_version=catalogue.version,
+        steps=steps,
+        accepted=accepted,
+        status="closed" if item.settle_on_spot else "in_progress",
+        on_spot=item.settle_on_spot,
+        current_step=0,
+        outcome="approved" if item.settle_on_spot else None,
+        promised_by=promised_by,
+    )
+    emits: list[Emit] = [
+        (
+            CASES_ROUTING,
+            CaseRouted(
+                **env,
+                producer=PRODUCER,
+                item_code=item.code,
+                catalogue_version=catalogue.version,
+                steps=steps,
+                settle_on_spot=item.settle_on_spot,
+                promised_by=promised_by,
+            ),
+        )
+    ]
+    if item.settle_on_spot:
+        emits.append(
+            (
+                CASES_ROUTING,
+                CaseClosed(**env, producer=PRODUCER, outcome="approved", on_spot=True),
+            )
+        )
+    emits += _assign(state, 0, accepted, now, follows=None)
+    return state, emits
+
+
+def on_outcome(
+    state: CaseState | None, outcome: StepOutcome, now: datetime
+) -> tuple[CaseState, list[Emit]]:
+    """A department decided a step: advance the slip, close the case, or flag a review."""
+    if state is None:
+        raise RoutingViolationError(f"outcome for unknown case {outcome.case_id}")
+    if state.current_step is None or outcome.step_index != state.current_step:
+        raise RoutingViolationError(
+            f"outcome for step {outcome.step_index}, but the case awaits "
+            f"{'no step' if state.current_step is None else f'step {state.current_step}'}"
+        )
+    step = state.steps[outcome.step_index]
+    if outcome.department != step.department:
+        raise RoutingViolationError(
+            f"step {step.index} belongs to {step.department}, not {outcome.department}"
+        )
+    env = outcome.caused()
+    if isinstance(outcome, StepNeedsInfo):
+        return replace(state, status="closed" if state.on_spot else "waiting_info"), []
+    if isinstance(outcome, StepRejected):
+        if state.on_spot:
+            return replace(state, current_step=None), [
+                (
+                    CASES_ROUTING,
+                    CaseReviewFlagged(
+                        **env,
+                        producer=PRODUCER,
+                        step_index=step.index,
+                        department=step.department,
+                        reason_code=outcome.reason_code,
+                        message=outcome.message,
+                    ),
+                )
+            ]
+        return replace(state, status="closed", outcome="rejected", current_step=None), [
+            (
+                CASES_ROUTING,
+                CaseClosed(
+                    **env,
+                    producer=PRODUCER,
+                    outcome="rejected",
+                    reason_code=outcome.reason_code,
+                    message=outcome.message,
+                    department=step.department,
+                ),
+            )
+        ]
+    assert isinstance(outcome, StepApproved)
+    following = step.index + 1
+    if following < len(state.steps):
+        advanced = replace(state, current_step=following)
+        return advanced, _assign(advanced, following, outcome, now, follows=step.department)
+    if state.on_spot:
+        return replace(state, current_step=None), []
+    return replace(state, status="closed", outcome="approved", current_step=None), [
+        (
+            CASES_ROUTING,
+            CaseClosed(**env, producer=PRODUCER, outcome="approved", department=step.department),
+        )
+    ]

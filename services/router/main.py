@@ -1,0 +1,43 @@
+"""Router process: ``python -m services.router``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from services.router.handlers import RouterHandler
+from shared.catalogue import Catalogue, default_catalogue
+from shared.consumer import BatchProcessor, ConsumerLoop
+from shared.runtime import ServiceContext, open_service, run_loops
+from shared.settings import Settings, get_settings
+from shared.topics import CASES_ACCEPTED, all_topics, dept_outcomes
+
+NAME = "router"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def create_service(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
+    """Wire the router: catalogue, schema, topics, relay and its one consumer loop."""
+    catalogue = catalogue or default_catalogue()
+    departments = sorted(catalogue.departments())
+    ctx = await open_service(
+        NAME, settings, schema=NAME, migrations=[MIGRATIONS], topics=all_topics(departments)
+    )
+    ctx.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
+    processor = BatchProcessor(
+        settings, ctx.pool, ctx.writer, RouterHandler(catalogue), consumer_name=NAME
+    )
+    topics = [CASES_ACCEPTED, *(dept_outcomes(d) for d in departments)]
+    ctx.loops.append(
+        ConsumerLoop(settings, topics, group_id=NAME, processor=processor, relay=ctx.relay)
+    )
+    return ctx
+
+
+async def main(settings: Settings | None = None) -> None:
+    ctx = await create_service(settings or get_settings())
+    await run_loops(ctx)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,267 @@
+"""The adapter SDK: how a department plugs into onedoor.
+
+A department is one package under ``services/`` with:
+
+- ``catalogue.yaml``: its items (the router and intake discover it by itself);
+- ``department.py``: a :class:`Department` with one handler per action, and optionally
+  learners for other departments' outcomes;
+- ``__main__.py``: ``run(department)``.
+
+The SDK does the rest: it subscribes to ``dept.<name>.tasks`` (and the outcome topics
+the department learns from), parses records with the event registry, runs the handler
+with the inbox and outbox in one PostgreSQL transaction, commits offsets only after it,
+signs the outcome events, and dead-letters what cannot be parsed or handled.
+
+    department = Department("parks")
+
+    @department.action("tree_felling_permit")
+    async def fell(ctx: StepContext, task: StepAssigned) -> Decision:
+        return Approve(reference=f"PK-{task.case_id.hex[:8]}")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from shared.consumer import BatchProcessor, ConsumerLoop, NotReadyError, Tx
+from shared.db import Connection
+from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.events import (
+    Event,
+    StepApproved,
+    StepAssigned,
+    StepNeedsInfo,
+    StepOutcome,
+    StepRejected,
+)
+from shared.runtime import ServiceContext, open_service, run_loops
+from shared.settings import Settings, get_settings
+from shared.topics import dept_outcomes, dept_tasks, dlq
+
+SDK_MIGRATIONS = Path(__file__).parent / "adapter_migrations"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class UnknownActionError(ValueError):
+    """A task names an action the department has no handler for."""
+
+
+class UnexpectedEventError(ValueError):
+    """A record on a department's topics that the department has no use for."""
+
+
+@dataclass
+class StepContext:
+    """What a handler gets besides the task: the open transaction and the subject store."""
+
+    department: str
+    conn: Connection
+
+    async def load(self, model: type[M], kind: str, subject_id: str) -> M:
+        """The department's record of a subject (a person or company), locked for this
+        transaction; a fresh one when never seen."""
+        row = await self.conn.fetchval(
+            "SELECT state FROM subjects WHERE kind = $1 AND subject_id = $2 FOR UPDATE",
+            kind,
+            subject_id,
+        )
+        if row is None:
+            return model.model_validate({"subject_id": subject_id})
+        return model.model_validate(row)
+
+    async def save(self, kind: str, record: BaseModel) -> None:
+        state = record.model_dump(mode="json")
+        await self.conn.execute(
+            """INSERT INTO subjects (kind, subject_id, state) VALUES ($1, $2, $3)
+               ON CONFLICT (kind, subject_id) DO UPDATE SET state = $3, updated_at = now()""",
+            kind,
+            state["subject_id"],
+            state,
+        )
+
+
+ActionHandler = Callable[[StepContext, StepAssigned], Awaitable[Decision]]
+Learner = Callable[[StepContext, StepOutcome], Awaitable[None]]
+P = TypeVar("P", bound=BaseModel)
+C = TypeVar("C", bound=BaseModel)
+SubjectRules = Callable[[TaskFacts, P | None, C | None], tuple[Decision, P | None, C | None]]
+
+
+def facts(task: StepAssigned) -> TaskFacts:
+    """The plain facts of a task, for pure department rules."""
+    return TaskFacts(
+        case_id=str(task.case_id),
+        item_code=task.item_code,
+        action=task.action,
+        step_index=task.step_index,
+        applicant_kind=task.applicant.kind,
+        applicant_id=task.applicant.id_number,
+        applicant_name=task.applicant.name,
+        community_code=task.community_code,
+        form=task.form,
+        review=task.review,
+    )
+
+
+@dataclass
+class Department:
+    """A department's declaration: its name, its actions, what it learns from others."""
+
+    name: str
+    migrations: Sequence[Path] = ()
+    actions: dict[str, ActionHandler] = field(default_factory=dict)
+    learners: dict[str, Learner] = field(default_factory=dict)
+
+    def action(self, name: str) -> Callable[[ActionHandler], ActionHandler]:
+        """Register the handler of one action (``@department.action("benefit_claim")``)."""
+
+        def register(fn: ActionHandler) -> ActionHandler:
+            if name in self.actions:
+                raise ValueError(f"{self.name}: action {name} registered twice")
+            self.actions[name] = fn
+            return fn
+
+        return register
+
+    def learns_from(self, department: str) -> Callable[[Learner], Learner]:
+        """Register a learner for another department's outcomes (``dept.<d>.outcomes``)."""
+
+        def register(fn: Learner) -> Learner:
+            self.learners[department] = fn
+            return fn
+
+        return register
+
+    @property
+    def topics(self) -> list[str]:
+        return [dept_tasks(self.name), *(dept_outcomes(d) for d in sorted(self.learners))]
+
+    def handler(self) -> Callable[[Tx, Event], Awaitable[None]]:
+        """The batch handler the consumer loop runs for every parsed event."""
+
+        async def handle(tx: Tx, event: Event) -> None:
+            ctx = StepContext(self.name, tx.conn)
+            if isinstance(event, StepAssigned):
+                await self._decide(tx, ctx, event)
+            elif isinstance(event, StepOutcome) and event.department in self.learners:
+                await self.learners[event.department](ctx, event)
+            else:
+                raise UnexpectedEventError(
+                    f"{self.name} has no use for {event.event_type} from {event.producer}"
+                )
+
+        return handle
+
+    async def _decide(self, tx: Tx, ctx: StepContext, task: StepAssigned) -> None:
+        if task.department != self.name:
+            raise UnexpectedEventError(f"task for {task.department} on {self.name}'s topic")
+        if task.follows_department in self.learners and task.causation_id is not None:
+            # The step was released by another department's approval that we learn from:
+            # decide only once we have seen that approval ourselves.
+            seen = await tx.conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1)", task.causation_id
+            )
+            if not seen:
+                raise NotReadyError(f"waiting for {task.follows_department} outcome")
+        handler = self.actions.get(task.action)
+        if handler is None:
+            raise UnknownActionError(f"{self.name} has no action {task.action!r}")
+        decision = await handler(ctx, task)
+        tx.emit(dept_outcomes(self.name), outcome_event(self.name, task, decision))
+
+
+def register_subject_rules(
+    department: Department,
+    actions: Iterable[str],
+    rules: SubjectRules[P, C],
+    person_model: type[P],
+    company_model: type[C],
+) -> None:
+    """Register pure rules for every action: the SDK loads the applicant's record (a
+    person for natural applicants, a company for legal ones), calls
+    ``rules(facts, person, company)`` and saves the records it returns."""
+
+    async def decide(ctx: StepContext, task: StepAssigned) -> Decision:
+        person: P | None = None
+        company: C | None = None
+        if task.applicant.kind == "natural":
+            person = await ctx.load(person_model, "person", task.applicant.id_number)
+        else:
+            company = await ctx.load(company_model, "company", task.applicant.id_number)
+        decision, person, company = rules(facts(task), person, company)
+        if person is not None:
+            await ctx.save("person", person)
+        if company is not None:
+            await ctx.save("company", company)
+        return decision
+
+    for action in sorted(actions):
+        department.action(action)(decide)
+
+
+def outcome_event(department: str, task: StepAssigned, decision: Decision) -> StepOutcome:
+    """The outcome event that reports ``decision`` on ``task``."""
+    common: dict[str, Any] = {
+        **task.caused(),
+        "producer": department,
+        "step_index": task.step_index,
+        "department": department,
+        "action": task.action,
+        "item_code": task.item_code,
+        "applicant_id": task.applicant.id_number,
+        "review": task.review,
+    }
+    if isinstance(decision, Approve):
+        return StepApproved(**common, reference=decision.reference, facts=dict(decision.facts))
+    if isinstance(decision, Reject):
+        return StepRejected(**common, reason_code=decision.reason_code, message=decision.message)
+    if isinstance(decision, NeedsInfo):
+        return StepNeedsInfo(**common, missing=decision.missing, message=decision.message)
+    raise TypeError(f"not a decision: {decision!r}")
+
+
+async def create_service(department: Department, settings: Settings) -> ServiceContext:
+    """Wire a department adapter: schema, topics, relay and its consumer loop."""
+    topics = department.topics
+    ctx = await open_service(
+        department.name,
+        settings,
+        schema=department.name,
+        migrations=[SDK_MIGRATIONS, *department.migrations],
+        topics=[*topics, *(dlq(t) for t in topics), dept_outcomes(department.name)],
+    )
+    processor = BatchProcessor(
+        settings,
+        ctx.pool,
+        ctx.writer,
+        department.handler(),
+        consumer_name=department.name,
+        first_topics=[dept_outcomes(d) for d in department.learners],
+    )
+    ctx.loops.append(
+        ConsumerLoop(
+            settings, topics, group_id=department.name, processor=processor, relay=ctx.relay
+        )
+    )
+    return ctx
+
+
+async def serve(department: Department, settings: Settings | None = None) -> None:
+    ctx = await create_service(department, settings or get_settings())
+    await run_loops(ctx)
+
+
+def run(department: Department) -> None:
+    """Entry point for ``python -m services.<department>``."""
+    try:
+        asyncio.run(serve(department))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,388 @@
+"""Batch consumers with effectively-once processing.
+
+The loop takes records in batches, and for each batch runs ONE PostgreSQL transaction
+that records every event_id in the ``inbox`` table, applies the handler's effects and
+writes the events it emits into the ``outbox``. Only after that transaction commits
+are the Kafka offsets committed. So:
+
+- a crash before the commit loses nothing: the records are read again;
+- a crash after the commit but before the offset commit re-reads records whose
+  event_ids are already in the inbox: they are skipped, nothing is applied twice;
+- a record that cannot be parsed, or whose handler raises, goes to ``<topic>.dlq``
+  (through the same outbox, with the reason and its topic/partition/offset in the
+  headers) and the consumer moves on; it is never silently skipped;
+- a database or network failure rolls the whole batch back and retries it after a
+  back-off: those are not the record's fault.
+
+The fast path handles a batch without savepoints. Only when a handler raises does the
+batch run again in careful mode, one savepoint per record, to isolate the bad one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from shared.db import Connection
+from shared.events import Event, EventDecodeError, parse_event
+from shared.kafka import make_consumer
+from shared.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
+from shared.settings import Settings
+from shared.topics import dlq
+
+log = structlog.get_logger("consumer")
+
+# Failures of the environment, not of the record: retry the batch, never dead-letter it.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+class NotReadyError(Exception):
+    """Raised by a handler whose record depends on one this consumer has not seen yet.
+
+    The record and every later record of its partition are left for a later batch.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str  # deployed name (with prefix)
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def dead_letter_id(self) -> UUID:
+        """A stable id for a record without a usable event_id (redelivery gives the same)."""
+        return uuid5(NAMESPACE_URL, f"kafka:{self.topic}/{self.partition}/{self.offset}")
+
+
+@dataclass
+class Tx:
+    """What a handler gets: the open connection and a way to emit events."""
+
+    conn: Connection
+    record: Record
+    writer: OutboxWriter
+    rows: list[OutboxRow] = field(default_factory=list)
+
+    def emit(self, topic: str, event: Event) -> None:
+        """Queue an event for ``topic`` (logical name); written in this transaction."""
+        self.rows.append(self.writer.row(topic, event))
+
+
+Handler = Callable[[Tx, Event], Awaitable[None]]
+
+
+@dataclass
+class BatchResult:
+    processed: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    blocked: dict[TopicPartition, int] = field(default_factory=dict)  # partition -> offset
+    emitted: int = 0
+
+
+class _RetryCarefullyError(Exception):
+    pass
+
+
+class BatchProcessor:
+    """Applies one batch of records in one transaction (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        writer: OutboxWriter,
+        handler: Handler,
+        *,
+        consumer_name: str,
+        first_topics: Iterable[str] = (),
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._writer = writer
+        self._handler = handler
+        self._name = consumer_name
+        # Topics a consumer learns from are applied before its task topics in a batch,
+        # so a task that depends on a fact in the same batch finds it.
+        self._first = {settings.topic(t) for t in first_topics}
+
+    def _ordered(self, records: Sequence[Record]) -> list[Record]:
+        return sorted(records, key=lambda r: (r.topic not in self._first,))  # stable sort
+
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        ordered = self._ordered(records)
+        parsed: list[tuple[Record, Event | EventDecodeError]] = []
+        for record in ordered:
+            try:
+                parsed.append((record, parse_event(record.value or b"")))
+            except EventDecodeError as exc:
+                parsed.append((record, exc))
+        try:
+            return await self._fast(parsed)
+        except _RetryCarefullyError:
+            return await self._careful(parsed)
+
+    async def _fast(self, parsed: list[tuple[Record, Event | EventDecodeError]]) -> BatchResult:
+        result = BatchResult()
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh = await self._claim(conn, parsed)
+            rows: list[OutboxRow] = []
+            seen: set[UUID] = set()
+            for record, item in parsed:
+                if isinstance(item, EventDecodeError):
+                    if record.dead_letter_id() in fresh:
+                        rows.append(self._dead_letter(record, item.reason, str(item)))
+                        result.dead_lettered += 1
+                    continue
+                if item.event_id not in fresh or item.event_id in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(item.event_id)
+                tx = Tx(conn, record, self._writer)
+                try:
+                    await self._handler(tx, item)
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    raise _RetryCarefullyError from exc
+                rows += tx.rows
+                result.processed += 1
+            await self._writer.write(conn, rows)
+            result.emitted = len(rows)
+        return result
+
+    async def _claim(
+        self, conn: Connection, parsed: list[tuple[Record, Event | EventDecodeError]]
+    ) -> set[UUID]:
+        """Record every id in the inbox; return the ids not seen before."""
+        ids, topics, partitions, offsets = [], [], [], []
+        for record, item in parsed:
+            ids.append(
+                record.dead_letter_id() if isinstance(item, EventDecodeError) else item.event_id
+            )
+            topics.append(record.topic)
+            partitions.append(record.partition)
+            offsets.append(record.offset)
+        rows = await conn.fetch(
+            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset) "
+            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            ids,
+            topics,
+            partitions,
+            offsets,
+        )
+        return {r["event_id"] for r in rows}
+
+    async def _careful(self, parsed: list[tuple[Record, Event | EventDecodeError]]) -> BatchResult:
+        result = BatchResult()
+        async with self._pool.acquire() as conn, conn.transaction():
+            for record, item in parsed:
+                if record.tp in result.blocked:
+                    continue  # keep per-partition order behind a blocked record
+                if isinstance(item, EventDecodeError):
+                    if await self._claim(conn, [(record, item)]):
+                        await self._writer.write(
+                            conn, [self._dead_letter(record, item.reason, str(item))]
+                        )
+                        result.dead_lettered += 1
+                    continue
+                try:
+                    async with conn.transaction():  # savepoint
+                        if not await self._claim(conn, [(record, item)]):
+                            result.duplicates += 1
+                            continue
+                        tx = Tx(conn, record, self._writer)
+                        await self._handler(tx, item)
+                        await self._writer.write(conn, tx.rows)
+                        result.emitted += len(tx.rows)
+                        result.processed += 1
+                except TRANSIENT_ERRORS:
+                    raise
+                except NotReadyError:
+                    result.blocked[record.tp] = record.offset
+                except Exception as exc:  # noqa: BLE001 - any handler failure goes to the DLQ
+                    log.warning(
+                        "handler failed; record dead-lettered",
+                        consumer=self._name,
+                        case_id=str(item.case_id),
+                        event_type=item.event_type,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                    await self._claim(conn, [(record, item)])
+                    await self._writer.write(
+                        conn,
+                        [
+                            self._dead_letter(
+                                record, "handler_error", f"{type(exc).__name__}: {exc}"
+                            )
+                        ],
+                    )
+                    result.dead_lettered += 1
+        return result
+
+    def _dead_letter(self, record: Record, reason: str, error: str) -> OutboxRow:
+        logical = record.topic.removeprefix(self._settings.topic_prefix)
+        headers = (
+            ("dlq.reason", reason),
+            ("dlq.error", error[:2000]),
+            ("dlq.original.topic", logical),
+            ("dlq.original.partition", str(record.partition)),
+            ("dlq.original.offset", str(record.offset)),
+            ("dlq.original.headers", headers_json(record.headers)),
+            ("dlq.consumer", self._name),
+            ("dlq.failed_at", datetime.now(UTC).isoformat()),
+        )
+        return OutboxRow(
+            record.dead_letter_id(), dlq(logical), record.key, record.value or b"", headers
+        )
+
+
+class ConsumerLoop:
+    """Polls a consumer group, feeds batches to a processor, commits after each batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        processor: BatchProcessor,
+        relay: OutboxRelay | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topics = [settings.topic(t) for t in topics]
+        self._group = group_id
+        self.name = f"consumer:{group_id}"
+        self._processor = processor
+        self._relay = relay
+        self.batches = 0
+        self.records = 0
+        self.last_batch_at: float | None = None
+        self.last_error: str | None = None
+
+    async def _start_consumer(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
+        backoff = 0.2
+        while not stop.is_set():
+            consumer = make_consumer(
+                self._settings,
+                *self._topics,
+                group_id=self._group,
+                max_poll_records=self._settings.consumer_max_records,
+            )
+            try:
+                await consumer.start()
+            except (KafkaError, OSError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("consumer cannot start yet", group=self._group, error=self.last_error)
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            return consumer
+        return None
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Consume until ``stop`` is set; the batch in hand is finished and committed first."""
+        consumer = await self._start_consumer(stop)
+        if consumer is None:
+            return
+        if on_ready is not None:
+            on_ready()
+        backoff = 0.1
+        try:
+            while not stop.is_set():
+                fetched = await consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.consumer_max_records
+                )
+                records = [
+                    Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
+                    for batch in fetched.values()
+                    for r in batch
+                ]
+                if not records:
+                    continue
+                try:
+                    result = await self._processor.process(records)
+                except TRANSIENT_ERRORS as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning(
+                        "batch rolled back; retrying", group=self._group, error=self.last_error
+                    )
+                    self._rewind(consumer, fetched)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff = 0.1
+                self.last_error = None
+                if self._relay is not None and result.emitted:
+                    self._relay.wake()
+                await self._commit(consumer, fetched, result.blocked)
+                self.batches += 1
+                self.records += len(records)
+                self.last_batch_at = time.monotonic()
+                if result.blocked:
+                    # Give the topics we learn from a moment to catch up before re-reading.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.05)
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    @staticmethod
+    def _rewind(consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
+        for tp, batch in fetched.items():
+            with contextlib.suppress(IllegalStateError, AssertionError):
+                consumer.seek(tp, batch[0].offset)
+
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: dict[TopicPartition, list[Any]],
+        blocked: dict[TopicPartition, int],
+    ) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for tp, batch in fetched.items():
+            if tp in blocked:
+                offsets[tp] = blocked[tp]
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    consumer.seek(tp, blocked[tp])
+            else:
+                offsets[tp] = batch[-1].offset + 1
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # Partitions moved to another member: it re-reads from the last committed
+            # offset and its inbox absorbs what we already applied.
+            log.warning("offset commit failed after a rebalance", group=self._group, error=str(exc))

@@ -1,0 +1,54 @@
+"""What a department handler decides about one step: approve, reject, or ask for more.
+
+The adapter SDK turns a decision into the matching outcome event (StepApproved,
+StepRejected, StepNeedsInfo) on ``dept.<name>.outcomes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Approve:
+    """The step is granted. ``reference`` is the department's own number for it."""
+
+    reference: str | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """The step is refused, with a machine-readable code and a message for the applicant."""
+
+    reason_code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NeedsInfo:
+    """The applicant must supply more before the department can decide."""
+
+    missing: tuple[str, ...]
+    message: str
+
+
+Decision = Approve | Reject | NeedsInfo
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """The parts of a StepAssigned that department rules look at (no I/O, no envelope)."""
+
+    case_id: str
+    item_code: str
+    action: str
+    step_index: int
+    applicant_kind: str
+    applicant_id: str
+    applicant_name: str
+    community_code: str
+    form: Mapping[str, Any]
+    review: bool = False

@@ -1,0 +1,210 @@
+"""Transactional outbox and its relay.
+
+A service never publishes to Kafka from a handler. It writes the outgoing record into
+its ``outbox`` table in the same transaction as the state change that caused it; the
+relay publishes unsent rows in id order with an idempotent producer (acks=all), awaits
+the whole batch, then marks the rows sent. A crash between publish and mark publishes
+the same event_id again on restart, which every consumer's inbox absorbs: effectively
+once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.db import Connection
+from shared.events import Event
+from shared.kafka import make_producer
+from shared.settings import Settings
+from shared.signing import Signer
+
+log = structlog.get_logger("outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One record to publish: a logical topic (without prefix), key, value, headers."""
+
+    event_id: UUID
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, str], ...]
+
+
+class OutboxWriter:
+    """Turns events into signed outbox rows and writes them inside the caller's transaction."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+
+    def row(self, topic: str, event: Event) -> OutboxRow:
+        value = event.to_json()
+        headers = (
+            ("event_type", event.event_type),
+            ("content-type", "application/json"),
+            *self.signer.headers(value),
+        )
+        return OutboxRow(event.event_id, topic, str(event.case_id).encode(), value, headers)
+
+    async def write(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:
+        if not rows:
+            return
+        await conn.executemany(
+            "INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
+            [(r.event_id, r.topic, r.key, r.value, [list(h) for h in r.headers]) for r in rows],
+        )
+
+    async def add(self, conn: Connection, topic: str, *events: Event) -> None:
+        await self.write(conn, [self.row(topic, e) for e in events])
+
+
+class OutboxRelay:
+    """Publishes the outbox of one schema. Run one per process; replicas take turns.
+
+    An advisory lock per schema lets only one relay publish at a time, so rows go out in
+    id order even when two replicas of a service run side by side.
+    """
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, *, name: str) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._name = name
+        self._wake = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self.published = 0
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        """Ask for a publish now (called after a transaction wrote outbox rows)."""
+        self._wake.set()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = make_producer(self._settings)
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unsent rows; return how many were published."""
+        producer = await self._ensure_producer()
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext('outbox-relay:' || current_schema()))"
+            )
+            if not locked:
+                return 0
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, headers FROM outbox "
+                "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+                self._settings.outbox_batch_size,
+            )
+            if not rows:
+                return 0
+            # Send the whole batch, then await it: one round of broker acknowledgements
+            # instead of one per record. The idempotent producer keeps per-partition order.
+            futures = [
+                await producer.send(
+                    self._settings.topic(r["topic"]),
+                    value=r["value"],
+                    key=r["key"],
+                    headers=[(k, v.encode()) for k, v in r["headers"]],
+                )
+                for r in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def backlog(self) -> int:
+        value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        return int(value or 0)
+
+    async def purge_sent(self, older_than_s: float = 3600) -> None:
+        await self._pool.execute(
+            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", older_than_s
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set; survive Kafka and PostgreSQL outages with back-off."""
+        backoff = 0.2
+        cycles = 0
+        while not stop.is_set():
+            try:
+                while await self.publish_pending():
+                    pass
+                backoff = 0.2
+                self.last_error = None
+                cycles += 1
+                if cycles % 1000 == 0:
+                    await self.purge_sent()
+            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Kafka or PostgreSQL is away: the rows stay unsent and are retried.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("outbox relay waiting", relay=self._name, error=self.last_error)
+                await self._drop_producer()
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    _first(self._wake.wait(), stop.wait()), self._settings.outbox_poll_interval_s
+                )
+        # Last drain on shutdown, so a graceful stop leaves nothing behind that it could send.
+        with contextlib.suppress(Exception):
+            while await self.publish_pending():
+                pass
+        await self._drop_producer()
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def headers_json(headers: Sequence[tuple[str, bytes]]) -> str:
+    """Original record headers as JSON text (values as UTF-8 where possible, else hex)."""
+    out = {}
+    for k, v in headers:
+        try:
+            out[k] = v.decode()
+        except UnicodeDecodeError:
+            out[k] = "hex:" + v.hex()
+    return json.dumps(out, sort_keys=True)

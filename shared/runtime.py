@@ -1,0 +1,165 @@
+"""Process plumbing shared by the consumer services: start-up, health, graceful shutdown.
+
+Start-up order: logging, migrations of the service's schema, topic provisioning, the
+pool, the signing key, the outbox relay, then the consumer loops. SIGTERM or SIGINT
+sets the stop event: each loop finishes and commits the batch in hand, the relay
+publishes what is pending, and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+from shared.consumer import ConsumerLoop
+from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
+from shared.logs import configure_logging
+from shared.outbox import OutboxRelay, OutboxWriter
+from shared.settings import Settings
+from shared.signing import Signer
+from shared.topics import ensure_topics
+
+
+@dataclass
+class ServiceContext:
+    """Everything a running service owns; built by :func:`open_service`."""
+
+    name: str
+    settings: Settings
+    log: structlog.stdlib.BoundLogger
+    pool: asyncpg.Pool
+    signer: Signer
+    writer: OutboxWriter
+    relay: OutboxRelay
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    loops: list[ConsumerLoop] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            backlog: int | None = await self.relay.backlog()
+            db_ok = True
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            backlog, db_ok = None, False
+        candidates = [self.relay.last_error, *(loop.last_error for loop in self.loops)]
+        errors = [e for e in candidates if e]
+        return {
+            "service": self.name,
+            "status": "ok" if db_ok and not errors else "degraded",
+            "database": db_ok,
+            "outbox_backlog": backlog,
+            "published": self.relay.published,
+            "consumed_records": sum(loop.records for loop in self.loops),
+            "consumed_batches": sum(loop.batches for loop in self.loops),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "errors": errors,
+        }
+
+
+async def open_service(
+    name: str,
+    settings: Settings,
+    *,
+    schema: str,
+    migrations: Sequence[Path],
+    topics: Sequence[str],
+) -> ServiceContext:
+    """Migrate, provision topics, open the pool, load the key, build the relay."""
+    log = configure_logging(name, level=settings.log_level, json=settings.log_json)
+    applied = await _retry(
+        lambda: migrate_dsn(settings.dsn(), schema, [SHARED_MIGRATIONS, *migrations]), log
+    )
+    if applied:
+        log.info("migrations applied", schema=schema, applied=applied)
+    created = await _retry(lambda: ensure_topics(settings, topics), log)
+    if created:
+        log.info("topics created", topics=created)
+    pool = await create_pool(
+        settings.dsn(), schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    )
+    signer = Signer.load(settings.keys_dir, name)
+    relay = OutboxRelay(settings, pool, name=name)
+    return ServiceContext(name, settings, log, pool, signer, OutboxWriter(signer), relay)
+
+
+async def _retry(fn: Callable[[], Awaitable[Any]], log: Any, attempts: int = 30) -> Any:
+    """Start-up steps wait for Kafka and PostgreSQL to come up rather than crash-loop."""
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fn()
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("waiting for a dependency", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            # aiokafka raises its own errors when the broker is not up yet.
+            if attempt == attempts or "Kafka" not in type(exc).__name__:
+                raise
+            log.warning("waiting for Kafka", error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    return None
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve_health(ctx: ServiceContext) -> asyncio.Server | None:
+    if not ctx.settings.health_port:
+        return None
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readline(), 5)
+            body = json.dumps(await ctx.health()).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, ctx.settings.http_host, ctx.settings.health_port)
+
+
+async def run_loops(ctx: ServiceContext) -> None:
+    """Run the relay and every consumer loop until a signal arrives; then shut down cleanly."""
+    install_signal_handlers(ctx.stop)
+    server = await _serve_health(ctx)
+    tasks = [asyncio.create_task(ctx.relay.run(ctx.stop), name="relay")]
+    tasks += [asyncio.create_task(loop.run(ctx.stop), name=loop.name) for loop in ctx.loops]
+    ctx.log.info("service started", loops=len(ctx.loops), health_port=ctx.settings.health_port)
+    try:
+        done, _ = await asyncio.wait(
+            [*tasks, asyncio.create_task(ctx.stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                ctx.log.error(
+                    "a service task died", task=task.get_name(), error=repr(task.exception())
+                )
+                ctx.stop.set()
+        ctx.stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        if server is not None:
+            server.close()
+        await ctx.pool.close()
+        ctx.log.info("service stopped")
