@@ -33,6 +33,7 @@ from deploy import stack as local_stack
 from shared.catalogue import Catalogue, Item, default_catalogue
 from shared.events import CaseAccepted, CaseClosed, StepApproved, StepRejected, parse_event
 from shared.identity import make_resident_id, make_uscc
+from shared.settings import Settings
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
 
 console = Console()
@@ -187,6 +188,7 @@ class Observed:
 class Watch:
     prefix: str
     departments: list[str]
+    partitions: int
 
 
 async def watch(
@@ -201,18 +203,8 @@ async def watch(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in (consumer.partitions_for_topic(t) or set())
-        ]
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = [
-                TopicPartition(t, p)
-                for t in topics
-                for p in (consumer.partitions_for_topic(t) or set())
-            ]
+        # The services create every topic with the configured partition count.
+        parts = [TopicPartition(t, p) for t in topics for p in range(what.partitions)]
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
         for tp in parts:
@@ -353,7 +345,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
     started = time.monotonic()
     cfg = local_stack.StackConfig.from_env()
     was_up = bool(local_stack.kafka_running(cfg) and local_stack.pg_running(cfg))
-    local_stack.up(cfg)
+    await asyncio.to_thread(local_stack.up, cfg)  # the launcher runs its own event loop
     catalogue = default_catalogue()
     http_port = int(os.environ.get("ONEDOOR_DEMO_HTTP_PORT", "18080"))
     prefix = os.environ.get("ONEDOOR_TOPIC_PREFIX", "")
@@ -378,7 +370,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         watcher = asyncio.create_task(
             watch(
                 cfg.bootstrap_servers,
-                Watch(prefix, sorted(catalogue.departments())),
+                Watch(prefix, sorted(catalogue.departments()), Settings().topic_partitions),
                 ready,
                 obs,
                 stop,
@@ -411,7 +403,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         stop_services(procs)
         console.print("services stopped")
         if not was_up:
-            local_stack.down(cfg)
+            await asyncio.to_thread(local_stack.down, cfg)
     return code
 
 

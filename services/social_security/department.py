@@ -1,0 +1,34 @@
+"""Social security (insurance, benefits) as a onedoor department.
+
+It knows HR registrations only from HR's outcome events on
+``dept.hr_registration.outcomes``, never from HR's tables.
+"""
+
+from __future__ import annotations
+
+from services.social_security import domain
+from shared.adapter import Department, StepContext, register_subject_rules
+from shared.events import StepApproved, StepOutcome, StepRejected
+
+department = Department("social_security")
+register_subject_rules(
+    department, domain.ACTIONS, domain.decide, domain.PersonRecord, domain.CompanyRecord
+)
+
+
+@department.learns_from("hr_registration")
+async def learn_from_hr(ctx: StepContext, outcome: StepOutcome) -> None:
+    """Remember what HR decided about a person (companies are not tracked here)."""
+    if not isinstance(outcome, StepApproved | StepRejected):
+        return
+    if len(outcome.applicant_id) != 18 or not outcome.applicant_id[:17].isdigit():
+        return  # a company's credit code
+    person = await ctx.load(domain.PersonRecord, "person", outcome.applicant_id)
+    learned = domain.learn_hr_outcome(
+        person,
+        outcome.action,
+        isinstance(outcome, StepApproved),
+        outcome.reference if isinstance(outcome, StepApproved) else None,
+        str(outcome.case_id),
+    )
+    await ctx.save("person", learned)
