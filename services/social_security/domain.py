@@ -420,7 +420,7 @@ def _unemployment_benefit(task: TaskFacts, person: PersonRecord) -> tuple[Decisi
             "unemployment benefit needs one."
         )
         return Reject(NO_HR_REGISTRATION, message), person
-    if months <= MIN_INSURED_MONTHS:
+    if months < MIN_INSURED_MONTHS:
         return _insufficient_months(months), person
     if person.benefit is not None:
         message = f"An unemployment benefit ({person.benefit.reference}) is already being paid."
@@ -654,16 +654,14 @@ def _company_enrolment(task: TaskFacts, company: CompanyRecord) -> tuple[Decisio
             return Reject(NOT_ENROLLED, message), company
         remaining = tuple(name for name in company.enrolled_employees if name != key)
         facts: _Facts = {"enrolment": "employee_removed", "employee_name": employee}
-        return Approve(reference, facts), company.model_copy(
-            update={"enrolled_employees": remaining}
-        )
+        removed = company.model_copy(update={"enrolled_employees": remaining})
+        return Approve(reference, facts), removed
     if key in company.enrolled_employees:
         message = f"{employee} is already enrolled in the company's insurance."
         return Reject(ALREADY_ENROLLED, message), company
     facts = {"enrolment": "employee_added", "employee_name": employee}
-    return Approve(reference, facts), company.model_copy(
-        update={"enrolled_employees": (*company.enrolled_employees, key)}
-    )
+    added = company.model_copy(update={"enrolled_employees": (*company.enrolled_employees, key)})
+    return Approve(reference, facts), added
 
 
 def _work_injury_filing(task: TaskFacts, company: CompanyRecord) -> tuple[Decision, CompanyRecord]:

@@ -346,6 +346,8 @@ def test_skill_upgrade_subsidy_is_paid_once_per_certificate() -> None:
 
     short = task("SS-SKILL-UPGRADE-SUBSIDY", {"insured_months": 11}, case=25)
     rejected(run_person(short)[0], INSUFFICIENT_INSURED_MONTHS)
+    enough = task("SS-SKILL-UPGRADE-SUBSIDY", {"insured_months": 12}, case=26)
+    approved(run_person(enough)[0])
 
 
 # --- insurance_enrolment ---------------------------------------------------------------------
