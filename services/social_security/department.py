@@ -9,6 +9,7 @@ from __future__ import annotations
 from services.social_security import domain
 from shared.adapter import Department, StepContext, register_subject_rules
 from shared.events import StepApproved, StepOutcome, StepRejected
+from shared.identity import validate_resident_id
 
 department = Department("social_security")
 register_subject_rules(
@@ -21,7 +22,7 @@ async def learn_from_hr(ctx: StepContext, outcome: StepOutcome) -> None:
     """Remember what HR decided about a person (companies are not tracked here)."""
     if not isinstance(outcome, StepApproved | StepRejected):
         return
-    if len(outcome.applicant_id) != 18 or not outcome.applicant_id[:17].isdigit():
+    if validate_resident_id(outcome.applicant_id) is not None:
         return  # a company's credit code
     person = await ctx.load(domain.PersonRecord, "person", outcome.applicant_id)
     learned = domain.learn_hr_outcome(
