@@ -41,6 +41,7 @@ from shared.events import (
     StepOutcome,
     StepRejected,
 )
+from shared.rules import UnknownActionError
 from shared.runtime import ServiceContext, open_service, run_loops
 from shared.settings import Settings, get_settings
 from shared.topics import dept_outcomes, dept_tasks, dlq
@@ -48,10 +49,6 @@ from shared.topics import dept_outcomes, dept_tasks, dlq
 SDK_MIGRATIONS = Path(__file__).parent / "adapter_migrations"
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class UnknownActionError(ValueError):
-    """A task names an action the department has no handler for."""
 
 
 class UnexpectedEventError(ValueError):

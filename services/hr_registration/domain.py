@@ -18,13 +18,27 @@ its rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date
-from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import JsonValue
 
-from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.decisions import Approve, Decision, Reject, TaskFacts
+from shared.rules import (
+    Frozen,
+    Grant,
+    MalformedTaskError,
+    Rule,
+    SubjectRecord,
+    UnknownActionError,
+    decide_by_rules,
+    form_date,
+    form_int,
+    form_str,
+    make_reference,
+    needs_info,
+    normalise_name,
+)
 
 __all__ = [
     "ACTIONS",
@@ -63,34 +77,10 @@ _COUNT_FIELDS = ("employee_count", "new_hires", "positions", "contract_count", "
 _EMPLOYMENT_START_FIELDS = ("employment_start_date", "flexible_employment_start")
 
 
-class UnknownActionError(ValueError):
-    """The task names an action this department does not implement (the SDK dead-letters it)."""
-
-
-class MalformedTaskError(ValueError):
-    """The task cannot be decided as sent: wrong applicant record, or a form value of the
-    wrong type. The router checks forms against the catalogue, so this means a bug upstream;
-    the SDK dead-letters the task rather than guessing."""
-
-
 # --- records ----------------------------------------------------------------------
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Grant(_Frozen):
-    """One approval a record produced; the same task is approved again with these values."""
-
-    case_id: str
-    step_index: int
-    action: str
-    reference: str | None
-    facts: dict[str, JsonValue]
-
-
-class Registration(_Frozen):
+class Registration(Frozen):
     """A registration in force and the case that made it; ``since`` when the form dated it."""
 
     reference: str
@@ -98,23 +88,7 @@ class Registration(_Frozen):
     since: date | None = None
 
 
-class _Subject(_Frozen):
-    subject_id: str
-    grants: tuple[Grant, ...] = ()
-
-    def grant_for(self, task: TaskFacts) -> Grant | None:
-        """The approval this task's case and step already produced, if any."""
-        for grant in self.grants:
-            if (grant.case_id, grant.step_index, grant.action) == (
-                task.case_id,
-                task.step_index,
-                task.action,
-            ):
-                return grant
-        return None
-
-
-class PersonRecord(_Subject):
+class PersonRecord(SubjectRecord):
     """What HR knows about one natural person; ``subject_id`` is the resident ID.
 
     Attributes:
@@ -135,7 +109,7 @@ class PersonRecord(_Subject):
     startup_subsidies: tuple[str, ...] = ()
 
 
-class CompanyRecord(_Subject):
+class CompanyRecord(SubjectRecord):
     """What HR knows about one company; ``subject_id`` is the unified social credit code.
 
     Attributes:
@@ -154,9 +128,7 @@ class CompanyRecord(_Subject):
     subsidised_courses: tuple[str, ...] = ()
 
 
-_S = TypeVar("_S", bound=_Subject)
 _Facts = dict[str, JsonValue]
-_Rule = Callable[[TaskFacts, _S], tuple[Decision, _S]]
 
 
 # --- entry point ------------------------------------------------------------------
@@ -183,96 +155,22 @@ def decide(
             else, the action does not apply to this kind of applicant, or a form value
             has the wrong type.
     """
-    if task.action not in ACTIONS:
-        raise UnknownActionError(f"hr_registration does not implement action {task.action!r}")
-    if task.applicant_kind == "natural":
-        person_rule = _PERSON_RULES.get(task.action)
-        if person_rule is None:
-            raise MalformedTaskError(f"action {task.action!r} is for legal applicants only")
-        decision, new_person = _apply(person_rule, task, _own_record(person, task))
-        return decision, new_person, company
-    if task.applicant_kind == "legal":
-        company_rule = _COMPANY_RULES.get(task.action)
-        if company_rule is None:
-            raise MalformedTaskError(f"action {task.action!r} is for natural applicants only")
-        decision, new_company = _apply(company_rule, task, _own_record(company, task))
-        return decision, person, new_company
-    raise MalformedTaskError(f"unknown applicant kind {task.applicant_kind!r}")
-
-
-def _own_record(record: _S | None, task: TaskFacts) -> _S:
-    if record is None:
-        raise MalformedTaskError(f"a {task.applicant_kind} applicant's task came without a record")
-    if record.subject_id != task.applicant_id:
-        # No ID numbers in the message: it ends up in DLQ headers and logs.
-        raise MalformedTaskError("the record passed belongs to another subject than the applicant")
-    return record
-
-
-def _apply(rule: _Rule[_S], task: TaskFacts, record: _S) -> tuple[Decision, _S]:
-    granted = record.grant_for(task)
-    if granted is not None:
-        return Approve(reference=granted.reference, facts=dict(granted.facts)), record
-    decision, updated = rule(task, record)
-    if isinstance(decision, Approve):
-        grant = Grant(
-            case_id=task.case_id,
-            step_index=task.step_index,
-            action=task.action,
-            reference=decision.reference,
-            facts=dict(decision.facts),
-        )
-        updated = updated.model_copy(update={"grants": (*updated.grants, grant)})
-    return decision, updated
+    return decide_by_rules(
+        "hr_registration",
+        task,
+        person,
+        company,
+        person_rules=_PERSON_RULES,
+        company_rules=_COMPANY_RULES,
+    )
 
 
 # --- helpers ------------------------------------------------------------------------
 
 
-def _reference(prefix: str, task: TaskFacts) -> str:
-    return f"{prefix}-{task.case_id.replace('-', '')[:12].upper()}"
-
-
-def _normalise(name: str) -> str:
-    # "Welding  basics" and "welding basics" are the same course for a subsidy.
-    return " ".join(name.split()).casefold()
-
-
-def _needs(task: TaskFacts, *names: str) -> NeedsInfo:
-    missing = tuple(name for name in names if task.form.get(name) is None)
-    listed = ", ".join(missing)
-    return NeedsInfo(missing=missing, message=f"The form must give {listed} for this step.")
-
-
-def _form_str(task: TaskFacts, name: str) -> str | None:
-    value = task.form.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    raise MalformedTaskError(f"form field {name!r} must be a string")
-
-
-def _form_int(task: TaskFacts, name: str) -> int | None:
-    value = task.form.get(name)
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise MalformedTaskError(f"form field {name!r} must be a whole number")
-
-
-def _form_date(task: TaskFacts, name: str) -> date | None:
-    value = _form_str(task, name)
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise MalformedTaskError(f"form field {name!r} must be a YYYY-MM-DD date") from exc
-
-
 def _first_date(task: TaskFacts, names: tuple[str, ...]) -> date | None:
     for name in names:
-        value = _form_date(task, name)
+        value = form_date(task, name)
         if value is not None:
             return value
     return None
@@ -280,7 +178,7 @@ def _first_date(task: TaskFacts, names: tuple[str, ...]) -> date | None:
 
 def _head_count(task: TaskFacts) -> tuple[str, int] | None:
     for name in _COUNT_FIELDS:
-        value = _form_int(task, name)
+        value = form_int(task, name)
         if value is not None:
             return name, value
     return None
@@ -309,14 +207,14 @@ def _job_registration(task: TaskFacts, person: PersonRecord) -> tuple[Decision, 
         # A form stating when the last job ended (unemployment registration, unemployment
         # benefit) ends the employment on record, unless that job began after the stated
         # separation: then the separation is an older one and the person is still employed.
-        separation = _form_date(task, "separation_date")
+        separation = form_date(task, "separation_date")
         if separation is None or (employment.since is not None and separation < employment.since):
             message = (
                 f"The applicant's employment is registered ({employment.reference}); "
                 "an employed person cannot register as a job seeker."
             )
             return Reject(CURRENTLY_EMPLOYED, message), person
-    reference = _reference("HR-JR", task)
+    reference = make_reference("HR-JR", task)
     facts: _Facts = {"registration": "job_seeker", "resident_id": person.subject_id}
     if employment is not None:
         facts["ended_employment_registration"] = employment.reference
@@ -330,7 +228,7 @@ def _job_registration(task: TaskFacts, person: PersonRecord) -> tuple[Decision, 
 
 
 def _person_employment(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
-    reference = _reference("HR-ER", task)
+    reference = make_reference("HR-ER", task)
     facts: _Facts = {"registration": "employment", "resident_id": person.subject_id}
     if person.job_seeker is not None:
         facts["ended_job_seeker_registration"] = person.job_seeker.reference
@@ -355,7 +253,7 @@ def _service_card(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Pers
     if not reissue and person.service_card is not None:
         message = f"An employment service card ({person.service_card}) has already been issued."
         return Reject(CARD_ALREADY_ISSUED, message), person
-    reference = _reference("HR-SC", task)
+    reference = make_reference("HR-SC", task)
     facts: _Facts = {"card": "employment_service", "card_number": reference, "reissue": reissue}
     if reissue and person.service_card is not None:
         facts["replaces_card"] = person.service_card
@@ -366,14 +264,14 @@ def _service_card(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Pers
 
 
 def _course(task: TaskFacts, done: tuple[str, ...]) -> tuple[str, int] | Decision:
-    course = _form_str(task, "course_name")
-    hours = _form_int(task, "course_hours")
+    course = form_str(task, "course_name")
+    hours = form_int(task, "course_hours")
     if course is None or hours is None:
-        return _needs(task, "course_name", "course_hours")
+        return needs_info(task, "course_name", "course_hours")
     if hours < MIN_COURSE_HOURS:
         message = f"The course lasted {hours} hours; a subsidy needs at least {MIN_COURSE_HOURS}."
         return Reject(COURSE_TOO_SHORT, message)
-    if _normalise(course) in done:
+    if normalise_name(course) in done:
         return Reject(
             SUBSIDY_ALREADY_GRANTED, f"The course {course!r} has already been subsidised."
         )
@@ -397,7 +295,7 @@ def _person_training(task: TaskFacts, person: PersonRecord) -> tuple[Decision, P
             "register first."
         )
         return Reject(NOT_REGISTERED_JOB_SEEKER, message), person
-    reference = _reference("HR-TS", task)
+    reference = make_reference("HR-TS", task)
     facts: _Facts = {
         "subsidy": "training",
         "course_name": course,
@@ -405,7 +303,7 @@ def _person_training(task: TaskFacts, person: PersonRecord) -> tuple[Decision, P
         "eligibility": eligibility,
     }
     updated = person.model_copy(
-        update={"subsidised_courses": (*person.subsidised_courses, _normalise(course))}
+        update={"subsidised_courses": (*person.subsidised_courses, normalise_name(course))}
     )
     return Approve(reference, facts), updated
 
@@ -419,7 +317,7 @@ def _startup_subsidy(task: TaskFacts, person: PersonRecord) -> tuple[Decision, P
     if person.job_seeker is None:
         message = "Start-up subsidies are for registered job seekers; register first."
         return Reject(NOT_REGISTERED_JOB_SEEKER, message), person
-    reference = _reference("HR-SS", task)
+    reference = make_reference("HR-SS", task)
     facts: _Facts = {"subsidy": "startup", "item_code": task.item_code}
     updated = person.model_copy(
         update={"startup_subsidies": (*person.startup_subsidies, task.item_code)}
@@ -428,7 +326,7 @@ def _startup_subsidy(task: TaskFacts, person: PersonRecord) -> tuple[Decision, P
 
 
 def _certificate(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
-    reference = _reference("HR-CT", task)
+    reference = make_reference("HR-CT", task)
     return Approve(reference, {"document": "certificate", "item_code": task.item_code}), person
 
 
@@ -441,7 +339,7 @@ def _company_employment(task: TaskFacts, company: CompanyRecord) -> tuple[Decisi
     if invalid is not None:
         return invalid, company
     hired = 0 if count is None else count[1]
-    reference = _reference("HR-ER", task)
+    reference = make_reference("HR-ER", task)
     facts: _Facts = {
         "registration": "employment",
         "credit_code": company.subject_id,
@@ -461,7 +359,7 @@ def _company_training(task: TaskFacts, company: CompanyRecord) -> tuple[Decision
     if not isinstance(checked, tuple):
         return checked, company
     course, hours = checked
-    reference = _reference("HR-TS", task)
+    reference = make_reference("HR-TS", task)
     facts: _Facts = {
         "subsidy": "training",
         "course_name": course,
@@ -469,7 +367,7 @@ def _company_training(task: TaskFacts, company: CompanyRecord) -> tuple[Decision
         "eligibility": "enterprise",
     }
     updated = company.model_copy(
-        update={"subsidised_courses": (*company.subsidised_courses, _normalise(course))}
+        update={"subsidised_courses": (*company.subsidised_courses, normalise_name(course))}
     )
     return Approve(reference, facts), updated
 
@@ -482,7 +380,7 @@ def _filing(task: TaskFacts, kind: str, prefix: str) -> Decision:
     facts: _Facts = {"filing": kind}
     if count is not None:
         facts[count[0]] = count[1]
-    return Approve(_reference(prefix, task), facts)
+    return Approve(make_reference(prefix, task), facts)
 
 
 def _recruitment_filing(task: TaskFacts, company: CompanyRecord) -> tuple[Decision, CompanyRecord]:
@@ -506,7 +404,7 @@ def _labour_contract_filing(
     return decision, company
 
 
-_PERSON_RULES: Mapping[str, _Rule[PersonRecord]] = {
+_PERSON_RULES: Mapping[str, Rule[PersonRecord]] = {
     "job_registration": _job_registration,
     "employment_registration": _person_employment,
     "employment_service_card": _service_card,
@@ -514,7 +412,7 @@ _PERSON_RULES: Mapping[str, _Rule[PersonRecord]] = {
     "startup_subsidy": _startup_subsidy,
     "certificate": _certificate,
 }
-_COMPANY_RULES: Mapping[str, _Rule[CompanyRecord]] = {
+_COMPANY_RULES: Mapping[str, Rule[CompanyRecord]] = {
     "employment_registration": _company_employment,
     "training_subsidy": _company_training,
     "recruitment_filing": _recruitment_filing,

@@ -20,14 +20,28 @@ such case is noted at its rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta, timezone
-from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import JsonValue
 
-from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.decisions import Approve, Decision, Reject, TaskFacts
 from shared.identity import resident_id_birth_date
+from shared.rules import (
+    Frozen,
+    Grant,
+    MalformedTaskError,
+    Rule,
+    SubjectRecord,
+    UnknownActionError,
+    decide_by_rules,
+    form_date,
+    form_int,
+    form_str,
+    make_reference,
+    needs_info,
+    normalise_name,
+)
 
 __all__ = [
     "ACTIONS",
@@ -109,48 +123,24 @@ _PENSIONS: Mapping[str, str] = {
 _CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
-class UnknownActionError(ValueError):
-    """The task names an action this department does not implement (the SDK dead-letters it)."""
-
-
-class MalformedTaskError(ValueError):
-    """The task cannot be decided as sent: wrong applicant record, an invalid resident ID,
-    or a form value of the wrong type. The router checks forms against the catalogue, so
-    this means a bug upstream; the SDK dead-letters the task rather than guessing."""
-
-
 # --- records ----------------------------------------------------------------------
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Grant(_Frozen):
-    """One approval a record produced; the same task is approved again with these values."""
-
-    case_id: str
-    step_index: int
-    action: str
-    reference: str | None
-    facts: dict[str, JsonValue]
-
-
-class Registration(_Frozen):
+class Registration(Frozen):
     """Something this bureau registered, and the case that did it."""
 
     reference: str
     case_id: str
 
 
-class HrRegistration(_Frozen):
+class HrRegistration(Frozen):
     """A job-seeker registration HR approved, as learned from HR's outcome event."""
 
     reference: str | None
     case_id: str
 
 
-class BenefitClaim(_Frozen):
+class BenefitClaim(Frozen):
     """An unemployment benefit being paid."""
 
     reference: str
@@ -160,7 +150,7 @@ class BenefitClaim(_Frozen):
     medical_subsidy_reference: str | None = None
 
 
-class Enrolment(_Frozen):
+class Enrolment(Frozen):
     """Membership of one insurance scheme (``scheme`` may carry a coverage year)."""
 
     scheme: str
@@ -168,23 +158,7 @@ class Enrolment(_Frozen):
     case_id: str
 
 
-class _Subject(_Frozen):
-    subject_id: str
-    grants: tuple[Grant, ...] = ()
-
-    def grant_for(self, task: TaskFacts) -> Grant | None:
-        """The approval this task's case and step already produced, if any."""
-        for grant in self.grants:
-            if (grant.case_id, grant.step_index, grant.action) == (
-                task.case_id,
-                task.step_index,
-                task.action,
-            ):
-                return grant
-        return None
-
-
-class PersonRecord(_Subject):
+class PersonRecord(SubjectRecord):
     """What social security knows about one natural person; ``subject_id`` is the resident ID.
 
     Attributes:
@@ -211,7 +185,7 @@ class PersonRecord(_Subject):
     skill_subsidy_certificates: tuple[str, ...] = ()
 
 
-class CompanyRecord(_Subject):
+class CompanyRecord(SubjectRecord):
     """What social security knows about one company; ``subject_id`` is the credit code.
 
     Attributes:
@@ -230,9 +204,7 @@ class CompanyRecord(_Subject):
     work_injury_filings: int = 0
 
 
-_S = TypeVar("_S", bound=_Subject)
 _Facts = dict[str, JsonValue]
-_Rule = Callable[[TaskFacts, _S], tuple[Decision, _S]]
 
 
 # --- entry points -------------------------------------------------------------------
@@ -293,47 +265,14 @@ def decide(
             else, the action does not apply to this kind of applicant, the resident ID
             is invalid, or a form value has the wrong type.
     """
-    if task.action not in ACTIONS:
-        raise UnknownActionError(f"social_security does not implement action {task.action!r}")
-    if task.applicant_kind == "natural":
-        person_rule = _PERSON_RULES.get(task.action)
-        if person_rule is None:
-            raise MalformedTaskError(f"action {task.action!r} is for legal applicants only")
-        decision, new_person = _apply(person_rule, task, _own_record(person, task))
-        return decision, new_person, company
-    if task.applicant_kind == "legal":
-        company_rule = _COMPANY_RULES.get(task.action)
-        if company_rule is None:
-            raise MalformedTaskError(f"action {task.action!r} is for natural applicants only")
-        decision, new_company = _apply(company_rule, task, _own_record(company, task))
-        return decision, person, new_company
-    raise MalformedTaskError(f"unknown applicant kind {task.applicant_kind!r}")
-
-
-def _own_record(record: _S | None, task: TaskFacts) -> _S:
-    if record is None:
-        raise MalformedTaskError(f"a {task.applicant_kind} applicant's task came without a record")
-    if record.subject_id != task.applicant_id:
-        # No ID numbers in the message: it ends up in DLQ headers and logs.
-        raise MalformedTaskError("the record passed belongs to another subject than the applicant")
-    return record
-
-
-def _apply(rule: _Rule[_S], task: TaskFacts, record: _S) -> tuple[Decision, _S]:
-    granted = record.grant_for(task)
-    if granted is not None:
-        return Approve(reference=granted.reference, facts=dict(granted.facts)), record
-    decision, updated = rule(task, record)
-    if isinstance(decision, Approve):
-        grant = Grant(
-            case_id=task.case_id,
-            step_index=task.step_index,
-            action=task.action,
-            reference=decision.reference,
-            facts=dict(decision.facts),
-        )
-        updated = updated.model_copy(update={"grants": (*updated.grants, grant)})
-    return decision, updated
+    return decide_by_rules(
+        "social_security",
+        task,
+        person,
+        company,
+        person_rules=_PERSON_RULES,
+        company_rules=_COMPANY_RULES,
+    )
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -348,46 +287,6 @@ def _today() -> date:
 def _age_on(birth: date, day: date) -> int:
     # Someone born on 29 February turns a year older on 1 March in common years.
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
-
-
-def _reference(prefix: str, task: TaskFacts) -> str:
-    return f"{prefix}-{task.case_id.replace('-', '')[:12].upper()}"
-
-
-def _normalise(name: str) -> str:
-    return " ".join(name.split()).casefold()
-
-
-def _needs(task: TaskFacts, *names: str) -> NeedsInfo:
-    missing = tuple(name for name in names if task.form.get(name) is None)
-    listed = ", ".join(missing)
-    return NeedsInfo(missing=missing, message=f"The form must give {listed} for this step.")
-
-
-def _form_str(task: TaskFacts, name: str) -> str | None:
-    value = task.form.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    raise MalformedTaskError(f"form field {name!r} must be a string")
-
-
-def _form_int(task: TaskFacts, name: str) -> int | None:
-    value = task.form.get(name)
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise MalformedTaskError(f"form field {name!r} must be a whole number")
-
-
-def _form_date(task: TaskFacts, name: str) -> date | None:
-    value = _form_str(task, name)
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise MalformedTaskError(f"form field {name!r} must be a YYYY-MM-DD date") from exc
 
 
 def _insufficient_months(months: int) -> Reject:
@@ -411,9 +310,9 @@ def _benefit_claim(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Per
 
 
 def _unemployment_benefit(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
-    months = _form_int(task, "insured_months")
+    months = form_int(task, "insured_months")
     if months is None:
-        return _needs(task, "insured_months"), person
+        return needs_info(task, "insured_months"), person
     if person.hr_job_seeker is None:
         message = (
             "No job-seeker registration with the HR bureau is on record; "
@@ -426,7 +325,7 @@ def _unemployment_benefit(task: TaskFacts, person: PersonRecord) -> tuple[Decisi
         message = f"An unemployment benefit ({person.benefit.reference}) is already being paid."
         return Reject(BENEFIT_ALREADY_ACTIVE, message), person
     amount, payable = benefit_terms(months)
-    reference = _reference("SS-BC", task)
+    reference = make_reference("SS-BC", task)
     facts: _Facts = {
         "benefit": "unemployment",
         "monthly_amount_cny": amount,
@@ -453,7 +352,7 @@ def _medical_subsidy(task: TaskFacts, person: PersonRecord) -> tuple[Decision, P
             f"({benefit.medical_subsidy_reference})."
         )
         return Reject(SUBSIDY_ALREADY_GRANTED, message), person
-    reference = _reference("SS-BC", task)
+    reference = make_reference("SS-BC", task)
     facts: _Facts = {
         "subsidy": "unemployment_medical",
         "benefit_reference": benefit.reference,
@@ -464,16 +363,16 @@ def _medical_subsidy(task: TaskFacts, person: PersonRecord) -> tuple[Decision, P
 
 
 def _skill_upgrade_subsidy(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
-    months = _form_int(task, "insured_months")
-    certificate = _form_str(task, "certificate_number")
+    months = form_int(task, "insured_months")
+    certificate = form_str(task, "certificate_number")
     if months is None or certificate is None:
-        return _needs(task, "insured_months", "certificate_number"), person
+        return needs_info(task, "insured_months", "certificate_number"), person
     if months < MIN_INSURED_MONTHS:
         return _insufficient_months(months), person
     if certificate in person.skill_subsidy_certificates:
         message = f"A skill upgrade subsidy was already paid for certificate {certificate}."
         return Reject(SUBSIDY_ALREADY_GRANTED, message), person
-    reference = _reference("SS-BC", task)
+    reference = make_reference("SS-BC", task)
     facts: _Facts = {"subsidy": "skill_upgrade", "certificate_number": certificate}
     updated = person.model_copy(
         update={"skill_subsidy_certificates": (*person.skill_subsidy_certificates, certificate)}
@@ -489,7 +388,7 @@ def _pension_claim(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Per
     except ValueError as exc:
         raise MalformedTaskError("the applicant's resident ID is not valid") from exc
     # Judged on the retirement date when the form gives one, otherwise on the day decided.
-    on = _form_date(task, "retirement_date") or _today()
+    on = form_date(task, "retirement_date") or _today()
     age = _age_on(birth, on)
     if age < PENSION_AGE:
         message = (
@@ -500,7 +399,7 @@ def _pension_claim(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Per
     if person.pension is not None:
         message = f"A basic pension ({person.pension.reference}) has already been granted."
         return Reject(PENSION_ALREADY_CLAIMED, message), person
-    reference = _reference("SS-PC", task)
+    reference = make_reference("SS-PC", task)
     facts: _Facts = {
         "pension": _PENSIONS.get(task.item_code, "basic"),
         "age_on_claim_date": age,
@@ -512,24 +411,24 @@ def _pension_claim(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Per
 
 def _survivor_pension(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
     # The applicant is the survivor, so no pension age applies; one grant per deceased.
-    deceased = _form_str(task, "deceased_name")
+    deceased = form_str(task, "deceased_name")
     if deceased is None:
-        return _needs(task, "deceased_name"), person
-    if _normalise(deceased) in person.survivor_grants:
+        return needs_info(task, "deceased_name"), person
+    if normalise_name(deceased) in person.survivor_grants:
         message = f"The funeral grant and survivors' pension for {deceased} were already granted."
         return Reject(BENEFIT_ALREADY_GRANTED, message), person
-    reference = _reference("SS-PC", task)
+    reference = make_reference("SS-PC", task)
     facts: _Facts = {"benefit": "funeral_grant_and_survivor_pension", "deceased_name": deceased}
     updated = person.model_copy(
-        update={"survivor_grants": (*person.survivor_grants, _normalise(deceased))}
+        update={"survivor_grants": (*person.survivor_grants, normalise_name(deceased))}
     )
     return Approve(reference, facts), updated
 
 
 def _maternity_benefit(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
-    born = _form_date(task, "birth_date")
+    born = form_date(task, "birth_date")
     if born is None:
-        return _needs(task, "birth_date"), person
+        return needs_info(task, "birth_date"), person
     if not person.enrolments:
         message = "Maternity benefits are for insured people; the applicant is not enrolled."
         return Reject(NOT_ENROLLED, message), person
@@ -538,7 +437,7 @@ def _maternity_benefit(task: TaskFacts, person: PersonRecord) -> tuple[Decision,
     if key in person.maternity_grants:
         message = f"This maternity benefit was already granted for the birth on {born.isoformat()}."
         return Reject(BENEFIT_ALREADY_GRANTED, message), person
-    reference = _reference("SS-MB", task)
+    reference = make_reference("SS-MB", task)
     facts: _Facts = {
         "benefit": "maternity",
         "item_code": task.item_code,
@@ -554,14 +453,14 @@ def _maternity_benefit(task: TaskFacts, person: PersonRecord) -> tuple[Decision,
 def _person_enrolment(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
     scheme = _SCHEMES.get(task.item_code, task.item_code)
     # Residents' medical insurance is bought year by year.
-    year = _form_int(task, "coverage_year")
+    year = form_int(task, "coverage_year")
     if year is not None:
         scheme = f"{scheme}:{year}"
     for enrolment in person.enrolments:
         if enrolment.scheme == scheme:
             message = f"The applicant is already enrolled in {scheme} ({enrolment.reference})."
             return Reject(ALREADY_ENROLLED, message), person
-    reference = _reference("SS-IE", task)
+    reference = make_reference("SS-IE", task)
     enrolment = Enrolment(scheme=scheme, reference=reference, case_id=task.case_id)
     updated = person.model_copy(update={"enrolments": (*person.enrolments, enrolment)})
     return Approve(reference, {"enrolment": scheme}), updated
@@ -571,9 +470,9 @@ def _insurance_transfer(task: TaskFacts, person: PersonRecord) -> tuple[Decision
     if not person.enrolments:
         message = "The applicant is not enrolled here, so there is no insurance relation to move."
         return Reject(NOT_ENROLLED, message), person
-    reference = _reference("SS-IT", task)
+    reference = make_reference("SS-IT", task)
     facts: _Facts = {"transfer": task.item_code}
-    destination = _form_str(task, "destination_region")
+    destination = form_str(task, "destination_region")
     if destination is not None:
         facts["destination_region"] = destination
     # The enrolment stays on record: the destination confirms receipt separately.
@@ -583,14 +482,14 @@ def _insurance_transfer(task: TaskFacts, person: PersonRecord) -> tuple[Decision
 
 def _medical_card(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
     # Applications, re-issues after loss and corrections all print a new card.
-    reference = _reference("SS-MC", task)
+    reference = make_reference("SS-MC", task)
     issued = person.medical_cards_issued + 1
     facts: _Facts = {"card": "social_security", "card_number": reference, "cards_issued": issued}
     return Approve(reference, facts), person.model_copy(update={"medical_cards_issued": issued})
 
 
 def _certificate(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
-    reference = _reference("SS-CT", task)
+    reference = make_reference("SS-CT", task)
     return Approve(reference, {"document": "certificate", "item_code": task.item_code}), person
 
 
@@ -605,8 +504,8 @@ def _not_insured() -> Reject:
 def _company_insurance_registration(
     task: TaskFacts, company: CompanyRecord
 ) -> tuple[Decision, CompanyRecord]:
-    count = _form_int(task, "employee_count")
-    reference = _reference("SS-CR", task)
+    count = form_int(task, "employee_count")
+    reference = make_reference("SS-CR", task)
     if task.item_code == _ITEM_COMPANY_INSURANCE_CHANGE:
         # A change of details needs the registration it changes.
         if company.insurance is None:
@@ -641,13 +540,13 @@ def _company_insurance_registration(
 def _company_enrolment(task: TaskFacts, company: CompanyRecord) -> tuple[Decision, CompanyRecord]:
     # Adding an employee to the company's insurance, or (SS-EMPLOYEE-REMOVAL) taking a
     # departed one off it. Employees are known by name: the forms carry no ID number.
-    employee = _form_str(task, "employee_name")
+    employee = form_str(task, "employee_name")
     if employee is None:
-        return _needs(task, "employee_name"), company
+        return needs_info(task, "employee_name"), company
     if company.insurance is None:
         return _not_insured(), company
-    key = _normalise(employee)
-    reference = _reference("SS-IE", task)
+    key = normalise_name(employee)
+    reference = make_reference("SS-IE", task)
     if task.item_code == _ITEM_EMPLOYEE_REMOVAL:
         if key not in company.enrolled_employees:
             message = f"{employee} is not enrolled in the company's insurance."
@@ -667,16 +566,16 @@ def _company_enrolment(task: TaskFacts, company: CompanyRecord) -> tuple[Decisio
 def _work_injury_filing(task: TaskFacts, company: CompanyRecord) -> tuple[Decision, CompanyRecord]:
     if company.insurance is None:
         return _not_insured(), company
-    reference = _reference("SS-WI", task)
+    reference = make_reference("SS-WI", task)
     facts: _Facts = {"filing": "work_injury", "item_code": task.item_code}
-    injured = _form_str(task, "injured_employee")
+    injured = form_str(task, "injured_employee")
     if injured is not None:
         facts["injured_employee"] = injured
     updated = company.model_copy(update={"work_injury_filings": company.work_injury_filings + 1})
     return Approve(reference, facts), updated
 
 
-_PERSON_RULES: Mapping[str, _Rule[PersonRecord]] = {
+_PERSON_RULES: Mapping[str, Rule[PersonRecord]] = {
     "benefit_claim": _benefit_claim,
     "insurance_enrolment": _person_enrolment,
     "insurance_transfer": _insurance_transfer,
@@ -685,7 +584,7 @@ _PERSON_RULES: Mapping[str, _Rule[PersonRecord]] = {
     "maternity_benefit": _maternity_benefit,
     "certificate": _certificate,
 }
-_COMPANY_RULES: Mapping[str, _Rule[CompanyRecord]] = {
+_COMPANY_RULES: Mapping[str, Rule[CompanyRecord]] = {
     "insurance_enrolment": _company_enrolment,
     "company_insurance_registration": _company_insurance_registration,
     "work_injury_filing": _work_injury_filing,
