@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from datetime import date
-from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -38,9 +35,15 @@ from services.social_security.domain import (
     decide,
     learn_hr_outcome,
 )
-from shared.catalogue import Catalogue, FieldSpec, Item, default_catalogue
-from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.decisions import Approve, NeedsInfo, Reject
 from shared.identity import make_resident_id, make_uscc
+from tests.unit.rules_harness import (
+    RulesHarness,
+    approved,
+    case_id,
+    ref,
+    rejected,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -51,111 +54,20 @@ OTHER_PERSON = make_resident_id("310101", date(1985, 1, 2), 44)
 COMPANY = make_uscc("91350100M000100Y4")
 
 
-@cache
-def _catalogue() -> Catalogue:
-    return default_catalogue()
-
-
-def _department_items() -> list[str]:
-    return sorted(
-        code
-        for code, item in _catalogue().items.items()
-        if any(step.department == DEPARTMENT for step in item.steps)
-    )
-
-
-def case_id(n: int) -> str:
-    # Distinct, stable ids whose first 12 hex digits differ (references use them).
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"onedoor-test-case-{n}"))
-
-
-def _sample(spec: FieldSpec) -> object:
-    if spec.type == "int":
-        low = spec.min if spec.min is not None else 0
-        high = spec.max if spec.max is not None else 10_000
-        return min(max(40, low), high)
-    if spec.type == "date":
-        return "2026-03-02"
-    if spec.type == "bool":
-        return False
-    return f"sample {spec.name}"
-
-
-def valid_form(item: Item) -> dict[str, Any]:
-    """A form that passes the catalogue's checks for the item."""
-    return {spec.name: _sample(spec) for spec in item.required_fields}
-
-
-def task(
-    item_code: str,
-    form: dict[str, Any] | None = None,
-    *,
-    case: int = 1,
-    applicant: str | None = None,
-    review: bool = False,
-    replace_form: bool = False,
-) -> TaskFacts:
-    """Social security's step of a catalogue item, as the router would assign it."""
-    item = _catalogue().items[item_code]
-    index, step = next((i, s) for i, s in enumerate(item.steps) if s.department == DEPARTMENT)
-    if applicant is None:
-        applicant = PERSON if item.applicant_kind == "natural" else COMPANY
-    full_form = dict(form or {}) if replace_form else {**valid_form(item), **(form or {})}
-    return TaskFacts(
-        case_id=case_id(case),
-        item_code=item_code,
-        action=step.action,
-        step_index=index,
-        applicant_kind=item.applicant_kind,
-        applicant_id=applicant,
-        applicant_name="Wang Fang",
-        community_code="110105001001",
-        form=full_form,
-        review=review,
-    )
-
-
-def run(
-    t: TaskFacts, person: PersonRecord | None = None, company: CompanyRecord | None = None
-) -> tuple[Decision, PersonRecord | None, CompanyRecord | None]:
-    """Decide as the glue does: the applicant's record, a fresh one when unseen."""
-    if t.applicant_kind == "natural" and person is None:
-        person = PersonRecord(subject_id=t.applicant_id)
-    if t.applicant_kind == "legal" and company is None:
-        company = CompanyRecord(subject_id=t.applicant_id)
-    return decide(t, person, company)
-
-
-def run_person(t: TaskFacts, person: PersonRecord | None = None) -> tuple[Decision, PersonRecord]:
-    decision, new_person, company = run(t, person)
-    assert company is None
-    assert new_person is not None
-    return decision, new_person
-
-
-def run_company(
-    t: TaskFacts, company: CompanyRecord | None = None
-) -> tuple[Decision, CompanyRecord]:
-    decision, person, new_company = run(t, company=company)
-    assert person is None
-    assert new_company is not None
-    return decision, new_company
-
-
-def approved(decision: Decision) -> Approve:
-    assert isinstance(decision, Approve), decision
-    return decision
-
-
-def rejected(decision: Decision, reason_code: str) -> Reject:
-    assert isinstance(decision, Reject), decision
-    assert decision.reason_code == reason_code
-    assert decision.message.strip()
-    return decision
-
-
-def ref(prefix: str, case: int) -> str:
-    return f"{prefix}-{case_id(case).replace('-', '')[:12].upper()}"
+_rules = RulesHarness(
+    DEPARTMENT,
+    decide,
+    PersonRecord,
+    CompanyRecord,
+    person=PERSON,
+    company=COMPANY,
+    applicant_name="Wang Fang",
+)
+task = _rules.task
+run = _rules.run
+run_person = _rules.run_person
+run_company = _rules.run_company
+_department_items = _rules.items
 
 
 def hr_registered(subject: str = PERSON, case: int = 100) -> PersonRecord:
