@@ -494,14 +494,12 @@ def _run_pg(tool: str, args: list[str], user: str | None, timeout: float = 60) -
 
 
 def pg_running(cfg: StackConfig) -> int | None:
-    pid_file = cfg.pg_data / "postmaster.pid"
-    pid = _read_pid(pid_file) if pid_file.exists() else None
-    if pid is None:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int(pid_file.read_text().splitlines()[0])
-    if pid is not None and _pid_alive(pid):
-        return pid
-    return None
+    # postmaster.pid holds the server's pid on its first line.
+    try:
+        pid = int((cfg.pg_data / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _pid_alive(pid) else None
 
 
 def pg_version() -> str:

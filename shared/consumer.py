@@ -34,6 +34,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from shared.aio import sleep_or_stop
 from shared.db import Connection
 from shared.events import Event, EventDecodeError, parse_event
 from shared.kafka import make_consumer
@@ -305,8 +306,7 @@ class ConsumerLoop:
                 log.warning("consumer cannot start yet", group=self._group, error=self.last_error)
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             return consumer
@@ -340,8 +340,7 @@ class ConsumerLoop:
                         "batch rolled back; retrying", group=self._group, error=self.last_error
                     )
                     self._rewind(consumer, fetched)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff)
+                    await sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.1
@@ -354,8 +353,7 @@ class ConsumerLoop:
                 self.last_batch_at = time.monotonic()
                 if result.blocked:
                     # Give the topics we learn from a moment to catch up before re-reading.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.05)
+                    await sleep_or_stop(stop, 0.05)
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()

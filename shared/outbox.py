@@ -15,7 +15,6 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -23,6 +22,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from shared.aio import sleep_or_stop, wait_any
 from shared.db import Connection
 from shared.events import Event
 from shared.kafka import make_producer
@@ -170,33 +170,16 @@ class OutboxRelay:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("outbox relay waiting", relay=self._name, error=self.last_error)
                 await self._drop_producer()
-                await _sleep_or_stop(stop, backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    _first(self._wake.wait(), stop.wait()), self._settings.outbox_poll_interval_s
-                )
+            await wait_any(self._wake, stop, seconds=self._settings.outbox_poll_interval_s)
         # Last drain on shutdown, so a graceful stop leaves nothing behind that it could send.
         with contextlib.suppress(Exception):
             while await self.publish_pending():
                 pass
         await self._drop_producer()
-
-
-async def _first(*aws: Any) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def headers_json(headers: Sequence[tuple[str, bytes]]) -> str:

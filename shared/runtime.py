@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiokafka.errors import KafkaError
 
 from shared.consumer import ConsumerLoop
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
@@ -44,6 +45,24 @@ class ServiceContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[ConsumerLoop] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
+
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_tasks(self) -> list[asyncio.Task[None]]:
+        """Start the outbox relay and every consumer loop as tasks."""
+        self.tasks = [asyncio.create_task(self.relay.run(self.stop), name="relay")]
+        self.tasks += [
+            asyncio.create_task(loop.run(self.stop), name=loop.name) for loop in self.loops
+        ]
+        return self.tasks
+
+    async def shutdown(self) -> None:
+        """Graceful stop: each loop commits the batch in hand, the relay drains the outbox,
+        then the pool closes."""
+        self.stop.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.pool.close()
+        self.log.info("service stopped")
 
     async def health(self) -> dict[str, Any]:
         try:
@@ -102,9 +121,8 @@ async def _retry(fn: Callable[[], Awaitable[Any]], log: Any, attempts: int = 30)
             if attempt == attempts:
                 raise
             log.warning("waiting for a dependency", error=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
-            # aiokafka raises its own errors when the broker is not up yet.
-            if attempt == attempts or "Kafka" not in type(exc).__name__:
+        except KafkaError as exc:
+            if attempt == attempts:
                 raise
             log.warning("waiting for Kafka", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(delay)
@@ -143,8 +161,7 @@ async def run_loops(ctx: ServiceContext) -> None:
     """Run the relay and every consumer loop until a signal arrives; then shut down cleanly."""
     install_signal_handlers(ctx.stop)
     server = await _serve_health(ctx)
-    tasks = [asyncio.create_task(ctx.relay.run(ctx.stop), name="relay")]
-    tasks += [asyncio.create_task(loop.run(ctx.stop), name=loop.name) for loop in ctx.loops]
+    tasks = ctx.start_tasks()
     ctx.log.info("service started", loops=len(ctx.loops), health_port=ctx.settings.health_port)
     try:
         done, _ = await asyncio.wait(
@@ -155,11 +172,7 @@ async def run_loops(ctx: ServiceContext) -> None:
                 ctx.log.error(
                     "a service task died", task=task.get_name(), error=repr(task.exception())
                 )
-                ctx.stop.set()
-        ctx.stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         if server is not None:
             server.close()
-        await ctx.pool.close()
-        ctx.log.info("service stopped")
+        await ctx.shutdown()

@@ -11,7 +11,6 @@ up when it returns.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from fastapi.responses import JSONResponse
 from services.intake import domain, store
 from shared.catalogue import Catalogue, default_catalogue
 from shared.consumer import BatchProcessor, ConsumerLoop, Tx
-from shared.events import Applicant, CaseAccepted, Event, utcnow
+from shared.events import CaseAccepted, Event, utcnow
 from shared.runtime import ServiceContext, open_service
 from shared.settings import Settings
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, all_topics
@@ -64,19 +63,12 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
         loop = ConsumerLoop(settings, [CASES_ROUTING], group_id=NAME, processor=processor)
         ctx.loops.append(loop)
         state["ctx"] = ctx
-        tasks = [
-            asyncio.create_task(ctx.relay.run(ctx.stop), name="relay"),
-            asyncio.create_task(loop.run(ctx.stop), name=loop.name),
-        ]
+        ctx.start_tasks()
         ctx.log.info("intake started", catalogue=catalogue.version)
         try:
             yield
         finally:
-            # Graceful stop: the consumer commits its batch, the relay drains the outbox.
-            ctx.stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await ctx.pool.close()
-            ctx.log.info("intake stopped")
+            await ctx.shutdown()
 
     app = FastAPI(title="onedoor intake", version="1", lifespan=lifespan)
 
@@ -145,7 +137,7 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
                 occurred_at=now,
                 producer=NAME,
                 item_code=request.item_code,
-                applicant=Applicant.model_validate(request.applicant.model_dump()),
+                applicant=request.applicant,
                 community_code=request.community_code,
                 form=request.form,
                 centre_id=settings.centre_id,

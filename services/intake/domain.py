@@ -13,21 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.catalogue import Catalogue
+from shared.events import Applicant
 from shared.identity import validate_mobile, validate_resident_id, validate_uscc
 
 FieldError = tuple[tuple[str | int, ...], str, str]  # (location, message, type)
-
-
-class ApplicantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["natural", "legal"] = Field(description="natural person or legal person")
-    name: str = Field(min_length=1, max_length=200)
-    id_number: str = Field(
-        description="18-digit resident ID (natural) or unified social credit code (legal)",
-        examples=["11010519491231002X"],
-    )
-    phone: str = Field(examples=["13800138000"])
 
 
 class CaseRequest(BaseModel):
@@ -36,7 +25,7 @@ class CaseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_code: str = Field(min_length=1, max_length=80, examples=["SS-UNEMPLOYMENT-BENEFIT"])
-    applicant: ApplicantIn
+    applicant: Applicant
     community_code: str = Field(pattern=r"^\d{9,12}$", examples=["110105001001"])
     form: dict[str, Any] = Field(default_factory=dict)
     window_id: str = Field(min_length=1, max_length=40, examples=["W03"])
