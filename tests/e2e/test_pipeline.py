@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.events import (
     Applicant,
+    CaseRouted,
     Event,
     StepAssigned,
     StepOutcome,
@@ -32,7 +33,7 @@ from shared.events import (
 from shared.identity import make_resident_id
 from shared.kafka import make_producer
 from shared.settings import Settings
-from shared.topics import dept_outcomes, dept_tasks
+from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from tests.conftest import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -158,8 +159,13 @@ async def wait_closed(
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[int, int, bytes, Event]]:
     """Everything on a topic now: (partition, offset, raw value, event)."""
+    # A group-less consumer starting at the earliest offset. (Assigning with the default
+    # "latest" reset and then seeking to the beginning races: the initial reset can land
+    # after the seek and leave every position at the end.)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     out: list[tuple[int, int, bytes, Event]] = []
@@ -169,7 +175,6 @@ async def read_topic(settings: Settings, topic: str) -> list[tuple[int, int, byt
         parts = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
-        await consumer.seek_to_beginning(*parts)
         for tp in parts:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
@@ -337,3 +342,38 @@ async def test_retried_post_gives_one_case(client: httpx.AsyncClient) -> None:
     other = await client.post("/cases", json=body | {"window_id": "W09"}, headers=key)
     assert other.status_code == 422
     assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+async def test_redelivered_records_change_nothing(
+    client: httpx.AsyncClient, pipeline: Pipeline
+) -> None:
+    settings = pipeline.settings
+    resp = await client.post(
+        "/cases",
+        json=case_body(
+            "HR-JOB-REGISTRATION", person(), {"education": "none", "desired_occupation": "cook"}
+        ),
+    )
+    case_id = UUID(resp.json()["case_id"])
+    await wait_closed(client, str(case_id))
+
+    accepted = await records_of(settings, CASES_ACCEPTED, case_id, 1)
+    part, off = await republish(settings, CASES_ACCEPTED, accepted[0][2], str(case_id).encode())
+    await wait_group_past(settings, "router", CASES_ACCEPTED, part, off)
+
+    tasks = await records_of(settings, dept_tasks("hr_registration"), case_id, 1)
+    part, off = await republish(
+        settings, dept_tasks("hr_registration"), tasks[0][2], str(case_id).encode()
+    )
+    await wait_group_past(settings, "hr_registration", dept_tasks("hr_registration"), part, off)
+
+    # Each consumer has now handled the copy: still one routing and one decision.
+    routed = [r for r in await read_topic(settings, CASES_ROUTING) if r[3].case_id == case_id]
+    assert sum(isinstance(r[3], CaseRouted) for r in routed) == 1
+    outcomes = [
+        r
+        for r in await read_topic(settings, dept_outcomes("hr_registration"))
+        if r[3].case_id == case_id
+    ]
+    assert len(outcomes) == 1
+    assert (await client.get(f"/cases/{case_id}")).json()["outcome"] == "approved"
