@@ -346,7 +346,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
     cfg = local_stack.StackConfig.from_env()
     was_up = bool(local_stack.kafka_running(cfg) and local_stack.pg_running(cfg))
     await asyncio.to_thread(local_stack.up, cfg)  # the launcher runs its own event loop
-    catalogue = default_catalogue()
+    catalogue = default_catalogue(Settings().catalogue_dirs)
     http_port = int(os.environ.get("ONEDOOR_DEMO_HTTP_PORT", "18080"))
     prefix = os.environ.get("ONEDOOR_TOPIC_PREFIX", "")
     env = dict(os.environ) | {

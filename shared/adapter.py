@@ -12,16 +12,17 @@ the department learns from), parses records with the event registry, runs the ha
 with the inbox and outbox in one PostgreSQL transaction, commits offsets only after it,
 signs the outcome events, and dead-letters what cannot be parsed or handled.
 
-    department = Department("parks")
+    department = Department("civil_affairs")
 
-    @department.action("tree_felling_permit")
-    async def fell(ctx: StepContext, task: StepAssigned) -> Decision:
-        return Approve(reference=f"PK-{task.case_id.hex[:8]}")
+    @department.action("marriage_certificate_copy")
+    async def certificate_copy(ctx: StepContext, task: StepAssigned) -> Decision:
+        return Approve(reference=f"CA-{task.case_id.hex[:8]}")
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -262,3 +263,24 @@ def run(department: Department) -> None:
         asyncio.run(serve(department))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m shared.adapter PACKAGE``: run the ``department`` declared in
+    ``PACKAGE.department`` (for department packages that live outside ``services/``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        sys.exit("usage: python -m shared.adapter PACKAGE  (e.g. services.hr_registration)")
+    module = importlib.import_module(f"{args[0]}.department")
+    department = getattr(module, "department", None)
+    if not isinstance(department, Department):
+        sys.exit(f"{args[0]}.department has no `department = Department(...)`")
+    run(department)
+
+
+if __name__ == "__main__":
+    # Run through the imported module, so the Department class checked in main() is the
+    # one department packages import (this file as __main__ would be a second copy).
+    from shared.adapter import main as _main
+
+    _main()

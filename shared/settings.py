@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     keys_dir: Path = Field(
         default=Path(".data/keys"), description="Ed25519 signing keys, one pair per service."
     )
+    catalogue_dirs: tuple[Path, ...] = Field(
+        default=(),
+        description="Extra folders holding department packages (<dir>/<department>/"
+        "catalogue.yaml) beside those under services/; JSON list in the environment.",
+    )
     log_level: str = Field(default="INFO")
     log_json: bool | None = Field(
         default=None, description="JSON log lines; by default only when stderr is not a terminal."

@@ -44,7 +44,7 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
     settings: Settings, catalogue: Catalogue | None = None
 ) -> FastAPI:
     """Intake's one wiring factory: nothing is opened until the app starts."""
-    catalogue = catalogue or default_catalogue()
+    catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
     state: dict[str, ServiceContext] = {}
 
     async def on_routing(tx: Tx, event: Event) -> None:

@@ -18,7 +18,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def create_service(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
     """Wire the router: catalogue, schema, topics, relay and its one consumer loop."""
-    catalogue = catalogue or default_catalogue()
+    catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
     departments = sorted(catalogue.departments())
     ctx = await open_service(
         NAME, settings, schema=NAME, migrations=[MIGRATIONS], topics=all_topics(departments)
