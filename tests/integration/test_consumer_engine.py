@@ -1,0 +1,191 @@
+"""The batch consumer engine on the real broker and database: inbox, outbox, DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from shared.consumer import BatchProcessor, ConsumerLoop, Tx
+from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
+from shared.events import CaseClosed, CaseReviewFlagged, Event
+from shared.kafka import make_producer
+from shared.outbox import OutboxRelay, OutboxWriter
+from shared.settings import Settings
+from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = "engine"
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    pool: asyncpg.Pool
+
+    async def effects(self) -> list[str]:
+        rows = await self.pool.fetch("SELECT message FROM effects ORDER BY id")
+        return [r["message"] for r in rows]
+
+
+async def handler(tx: Tx, event: Event) -> None:
+    """Applies a CaseClosed: one row, one follow-up event; 'boom' is a handler bug."""
+    assert isinstance(event, CaseClosed)
+    if event.message == "boom":
+        raise ValueError("the handler cannot take this one")
+    await tx.conn.execute("INSERT INTO effects (message) VALUES ($1)", event.message)
+    tx.emit(
+        "out",
+        CaseReviewFlagged(
+            **event.caused(),
+            producer="engine",
+            step_index=0,
+            department="d",
+            reason_code="seen",
+            message=event.message or "",
+        ),
+    )
+
+
+@pytest.fixture
+async def engine(settings: Settings, database_url: str, tmp_path: Path) -> AsyncIterator[Engine]:
+    own = tmp_path / "migrations"
+    own.mkdir()
+    (own / "001_effects.sql").write_text(
+        "CREATE TABLE effects (id bigserial PRIMARY KEY, message text NOT NULL);"
+    )
+    await migrate_dsn(database_url, SCHEMA, [SHARED_MIGRATIONS, own])
+    pool = await create_pool(database_url, SCHEMA)
+    await pool.execute("TRUNCATE effects, inbox, outbox")
+    await ensure_topics(settings, ["in", "in.dlq", "out"])
+    writer = OutboxWriter(Signer.load(settings.keys_dir, "engine"))
+    relay = OutboxRelay(settings, pool, name="engine")
+    processor = BatchProcessor(settings, pool, writer, handler, consumer_name="engine")
+    loop = ConsumerLoop(settings, ["in"], group_id="engine", processor=processor, relay=relay)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(loop.run(stop))]
+    try:
+        yield Engine(settings, pool)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await pool.close()
+
+
+def closed(message: str) -> CaseClosed:
+    case = uuid4()
+    return CaseClosed(
+        case_id=case, correlation_id=case, producer="test", outcome="approved", message=message
+    )
+
+
+async def produce(settings: Settings, values: list[bytes]) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        # One key: one partition, so the order below is the order consumed.
+        futures = [await producer.send(settings.topic("in"), v, key=b"k") for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_all(settings: Settings, topic: str, n: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < n:
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    got += records
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_poison_records_go_to_the_dlq_and_the_consumer_keeps_going(engine: Engine) -> None:
+    good = closed("after the poison")
+    unknown_type = {"event_type": "NoSuchThing", "schema_version": 1}
+    newer = good.to_dict() | {"schema_version": 99, "event_id": str(uuid4())}
+    await produce(
+        engine.settings,
+        [
+            b"\x00\xff random bytes",
+            json.dumps({"event_type": "CaseClosed", "schema_version": 1, "x": 1}).encode(),
+            json.dumps(unknown_type).encode(),
+            json.dumps(newer).encode(),
+            good.to_json(),
+        ],
+    )
+    dead = await read_all(engine.settings, "in.dlq", 4)
+    headers = [{k: v.decode() for k, v in r.headers} for r in dead]
+    assert [h["dlq.reason"] for h in headers] == [
+        "malformed",
+        "malformed",
+        "unknown_event_type",
+        "unsupported_schema_version",
+    ]
+    assert [int(h["dlq.original.offset"]) for h in headers] == [0, 1, 2, 3]
+    assert {h["dlq.original.topic"] for h in headers} == {"in"}
+    assert dead[0].value == b"\x00\xff random bytes"  # the original bytes, untouched
+    await eventually(lambda: _equals(engine.effects(), ["after the poison"]))
+
+
+async def _equals(coro: Awaitable[list[str]], expected: list[str]) -> bool:
+    return await coro == expected
+
+
+async def test_a_redelivered_event_changes_nothing(engine: Engine) -> None:
+    event = closed("once")
+    await produce(engine.settings, [event.to_json(), event.to_json(), closed("marker").to_json()])
+    await eventually(lambda: _equals(engine.effects(), ["once", "marker"]))
+    out = await read_all(engine.settings, "out", 2)
+    assert [json.loads(r.value)["message"] for r in out] == ["once", "marker"]
+
+
+async def test_a_failing_handler_dead_letters_only_its_record(engine: Engine) -> None:
+    await produce(
+        engine.settings,
+        [closed("before").to_json(), closed("boom").to_json(), closed("after").to_json()],
+    )
+    await eventually(lambda: _equals(engine.effects(), ["before", "after"]))
+    dead = await read_all(engine.settings, "in.dlq", 1)
+    headers = {k: v.decode() for k, v in dead[0].headers}
+    assert headers["dlq.reason"] == "handler_error"
+    assert "cannot take this one" in headers["dlq.error"]
+    assert json.loads(dead[0].value)["message"] == "boom"
+
+
+async def test_emitted_events_are_signed_by_the_service(engine: Engine) -> None:
+    await produce(engine.settings, [closed("signed").to_json()])
+    out = await read_all(engine.settings, "out", 1)
+    headers = {k: v.decode() for k, v in out[0].headers}
+    assert headers[SIGNER_HEADER] == "engine"
+    keys = PublicKeys.load(engine.settings.keys_dir)
+    assert keys.verify("engine", out[0].value, headers[SIGNATURE_HEADER])
+    assert not keys.verify("engine", out[0].value + b" ", headers[SIGNATURE_HEADER])
