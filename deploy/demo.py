@@ -73,7 +73,7 @@ def _form(item: Item, rng: random.Random) -> dict[str, Any]:
             low = spec.min if spec.min is not None else 0
             high = spec.max if spec.max is not None else max(low + 60, 60)
             if spec.name == "insured_months":
-                low, high = 0, 150  # some applicants fall short of 12 months
+                high = 150  # from the item's minimum: some applicants fall short of 12 months
             if spec.name == "course_hours":
                 low, high = 20, 200
             form[spec.name] = rng.randint(low, min(high, low + 200))
@@ -231,18 +231,26 @@ async def watch(
 
 def start_services(
     env: dict[str, str], log_dir: Path, http_port: int
-) -> dict[str, subprocess.Popen[bytes]]:
+) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, str]]:
+    """Start every service; return the processes and each one's health URL (intake on
+    ``http_port``, the consumer services on the ports after it)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name in ["intake", *SERVICES]:
+    health: dict[str, str] = {}
+    for offset, name in enumerate(["intake", *SERVICES]):
+        port = http_port + offset
+        own = {"ONEDOOR_HTTP_PORT": str(http_port)} if offset == 0 else {}
+        if offset:
+            own["ONEDOOR_HEALTH_PORT"] = str(port)
         out = (log_dir / f"{name}.log").open("ab")
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
-            env=env | {"ONEDOOR_HTTP_PORT": str(http_port)},
+            env=env | own,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return procs
+        health[name] = f"http://127.0.0.1:{port}/health"
+    return procs, health
 
 
 def stop_services(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -304,18 +312,23 @@ def _dead(procs: dict[str, subprocess.Popen[bytes]]) -> list[str]:
     return [name for name, proc in procs.items() if proc.poll() is not None]
 
 
-async def wait_healthy(procs: dict[str, subprocess.Popen[bytes]], base: str, logs: Path) -> None:
-    """Until intake answers /health (it provisions every topic first), or fail."""
+async def wait_healthy(
+    procs: dict[str, subprocess.Popen[bytes]], health: dict[str, str], logs: Path
+) -> None:
+    """Until every service answers its health endpoint (intake provisions every topic
+    before it does), or fail."""
     deadline = time.monotonic() + 90
-    async with httpx.AsyncClient() as client:
-        while True:
+    pending = dict(health)
+    async with httpx.AsyncClient(timeout=2) as client:
+        while pending:
             if _dead(procs):
                 raise RuntimeError(f"service(s) died during start-up: {_dead(procs)}; see {logs}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(f"{base}/health")).status_code == 200:
-                    return
+            for name, url in list(pending.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        del pending[name]
             if time.monotonic() > deadline:
-                raise RuntimeError("intake did not become healthy within 90 s")
+                raise RuntimeError(f"not healthy within 90 s: {', '.join(pending)}")
             await asyncio.sleep(0.3)
 
 
@@ -357,14 +370,14 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
     console.print(
         "[bold]audit[/]: not started; the audit service arrives with its own issue (stub)"
     )
-    procs = start_services(env, cfg.data_dir / "logs", http_port)
+    procs, health = start_services(env, cfg.data_dir / "logs", http_port)
     base = f"http://127.0.0.1:{http_port}"
     obs = Observed()
     stop = asyncio.Event()
     code = 1
     watcher: asyncio.Task[None] | None = None
     try:
-        await wait_healthy(procs, base, cfg.data_dir / "logs")
+        await wait_healthy(procs, health, cfg.data_dir / "logs")
         console.print(f"services up: {', '.join(procs)} (logs in {cfg.data_dir / 'logs'})")
         ready = asyncio.Event()
         watcher = asyncio.create_task(
