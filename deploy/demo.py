@@ -25,11 +25,13 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from deploy import stack as local_stack
+from services.audit import cli as audit_cli
 from shared.catalogue import Catalogue, Item, default_catalogue
 from shared.events import CaseAccepted, CaseClosed, StepApproved, StepRejected, parse_event
 from shared.identity import make_resident_id, make_uscc
@@ -37,7 +39,8 @@ from shared.settings import Settings
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
 
 console = Console()
-SERVICES = ["router", "hr_registration", "social_security"]
+SERVICES = ["router", "hr_registration", "social_security", "audit"]
+HTTP_SERVICES = {"intake", "audit"}  # uvicorn apps; the others serve /health on their own port
 REGIONS = ["110105", "110108", "310104", "440305", "330106", "510107"]
 SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu"]
 GIVEN = ["Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Jun", "Tao", "Ming", "Hua"]
@@ -239,9 +242,11 @@ def start_services(
     health: dict[str, str] = {}
     for offset, name in enumerate(["intake", *SERVICES]):
         port = http_port + offset
-        own = {"ONEDOOR_HTTP_PORT": str(http_port)} if offset == 0 else {}
-        if offset:
-            own["ONEDOOR_HEALTH_PORT"] = str(port)
+        own = (
+            {"ONEDOOR_HTTP_PORT": str(port)}
+            if name in HTTP_SERVICES
+            else {"ONEDOOR_HEALTH_PORT": str(port)}
+        )
         out = (log_dir / f"{name}.log").open("ab")
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
@@ -367,9 +372,6 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         "DATABASE_URL": cfg.database_url,
         "ONEDOOR_LOG_JSON": "true",
     }
-    console.print(
-        "[bold]audit[/]: not started; the audit service arrives with its own issue (stub)"
-    )
     procs, health = start_services(env, cfg.data_dir / "logs", http_port)
     base = f"http://127.0.0.1:{http_port}"
     obs = Observed()
@@ -405,7 +407,14 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
             console.print("[red]FAILED[/]: a retried request created a second case")
         else:
             console.print(f"[green]OK[/]: all {len(run.accepted)} accepted cases closed")
-            code = 0
+            console.print("[bold]onedoor-audit verify[/] (replays every topic from the start):")
+            settings = Settings(
+                kafka_bootstrap_servers=cfg.bootstrap_servers,
+                database_url=SecretStr(cfg.database_url),
+                topic_prefix=prefix,
+            )
+            verify_args = argparse.Namespace(json=False, no_signatures=False)
+            code = await audit_cli.cmd_verify(settings, verify_args)
     except Exception as exc:  # noqa: BLE001 - the demo reports any failure and cleans up
         console.print(f"[red]FAILED[/]: {type(exc).__name__}: {exc}")
     finally:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import asyncpg
@@ -267,8 +267,18 @@ class BatchProcessor:
         )
 
 
+class RecordProcessor(Protocol):
+    """Applies one batch of records; the loop commits offsets only after it returns."""
+
+    async def process(self, records: Sequence[Record]) -> BatchResult: ...
+
+
 class ConsumerLoop:
-    """Polls a consumer group, feeds batches to a processor, commits after each batch."""
+    """Polls a consumer group, feeds batches to a processor, commits after each batch.
+
+    ``topics`` are logical names; ``pattern`` (a regular expression over deployed names)
+    subscribes to every matching topic instead, including ones created later.
+    """
 
     def __init__(
         self,
@@ -276,11 +286,13 @@ class ConsumerLoop:
         topics: Sequence[str],
         *,
         group_id: str,
-        processor: BatchProcessor,
+        processor: RecordProcessor,
         relay: OutboxRelay | None = None,
+        pattern: str | None = None,
     ) -> None:
         self._settings = settings
         self._topics = [settings.topic(t) for t in topics]
+        self._pattern = pattern
         self._group = group_id
         self.name = f"consumer:{group_id}"
         self._processor = processor
@@ -299,6 +311,8 @@ class ConsumerLoop:
                 group_id=self._group,
                 max_poll_records=self._settings.consumer_max_records,
             )
+            if self._pattern is not None:
+                consumer.subscribe(pattern=self._pattern)
             try:
                 await consumer.start()
             except (KafkaError, OSError) as exc:

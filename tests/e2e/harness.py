@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from shared.events import Event, parse_event
 from shared.identity import make_resident_id
@@ -58,6 +59,7 @@ class Pipeline:
     base: str
     settings: Settings
     procs: dict[str, subprocess.Popen[bytes]]
+    env: dict[str, str]
 
 
 @contextlib.contextmanager
@@ -68,12 +70,16 @@ def run_services(
     database_url: str,
     logs: Path,
     extra_env: Mapping[str, str] | None = None,
+    service_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[Pipeline]:
     """Start each service as its own process on a fresh topic prefix, wait until intake is
     healthy, yield, then stop them with SIGTERM and check each stopped cleanly."""
     port = free_port()
     settings = Settings(
-        kafka_bootstrap_servers=bootstrap_servers, topic_prefix=f"e2e{uuid4().hex[:8]}."
+        kafka_bootstrap_servers=bootstrap_servers,
+        database_url=SecretStr(database_url),
+        topic_prefix=f"e2e{uuid4().hex[:8]}.",
+        keys_dir=logs / "keys",
     )
     env = dict(os.environ) | {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -87,7 +93,7 @@ def run_services(
     procs = {
         name: subprocess.Popen(
             [sys.executable, *argv],
-            env=env,
+            env=env | dict((service_env or {}).get(name, {})),
             stdout=(logs / f"{name}.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
@@ -107,7 +113,7 @@ def run_services(
                 pass
             assert time.monotonic() < deadline, "intake not healthy in 90 s"
             time.sleep(0.2)
-        yield Pipeline(base, settings, procs)
+        yield Pipeline(base, settings, procs, env)
         completed = True
     finally:
         for proc in procs.values():

@@ -1,0 +1,123 @@
+"""The auditor's view of a clean run: all five services as processes, realistic cases over
+HTTP, then onedoor-audit (the installed CLI) and the audit's read-only HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy.demo import build_requests
+from shared.catalogue import default_catalogue
+from tests.conftest import Stack
+from tests.e2e.harness import Pipeline, free_port, run_services, wait_closed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+
+SERVICES = ["intake", "router", "hr_registration", "social_security", "audit"]
+CASES = 60
+
+
+@pytest.fixture(scope="module")
+def audit_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    stack: Stack, database_url: str, audit_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    with run_services(
+        {name: ["-m", f"services.{name}"] for name in SERVICES},
+        bootstrap_servers=stack.bootstrap_servers,
+        database_url=database_url,
+        logs=tmp_path_factory.mktemp("logs"),
+        service_env={"audit": {"ONEDOOR_HTTP_PORT": str(audit_port)}},
+    ) as pipeline:
+        yield pipeline
+
+
+@pytest.fixture(scope="module")
+async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
+    """Submit a realistic mix, wait until every case is closed and the audit has it all."""
+    requests = [(b, k) for b, k in build_requests(default_catalogue(), CASES, seed=11)]
+    ids: list[str] = []
+    async with httpx.AsyncClient(base_url=pipeline.base, timeout=30) as client:
+        for body, key in requests:
+            resp = await client.post(
+                "/cases", json=body, headers={"Idempotency-Key": key} if key else {}
+            )
+            if resp.status_code in (200, 201):
+                ids.append(resp.json()["case_id"])
+        for case_id in ids:
+            await wait_closed(client, case_id)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{audit_port}", timeout=10) as audit:
+        deadline = time.monotonic() + 60
+        for case_id in ids:
+            while True:
+                resp = await audit.get(f"/cases/{case_id}/history")
+                if resp.status_code == 200 and resp.json()["closed_at"] is not None:
+                    break
+                assert time.monotonic() < deadline, f"audit never saw {case_id} closed"
+                await asyncio.sleep(0.2)
+    return ids
+
+
+def audit_cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.audit.cli", *args],
+        env=pipeline.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_verify_finds_zero_violations_in_a_clean_run(
+    pipeline: Pipeline, closed_cases: list[str]
+) -> None:
+    result = audit_cli(pipeline, "verify", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert report["violations"] == 0, report["details"]
+    assert report["cases"] >= len(closed_cases)
+    assert report["records"] >= 3 * len(closed_cases)
+
+
+def test_rebuild_gives_the_live_digest(pipeline: Pipeline, closed_cases: list[str]) -> None:
+    for _ in range(2):
+        result = audit_cli(pipeline, "rebuild")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "identical" in result.stdout
+
+
+def test_history_and_stats_from_the_cli(pipeline: Pipeline, closed_cases: list[str]) -> None:
+    history = audit_cli(pipeline, "history", closed_cases[0], "--json")
+    assert history.returncode == 0, history.stderr
+    view = json.loads(history.stdout)
+    assert view["case_id"] == closed_cases[0]
+    assert view["timeline"][0]["event_type"] == "CaseAccepted"
+    assert "id_number" not in history.stdout
+    assert "phone" not in history.stdout
+    stats = json.loads(audit_cli(pipeline, "stats", "--json").stdout)
+    assert sum(c["accepted"] for c in stats["per_item"].values()) == len(closed_cases)
+    table = audit_cli(pipeline, "stats", "--csv")
+    assert table.stdout.splitlines()[0] == "dimension,key,measure,value"
+
+
+async def test_history_and_stats_over_http(audit_port: int, closed_cases: list[str]) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{audit_port}") as audit:
+        view = (await audit.get(f"/cases/{closed_cases[-1]}/history")).json()
+        stats = (await audit.get("/stats")).json()
+        missing = await audit.get("/cases/00000000-0000-0000-0000-000000000000/history")
+    assert view["outcome"] in {"approved", "rejected"}
+    assert stats["accept_to_close_ms"]["count"] == len(closed_cases)
+    assert missing.status_code == 404

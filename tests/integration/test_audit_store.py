@@ -1,0 +1,131 @@
+"""The audit store on the real PostgreSQL: append-only in the database itself, one row per
+event, a per-case hash chain that exposes tampering, and a rebuildable projection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from services.audit import store
+from services.audit.api import MIGRATIONS
+from services.audit.domain import LogRecord, decode
+from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
+from shared.events import CaseAccepted, CaseClosed, Event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    schema = f"audit_{uuid4().hex[:8]}"
+    await migrate_dsn(database_url, schema, [SHARED_MIGRATIONS, *MIGRATIONS])
+    pool = await create_pool(database_url, schema)
+    yield pool
+    await pool.close()
+
+
+def accepted(n: int = 1) -> CaseAccepted:
+    eid = uuid4()
+    return CaseAccepted.model_validate(
+        {
+            "event_id": eid,
+            "case_id": uuid4(),
+            "correlation_id": eid,
+            "producer": "intake",
+            "item_code": "HR-JOB-REGISTRATION",
+            "applicant": {
+                "kind": "natural",
+                "name": "Li",
+                "id_number": "11010519491231002X",
+                "phone": "13800138000",
+            },
+            "community_code": "110105001001",
+            "form": {"education": "a", "desired_occupation": "b"},
+            "centre_id": "C01",
+            "window_id": "W01",
+            "channel": "window",
+            "receipt_no": f"C01-20261127-{n:06d}",
+        }
+    )
+
+
+def record(event: Event, offset: int, value: bytes | None = None) -> tuple[LogRecord, Event | None]:
+    entry = LogRecord("cases.accepted", 0, offset, value or event.to_json(), "intake", "sig")
+    return entry, decode(entry)
+
+
+async def ingest(
+    pool: asyncpg.Pool, batch: list[tuple[LogRecord, Event | None]]
+) -> store.IngestResult:
+    async with pool.acquire() as conn, conn.transaction():
+        result, cases = await store.ingest(conn, batch)
+        await store.refresh_views(conn, cases)
+    return result
+
+
+async def test_update_delete_and_truncate_are_refused_by_the_database(pool: asyncpg.Pool) -> None:
+    await ingest(pool, [record(accepted(), 0)])
+    for statement in (
+        "UPDATE events SET producer = 'someone else'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "DELETE FROM conflicts",
+        "UPDATE malformed SET value = ''",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await pool.execute(statement)
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+
+
+async def test_each_event_is_stored_once_and_a_conflict_is_kept_apart(pool: asyncpg.Pool) -> None:
+    event = accepted()
+    first = await ingest(pool, [record(event, 0), record(event, 1)])
+    assert (first.stored, first.duplicates) == (1, 1)
+    altered = event.model_copy(update={"window_id": "W99"}).to_json()
+    second = await ingest(pool, [record(event, 2, altered), record(event, 3)])
+    assert (second.stored, second.duplicates, second.conflicts) == (0, 1, 1)
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
+    assert await pool.fetchval("SELECT count(*) FROM conflicts") == 1
+    junk = LogRecord("cases.routing", 0, 9, b"\x00junk", None, None)
+    third = await ingest(pool, [(junk, decode(junk)), (junk, decode(junk))])
+    assert third.malformed == 1
+
+
+async def test_tampering_breaks_the_hash_chain(pool: asyncpg.Pool) -> None:
+    event = accepted()
+    closed = CaseClosed(**event.caused(), producer="router", outcome="approved")
+    await ingest(pool, [record(event, 0), record(closed, 1)])
+    async with pool.acquire() as conn, conn.transaction():
+        assert await store.check_chains(conn) == []
+    # Someone with the database owner's rights switches the guard off and edits history.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await conn.execute(
+            "UPDATE events SET value = $1 WHERE event_id = $2",
+            event.model_copy(update={"item_code": "SS-PENSION"}).to_json(),
+            event.event_id,
+        )
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    async with pool.acquire() as conn, conn.transaction():
+        found = await store.check_chains(conn)
+    assert [(v.kind, v.case_id, v.event_id) for v in found] == [
+        ("broken_hash_chain", event.case_id, event.event_id)
+    ]
+
+
+async def test_rebuild_gives_the_live_digest_twice(pool: asyncpg.Pool) -> None:
+    events = [accepted(n) for n in range(5)]
+    await ingest(pool, [record(e, i) for i, e in enumerate(events)])
+    closed = CaseClosed(
+        **events[0].caused(), producer="router", outcome="rejected", reason_code="r"
+    )
+    await ingest(pool, [record(closed, 10)])
+    async with pool.acquire() as conn, conn.transaction():
+        live = store.views_digest(await store.live_views(conn))
+        first = await store.rebuild(conn)
+        second = await store.rebuild(conn)
+    assert live == first == second
+    assert await pool.fetchval("SELECT count(*) FROM case_views") == 5
