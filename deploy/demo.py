@@ -413,7 +413,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
                 database_url=SecretStr(cfg.database_url),
                 topic_prefix=prefix,
             )
-            verify_args = argparse.Namespace(json=False, no_signatures=False)
+            verify_args = argparse.Namespace(json=False, no_signatures=False, flags=False)
             code = await audit_cli.cmd_verify(settings, verify_args)
     except Exception as exc:  # noqa: BLE001 - the demo reports any failure and cleans up
         console.print(f"[red]FAILED[/]: {type(exc).__name__}: {exc}")

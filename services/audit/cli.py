@@ -194,7 +194,8 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     table.add_row("replay time (s)", f"{total_s:.2f} (reading {read_s:.2f})")
     table.add_row("events per second", f"{rate:,.0f}")
     out.print(table)
-    for v in report.violations:
+    shown = report.violations if args.flags else errors
+    for v in shown:
         case = v.case_id or "-"
         out.print(
             f"{v.severity.upper():5} {v.kind:26} case {case} event {v.event_id or '-'} "
@@ -308,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("verify", help="replay the whole log and check every invariant")
     v.add_argument("--json", action="store_true")
     v.add_argument("--no-signatures", action="store_true", help="skip Ed25519 checks")
+    v.add_argument("--flags", action="store_true", help="list flags (failed reviews) too")
     h = sub.add_parser("history", help="one case's timeline")
     h.add_argument("case_id")
     h.add_argument("--json", action="store_true")
