@@ -10,8 +10,8 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status demo test test-unit test-integration \
-        test-e2e lint fmt clean
+.PHONY: help venv stack-up stack-down stack-status demo audit-verify audit-drill test \
+        test-unit test-integration test-e2e lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ stack-status: venv ## say what runs
 
 demo: venv ## the main job: stack + services, 1,000 cases over HTTP, summary (CASES=n)
 	$(PY) -m deploy.demo --cases $(or $(CASES),1000)
+
+audit-verify: venv ## onedoor-audit verify over the local stack's log
+	$(VENV)/bin/onedoor-audit verify
+
+audit-drill: stack-up ## inject one fault of each kind into fresh topics; show verify finds them
+	$(PY) -m deploy.audit_drill
 
 test: stack-up ## all test tiers against the real stack
 	$(PYTEST)

@@ -1,0 +1,428 @@
+"""``make audit-drill``: a fire drill for auditors.
+
+Writes, into a fresh topic namespace on the running stack, a few clean cases and one
+fault of every kind that ``onedoor-audit verify`` checks (as a buggy or malicious
+producer would write it, signed with the drill's own keys), runs verify over that
+namespace, and shows, fault by fault, that each one was found where it was injected and
+that nothing else was reported. Exit code 0 only when that is so.
+
+The same faults drive the integration tests (tests/integration/test_audit_verify.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+from rich.console import Console
+from rich.table import Table
+
+from services.audit.cli import run_verify
+from services.audit.domain import VerifyReport, allowed_signer
+from services.router.domain import on_outcome as router_on_outcome
+from services.router.domain import route
+from shared.adapter import outcome_event
+from shared.catalogue import Catalogue, default_catalogue
+from shared.decisions import Approve, Reject
+from shared.events import (
+    Applicant,
+    CaseAccepted,
+    CaseClosed,
+    CaseRouted,
+    Event,
+    StepAssigned,
+    StepOutcome,
+    utcnow,
+)
+from shared.identity import make_resident_id
+from shared.kafka import make_producer
+from shared.settings import Settings, get_settings
+from shared.signing import Signer, generate_keys
+from shared.topics import CASES_ACCEPTED, CASES_ROUTING, all_topics, ensure_topics
+
+SIGNERS = ("intake", "router", "hr_registration", "social_security")
+BENEFIT_FORM = {
+    "last_employer": "X Co.",
+    "separation_date": "2026-09-30",
+    "insured_months": 30,
+    "education": "college",
+    "desired_occupation": "cook",
+}
+_serial = iter(range(1, 1_000_000))
+
+
+@dataclass
+class LogWriter:
+    """Collects records for the real topics, each signed as its topic's producer unless
+    told otherwise, and sends them in one go."""
+
+    settings: Settings
+    signers: dict[str, Signer]
+    sent: list[tuple[str, Event]] = field(default_factory=list)
+    signer_for: dict[UUID, str | None] = field(default_factory=dict)
+    raw: list[tuple[str, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, settings: Settings) -> LogWriter:
+        for service in SIGNERS:
+            generate_keys(settings.keys_dir, service)
+        return cls(settings, {s: Signer.load(settings.keys_dir, s) for s in SIGNERS})
+
+    def add(self, topic: str, event: Event) -> Event:
+        self.sent.append((topic, event))
+        return event
+
+    def sign_as(self, event_id: UUID, signer: str | None) -> None:
+        """Sign this event as another service (None: leave it unsigned)."""
+        self.signer_for[event_id] = signer
+
+    def add_raw(self, topic: str, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        self.raw.append((topic, value, list(headers)))
+
+    def drop(self, event_id: UUID) -> None:
+        self.sent = [(t, e) for t, e in self.sent if e.event_id != event_id]
+
+    def headers(self, topic: str, event: Event, value: bytes) -> list[tuple[str, bytes]]:
+        signer = self.signer_for.get(event.event_id, allowed_signer(topic))
+        if signer is None:
+            return []
+        return [(k, v.encode()) for k, v in self.signers[signer].headers(value)]
+
+    async def flush(self) -> None:
+        await ensure_topics(self.settings, all_topics(("hr_registration", "social_security")))
+        producer = make_producer(self.settings)
+        await producer.start()
+        try:
+            futures = []
+            for topic, event in self.sent:
+                value = event.to_json()
+                futures.append(
+                    await producer.send(
+                        self.settings.topic(topic),
+                        value,
+                        key=str(event.case_id).encode(),
+                        headers=self.headers(topic, event, value),
+                    )
+                )
+            for topic, value, headers in self.raw:
+                sent = await producer.send(self.settings.topic(topic), value, headers=headers)
+                futures.append(sent)
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        self.sent.clear()
+        self.raw.clear()
+
+
+def accepted(item: str, form: dict[str, Any], *, at: datetime | None = None) -> CaseAccepted:
+    n = next(_serial)
+    eid = uuid4()
+    rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
+    return CaseAccepted(
+        event_id=eid,
+        case_id=uuid4(),
+        correlation_id=eid,
+        producer="intake",
+        occurred_at=at or utcnow(),
+        item_code=item,
+        applicant=Applicant(kind="natural", name="Wu Lei", id_number=rid, phone="13612345678"),
+        community_code="110105001001",
+        form=form,
+        centre_id="C01",
+        window_id="W01",
+        channel="window",
+        receipt_no=f"C01-20261127-{n:06d}",
+    )
+
+
+@dataclass
+class Flow:
+    """One case written as the real router and departments would write it."""
+
+    log: LogWriter
+    catalogue: Catalogue
+    accepted: CaseAccepted
+    state: Any = None
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def case_id(self) -> UUID:
+        return self.accepted.case_id
+
+    def emit(self, emits: list[tuple[str, Event]]) -> None:
+        for topic, event in emits:
+            self.log.add(topic, event)
+            self.events.append(event)
+
+    def start(self) -> Flow:
+        self.emit([(CASES_ACCEPTED, self.accepted)])
+        self.state, emits = route(self.accepted, self.catalogue, self.accepted.occurred_at)
+        self.emit(emits)
+        return self
+
+    def task(self) -> StepAssigned:
+        return [e for e in self.events if isinstance(e, StepAssigned)][-1]
+
+    def last(self, cls: type[Event]) -> Any:
+        return [e for e in self.events if isinstance(e, cls)][-1]
+
+    def decide(self, decision: Approve | Reject, *, route_it: bool = True) -> StepOutcome:
+        task = self.task()
+        outcome = outcome_event(task.department, task, decision)
+        self.emit([(f"dept.{task.department}.outcomes", outcome)])
+        if route_it:
+            self.state, emits = router_on_outcome(self.state, outcome, outcome.occurred_at)
+            self.emit(emits)
+        return outcome
+
+
+def flow(
+    log: LogWriter,
+    catalogue: Catalogue,
+    item: str = "SS-UNEMPLOYMENT-BENEFIT",
+    form: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> Flow:
+    body = BENEFIT_FORM if form is None and item == "SS-UNEMPLOYMENT-BENEFIT" else form or {}
+    return Flow(log, catalogue, accepted(item, body, at=at)).start()
+
+
+def clean_cases(log: LogWriter, catalogue: Catalogue) -> None:
+    """An approved two-step case, a rejected one and an unroutable one."""
+    approved = flow(log, catalogue)
+    approved.decide(Approve("HR-1"))
+    approved.decide(Approve("SS-1"))
+    flow(log, catalogue).decide(Reject("already_registered", "registered already"))
+    flow(log, catalogue, "NO-SUCH-ITEM")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Where a fault must be found: its kind, case and (when it has one) event."""
+
+    kind: str
+    case_id: UUID | None
+    event_id: UUID | None
+    severity: str = "error"
+
+
+Fault = Callable[[LogWriter, Catalogue], Expected]
+
+
+def duplicate_event_conflict(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Approve("HR-1"))
+    log.add(f"dept.{outcome.department}.outcomes", outcome.model_copy(update={"reference": "X"}))
+    return Expected("duplicate_event_conflict", case.case_id, outcome.event_id)
+
+
+def unknown_case(log: LogWriter, catalogue: Catalogue) -> Expected:
+    ghost = uuid4()
+    log.add(
+        CASES_ROUTING,
+        CaseClosed(case_id=ghost, correlation_id=ghost, producer="router", outcome="approved"),
+    )
+    return Expected("unknown_case", ghost, None)
+
+
+def catalogue_mismatch(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(
+        log, catalogue, "HR-JOB-REGISTRATION", {"education": "a", "desired_occupation": "b"}
+    )
+    routed = case.last(CaseRouted)
+    log.drop(routed.event_id)
+    stale = routed.model_copy(update={"catalogue_version": "2020.1.1+000000000000"})
+    log.add(CASES_ROUTING, stale)
+    case.decide(Approve("HR-1"))
+    return Expected("catalogue_mismatch", case.case_id, stale.event_id)
+
+
+def step_out_of_order(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    first = case.task()
+    early = StepAssigned(
+        **first.model_dump(
+            exclude={"event_id", "step_index", "department", "action", "follows_department"}
+        ),
+        step_index=1,
+        department="social_security",
+        action="benefit_claim",
+    )
+    log.add("dept.social_security.tasks", early)
+    case.decide(Reject("already_registered", "m"))
+    return Expected("step_out_of_order", case.case_id, early.event_id)
+
+
+def unassigned_outcome(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    elsewhere = case.task().model_copy(update={"department": "social_security"})
+    stray = outcome_event("social_security", elsewhere, Approve("X"))
+    log.add("dept.social_security.outcomes", stray)
+    case.decide(Reject("already_registered", "m"))
+    return Expected("unassigned_outcome", case.case_id, stray.event_id)
+
+
+def duplicate_outcome(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    second = outcome_event("hr_registration", case.task(), Reject("already_registered", "again"))
+    log.add("dept.hr_registration.outcomes", second)
+    return Expected("duplicate_outcome", case.case_id, second.event_id)
+
+
+def closed_twice(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    first = case.last(CaseClosed)
+    # A second close, written a moment after the first (the later one is the violation).
+    later = first.occurred_at + timedelta(seconds=1)
+    again = first.model_copy(update={"event_id": uuid4(), "occurred_at": later})
+    log.add(CASES_ROUTING, again)
+    return Expected("closed_twice", case.case_id, again.event_id)
+
+
+def inconsistent_close(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Approve("HR-1"), route_it=False)
+    closed = CaseClosed(**outcome.caused(), producer="router", outcome="approved")
+    log.add(CASES_ROUTING, closed)
+    return Expected("inconsistent_close", case.case_id, closed.event_id)
+
+
+def review_failed(log: LogWriter, catalogue: Catalogue) -> Expected:
+    form = {"employer_name": "X", "employment_start_date": "2026-11-01"}
+    case = flow(log, catalogue, "HR-EMPLOYMENT-REGISTRATION", form)
+    outcome = case.decide(Reject("not_employed", "the employer denies it"))
+    return Expected("review_failed", case.case_id, outcome.event_id, severity="flag")
+
+
+def overdue(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue, at=datetime.now(UTC) - timedelta(days=60))
+    return Expected("overdue", case.case_id, case.accepted.event_id)
+
+
+def missing_signature(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"))
+    log.sign_as(outcome.event_id, None)
+    return Expected("missing_signature", case.case_id, outcome.event_id)
+
+
+def bad_signature(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"))
+    log.drop(outcome.event_id)
+    value = outcome.to_json()
+    signed_other_bytes = log.signers["hr_registration"].headers(value + b" ")
+    log.add_raw(
+        "dept.hr_registration.outcomes", value, [(k, v.encode()) for k, v in signed_other_bytes]
+    )
+    return Expected("bad_signature", case.case_id, outcome.event_id)
+
+
+def wrong_signer(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"))
+    log.sign_as(outcome.event_id, "social_security")
+    return Expected("wrong_signer", case.case_id, outcome.event_id)
+
+
+def malformed_record(log: LogWriter, catalogue: Catalogue) -> Expected:
+    log.add_raw(CASES_ROUTING, b"\x00 not an event")
+    return Expected("malformed_record", None, None)
+
+
+# Every kind verify finds in the Kafka log. (broken_hash_chain lives in the audit store;
+# tests/integration/test_audit_store.py tampers with a stored row to prove it.)
+FAULTS: dict[str, Fault] = {
+    fault.__name__: fault
+    for fault in (
+        duplicate_event_conflict,
+        unknown_case,
+        catalogue_mismatch,
+        step_out_of_order,
+        unassigned_outcome,
+        duplicate_outcome,
+        closed_twice,
+        inconsistent_close,
+        review_failed,
+        overdue,
+        missing_signature,
+        bad_signature,
+        wrong_signer,
+        malformed_record,
+    )
+}
+
+
+def found(report: VerifyReport, expected: Expected) -> bool:
+    return any(
+        v.kind == expected.kind
+        and v.case_id == expected.case_id
+        and (expected.event_id is None or v.event_id == expected.event_id)
+        and v.severity == expected.severity
+        for v in report.violations
+    )
+
+
+async def drill(settings: Settings, console: Console) -> int:
+    catalogue = default_catalogue(settings.catalogue_dirs)
+    log = LogWriter.create(settings)
+    clean_cases(log, catalogue)
+    expected = [fault(log, catalogue) for fault in FAULTS.values()]
+    await log.flush()
+    report, _, seconds = await run_verify(settings, check_signatures=True, quiet=True)
+    table = Table(title=f"audit drill on topics {settings.topic_prefix}*")
+    for column in ("injected fault", "severity", "case", "found"):
+        table.add_column(column)
+    for item in expected:
+        table.add_row(
+            item.kind,
+            item.severity,
+            str(item.case_id or "-"),
+            "yes" if found(report, item) else "NO",
+        )
+    console.print(table)
+    missed = [e for e in expected if not found(report, e)]
+    extra = [
+        v
+        for v in report.violations
+        if not any(v.kind == e.kind and v.case_id == e.case_id for e in expected)
+    ]
+    console.print(
+        f"verify read {report.records} records ({report.cases} cases) in {seconds:.2f} s: "
+        f"{len(report.errors())} violations, {len(report.violations) - len(report.errors())} flags"
+    )
+    for v in extra:
+        console.print(f"[red]unexpected[/] {v.kind} case {v.case_id}: {v.detail}")
+    ok = not missed and not extra
+    console.print(
+        "[green]every injected fault was found, nothing else[/]" if ok else "[red]drill failed[/]"
+    )
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="audit-drill", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    # Fresh topics answer "not leader" for a moment after creation; the producer retries.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    base = get_settings()
+    with tempfile.TemporaryDirectory(prefix="onedoor-drill-keys-") as keys:
+        settings = base.model_copy(
+            update={"topic_prefix": f"drill{uuid4().hex[:8]}.", "keys_dir": Path(keys)}
+        )
+        return asyncio.run(drill(settings, Console()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
