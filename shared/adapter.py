@@ -117,6 +117,7 @@ class Department:
     migrations: Sequence[Path] = ()
     actions: dict[str, ActionHandler] = field(default_factory=dict)
     learners: dict[str, Learner] = field(default_factory=dict)
+    slow_s: float = 0.0
 
     def action(self, name: str) -> Callable[[ActionHandler], ActionHandler]:
         """Register the handler of one action (``@department.action("benefit_claim")``)."""
@@ -172,6 +173,8 @@ class Department:
         handler = self.actions.get(task.action)
         if handler is None:
             raise UnknownActionError(f"{self.name} has no action {task.action!r}")
+        if self.slow_s:
+            await asyncio.sleep(self.slow_s)  # fault suite only: a department past its deadline
         decision = await handler(ctx, task)
         tx.emit(dept_outcomes(self.name), outcome_event(self.name, task, decision))
 
@@ -228,6 +231,7 @@ def outcome_event(department: str, task: StepAssigned, decision: Decision) -> St
 
 async def create_service(department: Department, settings: Settings) -> ServiceContext:
     """Wire a department adapter: schema, topics, relay and its consumer loop."""
+    department.slow_s = settings.fault_slow_action_s
     topics = department.topics
     ctx = await open_service(
         department.name,

@@ -37,6 +37,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from shared.aio import sleep_or_stop
 from shared.db import Connection
 from shared.events import Event, EventDecodeError, parse_event
+from shared.faults import FaultInjector
 from shared.kafka import make_consumer
 from shared.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
 from shared.settings import Settings
@@ -297,6 +298,7 @@ class ConsumerLoop:
         self.name = f"consumer:{group_id}"
         self._processor = processor
         self._relay = relay
+        self._faults = FaultInjector.from_settings(settings)
         self.batches = 0
         self.records = 0
         self.last_batch_at: float | None = None
@@ -361,6 +363,8 @@ class ConsumerLoop:
                 self.last_error = None
                 if self._relay is not None and result.emitted:
                     self._relay.wake()
+                if self._faults is not None:
+                    self._faults.reach("after_commit_before_offsets")
                 await self._commit(consumer, fetched, result.blocked)
                 self.batches += 1
                 self.records += len(records)

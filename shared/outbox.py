@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from shared.aio import sleep_or_stop, wait_any
 from shared.db import Connection
 from shared.events import Event
+from shared.faults import FaultInjector
 from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.signing import Signer
@@ -83,6 +84,7 @@ class OutboxRelay:
         self._name = name
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._faults = FaultInjector.from_settings(settings)
         self.published = 0
         self.last_error: str | None = None
 
@@ -124,6 +126,8 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
+            if self._faults is not None:
+                self._faults.reach("before_relay_publish")
             # Send the whole batch, then await it: one round of broker acknowledgements
             # instead of one per record. The idempotent producer keeps per-partition order.
             futures = [
@@ -136,6 +140,8 @@ class OutboxRelay:
                 for r in rows
             ]
             await asyncio.gather(*futures)
+            if self._faults is not None:
+                self._faults.reach("after_relay_publish")
             await conn.execute(
                 "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
                 [r["id"] for r in rows],

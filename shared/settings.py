@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="Extra folders holding department packages (<dir>/<department>/"
         "catalogue.yaml) beside those under services/; JSON list in the environment.",
     )
+    fault_crash_point: str = Field(
+        default="", description="Tests only: a shared.faults crash point to die at (kill -9)."
+    )
+    fault_crash_after: int = Field(default=1, ge=1, description="Tests only: die the Nth time.")
+    fault_slow_action_s: float = Field(
+        default=0.0, ge=0, description="Tests only: department handlers sleep this long."
+    )
     log_level: str = Field(default="INFO")
     log_json: bool | None = Field(
         default=None, description="JSON log lines; by default only when stderr is not a terminal."
