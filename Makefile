@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv stack-up stack-down stack-status demo audit-verify audit-drill test \
-        test-unit test-integration test-e2e lint fmt clean
+        test-unit test-integration test-e2e test-faults lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ test-integration: stack-up ## integration tests on the real broker and database
 
 test-e2e: stack-up ## end-to-end tests over HTTP with the services running
 	$(PYTEST) -m e2e
+
+test-faults: stack-up ## fault injection: kill -9, broker and database restarts, poison records
+	$(PYTEST) -m faults -s
 
 lint: venv ## ruff + mypy (strict)
 	$(VENV)/bin/ruff check .

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -56,10 +56,40 @@ def case_body(item: str, applicant: dict[str, str], form: dict[str, Any]) -> dic
 
 @dataclass
 class Pipeline:
+    """The running services; fault tests kill, restart and add instances through it."""
+
     base: str
     settings: Settings
     procs: dict[str, subprocess.Popen[bytes]]
     env: dict[str, str]
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    logs: Path = Path()
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def start(
+        self, name: str, *, like: str | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``name`` (or another instance of service ``like`` under this name)."""
+        service = like or name
+        self.commands.setdefault(name, self.commands[service])
+        env = self.env | self.service_env.get(service, {}) | dict(extra_env or {})
+        proc = subprocess.Popen(
+            [sys.executable, *self.commands[name]],
+            env=env,
+            stdout=(self.logs / f"{name}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` (kill -9 by default) and wait for the process to end."""
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        return proc.wait(timeout=60)
+
+    def alive(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is None]
 
 
 @contextlib.contextmanager
@@ -90,16 +120,19 @@ def run_services(
         "ONEDOOR_LOG_JSON": "true",
         **(extra_env or {}),
     }
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, *argv],
-            env=env | dict((service_env or {}).get(name, {})),
-            stdout=(logs / f"{name}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for name, argv in commands.items()
-    }
     base = f"http://127.0.0.1:{port}"
+    pipeline = Pipeline(
+        base,
+        settings,
+        {},
+        env,
+        {name: list(argv) for name, argv in commands.items()},
+        logs,
+        {name: dict(e) for name, e in (service_env or {}).items()},
+    )
+    for name in commands:
+        pipeline.start(name)
+    procs = pipeline.procs
     deadline = time.monotonic() + 90
     completed = False
     try:
@@ -113,7 +146,7 @@ def run_services(
                 pass
             assert time.monotonic() < deadline, "intake not healthy in 90 s"
             time.sleep(0.2)
-        yield Pipeline(base, settings, procs, env)
+        yield pipeline
         completed = True
     finally:
         for proc in procs.values():
