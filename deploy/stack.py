@@ -602,6 +602,19 @@ def stop_postgres(cfg: StackConfig) -> None:
     _say("PostgreSQL stopped")
 
 
+def restart_postgres(cfg: StackConfig) -> None:
+    """Stop PostgreSQL (fast mode: connections are cut) and start it again on the same data."""
+    stop_postgres(cfg)
+    start_postgres(cfg)
+
+
+def restart_kafka(cfg: StackConfig, down_s: float = 0.0) -> None:
+    """Stop the broker, leave it down for ``down_s`` seconds, start it on the same data."""
+    stop_kafka(cfg)
+    time.sleep(down_s)
+    start_kafka(cfg)
+
+
 # --------------------------------------------------------------------------- commands
 
 

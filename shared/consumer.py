@@ -56,6 +56,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.exceptions.OperatorInterventionError,
+    # Raised when the server goes away in the middle of a protocol exchange (seen when
+    # PostgreSQL restarts under load): the connection is unusable, the record is fine.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -350,9 +353,13 @@ class ConsumerLoop:
                     continue
                 try:
                     result = await self._processor.process(records)
-                except TRANSIENT_ERRORS as exc:
+                except Exception as exc:  # noqa: BLE001 - a lost batch is never an option
+                    # Record failures were already isolated (dead-lettered) inside process();
+                    # what escapes is the environment or a bug of ours. Either way the batch
+                    # is rolled back, so re-read it after a back-off rather than die.
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning(
+                    known = isinstance(exc, TRANSIENT_ERRORS)
+                    (log.warning if known else log.error)(
                         "batch rolled back; retrying", group=self._group, error=self.last_error
                     )
                     self._rewind(consumer, fetched)

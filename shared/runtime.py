@@ -163,16 +163,18 @@ async def run_loops(ctx: ServiceContext) -> None:
     server = await _serve_health(ctx)
     tasks = ctx.start_tasks()
     ctx.log.info("service started", loops=len(ctx.loops), health_port=ctx.settings.health_port)
+    died: list[asyncio.Task[Any]] = []
     try:
         done, _ = await asyncio.wait(
             [*tasks, asyncio.create_task(ctx.stop.wait())], return_when=asyncio.FIRST_COMPLETED
         )
-        for task in done:
-            if task in tasks and task.exception() is not None:
-                ctx.log.error(
-                    "a service task died", task=task.get_name(), error=repr(task.exception())
-                )
+        died = [t for t in done if t in tasks and t.exception() is not None]
+        for task in died:
+            ctx.log.error("a service task died", task=task.get_name(), error=repr(task.exception()))
     finally:
         if server is not None:
             server.close()
         await ctx.shutdown()
+    if died:
+        # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
+        raise SystemExit(1)

@@ -30,6 +30,7 @@ from shared.settings import Settings
 class Stack:
     bootstrap_servers: str
     database_url: str  # an existing database to connect to for CREATE DATABASE
+    local: local_stack.StackConfig | None = None  # set when the tests run the local stack
 
 
 def _from_testcontainers() -> Iterator[Stack]:
@@ -56,7 +57,7 @@ def stack() -> Iterator[Stack]:
     already_up = bool(local_stack.kafka_running(cfg) and local_stack.pg_running(cfg))
     local_stack.up(cfg)
     try:
-        yield Stack(cfg.bootstrap_servers, cfg.database_url)
+        yield Stack(cfg.bootstrap_servers, cfg.database_url, cfg)
     finally:
         if not already_up:
             local_stack.down(cfg)

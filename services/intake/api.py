@@ -77,6 +77,21 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
         errors = [(tuple(e["loc"]), str(e["msg"]), str(e["type"])) for e in exc.errors()]
         return JSONResponse(status_code=422, content=_error_body(errors))
 
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(asyncpg.CannotConnectNowError)
+    @app.exception_handler(OSError)
+    async def database_away(_: Request, exc: Exception) -> JSONResponse:
+        # Nothing was accepted (the transaction did not commit): the window may retry the
+        # same request, with the same Idempotency-Key, and get exactly one case.
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": "1"},
+            content={
+                "detail": f"the case store is unavailable, retry shortly ({type(exc).__name__})"
+            },
+        )
+
     @app.post("/cases", status_code=201)
     async def submit_case(
         request: domain.CaseRequest,

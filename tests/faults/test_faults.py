@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from deploy import stack as local_stack
 from shared.kafka import make_producer
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from tests.conftest import Stack
@@ -119,6 +120,44 @@ async def test_intake_dies_between_insert_and_publish(
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
     report(outcome, "intake crash", "kill -9 after the case insert, before the relay publish")
     assert load.retries > 0  # requests really met a dead intake and were retried
+
+
+def local(stack: Stack) -> local_stack.StackConfig:
+    if stack.local is None:
+        pytest.skip("stopping the broker or the database needs the local stack (make stack-up)")
+    return stack.local
+
+
+async def test_broker_down_for_ten_seconds(
+    pipeline: Pipeline, database_url: str, stack: Stack
+) -> None:
+    cfg = local(stack)
+    load = await under_load(pipeline, 3)
+    # SIGTERM to the broker, 10 s with no broker at all, then a start on the same data.
+    restart = asyncio.create_task(asyncio.to_thread(local_stack.restart_kafka, cfg, 10.0))
+    await asyncio.sleep(4)
+    accepted_while_down = len(load.accepted)
+    await asyncio.sleep(4)
+    assert len(load.accepted) > accepted_while_down  # intake kept accepting: the outbox holds them
+    await restart
+    await asyncio.sleep(4)
+    await load.stop()
+    outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=180)
+    report(outcome, "broker down", "Kafka stopped for 10 s under load, then restarted")
+    assert sorted(pipeline.alive()) == sorted(SERVICES)
+
+
+async def test_database_restarted_under_load(
+    pipeline: Pipeline, database_url: str, stack: Stack
+) -> None:
+    cfg = local(stack)
+    load = await under_load(pipeline, 3)
+    await asyncio.to_thread(local_stack.restart_postgres, cfg)
+    await asyncio.sleep(5)
+    await load.stop()
+    outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=180)
+    report(outcome, "database restart", "PostgreSQL stopped (fast) and started under load")
+    assert sorted(pipeline.alive()) == sorted(SERVICES)
 
 
 async def test_rebalance_with_second_instances(pipeline: Pipeline, database_url: str) -> None:
