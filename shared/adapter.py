@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from shared import runtime
 from shared.consumer import BatchProcessor, ConsumerLoop, NotReadyError, Tx
 from shared.db import Connection
 from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
@@ -43,7 +44,7 @@ from shared.events import (
     StepRejected,
 )
 from shared.rules import UnknownActionError
-from shared.runtime import ServiceContext, open_service, run_loops
+from shared.runtime import ServiceContext, open_service
 from shared.settings import Settings, get_settings
 from shared.topics import dept_outcomes, dept_tasks, dlq
 
@@ -257,8 +258,7 @@ async def create_service(department: Department, settings: Settings) -> ServiceC
 
 
 async def serve(department: Department, settings: Settings | None = None) -> None:
-    ctx = await create_service(department, settings or get_settings())
-    await run_loops(ctx)
+    await runtime.serve(lambda: create_service(department, settings or get_settings()))
 
 
 def run(department: Department) -> None:

@@ -157,6 +157,17 @@ async def _serve_health(ctx: ServiceContext) -> asyncio.Server | None:
     return await asyncio.start_server(handle, ctx.settings.http_host, ctx.settings.health_port)
 
 
+async def serve(build: Callable[[], Awaitable[ServiceContext]]) -> None:
+    """Build a consumer service and run it until SIGTERM/SIGINT. The handlers are in place
+    before start-up begins, so a stop requested while migrating or provisioning ends the
+    process cleanly (exit 0) instead of by the signal's default action."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    ctx = await build()
+    ctx.stop = stop
+    await run_loops(ctx)
+
+
 async def run_loops(ctx: ServiceContext) -> None:
     """Run the relay and every consumer loop until a signal arrives; then shut down cleanly."""
     install_signal_handlers(ctx.stop)

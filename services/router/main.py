@@ -8,7 +8,7 @@ from pathlib import Path
 from services.router.handlers import RouterHandler
 from shared.catalogue import Catalogue, default_catalogue
 from shared.consumer import BatchProcessor, ConsumerLoop
-from shared.runtime import ServiceContext, open_service, run_loops
+from shared.runtime import ServiceContext, open_service, serve
 from shared.settings import Settings, get_settings
 from shared.topics import CASES_ACCEPTED, all_topics, dept_outcomes
 
@@ -35,8 +35,7 @@ async def create_service(settings: Settings, catalogue: Catalogue | None = None)
 
 
 async def main(settings: Settings | None = None) -> None:
-    ctx = await create_service(settings or get_settings())
-    await run_loops(ctx)
+    await serve(lambda: create_service(settings or get_settings()))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,12 @@ store holds every case accepted over HTTP. Each scenario prints one FAULT line."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 
+import httpx
 import pytest
 
 from deploy import stack as local_stack
@@ -122,6 +125,18 @@ async def test_intake_dies_between_insert_and_publish(
     assert load.retries > 0  # requests really met a dead intake and were retried
 
 
+async def wait_healthy(ports: Iterable[int], deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        for port in ports:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, f"instance on {port} not healthy"
+                await asyncio.sleep(0.2)
+
+
 def local(stack: Stack) -> local_stack.StackConfig:
     if stack.local is None:
         pytest.skip("stopping the broker or the database needs the local stack (make stack-up)")
@@ -162,9 +177,11 @@ async def test_database_restarted_under_load(
 
 async def test_rebalance_with_second_instances(pipeline: Pipeline, database_url: str) -> None:
     load = await under_load(pipeline, 3)
-    pipeline.start("router-2", like="router")
-    pipeline.start("hr_registration-2", like="hr_registration")
-    await asyncio.sleep(6)
+    ports = {name: free_port() for name in ("router-2", "hr_registration-2")}
+    for name, port in ports.items():
+        pipeline.start(name, like=name[:-2], extra_env={"ONEDOOR_HEALTH_PORT": str(port)})
+    await wait_healthy(ports.values())  # both joined their groups mid-load
+    await asyncio.sleep(4)
     pipeline.kill("router-2", signal.SIGTERM)
     pipeline.kill("hr_registration-2", signal.SIGTERM)
     await asyncio.sleep(3)
