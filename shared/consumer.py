@@ -41,7 +41,7 @@ from shared.faults import FaultInjector
 from shared.kafka import make_consumer
 from shared.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
 from shared.settings import Settings
-from shared.topics import dlq
+from shared.topics import REDRIVE_HEADER, dlq
 
 log = structlog.get_logger("consumer")
 
@@ -187,15 +187,31 @@ class BatchProcessor:
     async def _claim(
         self, conn: Connection, parsed: list[tuple[Record, Event | EventDecodeError]]
     ) -> set[UUID]:
-        """Record every id in the inbox; return the ids not seen before."""
+        """Record every id in the inbox; return the ids not seen before.
+
+        A re-driven record (REDRIVE_HEADER) whose id was dead-lettered is claimed once
+        more; every other id already in the inbox is a redelivery and stays a no-op.
+        """
         ids, topics, partitions, offsets = [], [], [], []
+        redriven: list[UUID] = []
         for record, item in parsed:
-            ids.append(
+            event_id = (
                 record.dead_letter_id() if isinstance(item, EventDecodeError) else item.event_id
             )
+            ids.append(event_id)
             topics.append(record.topic)
             partitions.append(record.partition)
             offsets.append(record.offset)
+            if any(key == REDRIVE_HEADER for key, _ in record.headers):
+                redriven.append(event_id)
+        reclaimed: set[UUID] = set()
+        if redriven:
+            rows = await conn.fetch(
+                "UPDATE inbox SET dead_letter = false WHERE event_id = ANY($1::uuid[]) "
+                "AND dead_letter RETURNING event_id",
+                redriven,
+            )
+            reclaimed = {r["event_id"] for r in rows}
         rows = await conn.fetch(
             "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset) "
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[]) "
@@ -205,7 +221,18 @@ class BatchProcessor:
             partitions,
             offsets,
         )
-        return {r["event_id"] for r in rows}
+        return {r["event_id"] for r in rows} | reclaimed
+
+    async def _mark_dead(self, conn: Connection, record: Record, event_id: UUID) -> None:
+        await conn.execute(
+            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, dead_letter) "
+            "VALUES ($1, $2, $3, $4, true) "
+            "ON CONFLICT (event_id) DO UPDATE SET dead_letter = true",
+            event_id,
+            record.topic,
+            record.partition,
+            record.offset,
+        )
 
     async def _careful(self, parsed: list[tuple[Record, Event | EventDecodeError]]) -> BatchResult:
         result = BatchResult()
@@ -242,7 +269,7 @@ class BatchProcessor:
                         event_type=item.event_type,
                         error=f"{type(exc).__name__}: {exc}",
                     )
-                    await self._claim(conn, [(record, item)])
+                    await self._mark_dead(conn, record, item.event_id)
                     await self._writer.write(
                         conn,
                         [

@@ -243,6 +243,27 @@ class StepNeedsInfo(StepOutcome):
     message: str
 
 
+# --------------------------------------------------------------------------- operations
+
+
+class DeadLetterRedriven(Event):
+    """An operator put a dead-lettered record back on its original topic after a fix
+    (topic ``ops.redrives``). ``case_id`` is the record's case when it parses, else the
+    nil UUID; ``event_id`` of the re-driven record travels in ``redriven_event_id``."""
+
+    event_type: ClassVar[str] = "DeadLetterRedriven"
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    redriven_event_id: UUID | None = None
+    operator: str = Field(description="Who re-drove it (an operator id, not a person's ID).")
+    reason: str = Field(min_length=3, description="Why it is safe to process now.")
+
+
 # --------------------------------------------------------------------------- registry
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -324,6 +345,7 @@ for _cls in (
     StepApproved,
     StepRejected,
     StepNeedsInfo,
+    DeadLetterRedriven,
 ):
     registry.register(_cls)
 

@@ -16,7 +16,9 @@ from shared.settings import Settings
 
 CASES_ACCEPTED = "cases.accepted"
 CASES_ROUTING = "cases.routing"
+OPS_REDRIVES = "ops.redrives"
 DLQ_SUFFIX = ".dlq"
+REDRIVE_HEADER = "onedoor-redrive"  # on a re-driven record: the DeadLetterRedriven event id
 
 
 class TopicProvisioningError(RuntimeError):
@@ -37,7 +39,7 @@ def dlq(topic: str) -> str:
 
 def event_log_topics(departments: Iterable[str]) -> list[str]:
     """Every event-log topic of a deployment (logical names, without prefix)."""
-    names = [CASES_ACCEPTED, CASES_ROUTING]
+    names = [CASES_ACCEPTED, CASES_ROUTING, OPS_REDRIVES]
     for dept in sorted(departments):
         names += [dept_tasks(dept), dept_outcomes(dept)]
     return names

@@ -4,6 +4,7 @@
     onedoor-audit history CASE_ID [--json]            one case's timeline
     onedoor-audit rebuild                             rebuild the projection, compare digests
     onedoor-audit stats [--json | --csv]              counts, shares, times
+    onedoor-audit dlq list | redrive TOPIC P OFFSET --reason TEXT   dead letters
 
 Connection settings come from the environment like every service's
 (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, ONEDOOR_TOPIC_PREFIX, ONEDOOR_KEYS_DIR).
@@ -29,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.audit import queries, store
+from services.audit import dlq, queries, store
 from services.audit.api import MIGRATIONS
 from services.audit.domain import LogRecord, VerifyReport, verify
 from services.audit.ingest import event_log_pattern, header
@@ -38,6 +39,7 @@ from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
 from shared.events import utcnow
 from shared.settings import Settings, get_settings
 from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys
+from shared.topics import OPS_REDRIVES
 
 SCHEMA = "audit"
 out = Console()
@@ -303,6 +305,47 @@ async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    if args.dlq_command == "redrive":
+        try:
+            recorded = await dlq.redrive(
+                settings,
+                args.topic,
+                args.partition,
+                args.offset,
+                reason=args.reason,
+                operator=args.operator,
+            )
+        except dlq.RedriveError as exc:
+            err.print(f"cannot re-drive: {exc}")
+            return 1
+        out.print(
+            f"re-driven {args.topic}/{args.partition}@{args.offset} to {recorded.original_topic}; "
+            f"recorded as DeadLetterRedriven {recorded.event_id} on {OPS_REDRIVES}"
+        )
+        return 0
+    done = await dlq.redrives(settings)
+    rows = [letter.summary(done) for letter in await dlq.dead_letters(settings)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"dead letters ({len(rows)})")
+    for column in ("dlq record", "original", "reason", "consumer", "event", "error", "re-driven"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["dlq"],
+            row["original"],
+            row["reason"] or "",
+            row["consumer"] or "",
+            row["event_type"] or "-",
+            row["error"],
+            row["redriven_by"] or "",
+        )
+    out.print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onedoor-audit", description="onedoor's auditor tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +361,16 @@ def main(argv: list[str] | None = None) -> int:
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
+    d = sub.add_parser("dlq", help="dead-letter queues: list, re-drive after a fix")
+    dsub = d.add_subparsers(dest="dlq_command", required=True)
+    dl = dsub.add_parser("list", help="every dead letter, with its reason")
+    dl.add_argument("--json", action="store_true")
+    dr = dsub.add_parser("redrive", help="put one dead letter back on its original topic")
+    dr.add_argument("topic", help="the DLQ topic, e.g. dept.hr_registration.tasks.dlq")
+    dr.add_argument("partition", type=int)
+    dr.add_argument("offset", type=int)
+    dr.add_argument("--reason", required=True, help="why it is safe to process now")
+    dr.add_argument("--operator", default="operator", help="who re-drives it")
     args = parser.parse_args(argv)
     settings = get_settings()
     commands = {
@@ -325,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "history": cmd_history,
         "rebuild": cmd_rebuild,
         "stats": cmd_stats,
+        "dlq": cmd_dlq,
     }
     try:
         return asyncio.run(commands[args.command](settings, args))

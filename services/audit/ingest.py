@@ -17,7 +17,10 @@ from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER
 def event_log_pattern(settings: Settings) -> str:
     """Every event-log topic of the deployment, departments added later included (not DLQs)."""
     prefix = re.escape(settings.topic_prefix)
-    return rf"^{prefix}(cases\.(accepted|routing)|dept\.[a-z0-9_]+\.(tasks|outcomes))$"
+    return (
+        rf"^{prefix}(cases\.(accepted|routing)|ops\.redrives"
+        rf"|dept\.[a-z0-9_]+\.(tasks|outcomes))$"
+    )
 
 
 def header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:

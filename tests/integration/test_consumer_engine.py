@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from services.audit import dlq
 from shared.consumer import BatchProcessor, ConsumerLoop, Tx
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
 from shared.events import CaseClosed, CaseReviewFlagged, Event
@@ -22,7 +23,7 @@ from shared.kafka import make_producer
 from shared.outbox import OutboxRelay, OutboxWriter
 from shared.settings import Settings
 from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
-from shared.topics import ensure_topics
+from shared.topics import OPS_REDRIVES, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +40,13 @@ class Engine:
         return [r["message"] for r in rows]
 
 
+BUG = {"present": True}  # 'boom' fails while the bug is present; the test fixes it
+
+
 async def handler(tx: Tx, event: Event) -> None:
     """Applies a CaseClosed: one row, one follow-up event; 'boom' is a handler bug."""
     assert isinstance(event, CaseClosed)
-    if event.message == "boom":
+    if event.message == "boom" and BUG["present"]:
         raise ValueError("the handler cannot take this one")
     await tx.conn.execute("INSERT INTO effects (message) VALUES ($1)", event.message)
     tx.emit(
@@ -68,7 +72,8 @@ async def engine(settings: Settings, database_url: str, tmp_path: Path) -> Async
     await migrate_dsn(database_url, SCHEMA, [SHARED_MIGRATIONS, own])
     pool = await create_pool(database_url, SCHEMA)
     await pool.execute("TRUNCATE effects, inbox, outbox")
-    await ensure_topics(settings, ["in", "in.dlq", "out"])
+    await ensure_topics(settings, ["in", "in.dlq", "out", OPS_REDRIVES])
+    BUG["present"] = True
     writer = OutboxWriter(Signer.load(settings.keys_dir, "engine"))
     relay = OutboxRelay(settings, pool, name="engine")
     processor = BatchProcessor(settings, pool, writer, handler, consumer_name="engine")
@@ -190,3 +195,32 @@ async def test_emitted_events_are_signed_by_the_service(engine: Engine) -> None:
     keys = PublicKeys.load(engine.settings.keys_dir)
     assert keys.verify("engine", out[0].value, headers[SIGNATURE_HEADER])
     assert not keys.verify("engine", out[0].value + b" ", headers[SIGNATURE_HEADER])
+
+
+async def test_a_dead_letter_is_redriven_once_after_the_fix(engine: Engine) -> None:
+    boom = closed("boom")
+    await produce(engine.settings, [boom.to_json(), closed("next").to_json()])
+    await eventually(lambda: _equals(engine.effects(), ["next"]))
+    (dead,) = await read_all(engine.settings, "in.dlq", 1)
+
+    BUG["present"] = False  # the fix is deployed
+    # A plain redelivery of the dead-lettered record is still a no-op ...
+    await produce(engine.settings, [boom.to_json(), closed("marker").to_json()])
+    await eventually(lambda: _equals(engine.effects(), ["next", "marker"]))
+    # ... an operator's re-drive processes it, once, and is on the log.
+    recorded = await dlq.redrive(
+        engine.settings, "in.dlq", dead.partition, dead.offset, reason="bug fixed", operator="ops-1"
+    )
+    await eventually(lambda: _equals(engine.effects(), ["next", "marker", "boom"]))
+    (logged,) = await read_all(engine.settings, OPS_REDRIVES, 1)
+    assert json.loads(logged.value)["event_id"] == str(recorded.event_id)
+    assert recorded.redriven_event_id == boom.event_id
+    with pytest.raises(dlq.RedriveError, match="re-driven already"):
+        await dlq.redrive(
+            engine.settings, "in.dlq", dead.partition, dead.offset, reason="again", operator="x"
+        )
+    listed = [
+        d.summary(await dlq.redrives(engine.settings))
+        for d in await dlq.dead_letters(engine.settings)
+    ]
+    assert [row["redriven_by"] is not None for row in listed] == [True]

@@ -17,11 +17,11 @@ async def test_migrations_applied_twice_are_a_no_op(database_url: str, tmp_path:
     own.mkdir()
     (own / "001_things.sql").write_text("CREATE TABLE things (id int PRIMARY KEY, doc jsonb);")
     first = await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own])
-    assert first == ["001_outbox_inbox.sql", "001_things.sql"]
+    assert first == ["001_outbox_inbox.sql", "002_inbox_dead_letter.sql", "001_things.sql"]
     assert await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own]) == []
 
     # The same files in another schema are that schema's own tables.
-    assert len(await migrate_dsn(database_url, "svc_b", [SHARED_MIGRATIONS, own])) == 2
+    assert len(await migrate_dsn(database_url, "svc_b", [SHARED_MIGRATIONS, own])) == 3
 
     (own / "001_things.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
     with pytest.raises(MigrationError, match="changed after it was applied"):

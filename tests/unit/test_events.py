@@ -51,6 +51,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "catalogue_version": "2026.11.1+abc",
     },
     "CaseClosed": {"outcome": "rejected", "reason_code": "r", "message": "m", "department": "d"},
+    "DeadLetterRedriven": {
+        "dlq_topic": "dept.hr_registration.tasks.dlq",
+        "dlq_partition": 0,
+        "dlq_offset": 3,
+        "original_topic": "dept.hr_registration.tasks",
+        "original_partition": 2,
+        "original_offset": 17,
+        "redriven_event_id": str(CASE),
+        "operator": "ops-1",
+        "reason": "handler bug fixed in 1.2",
+    },
     "CaseAdvanced": {"step_index": 1, "department": "d", "action": "a", "review": False},
     "CaseReviewFlagged": {"step_index": 0, "department": "d", "reason_code": "r", "message": "m"},
     "StepAssigned": {

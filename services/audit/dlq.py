@@ -1,0 +1,222 @@
+"""Dead-letter queues for operators: list what is parked, re-drive one record after a fix.
+
+    onedoor-audit dlq list [--json]
+    onedoor-audit dlq redrive DLQ_TOPIC PARTITION OFFSET --reason TEXT [--operator ID]
+
+A re-drive puts the record's original bytes, key and headers back on its original topic
+with a ``onedoor-redrive`` header, and first publishes a signed ``DeadLetterRedriven``
+event on ``ops.redrives``, so the audit log shows who re-drove what, when and why. The
+consumer that dead-lettered the record claims it once more (its inbox remembers it was
+dead-lettered); a plain redelivery of the same record stays a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from services.audit.domain import OPERATOR
+from shared.events import DeadLetterRedriven, EventDecodeError, parse_event
+from shared.kafka import make_producer
+from shared.settings import Settings
+from shared.signing import Signer
+from shared.topics import DLQ_SUFFIX, OPS_REDRIVES, REDRIVE_HEADER
+
+NIL = UUID(int=0)
+
+
+class RedriveError(RuntimeError):
+    """The record cannot be re-driven; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str  # logical DLQ topic
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def original(self) -> tuple[str, int, int]:
+        h = self.headers
+        return (
+            h.get("dlq.original.topic", self.topic.removesuffix(DLQ_SUFFIX)),
+            int(h.get("dlq.original.partition", "-1")),
+            int(h.get("dlq.original.offset", "-1")),
+        )
+
+    def summary(self, redriven: dict[tuple[str, int, int], str]) -> dict[str, Any]:
+        try:
+            event = parse_event(self.value)
+            event_type, case = event.event_type, str(event.case_id)
+        except EventDecodeError:
+            event_type, case = None, None
+        return {
+            "dlq": f"{self.topic}/{self.partition}@{self.offset}",
+            "original": "{}/{}@{}".format(*self.original),
+            "reason": self.headers.get("dlq.reason"),
+            "error": self.headers.get("dlq.error", "")[:200],
+            "consumer": self.headers.get("dlq.consumer"),
+            "failed_at": self.headers.get("dlq.failed_at"),
+            "event_type": event_type,
+            "case_id": case,
+            "redriven_by": redriven.get((self.topic, self.partition, self.offset)),
+        }
+
+
+async def _topics(settings: Settings, pattern: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        regex = re.compile(pattern)
+        return sorted(t for t in await admin.list_topics() if regex.match(t))
+    finally:
+        await admin.close()
+
+
+async def _read(settings: Settings, topics: list[str]) -> list[Any]:
+    """Every record of these (deployed) topics, from the first offset to the current end."""
+    if not topics:
+        return []
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records += [r for r in batch.get(tp, []) if r.offset < ends[tp]]
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _headers(raw: list[tuple[str, bytes]]) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in raw}
+
+
+async def dead_letters(settings: Settings) -> list[DeadLetter]:
+    prefix = re.escape(settings.topic_prefix)
+    topics = await _topics(settings, rf"^{prefix}.+\.dlq$")
+    return [
+        DeadLetter(
+            r.topic.removeprefix(settings.topic_prefix),
+            r.partition,
+            r.offset,
+            r.key,
+            r.value or b"",
+            _headers(r.headers),
+        )
+        for r in await _read(settings, topics)
+    ]
+
+
+async def redrives(settings: Settings) -> dict[tuple[str, int, int], str]:
+    """Which DLQ records were re-driven already: (dlq topic, partition, offset) -> by whom."""
+    done: dict[tuple[str, int, int], str] = {}
+    for r in await _read(
+        settings, await _topics(settings, rf"^{re.escape(settings.topic(OPS_REDRIVES))}$")
+    ):
+        event = parse_event(r.value)
+        if isinstance(event, DeadLetterRedriven):
+            done[(event.dlq_topic, event.dlq_partition, event.dlq_offset)] = (
+                f"{event.operator} at {event.occurred_at.isoformat()}: {event.reason}"
+            )
+    return done
+
+
+def _original_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    stored = json.loads(letter.headers.get("dlq.original.headers", "{}"))
+    out = []
+    for key, value in stored.items():
+        out.append((key, bytes.fromhex(value[4:]) if value.startswith("hex:") else value.encode()))
+    return out
+
+
+async def redrive(
+    settings: Settings, topic: str, partition: int, offset: int, *, reason: str, operator: str
+) -> DeadLetterRedriven:
+    """Re-drive one dead letter (logical DLQ topic); return the recorded event."""
+    letters = [
+        d
+        for d in await dead_letters(settings)
+        if (d.topic, d.partition, d.offset) == (topic, partition, offset)
+    ]
+    if not letters:
+        raise RedriveError(
+            f"no dead letter at {topic}/{partition}@{offset}; `onedoor-audit dlq list` shows them"
+        )
+    letter = letters[0]
+    done = await redrives(settings)
+    where = (topic, partition, offset)
+    if where in done:
+        raise RedriveError(f"{topic}/{partition}@{offset} was re-driven already by {done[where]}")
+    original_topic, original_partition, original_offset = letter.original
+    try:
+        parsed = parse_event(letter.value)
+        case_id, event_id = parsed.case_id, parsed.event_id
+    except EventDecodeError:
+        case_id, event_id = NIL, None
+    recorded = DeadLetterRedriven(
+        case_id=case_id,
+        correlation_id=case_id,
+        producer=OPERATOR,
+        dlq_topic=topic,
+        dlq_partition=partition,
+        dlq_offset=offset,
+        original_topic=original_topic,
+        original_partition=original_partition,
+        original_offset=original_offset,
+        redriven_event_id=event_id,
+        operator=operator,
+        reason=reason,
+    )
+    signer = Signer.load(settings.keys_dir, OPERATOR)
+    value = recorded.to_json()
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        # The operator's act is on the log before the record it releases.
+        await (
+            await producer.send(
+                settings.topic(OPS_REDRIVES),
+                value,
+                key=str(case_id).encode(),
+                headers=[(k, v.encode()) for k, v in signer.headers(value)],
+            )
+        )
+        await (
+            await producer.send(
+                settings.topic(original_topic),
+                letter.value,
+                key=letter.key,
+                headers=[
+                    *_original_headers(letter),
+                    (REDRIVE_HEADER, str(recorded.event_id).encode()),
+                ],
+            )
+        )
+    finally:
+        await producer.stop()
+    return recorded
