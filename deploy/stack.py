@@ -58,6 +58,7 @@ class StackConfig:
     pg_port: int
     kafka_heap: str
     start_timeout_s: float
+    kafka_nodes: int = 1  # 3 for the replicated cluster (each node broker + controller)
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -69,6 +70,7 @@ class StackConfig:
             pg_port=int(env.get("ONEDOOR_PG_PORT", "55432")),
             kafka_heap=env.get("ONEDOOR_KAFKA_HEAP", "768m"),
             start_timeout_s=float(env.get("ONEDOOR_STACK_TIMEOUT", "90")),
+            kafka_nodes=int(env.get("ONEDOOR_KAFKA_NODES", "1")),
         )
 
     @property
@@ -79,17 +81,24 @@ class StackConfig:
     def jars_dir(self) -> Path:
         return self.kafka_dir / "libs"
 
-    @property
-    def kafka_log_dir(self) -> Path:
-        return self.kafka_dir / "data"
+    def node_dir(self, node: int = 0) -> Path:
+        """Node 0 lives in kafka/ itself (the single-node layout); others in kafka/node-N."""
+        return self.kafka_dir if node == 0 else self.kafka_dir / f"node-{node + 1}"
 
-    @property
-    def kafka_pid_file(self) -> Path:
-        return self.kafka_dir / "kafka.pid"
+    def broker_port(self, node: int = 0) -> int:
+        return self.kafka_port + 2 * node
 
-    @property
-    def kafka_server_log(self) -> Path:
-        return self.kafka_dir / "logs" / "server.log"
+    def controller_port(self, node: int = 0) -> int:
+        return self.kafka_controller_port + 2 * node
+
+    def kafka_log_dir(self, node: int = 0) -> Path:
+        return self.node_dir(node) / "data"
+
+    def kafka_pid_file(self, node: int = 0) -> Path:
+        return self.node_dir(node) / "kafka.pid"
+
+    def kafka_server_log(self, node: int = 0) -> Path:
+        return self.node_dir(node) / "logs" / "server.log"
 
     @property
     def pg_dir(self) -> Path:
@@ -105,7 +114,7 @@ class StackConfig:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in range(self.kafka_nodes))
 
     @property
     def database_url(self) -> str:
@@ -251,35 +260,39 @@ def _kafka_classpath(cfg: StackConfig) -> str:
     return f"{cfg.jars_dir}/*"
 
 
-def _write_kafka_config(cfg: StackConfig) -> Path:
-    config_dir = cfg.kafka_dir / "config"
+def _write_kafka_config(cfg: StackConfig, node: int) -> Path:
+    config_dir = cfg.node_dir(node) / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.kafka_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (cfg.node_dir(node) / "logs").mkdir(parents=True, exist_ok=True)
+    replicas = min(3, cfg.kafka_nodes)
+    min_isr = min(2, cfg.kafka_nodes)
+    voters = ",".join(f"{n + 1}@127.0.0.1:{cfg.controller_port(n)}" for n in range(cfg.kafka_nodes))
     props = config_dir / "server.properties"
     props.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{cfg.kafka_controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
-                f"CONTROLLER://127.0.0.1:{cfg.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port}",
+                f"node.id={node + 1}",
+                f"controller.quorum.voters={voters}",
+                f"listeners=PLAINTEXT://127.0.0.1:{cfg.broker_port(node)},"
+                f"CONTROLLER://127.0.0.1:{cfg.controller_port(node)}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.broker_port(node)}",
                 "controller.listener.names=CONTROLLER",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 "inter.broker.listener.name=PLAINTEXT",
-                f"log.dirs={cfg.kafka_log_dir}",
+                f"log.dirs={cfg.kafka_log_dir(node)}",
                 # Topics are provisioned by the services with explicit settings, never auto-created.
                 "auto.create.topics.enable=false",
                 "num.partitions=1",
-                "offsets.topic.replication.factor=1",
+                f"default.replication.factor={replicas}",
+                f"offsets.topic.replication.factor={replicas}",
                 "offsets.topic.num.partitions=8",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                # A single local broker: no reason to wait for more group members before the
-                # first rebalance, and tests start many short-lived groups.
+                f"transaction.state.log.replication.factor={replicas}",
+                f"transaction.state.log.min.isr={min_isr}",
+                f"share.coordinator.state.topic.replication.factor={replicas}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                # A local stack: no reason to wait for more group members before the first
+                # rebalance, and tests start many short-lived groups.
                 "group.initial.rebalance.delay.ms=0",
                 "",
             ]
@@ -292,7 +305,7 @@ def _write_kafka_config(cfg: StackConfig) -> Path:
                 "status = warn",
                 "appender.file.type = File",
                 "appender.file.name = file",
-                f"appender.file.fileName = {cfg.kafka_server_log}",
+                f"appender.file.fileName = {cfg.kafka_server_log(node)}",
                 "appender.file.layout.type = PatternLayout",
                 "appender.file.layout.pattern = [%d] %p %m (%c)%n",
                 "rootLogger.level = INFO",
@@ -308,11 +321,20 @@ def _write_kafka_config(cfg: StackConfig) -> Path:
     return props
 
 
-def _format_kafka_storage(cfg: StackConfig, props: Path) -> None:
-    if (cfg.kafka_log_dir / "meta.properties").exists():
+def _cluster_id(cfg: StackConfig) -> str:
+    """The cluster's id, made once: every node of a cluster is formatted with the same."""
+    path = cfg.kafka_dir / "cluster.id"
+    if not path.exists():
+        cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
+        # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
+        path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+    return path.read_text().strip()
+
+
+def _format_kafka_storage(cfg: StackConfig, node: int, props: Path) -> None:
+    if (cfg.kafka_log_dir(node) / "meta.properties").exists():
         return
-    _say("formatting KRaft storage")
-    cluster_id = _kafka_cluster_id()
+    _say(f"formatting KRaft storage of node {node + 1}")
     result = subprocess.run(
         [
             _java(),
@@ -321,7 +343,7 @@ def _format_kafka_storage(cfg: StackConfig, props: Path) -> None:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            cluster_id,
+            _cluster_id(cfg),
             "-c",
             str(props),
         ],
@@ -333,26 +355,21 @@ def _format_kafka_storage(cfg: StackConfig, props: Path) -> None:
         raise StackError(f"kafka StorageTool format failed:\n{result.stdout}{result.stderr}")
 
 
-def _kafka_cluster_id() -> str:
-    # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-
-
-async def _kafka_answers(bootstrap: str) -> bool:
+async def _kafka_answers(bootstrap: str, brokers: int = 1) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
         await admin.start()
-        await admin.describe_cluster()
+        cluster = await admin.describe_cluster()
     except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
         return False
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-    return True
+    return len(cluster.get("brokers", [])) >= brokers
 
 
-def kafka_running(cfg: StackConfig) -> int | None:
-    pid = _read_pid(cfg.kafka_pid_file)
+def kafka_running(cfg: StackConfig, node: int = 0) -> int | None:
+    pid = _read_pid(cfg.kafka_pid_file(node))
     if pid is not None and _pid_alive(pid):
         return pid
     return None
@@ -364,24 +381,16 @@ def kafka_version(cfg: StackConfig) -> str:
     return "unknown"
 
 
-def start_kafka(cfg: StackConfig) -> None:
-    pid = kafka_running(cfg)
-    if pid is not None:
-        if asyncio.run(_kafka_answers(cfg.bootstrap_servers)):
-            _say(f"Kafka already running (pid {pid})")
-            return
-        _say(f"Kafka pid {pid} does not answer; restarting it")
-        _terminate([psutil.Process(pid)], 30)
+def start_kafka_node(cfg: StackConfig, node: int) -> subprocess.Popen[bytes]:
+    """Start one node's JVM (format its storage first if new); do not wait for it."""
     java = _java()
-    ensure_kafka_jars(cfg)
-    _require_free(cfg.kafka_port, "Kafka", "ONEDOOR_KAFKA_PORT")
+    _require_free(cfg.broker_port(node), f"Kafka node {node + 1}", "ONEDOOR_KAFKA_PORT")
     _require_free(
-        cfg.kafka_controller_port, "the Kafka controller", "ONEDOOR_KAFKA_CONTROLLER_PORT"
+        cfg.controller_port(node), "the Kafka controller", "ONEDOOR_KAFKA_CONTROLLER_PORT"
     )
-    props = _write_kafka_config(cfg)
-    _format_kafka_storage(cfg, props)
-    stdout = (cfg.kafka_dir / "logs" / "kafka.out").open("ab")
-    started = time.monotonic()
+    props = _write_kafka_config(cfg, node)
+    _format_kafka_storage(cfg, node, props)
+    stdout = (cfg.node_dir(node) / "logs" / "kafka.out").open("ab")
     proc = subprocess.Popen(
         [
             java,
@@ -390,7 +399,7 @@ def start_kafka(cfg: StackConfig) -> None:
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={cfg.kafka_dir / 'config' / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={cfg.node_dir(node) / 'config' / 'log4j2.properties'}",
             f"-Donedoor.stack={cfg.data_dir}",
             "-cp",
             _kafka_classpath(cfg),
@@ -402,39 +411,64 @@ def start_kafka(cfg: StackConfig) -> None:
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # survives the launcher; stopped by `down`
     )
-    cfg.kafka_pid_file.write_text(str(proc.pid))
+    cfg.kafka_pid_file(node).write_text(str(proc.pid))
+    return proc
+
+
+def start_kafka(cfg: StackConfig) -> None:
+    """Start every node that is not running, then wait until all brokers answer."""
+    if all(kafka_running(cfg, n) for n in range(cfg.kafka_nodes)):
+        if asyncio.run(_kafka_answers(cfg.bootstrap_servers, cfg.kafka_nodes)):
+            _say(f"Kafka already running (pid {kafka_running(cfg)})")
+            return
+        _say("Kafka does not answer; restarting it")
+        stop_kafka(cfg)
+    ensure_kafka_jars(cfg)
+    started = time.monotonic()
+    # A KRaft quorum needs a majority of its controllers: start them all, then wait.
+    procs = {
+        n: start_kafka_node(cfg, n) for n in range(cfg.kafka_nodes) if not kafka_running(cfg, n)
+    }
     deadline = started + cfg.start_timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise StackError(
-                f"Kafka exited with code {proc.returncode} during start-up.\n"
-                f"--- {cfg.kafka_server_log} ---\n{_tail(cfg.kafka_server_log)}\n"
-                f"--- kafka.out ---\n{_tail(cfg.kafka_dir / 'logs' / 'kafka.out')}"
-            )
-        if _port_open(cfg.kafka_port) and asyncio.run(_kafka_answers(cfg.bootstrap_servers)):
+        for node, proc in procs.items():
+            if proc.poll() is not None:
+                log = cfg.kafka_server_log(node)
+                raise StackError(
+                    f"Kafka node {node + 1} exited with code {proc.returncode} during start-up."
+                    f"\n--- {log} ---\n{_tail(log)}\n"
+                    f"--- kafka.out ---\n{_tail(cfg.node_dir(node) / 'logs' / 'kafka.out')}"
+                )
+        listening = all(_port_open(cfg.broker_port(n)) for n in range(cfg.kafka_nodes))
+        if listening and asyncio.run(_kafka_answers(cfg.bootstrap_servers, cfg.kafka_nodes)):
+            pids = ", ".join(str(p.pid) for p in procs.values())
             _say(
-                f"Apache Kafka {kafka_version(cfg)} (kafka.Kafka, KRaft) up on "
-                f"{cfg.bootstrap_servers} in {time.monotonic() - started:.1f}s (pid {proc.pid})"
+                f"Apache Kafka {kafka_version(cfg)} (kafka.Kafka, KRaft, {cfg.kafka_nodes} "
+                f"node(s)) up on {cfg.bootstrap_servers} in {time.monotonic() - started:.1f}s "
+                f"(pid {pids})"
             )
             return
         time.sleep(0.3)
-    proc.kill()
+    for proc in procs.values():
+        proc.kill()
     raise StackError(
         f"Kafka did not answer a metadata request within {cfg.start_timeout_s:.0f}s "
         f"(raise ONEDOOR_STACK_TIMEOUT on a slow machine).\n"
-        f"--- {cfg.kafka_server_log} ---\n{_tail(cfg.kafka_server_log)}"
+        f"--- {cfg.kafka_server_log()} ---\n{_tail(cfg.kafka_server_log())}"
     )
 
 
 def stop_kafka(cfg: StackConfig) -> None:
     procs = [p for p in _processes_using(cfg.data_dir) if "kafka.Kafka" in " ".join(p.cmdline())]
-    pid = kafka_running(cfg)
-    if pid is not None and all(p.pid != pid for p in procs):
-        procs.append(psutil.Process(pid))
+    for node in range(cfg.kafka_nodes):
+        pid = kafka_running(cfg, node)
+        if pid is not None and all(p.pid != pid for p in procs):
+            procs.append(psutil.Process(pid))
     if procs:
         _terminate(procs, 30)
         _say("Kafka stopped")
-    cfg.kafka_pid_file.unlink(missing_ok=True)
+    for node in range(cfg.kafka_nodes):
+        cfg.kafka_pid_file(node).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterable, Iterator
@@ -231,3 +232,65 @@ async def test_poison_records_go_to_each_dead_letter_queue(
     assert outcome.missing_from_audit == 0
     # The audit reports the poison as malformed records, and nothing else.
     assert outcome.violations == len(poison) * len(CONSUMED)
+
+
+@pytest.fixture
+def cluster(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[local_stack.StackConfig]:
+    """A three-node KRaft cluster of its own (each node broker and controller), beside the
+    session's single broker, sharing its jars."""
+    single = local(stack)
+    data = tmp_path_factory.mktemp("cluster")
+    cfg = local_stack.StackConfig(
+        data_dir=data,
+        kafka_port=39292,
+        kafka_controller_port=39293,
+        pg_port=single.pg_port,
+        kafka_heap="512m",
+        start_timeout_s=120,
+        kafka_nodes=3,
+    )
+    cfg.kafka_dir.mkdir(parents=True)
+    cfg.jars_dir.symlink_to(single.jars_dir, target_is_directory=True)
+    local_stack.start_kafka(cfg)
+    try:
+        yield cfg
+    finally:
+        local_stack.stop_kafka(cfg)
+
+
+@pytest.fixture
+def cluster_pipeline(
+    cluster: local_stack.StackConfig, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    with run_services(
+        {name: ["-m", f"services.{name}"] for name in SERVICES},
+        bootstrap_servers=cluster.bootstrap_servers,
+        database_url=database_url,
+        logs=tmp_path_factory.mktemp("faults-cluster"),
+        service_env={"audit": {"ONEDOOR_HTTP_PORT": str(free_port())}},
+        extra_env={
+            "ONEDOOR_CONSUMER_MAX_RECORDS": "20",
+            "ONEDOOR_TOPIC_REPLICATION": "3",
+            "ONEDOOR_TOPIC_MIN_INSYNC_REPLICAS": "2",
+        },
+    ) as pipeline:
+        yield pipeline
+
+
+async def test_three_broker_cluster_loses_a_broker(
+    cluster_pipeline: Pipeline, cluster: local_stack.StackConfig, database_url: str
+) -> None:
+    pipeline = cluster_pipeline
+    load = await under_load(pipeline, 4)
+    victim = local_stack.kafka_running(cluster, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    await asyncio.sleep(6)  # two of three brokers: still min.insync.replicas=2
+    await asyncio.to_thread(local_stack.start_kafka, cluster)  # brings node 2 back
+    await asyncio.sleep(4)
+    await load.stop()
+    outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=180)
+    report(outcome, "three brokers", "kill -9 of broker 2 of 3 under load, restarted after 6 s")
+    assert sorted(pipeline.alive()) == sorted(SERVICES)
