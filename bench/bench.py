@@ -1,0 +1,474 @@
+"""``make bench``: how many cases per second, how fast, against the raw limit of this machine.
+
+One run on the real local stack, every service its own process:
+
+1. raw baseline: a plain aiokafka hop (producer -> A -> forwarder -> B -> consumer) and a
+   plain consumer reading a topic from the start;
+2. end-to-end throughput: open-loop HTTP load at stepped rates; the highest rate whose
+   closes keep up with submissions;
+3. accept-to-close latency p50/p95/p99 for one-step and two-step items at 50 and 200/s;
+4. audit replay: ``onedoor-audit verify`` over everything the run produced;
+5. peak RSS of each service process;
+6. violations (a benchmark that loses cases is void).
+
+Prints a table, writes JSON under bench/results/, and ends with one ``BENCH ...`` line.
+``--quick`` runs short steps for development (under 3 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+from rich.console import Console
+from rich.table import Table
+
+from deploy import stack as local_stack
+from deploy.demo import build_requests
+from services.audit.cli import run_verify
+from shared.catalogue import Catalogue, default_catalogue
+from shared.events import CaseAccepted, CaseClosed, EventDecodeError, parse_event
+from shared.kafka import make_consumer, make_producer
+from shared.settings import Settings
+from shared.topics import CASES_ACCEPTED, CASES_ROUTING, ensure_topics
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVICES = ["intake", "router", "hr_registration", "social_security", "audit"]
+console = Console()
+
+
+# --------------------------------------------------------------------------- raw baseline
+
+
+async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]:
+    """(hop msgs/s, consume msgs/s) with plain aiokafka on this broker, 200-byte records."""
+    await ensure_topics(settings, ["raw.a", "raw.b"])
+    payload = b"x" * 200
+    producer = make_producer(settings, linger_ms=5)
+    await producer.start()
+    forwarder_in = make_consumer(
+        settings, settings.topic("raw.a"), group_id=f"fwd-{uuid4().hex[:6]}"
+    )
+    sink = make_consumer(settings, settings.topic("raw.b"), group_id=f"sink-{uuid4().hex[:6]}")
+    await forwarder_in.start()
+    await sink.start()
+    forward_out = make_producer(settings, linger_ms=5)
+    await forward_out.start()
+    received = 0
+    done = asyncio.Event()
+
+    async def forward() -> None:
+        moved = 0
+        while moved < messages:
+            batch = await forwarder_in.getmany(timeout_ms=100, max_records=5000)
+            futures = [
+                await forward_out.send(settings.topic("raw.b"), r.value, key=r.key)
+                for records in batch.values()
+                for r in records
+            ]
+            await asyncio.gather(*futures)
+            moved += len(futures)
+            if futures:
+                await forwarder_in.commit()
+
+    async def drain() -> None:
+        nonlocal received
+        while received < messages:
+            batch = await sink.getmany(timeout_ms=100, max_records=5000)
+            received += sum(len(r) for r in batch.values())
+        done.set()
+
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(forward()), asyncio.create_task(drain())]
+    chunk = 5000
+    for i in range(0, messages, chunk):
+        futures = [
+            await producer.send(settings.topic("raw.a"), payload, key=str(j % 64).encode())
+            for j in range(i, min(messages, i + chunk))
+        ]
+        await asyncio.gather(*futures)
+    await asyncio.wait_for(done.wait(), 300)
+    hop = messages / (time.perf_counter() - started)
+    await asyncio.gather(*tasks)
+    for client in (producer, forward_out, forwarder_in, sink):
+        await client.stop()
+
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await reader.start()
+    parts = [TopicPartition(settings.topic("raw.a"), p) for p in range(settings.topic_partitions)]
+    reader.assign(parts)
+    count = 0
+    started = time.perf_counter()
+    while count < messages:
+        batch = await reader.getmany(timeout_ms=500, max_records=50_000)
+        count += sum(len(r) for r in batch.values())
+    consume = count / (time.perf_counter() - started)
+    await reader.stop()
+    return hop, consume
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass
+class Services:
+    procs: dict[str, subprocess.Popen[bytes]]
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def sample(self) -> None:
+        for name, proc in self.procs.items():
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+                self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0.0), rss)
+
+    def dead(self) -> list[str]:
+        return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def start_services(env: dict[str, str], logs: Path, port: int) -> Services:
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for offset, name in enumerate(SERVICES):
+        own = (
+            {"ONEDOOR_HTTP_PORT": str(port + offset)}
+            if name in {"intake", "audit"}
+            else {"ONEDOOR_HEALTH_PORT": str(port + offset)}
+        )
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env | own,
+            stdout=(logs / f"{name}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+    return Services(procs)
+
+
+async def wait_healthy(services: Services, port: int) -> None:
+    deadline = time.monotonic() + 120
+    async with httpx.AsyncClient(timeout=2) as client:
+        for offset in range(len(SERVICES)):
+            while True:
+                assert not services.dead(), f"died at start: {services.dead()}"
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"http://127.0.0.1:{port + offset}/health")).is_success:
+                        break
+                assert time.monotonic() < deadline, "services not healthy in 120 s"
+                await asyncio.sleep(0.3)
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Watcher:
+    """Follows cases.accepted and cases.routing: accept and close times of every case."""
+
+    settings: Settings
+    accepted: dict[str, datetime] = field(default_factory=dict)
+    items: dict[str, str] = field(default_factory=dict)
+    closed: dict[str, datetime] = field(default_factory=dict)
+    closes: dict[str, int] = field(default_factory=dict)
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        parts = [
+            TopicPartition(self.settings.topic(t), p)
+            for t in (CASES_ACCEPTED, CASES_ROUTING)
+            for p in range(self.settings.topic_partitions)
+        ]
+        consumer.assign(parts)
+        ready.set()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+                for records in batch.values():
+                    for r in records:
+                        try:
+                            event = parse_event(r.value)
+                        except EventDecodeError:
+                            continue
+                        cid = str(event.case_id)
+                        if isinstance(event, CaseAccepted):
+                            self.accepted[cid] = event.occurred_at
+                            self.items[cid] = event.item_code
+                        elif isinstance(event, CaseClosed):
+                            self.closed.setdefault(cid, event.occurred_at)
+                            self.closes[cid] = self.closes.get(cid, 0) + 1
+        finally:
+            await consumer.stop()
+
+
+@dataclass
+class Step:
+    rate: int
+    seconds: float
+    submitted: int = 0
+    accepted: list[str] = field(default_factory=list)
+    errors: int = 0
+    backlog_at_end: int = 0
+    drained_s: float | None = None
+
+    @property
+    def keeps_up(self) -> bool:
+        # Closed within a few seconds of the last submission: no growing backlog.
+        return self.errors == 0 and self.drained_s is not None and self.drained_s <= 5.0
+
+
+async def run_step(
+    base: str, requests: list[dict[str, Any]], step: Step, watcher: Watcher, services: Services
+) -> None:
+    """Open loop: a request every 1/rate seconds whatever the answers; then drain."""
+    interval = 1 / step.rate
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    pending: set[asyncio.Task[None]] = set()
+    # A window gives up after 10 s: a request still unanswered then counts as an error.
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
+
+        async def submit(body: dict[str, Any]) -> None:
+            try:
+                resp = await client.post("/cases", json=body)
+            except httpx.HTTPError:
+                step.errors += 1
+                return
+            if resp.status_code == 201:
+                step.accepted.append(resp.json()["case_id"])
+            elif resp.status_code != 422:
+                step.errors += 1
+
+        started = time.perf_counter()
+        n = 0
+        while (elapsed := time.perf_counter() - started) < step.seconds:
+            due = int(elapsed / interval) + 1
+            while n < due:
+                task = asyncio.create_task(submit(requests[n % len(requests)]))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                n += 1
+            services.sample()
+            await asyncio.sleep(min(interval, 0.01))
+        step.submitted = n
+        if pending:
+            await asyncio.gather(*pending)
+    submit_end = time.perf_counter()
+    step.backlog_at_end = sum(1 for c in step.accepted if c not in watcher.closed)
+    while any(c not in watcher.closed for c in step.accepted):
+        services.sample()
+        if time.perf_counter() - submit_end > 60 or services.dead():
+            return
+        await asyncio.sleep(0.05)
+    step.drained_s = time.perf_counter() - submit_end
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "n": 0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "n": len(ordered)}
+
+
+def latency(step: Step, watcher: Watcher, catalogue: Catalogue, steps: int) -> dict[str, float]:
+    values = []
+    for case in step.accepted:
+        item = catalogue.get(watcher.items.get(case, ""))
+        if item is None or len(item.steps) != steps or item.settle_on_spot:
+            continue
+        if case in watcher.closed and case in watcher.accepted:
+            values.append((watcher.closed[case] - watcher.accepted[case]).total_seconds() * 1000)
+    return percentiles(values)
+
+
+async def e2e_steps(
+    results: dict[str, Any],
+    quick: bool,
+    port: int,
+    *,
+    watcher: Watcher,
+    services: Services,
+    catalogue: Catalogue,
+) -> None:
+    """Stepped open-loop load until a step no longer keeps up; fills ``results``."""
+    requests = [b for b, _ in build_requests(catalogue, 20_000, seed=42)]
+    rates = [50, 200] if quick else [50, 100, 200, 300, 400, 500, 700, 1000]
+    seconds = 8.0 if quick else 30.0
+    steps: list[Step] = []
+    console.print("[bold]2-3. end-to-end steps[/] (open-loop HTTP load)")
+    for rate in rates:
+        step = Step(rate, seconds)
+        await run_step(f"http://127.0.0.1:{port}", requests, step, watcher, services)
+        steps.append(step)
+        drained = None if step.drained_s is None else round(step.drained_s, 1)
+        console.print(
+            f"   {rate:>5}/s: submitted {step.submitted}, accepted {len(step.accepted)}, "
+            f"errors {step.errors}, backlog at end {step.backlog_at_end}, drained in {drained} s"
+        )
+        if not step.keeps_up or services.dead():
+            break
+    kept = [s.rate for s in steps if s.keeps_up]
+    results["e2e_cases_per_s"] = max(kept) if kept else 0
+    results["steps"] = [
+        {k: v for k, v in asdict(s).items() if k != "accepted"} | {"accepted": len(s.accepted)}
+        for s in steps
+    ]
+    for step in steps:
+        if step.rate in (50, 200):
+            for n, label in ((1, "one"), (2, "two")):
+                key = f"latency_{label}_step_at_{step.rate}"
+                results[key] = latency(step, watcher, catalogue, n)
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def bench(quick: bool) -> int:
+    cfg = local_stack.StackConfig.from_env()
+    await asyncio.to_thread(local_stack.up, cfg)
+    prefix = f"bench{datetime.now(UTC):%m%d%H%M%S}."
+    settings = Settings(
+        kafka_bootstrap_servers=cfg.bootstrap_servers,
+        database_url=SecretStr(cfg.database_url),
+        topic_prefix=prefix,
+    )
+    results: dict[str, Any] = {
+        "prefix": prefix,
+        "quick": quick,
+        "started": datetime.now(UTC).isoformat(),
+    }
+
+    console.print("[bold]1. raw baseline[/] (plain aiokafka, 200-byte records)")
+    hop, consume = await raw_baseline(settings, 50_000 if quick else 300_000)
+    results["raw_hop_msgs_per_s"] = round(hop)
+    results["raw_consume_msgs_per_s"] = round(consume)
+    console.print(f"   hop {hop:,.0f} msg/s, consume {consume:,.0f} msg/s")
+
+    port = int(os.environ.get("ONEDOOR_BENCH_PORT", "18180"))
+    env = dict(os.environ) | {
+        "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
+        "DATABASE_URL": cfg.database_url,
+        "ONEDOOR_TOPIC_PREFIX": prefix,
+        "ONEDOOR_LOG_JSON": "true",
+        "ONEDOOR_LOG_LEVEL": "WARNING",
+    }
+    services = start_services(env, cfg.data_dir / "logs" / prefix.rstrip("."), port)
+    stop = asyncio.Event()
+    watcher = Watcher(settings)
+    catalogue = default_catalogue()
+    code = 1
+    try:
+        await wait_healthy(services, port)
+        ready = asyncio.Event()
+        watch_task = asyncio.create_task(watcher.run(stop, ready))
+        await ready.wait()
+        await e2e_steps(
+            results, quick, port, watcher=watcher, services=services, catalogue=catalogue
+        )
+        stop.set()
+        await watch_task
+        doubled = sum(1 for n in watcher.closes.values() if n > 1)
+        console.print("[bold]4. audit replay[/] (onedoor-audit verify over the run)")
+        report, _, seconds_spent = await run_verify(settings, check_signatures=True, quiet=True)
+        results["verify_events_per_s"] = round(report.records / seconds_spent)
+        results["verify_records"] = report.records
+        results["violations"] = len(report.errors()) + doubled
+        results["max_service_rss_mb"] = round(max(services.peak_rss_mb.values()))
+        results["rss_mb"] = {k: round(v) for k, v in services.peak_rss_mb.items()}
+        code = 0 if results["violations"] == 0 else 1
+    finally:
+        stop.set()
+        services.stop()
+    print_results(results)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{prefix.rstrip('.')}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    console.print(f"results: {out}")
+    one = results.get("latency_one_step_at_200", {}).get("p99", float("nan"))
+    two = results.get("latency_two_step_at_200", {}).get("p99", float("nan"))
+    print(
+        f"BENCH e2e_cases_per_s={results.get('e2e_cases_per_s', 0)} "
+        f"p99_ms_one_step_at_200={one:.0f} p99_ms_two_step_at_200={two:.0f} "
+        f"raw_hop_msgs_per_s={results['raw_hop_msgs_per_s']} "
+        f"verify_events_per_s={results.get('verify_events_per_s', 0)} "
+        f"raw_consume_msgs_per_s={results['raw_consume_msgs_per_s']} "
+        f"max_service_rss_mb={results.get('max_service_rss_mb', 0)} "
+        f"violations={results.get('violations', -1)}"
+    )
+    return code
+
+
+def print_results(results: dict[str, Any]) -> None:
+    table = Table(title="onedoor bench", show_header=False)
+    for key in (
+        "raw_hop_msgs_per_s",
+        "raw_consume_msgs_per_s",
+        "e2e_cases_per_s",
+        "verify_events_per_s",
+        "verify_records",
+        "max_service_rss_mb",
+        "violations",
+    ):
+        table.add_row(key, str(results.get(key)))
+    for key in (
+        "latency_one_step_at_50",
+        "latency_two_step_at_50",
+        "latency_one_step_at_200",
+        "latency_two_step_at_200",
+    ):
+        if key in results:
+            v = results[key]
+            table.add_row(
+                f"{key} ms",
+                f"p50 {v['p50']:.0f} / p95 {v['p95']:.0f} / p99 {v['p99']:.0f} (n={v['n']})",
+            )
+    for name, mb in results.get("rss_mb", {}).items():
+        table.add_row(f"peak RSS {name} (MB)", str(mb))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short steps (under 3 minutes)")
+    args = parser.parse_args(argv)
+    return asyncio.run(bench(args.quick))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
