@@ -39,6 +39,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from deploy import demo
 from deploy import stack as local_stack
 from deploy.demo import build_requests
 from services.audit.cli import run_verify
@@ -49,7 +50,6 @@ from shared.settings import Settings
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVICES = ["intake", "router", "hr_registration", "social_security", "audit"]
 console = Console()
 
 
@@ -145,46 +145,6 @@ class Services:
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def start_services(env: dict[str, str], logs: Path, port: int) -> Services:
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = {}
-    for offset, name in enumerate(SERVICES):
-        own = (
-            {"ONEDOOR_HTTP_PORT": str(port + offset)}
-            if name in {"intake", "audit"}
-            else {"ONEDOOR_HEALTH_PORT": str(port + offset)}
-        )
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            env=env | own,
-            stdout=(logs / f"{name}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-    return Services(procs)
-
-
-async def wait_healthy(services: Services, port: int) -> None:
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient(timeout=2) as client:
-        for offset in range(len(SERVICES)):
-            while True:
-                assert not services.dead(), f"died at start: {services.dead()}"
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://127.0.0.1:{port + offset}/health")).is_success:
-                        break
-                assert time.monotonic() < deadline, "services not healthy in 120 s"
-                await asyncio.sleep(0.3)
 
 
 # --------------------------------------------------------------------------- load
@@ -388,13 +348,15 @@ async def bench(quick: bool) -> int:
         "ONEDOOR_LOG_JSON": "true",
         "ONEDOOR_LOG_LEVEL": "WARNING",
     }
-    services = start_services(env, cfg.data_dir / "logs" / prefix.rstrip("."), port)
+    logs = cfg.data_dir / "logs" / prefix.rstrip(".")
+    procs, health = demo.start_services(env, logs, port)
+    services = Services(procs)
     stop = asyncio.Event()
     watcher = Watcher(settings)
     catalogue = default_catalogue()
     code = 1
     try:
-        await wait_healthy(services, port)
+        await demo.wait_healthy(procs, health, logs)
         ready = asyncio.Event()
         watch_task = asyncio.create_task(watcher.run(stop, ready))
         await ready.wait()
@@ -414,7 +376,7 @@ async def bench(quick: bool) -> int:
         code = 0 if results["violations"] == 0 else 1
     finally:
         stop.set()
-        services.stop()
+        demo.stop_services(procs)
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{prefix.rstrip('.')}.json"

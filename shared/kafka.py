@@ -7,9 +7,12 @@ after the database transaction holding the record's effects has committed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.message import StreamMessage
 
 from shared.events import parse_event
@@ -52,3 +55,57 @@ async def event_decoder(message: StreamMessage[Any]) -> Any:
     record raises :class:`shared.events.EventDecodeError` instead of reaching the handler.
     """
     return parse_event(message.body)
+
+
+async def partitions_matching(settings: Settings, pattern: str) -> list[TopicPartition]:
+    """Every partition of every topic whose deployed name matches ``pattern``."""
+    regex = re.compile(pattern)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        topics = sorted(t for t in await admin.list_topics() if regex.match(t))
+        described = await admin.describe_topics(topics) if topics else []
+    finally:
+        await admin.close()
+    return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
+
+
+async def read_to_end(
+    settings: Settings,
+    partitions: Sequence[TopicPartition],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of these partitions, from the first offset to the end as it is now.
+
+    A group-less consumer with an ``earliest`` reset: assigning under the default
+    ``latest`` reset and then seeking to the beginning races (the initial reset can land
+    after the seek and leave every position at the end).
+    """
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    if not partitions:
+        return records
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(partitions))
+        ends = await consumer.end_offsets(list(partitions))
+        starts = await consumer.beginning_offsets(list(partitions))
+        total = sum(ends[tp] - starts[tp] for tp in partitions)
+        remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=20_000)
+            for tp, got in batch.items():
+                records.extend(r for r in got if r.offset < ends[tp])
+                if got and got[-1].offset >= ends[tp] - 1:
+                    remaining.discard(tp)
+            if on_progress is not None:
+                on_progress(len(records), total)
+    finally:
+        await consumer.stop()
+    return records

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import csv
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +23,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -37,6 +34,7 @@ from services.audit.ingest import event_log_pattern, header
 from shared.catalogue import default_catalogue
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
 from shared.events import utcnow
+from shared.kafka import partitions_matching, read_to_end
 from shared.settings import Settings, get_settings
 from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys
 from shared.topics import OPS_REDRIVES
@@ -50,56 +48,19 @@ async def read_log(
     settings: Settings, on_progress: Callable[[int, int], None] | None = None
 ) -> list[LogRecord]:
     """Every record of every event-log topic, from the first offset to the end as it is now."""
-    pattern = re.compile(event_log_pattern(settings))
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        topics = sorted(t for t in await admin.list_topics() if pattern.match(t))
-        described = await admin.describe_topics(topics) if topics else []
-    finally:
-        await admin.close()
-    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
-    records: list[LogRecord] = []
-    if not parts:
-        return records
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",  # a group-less replay from the first offset
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        starts = await consumer.beginning_offsets(parts)
-        total = sum(ends[tp] - starts[tp] for tp in parts)
-        remaining = {tp for tp in parts if ends[tp] > starts[tp]}
-        prefix = settings.topic_prefix
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=20_000)
-            for tp, got in batch.items():
-                for r in got:
-                    if r.offset >= ends[tp]:
-                        continue
-                    records.append(
-                        LogRecord(
-                            topic=r.topic.removeprefix(prefix),
-                            partition=r.partition,
-                            offset=r.offset,
-                            value=r.value or b"",
-                            signer=header(r.headers, SIGNER_HEADER),
-                            signature=header(r.headers, SIGNATURE_HEADER),
-                        )
-                    )
-                if got and got[-1].offset >= ends[tp] - 1:
-                    remaining.discard(tp)
-            if on_progress is not None:
-                on_progress(len(records), total)
-    finally:
-        await consumer.stop()
-    return records
+    parts = await partitions_matching(settings, event_log_pattern(settings))
+    prefix = settings.topic_prefix
+    return [
+        LogRecord(
+            topic=r.topic.removeprefix(prefix),
+            partition=r.partition,
+            offset=r.offset,
+            value=r.value or b"",
+            signer=header(r.headers, SIGNER_HEADER),
+            signature=header(r.headers, SIGNATURE_HEADER),
+        )
+        for r in await read_to_end(settings, parts, on_progress)
+    ]
 
 
 async def _store_violations(settings: Settings) -> list[Any] | None:

@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from services.audit.domain import OPERATOR
 from shared.events import DeadLetterRedriven, EventDecodeError, parse_event
-from shared.kafka import make_producer
+from shared.kafka import make_producer, partitions_matching, read_to_end
 from shared.settings import Settings
 from shared.signing import Signer
 from shared.topics import DLQ_SUFFIX, OPS_REDRIVES, REDRIVE_HEADER
@@ -72,53 +69,13 @@ class DeadLetter:
         }
 
 
-async def _topics(settings: Settings, pattern: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        regex = re.compile(pattern)
-        return sorted(t for t in await admin.list_topics() if regex.match(t))
-    finally:
-        await admin.close()
-
-
-async def _read(settings: Settings, topics: list[str]) -> list[Any]:
-    """Every record of these (deployed) topics, from the first offset to the current end."""
-    if not topics:
-        return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    parts = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        for tp in parts:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                records += [r for r in batch.get(tp, []) if r.offset < ends[tp]]
-    finally:
-        await consumer.stop()
-    return records
-
-
 def _headers(raw: list[tuple[str, bytes]]) -> dict[str, str]:
     return {k: v.decode(errors="replace") for k, v in raw}
 
 
 async def dead_letters(settings: Settings) -> list[DeadLetter]:
     prefix = re.escape(settings.topic_prefix)
-    topics = await _topics(settings, rf"^{prefix}.+\.dlq$")
+    parts = await partitions_matching(settings, rf"^{prefix}.+\.dlq$")
     return [
         DeadLetter(
             r.topic.removeprefix(settings.topic_prefix),
@@ -128,16 +85,15 @@ async def dead_letters(settings: Settings) -> list[DeadLetter]:
             r.value or b"",
             _headers(r.headers),
         )
-        for r in await _read(settings, topics)
+        for r in await read_to_end(settings, parts)
     ]
 
 
 async def redrives(settings: Settings) -> dict[tuple[str, int, int], str]:
     """Which DLQ records were re-driven already: (dlq topic, partition, offset) -> by whom."""
     done: dict[tuple[str, int, int], str] = {}
-    for r in await _read(
-        settings, await _topics(settings, rf"^{re.escape(settings.topic(OPS_REDRIVES))}$")
-    ):
+    parts = await partitions_matching(settings, rf"^{re.escape(settings.topic(OPS_REDRIVES))}$")
+    for r in await read_to_end(settings, parts):
         event = parse_event(r.value)
         if isinstance(event, DeadLetterRedriven):
             done[(event.dlq_topic, event.dlq_partition, event.dlq_offset)] = (

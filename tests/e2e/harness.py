@@ -18,13 +18,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from shared.events import Event, parse_event
 from shared.identity import make_resident_id
-from shared.kafka import make_producer
+from shared.kafka import make_producer, read_to_end
 from shared.settings import Settings
 
 _seq = iter(range(1, 100_000))
@@ -181,33 +181,13 @@ async def wait_closed(
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[int, int, bytes, Event]]:
     """Everything on a topic now: (partition, offset, raw value, event)."""
-    # A group-less consumer starting at the earliest offset. (Assigning with the default
-    # "latest" reset and then seeking to the beginning races: the initial reset can land
-    # after the seek and leave every position at the end.)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    out: list[tuple[int, int, bytes, Event]] = []
-    try:
-        name = settings.topic(topic)
-        # The services created every topic with this many partitions (same settings).
-        parts = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        for tp in parts:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                out.extend(
-                    (tp.partition, r.offset, r.value, parse_event(r.value))
-                    for r in batch.get(tp, [])
-                    if r.offset < ends[tp]
-                )
-    finally:
-        await consumer.stop()
-    return out
+    # The services created every topic with this many partitions (same settings).
+    name = settings.topic(topic)
+    parts = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
+    return [
+        (r.partition, r.offset, r.value, parse_event(r.value))
+        for r in await read_to_end(settings, parts)
+    ]
 
 
 async def records_of(

@@ -15,12 +15,13 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from deploy.demo import build_requests
 from services.audit.cli import run_verify
 from shared.catalogue import default_catalogue
 from shared.events import CaseClosed, EventDecodeError, parse_event
+from shared.kafka import read_to_end
 from shared.settings import Settings
 from shared.topics import CASES_ROUTING, dlq
 from tests.e2e.harness import Pipeline
@@ -82,25 +83,10 @@ class Load:
 
 
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    name = settings.topic(topic)
+    return await read_to_end(
+        settings, [TopicPartition(name, p) for p in range(settings.topic_partitions)]
     )
-    await consumer.start()
-    out: list[Any] = []
-    try:
-        name = settings.topic(topic)
-        parts = [TopicPartition(name, p) for p in range(settings.topic_partitions)]
-        consumer.assign(parts)
-        ends = await consumer.end_offsets(parts)
-        for tp in parts:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
-                out.extend(r for r in batch.get(tp, []) if r.offset < ends[tp])
-    finally:
-        await consumer.stop()
-    return out
 
 
 @dataclass
