@@ -47,7 +47,13 @@ from shared.identity import make_resident_id
 from shared.kafka import make_producer
 from shared.settings import Settings, get_settings
 from shared.signing import Signer, generate_keys
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, all_topics, ensure_topics
+from shared.topics import (
+    CASES_ACCEPTED,
+    CASES_ROUTING,
+    all_topics,
+    delete_topics_with_prefix,
+    ensure_topics,
+)
 
 SIGNERS = ("intake", "router", "hr_registration", "social_security")
 BENEFIT_FORM = {
@@ -421,7 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = base.model_copy(
             update={"topic_prefix": f"drill{uuid4().hex[:8]}.", "keys_dir": Path(keys)}
         )
-        return asyncio.run(drill(settings, Console()))
+        try:
+            return asyncio.run(drill(settings, Console()))
+        finally:
+            # The drill's namespace is throw-away: leave the broker as it was.
+            asyncio.run(delete_topics_with_prefix(settings, settings.topic_prefix))
 
 
 if __name__ == "__main__":

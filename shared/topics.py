@@ -96,3 +96,19 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         return created
     finally:
         await admin.close()
+
+
+async def delete_topics_with_prefix(settings: Settings, prefix: str) -> int:
+    """Delete every topic whose name starts with ``prefix`` (a test's or a drill's own
+    namespace); return how many. Refuses an empty prefix: the event log is kept forever."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a namespace prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=30_000)
+        return len(doomed)
+    finally:
+        await admin.close()

@@ -11,6 +11,7 @@ Isolation: every test module gets a fresh database, every test a fresh topic pre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 
 from deploy import stack as local_stack
 from shared.settings import Settings
+from shared.topics import delete_topics_with_prefix
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,15 @@ async def database_url(stack: Stack) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """A fresh topic namespace for one test."""
-    return f"t{uuid.uuid4().hex[:10]}."
+async def topic_prefix(stack: Stack) -> AsyncIterator[str]:
+    """A fresh topic namespace for one test, deleted afterwards (so a developer's broker
+    does not pile up thousands of test partitions and slow its restarts)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    yield prefix
+    with contextlib.suppress(Exception):
+        await delete_topics_with_prefix(
+            Settings(kafka_bootstrap_servers=stack.bootstrap_servers), prefix
+        )
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from shared.events import Event, parse_event
 from shared.identity import make_resident_id
 from shared.kafka import make_producer, read_to_end
 from shared.settings import Settings
+from shared.topics import delete_topics_with_prefix
 
 _seq = iter(range(1, 100_000))
 
@@ -149,22 +150,31 @@ def run_services(
         yield pipeline
         completed = True
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for name, proc in procs.items():
-            code: int | None
-            try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = None
-            # Graceful shutdown: SIGTERM ends each service cleanly, not with a traceback.
-            # uvicorn re-raises the signal once its shutdown has completed.
-            if not completed:
-                continue  # the failure already raised says more than a shutdown check
-            log = (logs / f"{name}.log").read_text()
-            clean = code == 0 or (code == -signal.SIGTERM and "shutdown complete" in log)
-            assert clean, f"{name} exited with {code}; log: {log[-2000:]}"
+        try:
+            _stop_all(procs, logs, check=completed)
+        finally:
+            with contextlib.suppress(Exception):
+                asyncio.run(delete_topics_with_prefix(settings, settings.topic_prefix))
+
+
+def _stop_all(procs: dict[str, subprocess.Popen[bytes]], logs: Path, *, check: bool) -> None:
+    """SIGTERM every service; with ``check``, each must have stopped cleanly."""
+    for proc in procs.values():
+        proc.terminate()
+    for name, proc in procs.items():
+        code: int | None
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = None
+        if not check:
+            continue  # the failure already raised says more than a shutdown check
+        # Graceful shutdown: SIGTERM ends each service cleanly, not with a traceback.
+        # uvicorn re-raises the signal once its shutdown has completed.
+        log = (logs / f"{name}.log").read_text()
+        clean = code == 0 or (code == -signal.SIGTERM and "shutdown complete" in log)
+        assert clean, f"{name} exited with {code}; log: {log[-2000:]}"
 
 
 async def wait_closed(
