@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
-import services.hr_registration
 from services.hr_registration.domain import (
-    ACTIONS,
     ALREADY_REGISTERED,
     CARD_ALREADY_ISSUED,
     COURSE_TOO_SHORT,
@@ -28,7 +24,7 @@ from services.hr_registration.domain import (
     UnknownActionError,
     decide,
 )
-from shared.decisions import Approve, NeedsInfo, Reject
+from shared.decisions import NeedsInfo
 from shared.identity import make_resident_id, make_uscc
 from tests.unit.rules_harness import (
     RulesHarness,
@@ -58,7 +54,6 @@ task = _rules.task
 run = _rules.run
 run_person = _rules.run_person
 run_company = _rules.run_company
-_department_items = _rules.items
 
 
 def job_seeker(case: int = 100) -> PersonRecord:
@@ -73,24 +68,6 @@ def employed(case: int = 200, start: str = "2026-01-05") -> PersonRecord:
     )
     assert person.employment is not None
     return person
-
-
-# --- the catalogue -----------------------------------------------------------------
-
-
-def test_actions_equal_the_catalogue_actions() -> None:
-    path = Path(services.hr_registration.__file__).parent / "catalogue.yaml"
-    declared = yaml.safe_load(path.read_text(encoding="utf-8"))["actions"]
-    assert frozenset(declared) == ACTIONS
-    assert len(declared) == len(set(declared))
-
-
-@pytest.mark.parametrize("item_code", _department_items())
-def test_every_catalogue_item_is_decided_on_a_valid_form(item_code: str) -> None:
-    # Reads the catalogue's own field names: a renamed field shows up here as NeedsInfo.
-    decision, _, _ = run(task(item_code))
-    assert isinstance(decision, Approve | Reject)
-    assert not isinstance(decision, NeedsInfo)
 
 
 # --- job_registration -----------------------------------------------------------------

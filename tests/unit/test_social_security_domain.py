@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
-from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
-import services.social_security
 from services.social_security.domain import (
-    ACTIONS,
     ALREADY_ENROLLED,
     BELOW_PENSION_AGE,
     BENEFIT_ALREADY_ACTIVE,
@@ -35,7 +31,7 @@ from services.social_security.domain import (
     decide,
     learn_hr_outcome,
 )
-from shared.decisions import Approve, NeedsInfo, Reject
+from shared.decisions import NeedsInfo
 from shared.identity import make_resident_id, make_uscc
 from tests.unit.rules_harness import (
     RulesHarness,
@@ -67,7 +63,6 @@ task = _rules.task
 run = _rules.run
 run_person = _rules.run_person
 run_company = _rules.run_company
-_department_items = _rules.items
 
 
 def hr_registered(subject: str = PERSON, case: int = 100) -> PersonRecord:
@@ -99,24 +94,6 @@ def insured_company(case: int = 103) -> CompanyRecord:
     _, company = run_company(task("SS-COMPANY-INSURANCE-REGISTRATION", case=case))
     assert company.insurance is not None
     return company
-
-
-# --- the catalogue -----------------------------------------------------------------
-
-
-def test_actions_equal_the_catalogue_actions() -> None:
-    path = Path(services.social_security.__file__).parent / "catalogue.yaml"
-    declared = yaml.safe_load(path.read_text(encoding="utf-8"))["actions"]
-    assert frozenset(declared) == ACTIONS
-    assert len(declared) == len(set(declared))
-
-
-@pytest.mark.parametrize("item_code", _department_items())
-def test_every_catalogue_item_is_decided_on_a_valid_form(item_code: str) -> None:
-    # Reads the catalogue's own field names: a renamed field shows up here as NeedsInfo.
-    decision, _, _ = run(task(item_code))
-    assert isinstance(decision, Approve | Reject)
-    assert not isinstance(decision, NeedsInfo)
 
 
 # --- learning from HR ---------------------------------------------------------------------
