@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from bench import loadgen
 from deploy import demo
 from deploy import stack as local_stack
 from deploy.demo import build_requests
@@ -201,8 +201,13 @@ class Step:
     submitted: int = 0
     accepted: list[str] = field(default_factory=list)
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
     backlog_at_end: int = 0
     drained_s: float | None = None
+
+    def error(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
     @property
     def keeps_up(self) -> bool:
@@ -211,40 +216,41 @@ class Step:
 
 
 async def run_step(
-    base: str, requests: list[dict[str, Any]], step: Step, watcher: Watcher, services: Services
+    base: tuple[str, int], requests: list[bytes], step: Step, watcher: Watcher, services: Services
 ) -> None:
     """Open loop: a request every 1/rate seconds whatever the answers; then drain."""
     interval = 1 / step.rate
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     pending: set[asyncio.Task[None]] = set()
-    # A window gives up after 10 s: a request still unanswered then counts as an error.
-    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
+    client = loadgen.Client(*base, connections=64)
 
-        async def submit(body: dict[str, Any]) -> None:
-            try:
-                resp = await client.post("/cases", json=body)
-            except httpx.HTTPError:
-                step.errors += 1
-                return
-            if resp.status_code == 201:
-                step.accepted.append(resp.json()["case_id"])
-            elif resp.status_code != 422:
-                step.errors += 1
+    async def submit(request: bytes) -> None:
+        # A window gives up after 10 s: a request still unanswered then counts as an error.
+        try:
+            async with asyncio.timeout(10):
+                answer = await client.send(request)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, loadgen.HttpError) as exc:
+            step.error(type(exc).__name__)
+            return
+        if answer.status == 201:
+            step.accepted.append(answer.json()["case_id"])
+        elif answer.status != 422:
+            step.error(f"HTTP {answer.status}")
 
-        started = time.perf_counter()
-        n = 0
-        while (elapsed := time.perf_counter() - started) < step.seconds:
-            due = int(elapsed / interval) + 1
-            while n < due:
-                task = asyncio.create_task(submit(requests[n % len(requests)]))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                n += 1
-            services.sample()
-            await asyncio.sleep(min(interval, 0.01))
-        step.submitted = n
-        if pending:
-            await asyncio.gather(*pending)
+    started = time.perf_counter()
+    n = 0
+    while (elapsed := time.perf_counter() - started) < step.seconds:
+        due = int(elapsed / interval) + 1
+        while n < due:
+            task = asyncio.create_task(submit(requests[n % len(requests)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+        services.sample()
+        await asyncio.sleep(min(interval, 0.01))
+    step.submitted = n
+    if pending:
+        await asyncio.gather(*pending)
+    await client.close()
     submit_end = time.perf_counter()
     step.backlog_at_end = sum(1 for c in step.accepted if c not in watcher.closed)
     while any(c not in watcher.closed for c in step.accepted):
@@ -282,24 +288,29 @@ async def e2e_steps(
     quick: bool,
     port: int,
     *,
+    rates: list[int] | None,
     watcher: Watcher,
     services: Services,
     catalogue: Catalogue,
 ) -> None:
     """Stepped open-loop load until a step no longer keeps up; fills ``results``."""
-    requests = [b for b, _ in build_requests(catalogue, 20_000, seed=42)]
-    rates = [50, 200] if quick else [50, 100, 200, 300, 400, 500, 700, 1000]
+    requests = [
+        loadgen.encode_post("127.0.0.1", "/cases", body)
+        for body, _ in build_requests(catalogue, 20_000, seed=42)
+    ]
+    rates = rates or ([50, 200] if quick else [50, 100, 200, 300, 400, 500, 700, 1000])
     seconds = 8.0 if quick else 30.0
     steps: list[Step] = []
     console.print("[bold]2-3. end-to-end steps[/] (open-loop HTTP load)")
     for rate in rates:
         step = Step(rate, seconds)
-        await run_step(f"http://127.0.0.1:{port}", requests, step, watcher, services)
+        await run_step(("127.0.0.1", port), requests, step, watcher, services)
         steps.append(step)
         drained = None if step.drained_s is None else round(step.drained_s, 1)
         console.print(
             f"   {rate:>5}/s: submitted {step.submitted}, accepted {len(step.accepted)}, "
-            f"errors {step.errors}, backlog at end {step.backlog_at_end}, drained in {drained} s"
+            f"errors {step.errors} {step.error_kinds or ''}, "
+            f"backlog at end {step.backlog_at_end}, drained in {drained} s"
         )
         if not step.keeps_up or services.dead():
             break
@@ -319,7 +330,7 @@ async def e2e_steps(
 # --------------------------------------------------------------------------- main
 
 
-async def bench(quick: bool) -> int:
+async def bench(quick: bool, rates: list[int] | None = None) -> int:
     cfg = local_stack.StackConfig.from_env()
     await asyncio.to_thread(local_stack.up, cfg)
     prefix = f"bench{datetime.now(UTC):%m%d%H%M%S}."
@@ -361,7 +372,13 @@ async def bench(quick: bool) -> int:
         watch_task = asyncio.create_task(watcher.run(stop, ready))
         await ready.wait()
         await e2e_steps(
-            results, quick, port, watcher=watcher, services=services, catalogue=catalogue
+            results,
+            quick,
+            port,
+            rates=rates,
+            watcher=watcher,
+            services=services,
+            catalogue=catalogue,
         )
         stop.set()
         await watch_task
@@ -428,8 +445,13 @@ def print_results(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short steps (under 3 minutes)")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(r) for r in text.split(",")],
+        help="comma-separated cases/s steps instead of the default ladder (e.g. 200,500)",
+    )
     args = parser.parse_args(argv)
-    return asyncio.run(bench(args.quick))
+    return asyncio.run(bench(args.quick, args.rates))
 
 
 if __name__ == "__main__":
