@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from shared import runtime
+from shared import aio, runtime
 from shared.consumer import BatchProcessor, ConsumerLoop, NotReadyError, Tx
 from shared.db import Connection
 from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
@@ -264,7 +264,7 @@ async def serve(department: Department, settings: Settings | None = None) -> Non
 def run(department: Department) -> None:
     """Entry point for ``python -m services.<department>``."""
     try:
-        asyncio.run(serve(department))
+        aio.run(serve(department))
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -21,3 +25,16 @@ async def wait_any(*events: asyncio.Event, seconds: float) -> None:
     finally:
         for task in tasks:
             task.cancel()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop (libuv's event loop, in C) when it is installed.
+
+    Services spend much of their time in the event loop and in socket writes; uvloop
+    cuts that overhead. Without it the standard loop runs the same code.
+    """
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

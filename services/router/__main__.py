@@ -1,5 +1,6 @@
-import asyncio
+"""``python -m services.router``: run the router."""
 
 from services.router.main import main
+from shared import aio
 
-asyncio.run(main())
+aio.run(main())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from services.router.handlers import RouterHandler
+from shared import aio
 from shared.catalogue import Catalogue, default_catalogue
 from shared.consumer import BatchProcessor, ConsumerLoop
 from shared.runtime import ServiceContext, open_service, serve
@@ -39,4 +39,4 @@ async def main(settings: Settings | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    aio.run(main())
