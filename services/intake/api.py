@@ -15,8 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
-from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo
+from uuid import UUID
 
 import asyncpg
 from fastapi import FastAPI, Header, HTTPException, Request, Response
@@ -24,15 +23,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.intake import domain, store
+from services.intake.acceptor import Acceptor
 from shared.catalogue import Catalogue, default_catalogue
 from shared.consumer import BatchProcessor, ConsumerLoop, Tx
-from shared.events import CaseAccepted, Event, utcnow
+from shared.events import Event
 from shared.runtime import ServiceContext, open_service
 from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, all_topics
+from shared.topics import CASES_ROUTING, all_topics
 
 NAME = "intake"
-CENTRE_TZ = ZoneInfo("Asia/Shanghai")  # receipt days follow the centre's calendar
 MIGRATIONS = [Path(__file__).parent / "migrations"]
 
 
@@ -40,12 +39,11 @@ def _error_body(errors: list[domain.FieldError]) -> dict[str, Any]:
     return {"detail": [{"loc": list(loc), "msg": msg, "type": kind} for loc, msg, kind in errors]}
 
 
-def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closures over it
-    settings: Settings, catalogue: Catalogue | None = None
-) -> FastAPI:
+def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAPI:
     """Intake's one wiring factory: nothing is opened until the app starts."""
     catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
     state: dict[str, ServiceContext] = {}
+    acceptor: dict[str, Acceptor] = {}
 
     async def on_routing(tx: Tx, event: Event) -> None:
         await store.apply_routing(tx.conn, event)
@@ -63,11 +61,13 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
         loop = ConsumerLoop(settings, [CASES_ROUTING], group_id=NAME, processor=processor)
         ctx.loops.append(loop)
         state["ctx"] = ctx
+        acceptor["it"] = Acceptor(settings, ctx.pool, ctx.writer, committed=ctx.relay.wake)
         ctx.start_tasks()
         ctx.log.info("intake started", catalogue=catalogue.version)
         try:
             yield
         finally:
+            await acceptor["it"].close()
             await ctx.shutdown()
 
     app = FastAPI(title="onedoor intake", version="1", lifespan=lifespan)
@@ -98,84 +98,21 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
         response: Response,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> dict[str, Any]:
-        ctx = state["ctx"]
         errors = domain.check(request, catalogue)
         if errors:
             return JSONResponse(status_code=422, content=_error_body(errors))  # type: ignore[return-value]
         fingerprint = request.fingerprint()
         for _attempt in range(2):
             try:
-                result = await _accept(ctx, request, fingerprint, idempotency_key)
+                result = await acceptor["it"].accept(request, fingerprint, idempotency_key)
             except asyncpg.UniqueViolationError:
                 # A concurrent request with the same key won the race: answer with its case.
                 continue
             if result.pop("_replayed", False):
                 response.status_code = 200
                 response.headers["Idempotent-Replayed"] = "true"
-            else:
-                ctx.relay.wake()
             return result
         raise HTTPException(status_code=409, detail="concurrent requests with one Idempotency-Key")
-
-    async def _accept(
-        ctx: ServiceContext, request: domain.CaseRequest, fingerprint: str, key: str | None
-    ) -> dict[str, Any]:
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            if key is not None:
-                found = await store.find_key(conn, key)
-                if found is not None:
-                    request_hash, case_id = found
-                    if request_hash != fingerprint:
-                        raise HTTPException(
-                            status_code=422,
-                            detail=[
-                                {
-                                    "loc": ["header", "Idempotency-Key"],
-                                    "msg": "this key was already used for a different request",
-                                    "type": "value_error.idempotency_key_reused",
-                                }
-                            ],
-                        )
-                    row = await store.get_case(conn, case_id)
-                    assert row is not None
-                    return _receipt(row) | {"_replayed": True}
-            now = utcnow()
-            day = now.astimezone(CENTRE_TZ).date()
-            number = await store.next_receipt(conn, settings.centre_id, day)
-            receipt_no = f"{settings.centre_id}-{day:%Y%m%d}-{number:06d}"
-            case_id = uuid4()
-            event_id = uuid4()
-            event = CaseAccepted(
-                event_id=event_id,
-                case_id=case_id,
-                correlation_id=event_id,
-                occurred_at=now,
-                producer=NAME,
-                item_code=request.item_code,
-                applicant=request.applicant,
-                community_code=request.community_code,
-                form=request.form,
-                centre_id=settings.centre_id,
-                window_id=request.window_id,
-                operator_id=request.operator_id,
-                channel=request.channel,
-                receipt_no=receipt_no,
-            )
-            await store.insert_case(
-                conn,
-                case_id=case_id,
-                receipt_no=receipt_no,
-                item_code=request.item_code,
-                applicant_kind=request.applicant.kind,
-                centre_id=settings.centre_id,
-                window_id=request.window_id,
-                channel=request.channel,
-                accepted_at=now,
-            )
-            if key is not None:
-                await store.claim_key(conn, key, fingerprint, case_id)
-            await ctx.writer.add(conn, CASES_ACCEPTED, event)
-        return {"case_id": str(case_id), "receipt_no": receipt_no, "status": "accepted"}
 
     @app.get("/cases/{case_id}")
     async def case_status(case_id: UUID) -> dict[str, Any]:
@@ -194,14 +131,6 @@ def create_app(  # noqa: PLR0915 - the one wiring factory: its routes are closur
         return JSONResponse(status_code=200 if body["database"] else 503, content=body)
 
     return app
-
-
-def _receipt(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "case_id": str(row["case_id"]),
-        "receipt_no": row["receipt_no"],
-        "status": row["status"],
-    }
 
 
 def _status(row: dict[str, Any]) -> dict[str, Any]:

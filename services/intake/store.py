@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -15,60 +15,6 @@ from shared.events import (
     CaseRouted,
     Event,
 )
-
-
-async def next_receipt(conn: Connection, centre_id: str, day: date) -> int:
-    value = await conn.fetchval(
-        """INSERT INTO receipt_counters (centre_id, day, last) VALUES ($1, $2, 1)
-           ON CONFLICT (centre_id, day) DO UPDATE SET last = receipt_counters.last + 1
-           RETURNING last""",
-        centre_id,
-        day,
-    )
-    return int(value)
-
-
-async def claim_key(conn: Connection, key: str, request_hash: str, case_id: UUID) -> None:
-    await conn.execute(
-        "INSERT INTO idempotency_keys (key, request_hash, case_id) VALUES ($1, $2, $3)",
-        key,
-        request_hash,
-        case_id,
-    )
-
-
-async def find_key(conn: Connection, key: str) -> tuple[str, UUID] | None:
-    row = await conn.fetchrow(
-        "SELECT request_hash, case_id FROM idempotency_keys WHERE key = $1", key
-    )
-    return None if row is None else (row["request_hash"], row["case_id"])
-
-
-async def insert_case(
-    conn: Connection,
-    *,
-    case_id: UUID,
-    receipt_no: str,
-    item_code: str,
-    applicant_kind: str,
-    centre_id: str,
-    window_id: str,
-    channel: str,
-    accepted_at: datetime,
-) -> None:
-    await conn.execute(
-        """INSERT INTO cases (case_id, receipt_no, item_code, applicant_kind, centre_id,
-                              window_id, channel, accepted_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        case_id,
-        receipt_no,
-        item_code,
-        applicant_kind,
-        centre_id,
-        window_id,
-        channel,
-        accepted_at,
-    )
 
 
 async def get_case(conn: Connection, case_id: UUID) -> dict[str, Any] | None:
@@ -124,3 +70,46 @@ async def apply_routing(conn: Connection, event: Event) -> None:
             event.case_id,
             f"{event.department}: {event.reason_code}: {event.message}",
         )
+
+
+async def take_receipts(conn: Connection, centre_id: str, day: date, count: int) -> int:
+    """Reserve ``count`` consecutive receipt numbers; return the last one."""
+    value = await conn.fetchval(
+        """INSERT INTO receipt_counters (centre_id, day, last) VALUES ($1, $2, $3)
+           ON CONFLICT (centre_id, day) DO UPDATE SET last = receipt_counters.last + $3
+           RETURNING last""",
+        centre_id,
+        day,
+        count,
+    )
+    return int(value)
+
+
+async def find_keys(conn: Connection, keys: list[str]) -> dict[str, tuple[str, UUID]]:
+    rows = await conn.fetch(
+        "SELECT key, request_hash, case_id FROM idempotency_keys WHERE key = ANY($1::text[])",
+        keys,
+    )
+    return {r["key"]: (r["request_hash"], r["case_id"]) for r in rows}
+
+
+async def get_cases(conn: Connection, case_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    rows = await conn.fetch("SELECT * FROM cases WHERE case_id = ANY($1::uuid[])", case_ids)
+    return {r["case_id"]: dict(r) for r in rows}
+
+
+async def insert_cases(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """(case_id, receipt_no, item_code, applicant_kind, centre_id, window_id, channel,
+    accepted_at) per case, in one round trip."""
+    await conn.executemany(
+        """INSERT INTO cases (case_id, receipt_no, item_code, applicant_kind, centre_id,
+                              window_id, channel, accepted_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+        rows,
+    )
+
+
+async def claim_keys(conn: Connection, claims: list[tuple[str, str, UUID]]) -> None:
+    await conn.executemany(
+        "INSERT INTO idempotency_keys (key, request_hash, case_id) VALUES ($1, $2, $3)", claims
+    )

@@ -179,6 +179,35 @@ async def test_retried_post_gives_one_case(client: httpx.AsyncClient) -> None:
     assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
+async def test_concurrent_posts_share_commits_without_losing_order(
+    client: httpx.AsyncClient,
+) -> None:
+    """Many requests at once are group-committed: each still gets its own case and a
+    gapless receipt number, and a key reused inside one batch is answered as a replay
+    (same body) or refused (other body), exactly as across batches."""
+    form = {"education": "college", "desired_occupation": "nurse"}
+    bodies = [case_body("HR-JOB-REGISTRATION", person(), form) for _ in range(60)]
+    key = f"batch-{uuid4()}"
+    twin = bodies[0]
+    answers = await asyncio.gather(
+        *(client.post("/cases", json=b) for b in bodies[1:]),
+        client.post("/cases", json=twin, headers={"Idempotency-Key": key}),
+        client.post("/cases", json=twin, headers={"Idempotency-Key": key}),
+        client.post("/cases", json=twin | {"window_id": "W09"}, headers={"Idempotency-Key": key}),
+    )
+    *plain, keyed_a, keyed_b, keyed_other = answers
+    assert all(r.status_code == 201 for r in plain), [r.text for r in plain]
+    assert {keyed_a.status_code, keyed_b.status_code} == {200, 201}
+    assert keyed_a.json()["case_id"] == keyed_b.json()["case_id"]
+    assert keyed_other.status_code == 422
+    assert keyed_other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    created = [*plain, keyed_a if keyed_a.status_code == 201 else keyed_b]
+    assert len({r.json()["case_id"] for r in created}) == 60
+    numbers = sorted(int(r.json()["receipt_no"].rsplit("-", 1)[1]) for r in created)
+    # Gapless: the 60 numbers are consecutive (other tests may hold numbers before them).
+    assert numbers == list(range(numbers[0], numbers[0] + 60))
+
+
 async def test_redelivered_records_change_nothing(
     client: httpx.AsyncClient, pipeline: Pipeline
 ) -> None:
