@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel
 
 from shared import aio, runtime
-from shared.consumer import BatchProcessor, ConsumerLoop, NotReadyError, Tx
+from shared.consumer import BatchProcessor, ConsumerLoop, NotReadyError, StatefulHandler, Tx
 from shared.db import Connection
 from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
 from shared.events import (
@@ -57,34 +58,82 @@ class UnexpectedEventError(ValueError):
     """A record on a department's topics that the department has no use for."""
 
 
+SubjectKey = tuple[str, str]  # (kind, subject_id)
+
+
+class SubjectCache:
+    """The subjects one batch touches: read in one query, written back in one.
+
+    Entries hold the JSON state (None: never seen). A handler that saves a subject and a
+    later task of the same batch that loads it see the same record, as they would with a
+    query per task inside the one transaction.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[SubjectKey, dict[str, Any] | None] = {}
+        self.dirty: dict[SubjectKey, None] = {}
+
+    async def prefetch(self, conn: Connection, keys: Iterable[SubjectKey]) -> None:
+        """Forget the last batch; read and lock ``keys`` (locked in key order, so two
+        replicas cannot deadlock on one pair of subjects)."""
+        self.states, self.dirty = {}, {}
+        wanted = sorted(set(keys))
+        if not wanted:
+            return
+        rows = await conn.fetch(
+            "SELECT s.kind, s.subject_id, s.state FROM subjects s "
+            "JOIN unnest($1::text[], $2::text[]) AS k(kind, subject_id) "
+            "USING (kind, subject_id) ORDER BY s.kind, s.subject_id FOR UPDATE OF s",
+            [k for k, _ in wanted],
+            [i for _, i in wanted],
+        )
+        self.states = dict.fromkeys(wanted)
+        for row in rows:
+            self.states[row["kind"], row["subject_id"]] = row["state"]
+
+    async def get(self, conn: Connection, key: SubjectKey) -> dict[str, Any] | None:
+        if key not in self.states:  # not foreseen by prefetch: read it on its own
+            self.states[key] = await conn.fetchval(
+                "SELECT state FROM subjects WHERE kind = $1 AND subject_id = $2 FOR UPDATE",
+                *key,
+            )
+        return self.states[key]
+
+    def put(self, key: SubjectKey, state: dict[str, Any]) -> None:
+        self.states[key] = state
+        self.dirty[key] = None
+
+    async def flush(self, conn: Connection) -> None:
+        if not self.dirty:
+            return
+        await conn.executemany(
+            """INSERT INTO subjects (kind, subject_id, state) VALUES ($1, $2, $3)
+               ON CONFLICT (kind, subject_id) DO UPDATE SET state = $3, updated_at = now()""",
+            [(kind, subject_id, self.states[kind, subject_id]) for kind, subject_id in self.dirty],
+        )
+        self.dirty = {}
+
+
 @dataclass
 class StepContext:
     """What a handler gets besides the task: the open transaction and the subject store."""
 
     department: str
     conn: Connection
+    subjects: SubjectCache = field(default_factory=SubjectCache)
 
     async def load(self, model: type[M], kind: str, subject_id: str) -> M:
         """The department's record of a subject (a person or company), locked for this
         transaction; a fresh one when never seen."""
-        row = await self.conn.fetchval(
-            "SELECT state FROM subjects WHERE kind = $1 AND subject_id = $2 FOR UPDATE",
-            kind,
-            subject_id,
-        )
-        if row is None:
+        state = await self.subjects.get(self.conn, (kind, subject_id))
+        if state is None:
             return model.model_validate({"subject_id": subject_id})
-        return model.model_validate(row)
+        return model.model_validate(state)
 
     async def save(self, kind: str, record: BaseModel) -> None:
+        """Keep the record; it is written with the rest of the batch, before the commit."""
         state = record.model_dump(mode="json")
-        await self.conn.execute(
-            """INSERT INTO subjects (kind, subject_id, state) VALUES ($1, $2, $3)
-               ON CONFLICT (kind, subject_id) DO UPDATE SET state = $3, updated_at = now()""",
-            kind,
-            state["subject_id"],
-            state,
-        )
+        self.subjects.put((kind, state["subject_id"]), state)
 
 
 ActionHandler = Callable[[StepContext, StepAssigned], Awaitable[Decision]]
@@ -144,33 +193,17 @@ class Department:
     def topics(self) -> list[str]:
         return [dept_tasks(self.name), *(dept_outcomes(d) for d in sorted(self.learners))]
 
-    def handler(self) -> Callable[[Tx, Event], Awaitable[None]]:
+    def handler(self) -> StatefulHandler:
         """The batch handler the consumer loop runs for every parsed event."""
+        return _DepartmentHandler(self)
 
-        async def handle(tx: Tx, event: Event) -> None:
-            ctx = StepContext(self.name, tx.conn)
-            if isinstance(event, StepAssigned):
-                await self._decide(tx, ctx, event)
-            elif isinstance(event, StepOutcome) and event.department in self.learners:
-                await self.learners[event.department](ctx, event)
-            else:
-                raise UnexpectedEventError(
-                    f"{self.name} has no use for {event.event_type} from {event.producer}"
-                )
-
-        return handle
-
-    async def _decide(self, tx: Tx, ctx: StepContext, task: StepAssigned) -> None:
+    async def decide(self, ctx: StepContext, tx: Tx, task: StepAssigned, *, ready: bool) -> None:
+        """Decide one task and emit its outcome (``ready``: the approval that released it,
+        if any, is in this department's inbox)."""
         if task.department != self.name:
             raise UnexpectedEventError(f"task for {task.department} on {self.name}'s topic")
-        if task.follows_department in self.learners and task.causation_id is not None:
-            # The step was released by another department's approval that we learn from:
-            # decide only once we have seen that approval ourselves.
-            seen = await tx.conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM inbox WHERE event_id = $1)", task.causation_id
-            )
-            if not seen:
-                raise NotReadyError(f"waiting for {task.follows_department} outcome")
+        if not ready:
+            raise NotReadyError(f"waiting for {task.follows_department} outcome")
         handler = self.actions.get(task.action)
         if handler is None:
             raise UnknownActionError(f"{self.name} has no action {task.action!r}")
@@ -178,6 +211,61 @@ class Department:
             await asyncio.sleep(self.slow_s)  # fault suite only: a department past its deadline
         decision = await handler(ctx, task)
         tx.emit(dept_outcomes(self.name), outcome_event(self.name, task, decision))
+
+    def waits_for(self, task: StepAssigned) -> UUID | None:
+        """The approval a task must wait for: released by another department's approval
+        that we learn from, it is decided only once we have seen that approval ourselves."""
+        if task.follows_department in self.learners and task.causation_id is not None:
+            return task.causation_id
+        return None
+
+
+class _DepartmentHandler(StatefulHandler):
+    """Runs a department over a batch: its subjects and the approvals its tasks wait for
+    are read in one query each; changed subjects are written back in one."""
+
+    def __init__(self, department: Department) -> None:
+        self.department = department
+        self.subjects = SubjectCache()
+        self.seen: set[UUID] = set()
+
+    async def load(self, conn: Connection, events: Sequence[Event]) -> None:
+        keys: list[SubjectKey] = []
+        waits: list[UUID] = []
+        for event in events:
+            if isinstance(event, StepAssigned):
+                kind = "person" if event.applicant.kind == "natural" else "company"
+                keys.append((kind, event.applicant.id_number))
+                if (approval := self.department.waits_for(event)) is not None:
+                    waits.append(approval)
+            elif isinstance(event, StepOutcome) and event.applicant_id:
+                # Learners usually update the applicant's record: read it with the rest.
+                keys += [("person", event.applicant_id), ("company", event.applicant_id)]
+        await self.subjects.prefetch(conn, keys)
+        self.seen = set()
+        if waits:
+            rows = await conn.fetch(
+                "SELECT event_id FROM inbox WHERE event_id = ANY($1::uuid[])", waits
+            )
+            self.seen = {r["event_id"] for r in rows}
+
+    async def __call__(self, tx: Tx, event: Event) -> None:
+        department = self.department
+        ctx = StepContext(department.name, tx.conn, self.subjects)
+        if isinstance(event, StepAssigned):
+            approval = department.waits_for(event)
+            await department.decide(ctx, tx, event, ready=approval is None or approval in self.seen)
+        elif isinstance(event, StepOutcome) and event.department in department.learners:
+            await department.learners[event.department](ctx, event)
+            # A task later in this batch may wait for exactly this approval.
+            self.seen.add(event.event_id)
+        else:
+            raise UnexpectedEventError(
+                f"{department.name} has no use for {event.event_type} from {event.producer}"
+            )
+
+    async def save(self, conn: Connection) -> None:
+        await self.subjects.flush(conn)
 
 
 def register_subject_rules(

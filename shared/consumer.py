@@ -104,6 +104,27 @@ class Tx:
 Handler = Callable[[Tx, Event], Awaitable[None]]
 
 
+class StatefulHandler:
+    """A handler that reads the state a batch needs in one query and writes it back in
+    one, instead of a database round trip per event.
+
+    The processor calls ``load`` with the batch's fresh events (after the inbox claim,
+    inside the batch transaction), then the handler for each event in order, then
+    ``save``. Handlers keep the loaded state in memory between the two. In careful mode
+    (one savepoint per record) the three run once per record, so a record rolled back
+    to its savepoint leaves nothing behind in memory either.
+    """
+
+    async def load(self, conn: Connection, events: Sequence[Event]) -> None:
+        """Read (and lock) what handling ``events`` needs; forget any earlier batch."""
+
+    async def __call__(self, tx: Tx, event: Event) -> None:
+        raise NotImplementedError
+
+    async def save(self, conn: Connection) -> None:
+        """Write back what the handlers changed since ``load``."""
+
+
 @dataclass
 class BatchResult:
     processed: int = 0
@@ -159,6 +180,8 @@ class BatchProcessor:
         result = BatchResult()
         async with self._pool.acquire() as conn, conn.transaction():
             fresh = await self._claim(conn, parsed)
+            if isinstance(self._handler, StatefulHandler):
+                await self._handler.load(conn, _fresh_events(parsed, fresh))
             rows: list[OutboxRow] = []
             seen: set[UUID] = set()
             for record, item in parsed:
@@ -180,6 +203,8 @@ class BatchProcessor:
                     raise _RetryCarefullyError from exc
                 rows += tx.rows
                 result.processed += 1
+            if isinstance(self._handler, StatefulHandler):
+                await self._handler.save(conn)
             await self._writer.write(conn, rows)
             result.emitted = len(rows)
         return result
@@ -253,7 +278,12 @@ class BatchProcessor:
                             result.duplicates += 1
                             continue
                         tx = Tx(conn, record, self._writer)
-                        await self._handler(tx, item)
+                        if isinstance(self._handler, StatefulHandler):
+                            await self._handler.load(conn, [item])
+                            await self._handler(tx, item)
+                            await self._handler.save(conn)
+                        else:
+                            await self._handler(tx, item)
                         await self._writer.write(conn, tx.rows)
                         result.emitted += len(tx.rows)
                         result.processed += 1
@@ -296,6 +326,12 @@ class BatchProcessor:
         return OutboxRow(
             record.dead_letter_id(), dlq(logical), record.key, record.value or b"", headers
         )
+
+
+def _fresh_events(
+    parsed: list[tuple[Record, Event | EventDecodeError]], fresh: set[UUID]
+) -> list[Event]:
+    return [item for _, item in parsed if isinstance(item, Event) and item.event_id in fresh]
 
 
 class RecordProcessor(Protocol):

@@ -12,7 +12,7 @@ up when it returns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse
 from services.intake import domain, store
 from services.intake.acceptor import Acceptor
 from shared.catalogue import Catalogue, default_catalogue
-from shared.consumer import BatchProcessor, ConsumerLoop, Tx
+from shared.consumer import BatchProcessor, ConsumerLoop, StatefulHandler, Tx
+from shared.db import Connection
 from shared.events import Event
 from shared.runtime import ServiceContext, open_service
 from shared.settings import Settings
@@ -45,9 +46,6 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
     state: dict[str, ServiceContext] = {}
     acceptor: dict[str, Acceptor] = {}
 
-    async def on_routing(tx: Tx, event: Event) -> None:
-        await store.apply_routing(tx.conn, event)
-
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         ctx = await open_service(
@@ -57,7 +55,9 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
             migrations=MIGRATIONS,
             topics=all_topics(catalogue.departments()),
         )
-        processor = BatchProcessor(settings, ctx.pool, ctx.writer, on_routing, consumer_name=NAME)
+        processor = BatchProcessor(
+            settings, ctx.pool, ctx.writer, StatusViews(), consumer_name=NAME
+        )
         loop = ConsumerLoop(settings, [CASES_ROUTING], group_id=NAME, processor=processor)
         ctx.loops.append(loop)
         state["ctx"] = ctx
@@ -131,6 +131,28 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         return JSONResponse(status_code=200 if body["database"] else 503, content=body)
 
     return app
+
+
+class StatusViews(StatefulHandler):
+    """Keeps intake's status view current from cases.routing, a batch at a time."""
+
+    def __init__(self) -> None:
+        self._views: dict[UUID, dict[str, Any]] = {}
+        self._changed: dict[UUID, None] = {}
+
+    async def load(self, conn: Connection, events: Sequence[Event]) -> None:
+        self._views = await store.load_views(conn, [e.case_id for e in events])
+        self._changed = {}
+
+    async def __call__(self, tx: Tx, event: Event) -> None:
+        view = self._views.get(event.case_id)
+        if view is None:
+            return  # accepted by another centre's intake: not in this view
+        store.apply_routing(view, event)
+        self._changed[event.case_id] = None
+
+    async def save(self, conn: Connection) -> None:
+        await store.save_views(conn, [self._views[c] for c in self._changed])
 
 
 def _status(row: dict[str, Any]) -> dict[str, Any]:

@@ -22,54 +22,65 @@ async def get_case(conn: Connection, case_id: UUID) -> dict[str, Any] | None:
     return None if row is None else dict(row)
 
 
-async def apply_routing(conn: Connection, event: Event) -> None:
-    """Keep the status view current from one cases.routing event."""
+VIEW_COLUMNS = (
+    "status",
+    "current_step",
+    "department",
+    "outcome",
+    "on_spot",
+    "reason_code",
+    "message",
+    "review_flag",
+    "routed_at",
+    "closed_at",
+)
+
+
+async def load_views(conn: Connection, case_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """The status columns of these cases, locked until the batch commits."""
+    rows = await conn.fetch(
+        f"SELECT case_id, {', '.join(VIEW_COLUMNS)} FROM cases "  # noqa: S608 - fixed names
+        "WHERE case_id = ANY($1::uuid[]) ORDER BY case_id FOR UPDATE",
+        list(set(case_ids)),
+    )
+    return {r["case_id"]: dict(r) for r in rows}
+
+
+async def save_views(conn: Connection, views: list[dict[str, Any]]) -> None:
+    if not views:
+        return
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(VIEW_COLUMNS, start=2))
+    await conn.executemany(
+        f"UPDATE cases SET {sets}, updated_at = now() WHERE case_id = $1",  # noqa: S608
+        [(v["case_id"], *(v[c] for c in VIEW_COLUMNS)) for v in views],
+    )
+
+
+def apply_routing(view: dict[str, Any], event: Event) -> None:
+    """Bring one case's status view up to date with one cases.routing event."""
     at = event.occurred_at
     if isinstance(event, CaseRouted):
-        await conn.execute(
-            "UPDATE cases SET routed_at = $2, updated_at = now(),"
-            " status = CASE WHEN status = 'accepted' THEN 'routed' ELSE status END"
-            " WHERE case_id = $1",
-            event.case_id,
-            at,
-        )
+        view["routed_at"] = at
+        if view["status"] == "accepted":
+            view["status"] = "routed"
     elif isinstance(event, CaseAdvanced):
-        await conn.execute(
-            "UPDATE cases SET current_step = $2, department = $3, updated_at = now(),"
-            " status = CASE WHEN status = 'closed' THEN status ELSE 'in_progress' END"
-            " WHERE case_id = $1",
-            event.case_id,
-            event.step_index,
-            event.department,
-        )
+        view["current_step"] = event.step_index
+        view["department"] = event.department
+        if view["status"] != "closed":
+            view["status"] = "in_progress"
     elif isinstance(event, CaseRejected):
-        await conn.execute(
-            "UPDATE cases SET reason_code = $2, message = $3, updated_at = now()"
-            " WHERE case_id = $1",
-            event.case_id,
-            event.reason_code,
-            event.message,
-        )
+        view["reason_code"] = event.reason_code
+        view["message"] = event.message
     elif isinstance(event, CaseClosed):
-        await conn.execute(
-            """UPDATE cases SET status = 'closed', outcome = $2, on_spot = $3,
-                   reason_code = COALESCE($4, reason_code), message = COALESCE($5, message),
-                   department = COALESCE($6, department), closed_at = $7, updated_at = now()
-               WHERE case_id = $1""",
-            event.case_id,
-            event.outcome,
-            event.on_spot,
-            event.reason_code,
-            event.message,
-            event.department,
-            at,
-        )
+        view["status"] = "closed"
+        view["outcome"] = event.outcome
+        view["on_spot"] = event.on_spot
+        view["reason_code"] = event.reason_code or view["reason_code"]
+        view["message"] = event.message or view["message"]
+        view["department"] = event.department or view["department"]
+        view["closed_at"] = at
     elif isinstance(event, CaseReviewFlagged):
-        await conn.execute(
-            "UPDATE cases SET review_flag = $2, updated_at = now() WHERE case_id = $1",
-            event.case_id,
-            f"{event.department}: {event.reason_code}: {event.message}",
-        )
+        view["review_flag"] = f"{event.department}: {event.reason_code}: {event.message}"
 
 
 async def take_receipts(conn: Connection, centre_id: str, day: date, count: int) -> int:
