@@ -24,9 +24,7 @@ class RouterHandler(StatefulHandler):
         self._new_rejected: list[tuple[UUID, str]] = []
 
     async def load(self, conn: Connection, events: Sequence[Event]) -> None:
-        self._cases, self._rejected = await store.load_for_update(
-            conn, [e.case_id for e in events]
-        )
+        self._cases, self._rejected = await store.load_for_update(conn, [e.case_id for e in events])
         self._new, self._changed, self._new_rejected = {}, {}, []
 
     async def __call__(self, tx: Tx, event: Event) -> None:
