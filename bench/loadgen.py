@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
+
+IDLE_LIMIT_S = 2.0  # well under uvicorn's 5 s keep-alive timeout
 
 
 class HttpError(Exception):
@@ -47,6 +50,7 @@ class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = time.monotonic()
 
     async def exchange(self, request: bytes) -> Answer:
         self.writer.write(request)
@@ -83,6 +87,11 @@ class Client:
         bounds the wait (``asyncio.timeout``); a cancelled exchange drops its connection."""
         async with self._slots:
             conn = self._idle.pop() if self._idle else None
+            if conn is not None and time.monotonic() - conn.idle_since > IDLE_LIMIT_S:
+                # The server may be closing it right now (keep-alive timeout): a POST is
+                # not retried, so never send one on a connection that may be going away.
+                conn.close()
+                conn = None
             if conn is None:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
                 conn = _Conn(reader, writer)
@@ -91,6 +100,7 @@ class Client:
             except BaseException:
                 conn.close()
                 raise
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
             return answer
 

@@ -378,6 +378,10 @@ class ConsumerLoop:
                 *self._topics,
                 group_id=self._group,
                 max_poll_records=self._settings.consumer_max_records,
+                # Let the broker gather a few records per fetch: fewer, fuller batches
+                # (one transaction each) for at most fetch_max_wait_ms more latency.
+                fetch_min_bytes=self._settings.consumer_fetch_min_bytes,
+                fetch_max_wait_ms=self._settings.consumer_fetch_max_wait_ms,
             )
             if self._pattern is not None:
                 consumer.subscribe(pattern=self._pattern)

@@ -26,7 +26,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "acks": "all",
         # A few milliseconds of lingering lets a relay batch fill without hurting latency.
-        "linger_ms": 2,
+        "linger_ms": settings.producer_linger_ms,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
     }

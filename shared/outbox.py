@@ -3,9 +3,9 @@
 A service never publishes to Kafka from a handler. It writes the outgoing record into
 its ``outbox`` table in the same transaction as the state change that caused it; the
 relay publishes unsent rows in id order with an idempotent producer (acks=all), awaits
-the whole batch, then marks the rows sent. A crash between publish and mark publishes
-the same event_id again on restart, which every consumer's inbox absorbs: effectively
-once, never lost.
+the whole batch, then deletes the published rows in the same transaction. A crash
+between publish and delete publishes the same event_id again on restart, which every
+consumer's inbox absorbs: effectively once, never lost.
 """
 
 from __future__ import annotations
@@ -142,9 +142,10 @@ class OutboxRelay:
             await asyncio.gather(*futures)
             if self._faults is not None:
                 self._faults.reach("after_relay_publish")
+            # Delete rather than mark: an UPDATE writes a new version of every row, value
+            # and all; a DELETE only flags the old one. Kafka holds what was sent.
             await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
+                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
             )
         self.published += len(rows)
         return len(rows)
@@ -153,24 +154,18 @@ class OutboxRelay:
         value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         return int(value or 0)
 
-    async def purge_sent(self, older_than_s: float = 3600) -> None:
-        await self._pool.execute(
-            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", older_than_s
-        )
-
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; survive Kafka and PostgreSQL outages with back-off."""
         backoff = 0.2
-        cycles = 0
         while not stop.is_set():
             try:
-                while await self.publish_pending():
+                # Clear before publishing: a wake-up from a commit made meanwhile is kept,
+                # so the loop goes round at once instead of running an empty query now.
+                self._wake.clear()
+                while await self.publish_pending() >= self._settings.outbox_batch_size:
                     pass
                 backoff = 0.2
                 self.last_error = None
-                cycles += 1
-                if cycles % 1000 == 0:
-                    await self.purge_sent()
             except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Kafka or PostgreSQL is away: the rows stay unsent and are retried.
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -179,7 +174,6 @@ class OutboxRelay:
                 await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self._wake.clear()
             await wait_any(self._wake, stop, seconds=self._settings.outbox_poll_interval_s)
         # Last drain on shutdown, so a graceful stop leaves nothing behind that it could send.
         with contextlib.suppress(Exception):

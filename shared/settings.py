@@ -48,6 +48,22 @@ class Settings(BaseSettings):
     consumer_batch_timeout_ms: int = Field(
         default=20, ge=0, description="How long a consumer waits to fill a batch."
     )
+    consumer_fetch_min_bytes: int = Field(
+        default=1,
+        ge=1,
+        description="Bytes the broker gathers before answering a service's fetch "
+        "(it answers anyway after consumer_fetch_max_wait_ms).",
+    )
+    consumer_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        description="Longest wait for consumer_fetch_min_bytes. Measured: 16 KiB / 20 ms "
+        "cost more broker CPU at low rates (a fetch every 20 ms per consumer) and gained "
+        "nothing under load, where batches fill anyway while a transaction runs.",
+    )
+    producer_linger_ms: int = Field(
+        default=5, ge=0, description="How long the relay's producer waits to fill a batch."
+    )
     outbox_poll_interval_s: float = Field(
         default=0.5, gt=0, description="Relay poll period when nothing woke it up."
     )
