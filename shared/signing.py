@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ from cryptography.hazmat.primitives.serialization import (
 
 SIGNER_HEADER = "onedoor-signer"
 SIGNATURE_HEADER = "onedoor-signature"
+# Domain separation for record_digest: a verdict digest can never collide with a plain
+# content hash of some record value.
+_VERDICT_TAG = b"onedoor-signature-verdict/v1\x00"
+_MAC_KEY_TAG = b"onedoor-verdict-mac-key/v1\x00"
 
 
 class SigningKeyError(LookupError):
@@ -77,11 +82,73 @@ class Signer:
         return [(SIGNER_HEADER, self.service), (SIGNATURE_HEADER, self.sign(value))]
 
 
+def record_digest(public_key: bytes, signer: str, signature: str, value: bytes) -> bytes:
+    """SHA-256 of everything one Ed25519 verdict depends on: the signer's raw public key,
+    the signer and signature headers and the exact record value bytes.
+
+    Two records with the same digest get the same answer from :meth:`PublicKeys.verify`,
+    so a verdict stored under this digest (the audit store keeps one per record it
+    ingested) may stand in for re-checking exactly those bytes, and no others. The
+    lengths are framed, so no shift of bytes between the fields gives the same digest.
+    """
+    return signer_digest(digest_prefix(public_key, signer), signature, value)
+
+
+def digest_prefix(public_key: bytes, signer: str) -> bytes:
+    """The part of :func:`record_digest`'s input fixed by the signer (a replay keeps one
+    per signer and hashes only the rest per record)."""
+    name = signer.encode("utf-8", "surrogatepass")
+    return b"".join(
+        (
+            _VERDICT_TAG,
+            len(public_key).to_bytes(4, "big"),
+            public_key,
+            len(name).to_bytes(4, "big"),
+            name,
+        )
+    )
+
+
+def signer_digest(prefix: bytes, signature: str, value: bytes) -> bytes:
+    """:func:`record_digest` from the signer's :func:`digest_prefix`."""
+    sig = signature.encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(prefix)
+    digest.update(len(sig).to_bytes(4, "big") + sig)
+    digest.update(value)
+    return digest.digest()
+
+
+def verdict_mac_key(signer: Signer) -> bytes:
+    """A secret derived from a service's private key, for MACs over the verdicts it stores.
+
+    Whoever may only write to the database cannot make a stored verdict that a replay
+    accepts: the replay recomputes the MAC with the same secret, read from the keys
+    folder, and ignores (re-checks) every verdict whose MAC does not match.
+    """
+    raw = signer.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return hashlib.sha256(_MAC_KEY_TAG + raw).digest()
+
+
+def verdict_mac(mac_key: bytes, event_id: bytes, record_hash: bytes, valid: bool) -> bytes:
+    """A MAC binding a verdict (event id, record digest, answer) to the MAC key: keyed
+    BLAKE2b (RFC 7693's MAC mode), 32 bytes; a replay checks one per stored verdict."""
+    body = event_id + record_hash + (b"\x01" if valid else b"\x00")
+    return hashlib.blake2b(body, key=mac_key, digest_size=32).digest()
+
+
+def key_fingerprint(public_key: bytes) -> bytes:
+    """SHA-256 of a raw public key: names the key a stored verdict was computed with."""
+    return hashlib.sha256(public_key).digest()
+
+
 class PublicKeys:
     """The registry of public keys: every ``*.pub`` in the keys folder."""
 
     def __init__(self, keys: dict[str, Ed25519PublicKey]) -> None:
         self._keys = keys
+        self._raw = {
+            name: key.public_bytes(Encoding.Raw, PublicFormat.Raw) for name, key in keys.items()
+        }
 
     @classmethod
     def load(cls, keys_dir: Path) -> PublicKeys:
@@ -90,6 +157,13 @@ class PublicKeys:
             for p in sorted(keys_dir.glob("*.pub"))
         }
         return cls(keys)
+
+    def raw(self, signer: str) -> bytes | None:
+        """The signer's raw 32-byte public key, or ``None`` when the registry has none."""
+        return self._raw.get(signer)
+
+    def signers(self) -> frozenset[str]:
+        return frozenset(self._keys)
 
     def verify(self, signer: str, value: bytes, signature_b64: str) -> bool:
         key = self._keys.get(signer)

@@ -24,13 +24,14 @@ import gc
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union, cast
 from uuid import UUID
 
+from pydantic import Field, Strict, TypeAdapter, create_model
 from pydantic_core import from_json
 
 from shared.catalogue import Catalogue, Item
@@ -50,8 +51,9 @@ from shared.events import (
     StepOutcome,
     StepRejected,
     parse_event,
+    registry,
 )
-from shared.signing import PublicKeys
+from shared.signing import PublicKeys, digest_prefix, signer_digest
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, OPS_REDRIVES, dept_outcomes, dept_tasks
 
 __all__ = [
@@ -161,6 +163,56 @@ def _decode(value: bytes) -> Event | EventDecodeError:
         return exc
 
 
+def _wire_model(cls: type[Event]) -> type[Event]:
+    """``cls`` as it travels: ``event_type`` and ``schema_version`` become (excluded)
+    fields beside the others, so one validator takes the record's JSON bytes straight
+    to a ``cls`` instance (a subclass: isinstance, attributes and to_dict all agree).
+
+    It accepts no more than parse_event does: the type must be this one, the version
+    exactly the current one (a strict int, so neither ``true`` nor ``1.0``; older
+    versions need parse_event's upcasters), every other field is ``cls``'s own with
+    ``cls``'s config (``extra="forbid"`` included).
+    """
+    version = cls.schema_version
+    tag: Any = Literal[cls.event_type]  # a type built at run time, one per event type
+    wire: type[Event] = create_model(
+        f"_Wire{cls.__name__}",
+        __base__=cls,
+        __module__=__name__,
+        wire_event_type=(tag, Field(alias="event_type", exclude=True)),
+        wire_schema_version=(
+            Annotated[int, Strict()],
+            Field(alias="schema_version", exclude=True, ge=version, le=version),
+        ),
+    )
+    return wire
+
+
+def _wire_validator(classes: Iterable[type[Event]]) -> Any:
+    # A model validator would see the wire fields too: such a class keeps to parse_event.
+    wires: Any = tuple(
+        _wire_model(cls) for cls in classes if not cls.__pydantic_decorators__.model_validators
+    )
+    union: Any = Annotated[Union[wires], Field(discriminator="wire_event_type")]  # noqa: UP007
+    return TypeAdapter(union).validator
+
+
+# Every event type registered when this module was imported; a record of any other
+# type (or version, or shape) takes parse_event's path and gets its exact verdict.
+_WIRE = _wire_validator(registry.classes().values())
+
+
+def _decode_fast(value: bytes) -> Event | EventDecodeError:
+    """:func:`_decode`, in one pass over the bytes for the usual record: the wire
+    validator accepts only what parse_event accepts, with the same field values, and
+    whatever it refuses goes to :func:`_decode` for parse_event's own verdict."""
+    try:
+        event: Event = _WIRE.validate_json(value)
+    except ValueError:
+        return _decode(value)
+    return event
+
+
 def decode(record: LogRecord) -> Event | None:
     """The record's event, or ``None`` when it does not parse as a registered event."""
     result = _decode(record.value)
@@ -220,6 +272,8 @@ class VerifyReport:
     events: int  # distinct event ids
     cases: int  # distinct accepted cases
     violations: list[Violation] = field(default_factory=list)
+    signatures_checked: int = 0  # Ed25519 checks made by this replay
+    signatures_reused: int = 0  # good verdicts reused for byte-identical records
 
     def errors(self) -> list[Violation]:
         """The violations that break the zero-error promise (flags excluded)."""
@@ -260,6 +314,32 @@ _Head = _Accepted | _Routed | _Rejected | _Closed | str | None
 H = TypeVar("H", _Accepted, _Routed, _Rejected, _Closed)
 
 
+# What _Fact keeps of each class of event, decided once per class: isinstance on a
+# pydantic model runs ABCMeta's check in Python code, and a replay would make several
+# per record. In the order _Fact tests them; the flag says "a DeadLetterRedriven".
+_STEP, _STEP_REJECTED, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _PLAIN = range(7)
+_SHAPES: dict[type, tuple[int, bool]] = {}
+
+
+def _shape(cls: type) -> tuple[int, bool]:
+    found = _SHAPES.get(cls)
+    if found is None:
+        if issubclass(cls, StepAssigned | CaseAdvanced | StepOutcome):
+            shape = _STEP_REJECTED if issubclass(cls, StepRejected) else _STEP
+        elif issubclass(cls, CaseAccepted):
+            shape = _ACCEPTED
+        elif issubclass(cls, CaseRouted):
+            shape = _ROUTED
+        elif issubclass(cls, CaseRejected):
+            shape = _REJECTED
+        elif issubclass(cls, CaseClosed):
+            shape = _CLOSED
+        else:
+            shape = _PLAIN
+        found = _SHAPES[cls] = (shape, issubclass(cls, DeadLetterRedriven))
+    return found
+
+
 class _Fact:
     """One event as the rules need it, and where it sits in the log.
 
@@ -297,31 +377,37 @@ class _Fact:
         self.offset = record.offset
         self.value = record.value
         self.head: _Head = None
-        if isinstance(event, StepAssigned | CaseAdvanced | StepOutcome):
-            self.step_index: int | None = event.step_index
-            self.department: str | None = event.department
-            self.action: str | None = event.action
-            self.review = event.review
-            if isinstance(event, StepRejected):
-                self.head = event.reason_code
+        shape = _shape(type(event))[0]
+        if shape <= _STEP_REJECTED:
+            step = cast("StepAssigned | CaseAdvanced | StepOutcome", event)
+            self.step_index: int | None = step.step_index
+            self.department: str | None = step.department
+            self.action: str | None = step.action
+            self.review = step.review
+            if shape == _STEP_REJECTED:
+                self.head = cast("StepRejected", event).reason_code
             return
         self.step_index = self.department = self.action = None
         self.review = False
-        if isinstance(event, CaseAccepted):
-            self.head = _Accepted(event.item_code, event.applicant.kind)
-        elif isinstance(event, CaseRouted):
-            steps = tuple((s.index, s.department, s.action) for s in event.steps)
+        if shape == _ACCEPTED:
+            accepted = cast("CaseAccepted", event)
+            self.head = _Accepted(accepted.item_code, accepted.applicant.kind)
+        elif shape == _ROUTED:
+            routed = cast("CaseRouted", event)
+            steps = tuple((s.index, s.department, s.action) for s in routed.steps)
             self.head = _Routed(
-                event.item_code,
-                event.catalogue_version,
+                routed.item_code,
+                routed.catalogue_version,
                 steps,
-                event.settle_on_spot,
-                event.promised_by,
+                routed.settle_on_spot,
+                routed.promised_by,
             )
-        elif isinstance(event, CaseRejected):
-            self.head = _Rejected(event.catalogue_version, event.reason_code)
-        elif isinstance(event, CaseClosed):
-            self.head = _Closed(event.outcome, event.on_spot)
+        elif shape == _REJECTED:
+            rejected = cast("CaseRejected", event)
+            self.head = _Rejected(rejected.catalogue_version, rejected.reason_code)
+        elif shape == _CLOSED:
+            closed = cast("CaseClosed", event)
+            self.head = _Closed(closed.outcome, closed.on_spot)
 
     @property
     def position(self) -> tuple[str, int, int]:
@@ -370,19 +456,41 @@ def _in_time_order(facts: list[_Fact]) -> list[_Fact]:
 
 
 class _SignatureCache:
-    """PublicKeys.verify with its answers remembered: a re-delivered record (same
-    signer, signature and value) costs a hash and a lookup instead of an Ed25519 check.
-    The value is remembered by its BLAKE2b digest, not kept."""
+    """PublicKeys.verify, with two shortcuts that never trust a verdict for bytes it was
+    not computed on. Every record is named by its ``record_digest`` (the signer's public
+    key in this registry, the signer and signature headers, the exact value bytes):
 
-    def __init__(self, keys: PublicKeys) -> None:
+    - a digest in ``verified`` (the good verdicts the audit store recorded at ingest)
+      is a good signature: the very same check was made on the very same input;
+    - a digest seen earlier in this replay (a re-delivered record) gets the same answer.
+
+    Anything else, a record altered after ingest included, is checked with Ed25519 here.
+    A stored verdict can only excuse the exact bytes it was computed on; it never
+    condemns (a bad signature is always checked again)."""
+
+    def __init__(self, keys: PublicKeys, verified: Container[bytes]) -> None:
         self._keys = keys
-        self._seen: dict[tuple[str, str, bytes], bool] = {}
+        self._verified = verified
+        self._seen: dict[bytes, bool] = {}
+        self._prefixes: dict[str, bytes] = {}  # signer -> its digest_prefix
+        self.reused = 0
+        self.checked = 0
 
     def ok(self, signer: str, value: bytes, signature: str) -> bool:
-        key = (signer, signature, hashlib.blake2b(value, digest_size=16).digest())
-        result = self._seen.get(key)
+        prefix = self._prefixes.get(signer)
+        if prefix is None:
+            raw = self._keys.raw(signer)
+            if raw is None:
+                return False  # PublicKeys.verify's answer for a signer without a key
+            prefix = self._prefixes[signer] = digest_prefix(raw, signer)
+        digest = signer_digest(prefix, signature, value)
+        if digest in self._verified:
+            self.reused += 1
+            return True
+        result = self._seen.get(digest)
         if result is None:
-            result = self._seen[key] = self._keys.verify(signer, value, signature)
+            self.checked += 1
+            result = self._seen[digest] = self._keys.verify(signer, value, signature)
         return result
 
 
@@ -449,7 +557,9 @@ class _Reader:
     """The first pass: per record, the header checks and the parse; per event id, one
     canonical copy (the lowest log position) and every copy that contradicts it."""
 
-    def __init__(self, keys: PublicKeys, check_signatures: bool) -> None:
+    def __init__(
+        self, keys: PublicKeys, check_signatures: bool, verified: Container[bytes]
+    ) -> None:
         self.found: list[Violation] = []
         self.records = 0
         self.redrives = 0
@@ -458,7 +568,7 @@ class _Reader:
         self.events: dict[int, _Fact] = {}
         self.cases: dict[int, _CaseLog] = {}
         self._again: dict[int, list[_Fact]] = {}
-        self._signatures = _SignatureCache(keys) if check_signatures else None
+        self.signatures = _SignatureCache(keys, verified) if check_signatures else None
         self._owners: dict[str, str | None] = {}
 
     def _signed_right(self, topic: str, signer: str, event: Event) -> bool:
@@ -475,7 +585,7 @@ class _Reader:
 
     def read(self, record: LogRecord) -> None:
         self.records += 1
-        event = _decode(record.value)
+        event = _decode_fast(record.value)
         if isinstance(event, EventDecodeError):
             # Not an event at all: that is the finding; who signed the bytes is moot.
             detail = _short(f"not an event: {event}")
@@ -485,7 +595,7 @@ class _Reader:
         signer, signature = record.signer, record.signature
         if not signer or not signature:
             self.found.append(fact.violation(MISSING_SIGNATURE, "record is not signed"))
-        elif self._signatures is not None and not self._signatures.ok(
+        elif self.signatures is not None and not self.signatures.ok(
             signer, record.value, signature
         ):
             self.found.append(
@@ -494,9 +604,9 @@ class _Reader:
         if signer and not self._signed_right(record.topic, signer, event):
             problems = _signer_problems(record.topic, signer, event)
             self.found.append(fact.violation(WRONG_SIGNER, "; ".join(problems)))
-        if isinstance(event, DeadLetterRedriven):
-            # An operator's action, not a step of the case: counted, signature-checked,
-            # and kept out of the case invariants.
+        if _shape(type(event))[1]:
+            # A DeadLetterRedriven, an operator's action, not a step of the case: counted,
+            # signature-checked, and kept out of the case invariants.
             self.redrives += 1
             return
         event_id = fact.event_id.int
@@ -544,12 +654,17 @@ def verify(
     keys: PublicKeys,
     now: datetime,
     check_signatures: bool = True,
+    verified: Container[bytes] = frozenset(),
 ) -> VerifyReport:
     """Replay the log and report every violation of the zero-error invariants.
 
     ``check_signatures=False`` skips the Ed25519 checks only (the costly part); a
     missing header and a signer not allowed on the topic are reported either way.
-    Violations come sorted by log position, then kind.
+    ``verified`` holds the ``shared.signing.record_digest`` of records whose signature
+    was already found good (by the audit service, at ingest): a record whose digest is
+    in it needs no Ed25519 check again; any other record, one whose bytes or headers
+    changed since included, is checked here. Empty (the default): every signature is
+    checked. Violations come sorted by log position, then kind.
 
     Beyond the letter of each kind, decided here:
 
@@ -569,7 +684,9 @@ def verify(
       (an outcome reported as unassigned still counts as the case's outcome).
     """
     with _gc_paused():
-        return _verify(records, catalogue, keys, now, check_signatures=check_signatures)
+        return _verify(
+            records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
+        )
 
 
 @contextmanager
@@ -594,8 +711,9 @@ def _verify(
     now: datetime,
     *,
     check_signatures: bool,
+    verified: Container[bytes],
 ) -> VerifyReport:
-    reader = _Reader(keys, check_signatures)
+    reader = _Reader(keys, check_signatures, verified)
     for record in records:
         reader.read(record)
     reader.resolve_duplicates()
@@ -612,8 +730,14 @@ def _verify(
             )
 
     found.sort(key=lambda v: (v.topic, v.partition, v.offset, v.kind, str(v.event_id)))
+    signatures = reader.signatures
     return VerifyReport(
-        records=reader.records, events=len(reader.events), cases=accepted_cases, violations=found
+        records=reader.records,
+        events=len(reader.events),
+        cases=accepted_cases,
+        violations=found,
+        signatures_checked=signatures.checked if signatures else 0,
+        signatures_reused=signatures.reused if signatures else 0,
     )
 
 

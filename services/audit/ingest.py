@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 
 from services.audit import store
 from services.audit.domain import LogRecord, decode
 from shared.consumer import BatchResult, Record
+from shared.events import Event
 from shared.settings import Settings
-from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER
+from shared.signing import (
+    SIGNATURE_HEADER,
+    SIGNER_HEADER,
+    PublicKeys,
+    Signer,
+    key_fingerprint,
+    record_digest,
+    verdict_mac,
+    verdict_mac_key,
+)
+
+# The service whose private key keys the MACs over stored verdicts (the audit's own).
+VERDICT_SIGNER = "audit"
 
 
 def event_log_pattern(settings: Settings) -> str:
@@ -41,13 +55,71 @@ def log_record(settings: Settings, record: Record) -> LogRecord:
     )
 
 
-class AuditIngest:
-    """Appends each batch to the store and refreshes the affected cases' projection, in
-    one transaction; the consumer loop commits offsets after it."""
+class SignatureJudge:
+    """Checks each record's Ed25519 signature once, at ingest, and says so as a
+    :class:`store.Verdict` keyed by the record's digest (see ``record_digest``)."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, keys_dir: Path, keys: PublicKeys | None = None, mac_key: bytes | None = None
+    ) -> None:
+        self._keys_dir = keys_dir
+        self._keys = keys if keys is not None else PublicKeys.load(keys_dir)
+        self._mac_key = (
+            mac_key
+            if mac_key is not None
+            else verdict_mac_key(Signer.load(keys_dir, VERDICT_SIGNER))
+        )
+
+    def _reload(self) -> None:
+        # A service started after the audit: its public key may be new since load.
+        if self._keys_dir.is_dir():
+            self._keys = PublicKeys.load(self._keys_dir)
+
+    def verdicts(self, batch: Sequence[tuple[LogRecord, Event | None]]) -> list[store.Verdict]:
+        """A verdict for each signed event whose signer has a key; none for the rest
+        (a replay checks those itself, and reports what it finds)."""
+        found: list[store.Verdict] = []
+        reloaded = False
+        for record, event in batch:
+            signer, signature = record.signer, record.signature
+            if event is None or not signer or not signature:
+                continue
+            raw = self._keys.raw(signer)
+            if raw is None and not reloaded:
+                reloaded = True
+                self._reload()
+                raw = self._keys.raw(signer)
+            if raw is None:
+                continue
+            digest = record_digest(raw, signer, signature, record.value)
+            valid = self._keys.verify(signer, record.value, signature)
+            found.append(
+                store.Verdict(
+                    event_id=event.event_id,
+                    record_hash=digest,
+                    signer=signer,
+                    key_fingerprint=key_fingerprint(raw),
+                    valid=valid,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    mac=verdict_mac(self._mac_key, event.event_id.bytes, digest, valid),
+                )
+            )
+        return found
+
+
+class AuditIngest:
+    """Appends each batch to the store, with a signature verdict per record, and
+    refreshes the affected cases' projection, in one transaction; the consumer loop
+    commits offsets after it."""
+
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, keys: PublicKeys | None = None
+    ) -> None:
         self._settings = settings
         self._pool = pool
+        self._judge = SignatureJudge(settings.keys_dir, keys)
         self.totals = store.IngestResult()
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
@@ -55,8 +127,10 @@ class AuditIngest:
         for record in records:
             entry = log_record(self._settings, record)
             batch.append((entry, decode(entry)))
+        verdicts = self._judge.verdicts(batch)
         async with self._pool.acquire() as conn, conn.transaction():
             result, cases = await store.ingest(conn, batch)
+            await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
             await store.refresh_views(conn, cases)
         for name in ("stored", "duplicates", "conflicts", "malformed"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))

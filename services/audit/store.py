@@ -3,8 +3,11 @@ the case-history projection built from it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import json
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +16,7 @@ from uuid import UUID
 from services.audit.domain import BROKEN_HASH_CHAIN, LogRecord, Violation, project
 from shared.db import Connection
 from shared.events import Event, parse_event
+from shared.signing import verdict_mac
 
 GENESIS = "0" * 64
 
@@ -160,6 +164,73 @@ async def ingest(
     return result, set(cases)
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One Ed25519 check made at ingest (see migration 002 and shared.signing.record_digest)."""
+
+    event_id: UUID
+    record_hash: bytes  # record_digest(public key, signer, signature, value)
+    signer: str
+    key_fingerprint: bytes
+    valid: bool
+    topic: str
+    partition: int
+    offset: int
+    mac: bytes | None  # verdict_mac(audit's MAC key, event id, record_hash, valid)
+
+
+async def record_verdicts(conn: Connection, topic_prefix: str, verdicts: Sequence[Verdict]) -> int:
+    """Append the verdicts not stored yet (inside the caller's transaction); return how many."""
+    if not verdicts:
+        return 0
+    added = await conn.fetchval(
+        "WITH added AS ("
+        " INSERT INTO signature_verdicts (event_id, record_hash, signer, key_fingerprint, valid,"
+        " topic_prefix, topic, kafka_partition, kafka_offset, mac)"
+        " SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::bytea[], $5::bool[],"
+        " $6::text[], $7::text[], $8::int[], $9::bigint[], $10::bytea[])"
+        " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM added",
+        [v.event_id for v in verdicts],
+        [v.record_hash for v in verdicts],
+        [v.signer for v in verdicts],
+        [v.key_fingerprint for v in verdicts],
+        [v.valid for v in verdicts],
+        [topic_prefix] * len(verdicts),
+        [v.topic for v in verdicts],
+        [v.partition for v in verdicts],
+        [v.offset for v in verdicts],
+        [v.mac for v in verdicts],
+    )
+    return int(added)
+
+
+_VERDICT_ROW = 16 + 32 + 32  # event id, record digest, MAC
+
+
+async def verified_digests(conn: Connection, topic_prefix: str, mac_key: bytes) -> set[bytes]:
+    """The record digests whose signature verified at ingest, for one deployment: only
+    verdicts whose MAC checks under ``mac_key`` (see ``shared.signing.verdict_mac``), so
+    a row written into the table by anyone else vouches for nothing.
+
+    One bytea (80 bytes per verdict, lengths fixed by the table's CHECKs) instead of a
+    row each: a replay loads hundreds of thousands of them.
+    """
+    blob = await conn.fetchval(
+        "SELECT string_agg(uuid_send(event_id) || record_hash || mac, ''::bytea)"
+        " FROM signature_verdicts WHERE valid AND mac IS NOT NULL AND topic_prefix = $1",
+        topic_prefix,
+    )
+    verified: set[bytes] = set()
+    if not blob:
+        return verified
+    data = bytes(blob)
+    for i in range(0, len(data), _VERDICT_ROW):
+        event_id, record_hash, mac = data[i : i + 16], data[i + 16 : i + 48], data[i + 48 : i + 80]
+        if hmac.compare_digest(verdict_mac(mac_key, event_id, record_hash, True), mac):
+            verified.add(record_hash)
+    return verified
+
+
 async def case_events(conn: Connection, case_ids: Iterable[UUID]) -> list[Event]:
     rows = await conn.fetch(
         "SELECT value FROM events WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, case_seq",
@@ -201,6 +272,116 @@ async def rebuild(conn: Connection) -> str:
         [(case_id, view.to_json()) for case_id, view in views.items()],
     )
     return views_digest(view.to_json() for view in views.values())
+
+
+# The walk of check_chains, in the database: same order (case, sequence), same hashes
+# (content_hash is sha256 hex of the stored bytes; chain_hash is sha256 hex of
+# "prev:content:event_id" with the canonical lowercase UUID text), each problem a flag.
+# $2: the cases to walk (NULL: every case).
+_CHAIN_WALK = """
+WITH walk AS (
+    SELECT case_id, event_id, case_seq, topic, kafka_partition, kafka_offset,
+           prev_hash, content_hash, chain_hash,
+           encode(sha256(value), 'hex') AS actual_content,
+           row_number() OVER w AS expected_seq,
+           coalesce(lag(chain_hash) OVER w, $1::text) AS expected_prev
+    FROM events
+    WHERE $2::uuid[] IS NULL OR case_id = ANY($2::uuid[])
+    WINDOW w AS (PARTITION BY case_id ORDER BY case_seq)
+), judged AS (
+    SELECT *,
+           case_seq <> expected_seq AS bad_seq,
+           prev_hash <> expected_prev AS bad_prev,
+           content_hash <> actual_content AS bad_content,
+           chain_hash <> encode(sha256(convert_to(
+               expected_prev || ':' || actual_content || ':' || event_id::text, 'UTF8')), 'hex')
+               AS bad_link
+    FROM walk
+)
+SELECT * FROM judged WHERE bad_seq OR bad_prev OR bad_content OR bad_link
+ORDER BY case_id, case_seq
+"""
+
+# The walk in two halves that two backends run side by side. Where a row's stored bytes
+# match its content_hash, "prev:content_hash:event_id" is exactly what the walk hashes;
+# so the walk's findings are the links half's for every case the content half clears,
+# and _CHAIN_WALK's own for the (rare) cases it does not.
+_ALTERED_CASES = """
+SELECT DISTINCT case_id FROM events WHERE content_hash <> encode(sha256(value), 'hex')
+"""
+_LINKS = """
+WITH walk AS (
+    SELECT case_id, event_id, case_seq, topic, kafka_partition, kafka_offset,
+           prev_hash, content_hash, chain_hash,
+           row_number() OVER w AS expected_seq,
+           coalesce(lag(chain_hash) OVER w, $1::text) AS expected_prev
+    FROM events
+    WINDOW w AS (PARTITION BY case_id ORDER BY case_seq)
+), judged AS (
+    SELECT *,
+           case_seq <> expected_seq AS bad_seq,
+           prev_hash <> expected_prev AS bad_prev,
+           false AS bad_content,
+           chain_hash <> encode(sha256(convert_to(
+               expected_prev || ':' || content_hash || ':' || event_id::text, 'UTF8')), 'hex')
+               AS bad_link
+    FROM walk
+)
+SELECT * FROM judged WHERE bad_seq OR bad_prev OR bad_link
+"""
+_SNAPSHOT_ID = re.compile(r"^[0-9A-Fa-f-]+$")
+
+
+async def check_chains_in_database(
+    conn: Connection, other: Connection | None = None
+) -> list[Violation]:
+    """:func:`check_chains`, computed by PostgreSQL: only the rows that do not link travel.
+
+    The same walk, hashes and findings (tests compare the two). Given a second
+    connection, its two halves run on two backends at once, in one snapshot; a replay
+    runs this while it reads Kafka itself.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if other is None:
+            altered = await conn.fetch(_ALTERED_CASES)
+            links = await conn.fetch(_LINKS, GENESIS)
+        else:
+            snapshot = str(await conn.fetchval("SELECT pg_export_snapshot()"))
+            if not _SNAPSHOT_ID.match(snapshot):
+                raise ValueError(f"unexpected snapshot id {snapshot!r}")
+            async with other.transaction(isolation="repeatable_read", readonly=True):
+                await other.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                altered, links = await asyncio.gather(
+                    conn.fetch(_ALTERED_CASES), other.fetch(_LINKS, GENESIS)
+                )
+        cases = [r["case_id"] for r in altered]
+        rows = [r for r in links if r["case_id"] not in set(cases)]
+        if cases:
+            rows.extend(await conn.fetch(_CHAIN_WALK, GENESIS, cases))
+    rows.sort(key=lambda r: (r["case_id"], r["case_seq"]))
+    found: list[Violation] = []
+    for row in rows:
+        problems = []
+        if row["bad_seq"]:
+            problems.append(f"sequence {row['case_seq']} where {row['expected_seq']} was expected")
+        if row["bad_prev"]:
+            problems.append("prev_hash does not match the previous row")
+        if row["bad_content"]:
+            problems.append("stored bytes do not match their content hash")
+        if row["bad_link"]:
+            problems.append("chain_hash does not cover this row")
+        found.append(
+            Violation(
+                kind=BROKEN_HASH_CHAIN,
+                case_id=row["case_id"],
+                event_id=row["event_id"],
+                topic=row["topic"],
+                partition=row["kafka_partition"],
+                offset=row["kafka_offset"],
+                detail="; ".join(problems),
+            )
+        )
+    return found
 
 
 async def check_chains(conn: Connection) -> list[Violation]:

@@ -90,6 +90,19 @@ def test_verify_finds_zero_violations_in_a_clean_run(
     assert report["violations"] == 0, report["details"]
     assert report["cases"] >= len(closed_cases)
     assert report["records"] >= 3 * len(closed_cases)
+    # The audit service checked each signature at ingest: verify reuses those verdicts
+    # for byte-identical records and checks only what the audit has not stored yet.
+    assert report["signatures_reused"] > 0
+    assert report["signatures_checked"] + report["signatures_reused"] == report["records"]
+
+
+def test_rechecking_every_signature_agrees(pipeline: Pipeline, closed_cases: list[str]) -> None:
+    result = audit_cli(pipeline, "verify", "--json", "--recheck-signatures")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    assert report["violations"] == 0, report["details"]
+    assert report["signatures_reused"] == 0
+    assert report["signatures_checked"] == report["records"]
 
 
 def test_rebuild_gives_the_live_digest(pipeline: Pipeline, closed_cases: list[str]) -> None:

@@ -3,7 +3,10 @@ event, a per-case hash chain that exposes tampering, and a rebuildable projectio
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
@@ -12,8 +15,10 @@ import pytest
 from services.audit import store
 from services.audit.api import MIGRATIONS
 from services.audit.domain import LogRecord, decode
+from services.audit.ingest import SignatureJudge
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
 from shared.events import CaseAccepted, CaseClosed, Event
+from shared.signing import PublicKeys, Signer, verdict_mac_key
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +134,98 @@ async def test_rebuild_gives_the_live_digest_twice(pool: asyncpg.Pool) -> None:
         second = await store.rebuild(conn)
     assert live == first == second
     assert await pool.fetchval("SELECT count(*) FROM case_views") == 5
+
+
+def verdict(event: Event, valid: bool = True, mac: bytes | None = b"m" * 32) -> store.Verdict:
+    return store.Verdict(
+        event_id=event.event_id,
+        record_hash=os.urandom(32),
+        signer="intake",
+        key_fingerprint=os.urandom(32),
+        valid=valid,
+        topic="cases.accepted",
+        partition=0,
+        offset=0,
+        mac=mac,
+    )
+
+
+async def test_signature_verdicts_are_append_only(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        assert await store.record_verdicts(conn, "p.", [verdict(accepted())]) == 1
+    for statement in (
+        "UPDATE signature_verdicts SET valid = NOT valid",
+        "UPDATE signature_verdicts SET record_hash = record_hash WHERE false",
+        "DELETE FROM signature_verdicts",
+        "TRUNCATE signature_verdicts",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await pool.execute(statement)
+    assert await pool.fetchval("SELECT count(*) FROM signature_verdicts") == 1
+
+
+async def test_a_replay_loads_only_good_verdicts_whose_mac_checks(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    mac_key = verdict_mac_key(Signer.load(tmp_path, "audit"))
+    events = [accepted(n) for n in range(5)]
+    records = [record(e, i) for i, e in enumerate(events)]
+    signed = [
+        (replace(r, signature=Signer.load(tmp_path, "intake").sign(r.value)), e) for r, e in records
+    ]
+    judge = SignatureJudge(tmp_path, PublicKeys.load(tmp_path), mac_key)
+    good = judge.verdicts(signed[:2])
+    bad = judge.verdicts([(replace(signed[2][0], value=b"{}"), signed[2][1])])
+    forged = replace(judge.verdicts(signed[3:4])[0], mac=b"x" * 32)  # written by someone else
+    assert [v.valid for v in good + bad] == [True, True, False]
+    async with pool.acquire() as conn, conn.transaction():
+        assert await store.record_verdicts(conn, "p.", [*good, *bad, forged]) == 4
+        assert await store.record_verdicts(conn, "p.", good) == 0  # a redelivery adds nothing
+        elsewhere = judge.verdicts(signed[4:])
+        assert await store.record_verdicts(conn, "other.", elsewhere) == 1
+    async with pool.acquire() as conn:
+        loaded = await store.verified_digests(conn, "p.", mac_key)
+        assert loaded == {v.record_hash for v in good}
+        assert await store.verified_digests(conn, "other.", mac_key) == {elsewhere[0].record_hash}
+        assert await store.verified_digests(conn, "p.", b"another key" * 3) == set()
+
+
+async def test_the_database_walks_the_chains_exactly_as_python_does(pool: asyncpg.Pool) -> None:
+    cases = [accepted(n) for n in range(4)]
+    closes = [CaseClosed(**e.caused(), producer="router", outcome="approved") for e in cases]
+    await ingest(pool, [record(e, i) for i, e in enumerate([*cases, *closes])])
+    async with pool.acquire() as conn, pool.acquire() as other:
+        assert await store.check_chains_in_database(conn) == []
+        assert await store.check_chains_in_database(conn, other) == []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        # case 0: other bytes; case 1: a row's link forged; case 2: its first row deleted;
+        # case 3: other bytes with a content hash to match (the link still tells).
+        other_bytes = cases[0].model_copy(update={"item_code": "SS-PENSION"}).to_json()
+        await conn.execute(
+            "UPDATE events SET value = $1 WHERE event_id = $2", other_bytes, cases[0].event_id
+        )
+        await conn.execute(
+            "UPDATE events SET chain_hash = $1 WHERE event_id = $2", "f" * 64, cases[1].event_id
+        )
+        await conn.execute("DELETE FROM events WHERE event_id = $1", cases[2].event_id)
+        rewritten = cases[3].model_copy(update={"window_id": "W99"}).to_json()
+        await conn.execute(
+            "UPDATE events SET value = $1, content_hash = $2 WHERE event_id = $3",
+            rewritten,
+            store.content_hash(rewritten),
+            cases[3].event_id,
+        )
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    async with pool.acquire() as conn, conn.transaction():
+        in_python = await store.check_chains(conn)
+    async with pool.acquire() as conn, pool.acquire() as other:
+        assert await store.check_chains_in_database(conn) == in_python
+        assert await store.check_chains_in_database(conn, other) == in_python
+    assert {v.event_id for v in in_python} == {
+        cases[0].event_id,
+        cases[1].event_id,
+        closes[1].event_id,
+        closes[2].event_id,
+        cases[3].event_id,
+    }

@@ -4,13 +4,18 @@ would) and verify must report exactly that violation, for that case, and nothing
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from rich.console import Console
 
 from deploy.audit_drill import FAULTS, LogWriter, clean_cases, drill, flow
-from services.audit.cli import run_verify
-from services.audit.domain import BROKEN_HASH_CHAIN, VIOLATION_KINDS
+from services.audit import store
+from services.audit.api import MIGRATIONS
+from services.audit.cli import SCHEMA, read_log, run_verify
+from services.audit.domain import BROKEN_HASH_CHAIN, VIOLATION_KINDS, decode
+from services.audit.ingest import SignatureJudge
 from shared.catalogue import Catalogue, default_catalogue
+from shared.db import SHARED_MIGRATIONS, migrate_dsn
 from shared.decisions import Reject
 from shared.settings import Settings
 
@@ -68,3 +73,57 @@ async def test_the_drill_finds_every_fault_at_once(settings: Settings) -> None:
     console = Console(record=True, width=200)
     code = await drill(settings, console)
     assert code == 0, console.export_text()
+
+
+async def store_verdicts(settings: Settings) -> int:
+    """What the audit service does at ingest, for every record in the log now: check each
+    signature once and keep the verdict in the store. Returns how many it stored."""
+    await migrate_dsn(settings.dsn(), SCHEMA, [SHARED_MIGRATIONS, *MIGRATIONS])
+    records = await read_log(settings)
+    verdicts = SignatureJudge(settings.keys_dir).verdicts([(r, decode(r)) for r in records])
+    conn = await asyncpg.connect(settings.dsn(), server_settings={"search_path": SCHEMA})
+    try:
+        async with conn.transaction():
+            return await store.record_verdicts(conn, settings.topic_prefix, verdicts)
+    finally:
+        await conn.close()
+
+
+async def test_rechecking_every_signature_gives_the_same_report(
+    log: LogWriter, catalogue: Catalogue
+) -> None:
+    clean_cases(log, catalogue)
+    await log.flush()
+    stored = await store_verdicts(log.settings)
+    assert stored > 0
+    default, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
+    recheck, _, _ = await run_verify(
+        log.settings, check_signatures=True, quiet=True, recheck_signatures=True
+    )
+    assert default.violations == recheck.violations == []
+    assert default.records == recheck.records == stored
+    assert (default.signatures_checked, default.signatures_reused) == (0, stored)
+    assert (recheck.signatures_checked, recheck.signatures_reused) == (stored, 0)
+
+
+async def test_a_record_altered_after_ingest_is_not_covered_by_its_verdict(
+    log: LogWriter, catalogue: Catalogue
+) -> None:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"))
+    await log.flush()
+    await store_verdicts(log.settings)
+    # The same event id later in the log, other bytes under the original signature.
+    topic = f"dept.{outcome.department}.outcomes"
+    original = outcome.to_json()
+    headers = [(k, v.encode()) for k, v in log.signers[outcome.department].headers(original)]
+    altered = outcome.model_copy(update={"message": "changed after ingest"}).to_json()
+    log.add_raw(topic, altered, headers)
+    await log.flush()
+    report, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
+    assert sorted((v.kind, v.event_id) for v in report.violations) == [
+        ("bad_signature", outcome.event_id),
+        ("duplicate_event_conflict", outcome.event_id),
+    ], report.violations
+    assert report.signatures_checked == 1
+    assert report.signatures_reused == report.records - 1

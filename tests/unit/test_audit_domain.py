@@ -34,6 +34,8 @@ from services.audit.domain import (
     LogRecord,
     VerifyReport,
     Violation,
+    _decode,
+    _decode_fast,
     allowed_signer,
     decode,
     digest,
@@ -42,6 +44,8 @@ from services.audit.domain import (
     stats,
     verify,
 )
+from services.audit.ingest import SignatureJudge
+from services.audit.store import Verdict
 from services.router.domain import CaseState, on_outcome, route
 from shared.adapter import outcome_event
 from shared.catalogue import Catalogue, Item, Step, default_catalogue
@@ -52,12 +56,20 @@ from shared.events import (
     CaseClosed,
     CaseRouted,
     Event,
+    EventDecodeError,
     StepApproved,
     StepAssigned,
     StepOutcome,
     StepRejected,
 )
-from shared.signing import PublicKeys, Signer, generate_keys
+from shared.signing import (
+    PublicKeys,
+    Signer,
+    digest_prefix,
+    generate_keys,
+    record_digest,
+    signer_digest,
+)
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 
 pytestmark = pytest.mark.unit
@@ -995,3 +1007,139 @@ def test_stats_of_nothing() -> None:
     assert empty.on_spot_share == 0.0
     assert empty.accept_to_close_ms == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "count": 0.0}
     assert empty.to_json()["per_item"] == {}
+
+
+# --------------------------------------------------------------------------- stored verdicts
+
+MAC_KEY = b"k" * 32
+
+
+def ingest_verdicts(
+    records: list[LogRecord], keys: PublicKeys, mac_key: bytes = MAC_KEY
+) -> list[Verdict]:
+    """What the audit service stores at ingest for these records."""
+    judge = SignatureJudge(Path("/nonexistent"), keys, mac_key)
+    return judge.verdicts([(r, decode(r)) for r in records])
+
+
+def reusable(verdicts: list[Verdict]) -> frozenset[bytes]:
+    """What a replay loads: the digests of the good verdicts (MACs checked by the store)."""
+    return frozenset(v.record_hash for v in verdicts if v.valid)
+
+
+def test_ingest_time_verdicts_spare_every_ed25519_check_of_a_clean_log(log: LogBuilder) -> None:
+    clean_log(log)
+    verdicts = ingest_verdicts(log.records, log.keys.public)
+    assert len(verdicts) == len(log.records)
+    assert all(v.valid for v in verdicts)
+    full = log.verify()
+    reused = log.verify(verified=reusable(verdicts))
+    assert reused.violations == full.violations
+    assert (full.signatures_checked, full.signatures_reused) == (len(log.records), 0)
+    assert (reused.signatures_checked, reused.signatures_reused) == (0, len(log.records))
+
+
+def test_a_verdict_never_covers_bytes_it_was_not_computed_on(
+    log: LogBuilder, tmp_path: Path
+) -> None:
+    accepted = log.benefit_approved()
+    closed = log.find(accepted.case_id, CaseClosed)
+    original = log.record_of(closed)
+    index = log.records.index(original)
+    verified = reusable(ingest_verdicts(log.records, log.keys.public))
+    # Same event id and signature, other value bytes (altered after ingest).
+    tampered = closed.model_copy(update={"department": "hr_registration"}).to_json()
+    log.records[index] = replace(original, value=tampered)
+    report = log.verify(verified=verified)
+    assert_at(only(report, BAD_SIGNATURE), original, closed)
+    assert report.signatures_checked == 1
+    # Same value, another signature header (a key nobody registered).
+    impostor = Signer.load(tmp_path, "router")
+    log.records[index] = replace(original, signature=impostor.sign(original.value))
+    assert_at(only(log.verify(verified=verified), BAD_SIGNATURE), original, closed)
+    # Same bytes and headers, but the registry holds another key for the signer now:
+    # the digest names the key, so the old verdict does not apply.
+    log.records[index] = original
+    registry = {name: signer.key.public_key() for name, signer in log.keys.signers.items()}
+    rotated = PublicKeys(registry | {"router": impostor.key.public_key()})
+    report = verify(
+        log.records, catalogue=log.catalogue, keys=rotated, now=LATER, verified=verified
+    )
+    routers = [r for r in log.records if r.signer == "router"]
+    assert routers
+    assert [(v.kind, v.topic, v.partition, v.offset) for v in report.violations] == sorted(
+        (BAD_SIGNATURE, r.topic, r.partition, r.offset) for r in routers
+    )
+    assert report.signatures_checked == len(routers)
+
+
+def test_a_bad_verdict_is_checked_again_not_trusted(log: LogBuilder, tmp_path: Path) -> None:
+    accepted = log.benefit_approved()
+    closed = log.find(accepted.case_id, CaseClosed)
+    original = log.record_of(closed)
+    impostor = Signer.load(tmp_path, "router")
+    forged = replace(original, signature=impostor.sign(original.value))
+    log.records[log.records.index(original)] = forged
+    verdicts = ingest_verdicts(log.records, log.keys.public)
+    assert [v.valid for v in verdicts].count(False) == 1
+    # Only good verdicts are reused: the bad one is checked again, and found bad again.
+    report = log.verify(verified=reusable(verdicts))
+    assert_at(only(report, BAD_SIGNATURE), original, closed)
+    assert report.signatures_checked == 1
+
+
+def test_record_digest_frames_every_field() -> None:
+    key = bytes(range(32))
+    base = record_digest(key, "router", "c2ln", b"{}")
+    assert base == signer_digest(digest_prefix(key, "router"), "c2ln", b"{}")
+    assert len(base) == 32
+    others = {
+        record_digest(bytes(32), "router", "c2ln", b"{}"),
+        record_digest(key, "routers", "c2ln", b"{}"),
+        record_digest(key, "router", "c2lu", b"{}"),
+        record_digest(key, "router", "c2ln{", b"}"),  # bytes shifted between two fields
+        record_digest(key, "router", "c2ln", b"{} "),
+        record_digest(key, "router\ud800", "c2ln", b"{}"),  # not encodable as plain UTF-8
+    }
+    assert base not in others
+    assert len(others) == 6
+
+
+def _variants(value: bytes) -> Iterator[bytes]:
+    """The record, and ways of spelling or breaking it that parse_event must judge."""
+    yield value
+    body = json.loads(value)
+    for key in body:
+        yield json.dumps({k: v for k, v in body.items() if k != key}).encode()
+        odd_values: tuple[object, ...] = (True, None, 1, 1.0, "1", 2, [], {}, "x")
+        for odd in odd_values:
+            yield json.dumps(body | {key: odd}).encode()
+    for extra in ("wire_event_type", "wire_schema_version", "eventType"):
+        yield json.dumps(body | {extra: body["event_type"]}).encode()
+    for version in (b"1.0", b"true", b"1e0", b'"1"', b"0", b"2"):
+        yield value.replace(b'"schema_version":1', b'"schema_version":' + version)
+    yield value[:-1] + b',"schema_version":2}'  # a duplicate key: the last one counts
+    yield value[:-1] + b',"event_type":"CaseClosed"}'
+    yield b"\xef\xbb\xbf" + value
+    yield value + b" x"
+
+
+def test_the_one_pass_decoder_judges_exactly_as_parse_event(log: LogBuilder) -> None:
+    clean_log(log)
+    accepted = 0
+    for record in log.records:
+        for value in _variants(record.value):
+            exact, fast = _decode(value), _decode_fast(value)
+            if isinstance(exact, EventDecodeError):
+                assert isinstance(fast, EventDecodeError), value
+                assert str(fast) == str(exact), value
+                continue
+            accepted += 1
+            assert isinstance(fast, type(exact)), value
+            dumped, expected = fast.to_dict(), exact.to_dict()
+            for defaulted in ("event_id", "occurred_at"):  # a missing one is made up anew
+                if defaulted.encode() not in value:
+                    dumped.pop(defaulted)
+                    expected.pop(defaulted)
+            assert dumped == expected, value
+    assert accepted > len(log.records)
