@@ -36,7 +36,7 @@ demo: venv ## the main job: stack + services, 1,000 cases over HTTP, summary (CA
 	$(PY) -m deploy.demo --cases $(or $(CASES),1000)
 
 bench: stack-up ## benchmark: raw Kafka limit, e2e cases/s, latency, replay speed, RSS (QUICK=1)
-	$(PY) -m bench.bench $(if $(QUICK),--quick)
+	$(PY) -m bench.bench $(if $(QUICK),--quick) $(if $(RATES),--rates $(RATES))
 
 audit-verify: venv ## onedoor-audit verify over the local stack's log
 	$(VENV)/bin/onedoor-audit verify
