@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
+import asyncpg
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -47,7 +49,7 @@ from services.audit.cli import run_verify
 from shared.catalogue import Catalogue, default_catalogue
 from shared.kafka import make_consumer, make_producer
 from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, ensure_topics
+from shared.topics import CASES_ACCEPTED, CASES_ROUTING, delete_topics_with_prefix, ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console()
@@ -156,6 +158,9 @@ class Services:
             out[name] = total
         own = psutil.Process().cpu_times()
         out["load generator"] = own.user + own.system
+        machine = psutil.cpu_times()
+        out["machine"] = machine.user + machine.system + machine.nice + machine.softirq
+        out["machine"] += machine.irq + machine.steal
         return out
 
     def sample(self) -> None:
@@ -243,6 +248,7 @@ class Step:
     backlog_at_end: int = 0
     drained_s: float | None = None
     cpu_ms_per_case: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0  # from the first request to the last close
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -302,6 +308,7 @@ async def run_step(
         await asyncio.sleep(0.05)
     if drained:
         step.drained_s = time.perf_counter() - submit_end
+    step.wall_s = time.perf_counter() - started
     cpu_after = services.cpu_seconds()
     if step.accepted:
         step.cpu_ms_per_case = {
@@ -438,13 +445,34 @@ async def audit_replay(settings: Settings, watcher: Watcher, results: dict[str, 
 # --------------------------------------------------------------------------- main
 
 
-async def bench(quick: bool, rates: list[int] | None = None) -> int:
+async def own_database(dsn: str, name: str) -> str:
+    """Create database ``name`` on the stack's server; return its DSN."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def drop_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = False) -> int:
     cfg = local_stack.StackConfig.from_env()
     await asyncio.to_thread(local_stack.up, cfg)
     prefix = f"bench{datetime.now(UTC):%m%d%H%M%S}."
+    # The run's own database and topics: verify and the audit store's chain check cover
+    # this run only, and both are dropped at the end (the JSON keeps the figures).
+    database_url = await own_database(cfg.database_url, prefix.rstrip("."))
     settings = Settings(
         kafka_bootstrap_servers=cfg.bootstrap_servers,
-        database_url=SecretStr(cfg.database_url),
+        database_url=SecretStr(database_url),
         topic_prefix=prefix,
     )
     results: dict[str, Any] = {
@@ -462,7 +490,7 @@ async def bench(quick: bool, rates: list[int] | None = None) -> int:
     port = int(os.environ.get("ONEDOOR_BENCH_PORT", "18180"))
     env = dict(os.environ) | {
         "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
-        "DATABASE_URL": cfg.database_url,
+        "DATABASE_URL": database_url,
         "ONEDOOR_TOPIC_PREFIX": prefix,
         "ONEDOOR_LOG_JSON": "true",
         "ONEDOOR_LOG_LEVEL": "WARNING",
@@ -503,6 +531,9 @@ async def bench(quick: bool, rates: list[int] | None = None) -> int:
     finally:
         stop.set()
         demo.stop_services(procs)
+        if not keep:
+            await delete_topics_with_prefix(settings, prefix)
+            await drop_database(cfg.database_url, prefix.rstrip("."))
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{prefix.rstrip('.')}.json"
@@ -561,8 +592,11 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda text: [int(r) for r in text.split(",")],
         help="comma-separated cases/s steps instead of the default ladder (e.g. 200,500)",
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the run's topics and database for a look"
+    )
     args = parser.parse_args(argv)
-    return asyncio.run(bench(args.quick, args.rates))
+    return asyncio.run(bench(args.quick, args.rates, keep=args.keep))
 
 
 if __name__ == "__main__":
