@@ -55,10 +55,33 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        # asyncpg's default reset sends "RESET ALL; UNLISTEN *; ..." to the server on
+        # every release: a round trip per transaction that bought us nothing (services
+        # keep no session state on pooled connections; open transactions are still
+        # rolled back by the pool itself).
+        reset=_keep_session,
         server_settings={"search_path": _check_schema(schema), "application_name": schema},
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    return None
+
+
+async def connect(
+    dsn: str, schema: str, *, name: str, settings: dict[str, str] | None = None
+) -> asyncpg.Connection:
+    """One connection outside the pool, set up like the pool's (for session state such
+    as a relay's advisory lock, which must not travel to another borrower)."""
+    conn = await asyncpg.connect(
+        dsn,
+        server_settings={"search_path": _check_schema(schema), "application_name": name}
+        | (settings or {}),
+    )
+    await _init_connection(conn)
+    return conn
 
 
 @dataclass(frozen=True)

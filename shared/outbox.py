@@ -3,9 +3,10 @@
 A service never publishes to Kafka from a handler. It writes the outgoing record into
 its ``outbox`` table in the same transaction as the state change that caused it; the
 relay publishes unsent rows in id order with an idempotent producer (acks=all), awaits
-the whole batch, then deletes the published rows in the same transaction. A crash
-between publish and delete publishes the same event_id again on restart, which every
-consumer's inbox absorbs: effectively once, never lost.
+the whole batch, then deletes the published rows. A crash between publish and delete
+publishes the same event_id again on restart, which every consumer's inbox absorbs:
+effectively once, never lost. One relay per schema publishes at a time (a session-level
+advisory lock on the relay's own connection), so rows go out in id order.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
-from shared.db import Connection
+from shared.db import Connection, connect
 from shared.events import Event
 from shared.faults import FaultInjector
 from shared.kafka import make_producer
@@ -84,6 +85,8 @@ class OutboxRelay:
         self._name = name
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._locked = False
         self._faults = FaultInjector.from_settings(settings)
         self.published = 0
         self.last_error: str | None = None
@@ -110,43 +113,76 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await producer.stop()
 
+    async def _lock_holder(self) -> asyncpg.Connection | None:
+        """The relay's own connection, holding the schema's relay lock; None while
+        another replica holds it.
+
+        A session-level advisory lock on a connection of its own: taken once, kept while
+        the connection lives, released by PostgreSQL when it closes (a dead relay hands
+        over to a replica). Cheaper than a transaction with a lock per publish.
+        """
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            schema = await self._pool.fetchval("SELECT current_schema()")
+            conn = self._conn = await connect(
+                self._settings.dsn(),
+                str(schema),
+                name=f"{self._name}-relay",
+                # The relay only deletes rows it has published. Losing such a delete in
+                # a server crash republishes those rows, which inboxes absorb, so its
+                # commits need not wait for the WAL flush.
+                settings={"synchronous_commit": "off"},
+            )
+            self._locked = False
+        if not self._locked:
+            self._locked = bool(
+                await conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext('outbox-relay:' || current_schema()))"
+                )
+            )
+        return conn if self._locked else None
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._locked = False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
     async def publish_pending(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""
         producer = await self._ensure_producer()
-        async with self._pool.acquire() as conn, conn.transaction():
-            locked = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtext('outbox-relay:' || current_schema()))"
+        conn = await self._lock_holder()
+        if conn is None:
+            return 0
+        rows = await conn.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox "
+            "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            self._settings.outbox_batch_size,
+        )
+        if not rows:
+            return 0
+        if self._faults is not None:
+            self._faults.reach("before_relay_publish")
+        # Send the whole batch, then await it: one round of broker acknowledgements
+        # instead of one per record. The idempotent producer keeps per-partition order.
+        futures = [
+            await producer.send(
+                self._settings.topic(r["topic"]),
+                value=r["value"],
+                key=r["key"],
+                headers=[(k, v.encode()) for k, v in r["headers"]],
             )
-            if not locked:
-                return 0
-            rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox "
-                "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-                self._settings.outbox_batch_size,
-            )
-            if not rows:
-                return 0
-            if self._faults is not None:
-                self._faults.reach("before_relay_publish")
-            # Send the whole batch, then await it: one round of broker acknowledgements
-            # instead of one per record. The idempotent producer keeps per-partition order.
-            futures = [
-                await producer.send(
-                    self._settings.topic(r["topic"]),
-                    value=r["value"],
-                    key=r["key"],
-                    headers=[(k, v.encode()) for k, v in r["headers"]],
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*futures)
-            if self._faults is not None:
-                self._faults.reach("after_relay_publish")
-            # Delete rather than mark: an UPDATE writes a new version of every row, value
-            # and all; a DELETE only flags the old one. Kafka holds what was sent.
-            await conn.execute(
-                "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-            )
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
+        if self._faults is not None:
+            self._faults.reach("after_relay_publish")
+        # Delete rather than mark: an UPDATE writes a new version of every row, value and
+        # all; a DELETE only flags the old one. Kafka holds what was sent.
+        await conn.execute(
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+        )
         self.published += len(rows)
         return len(rows)
 
@@ -171,6 +207,7 @@ class OutboxRelay:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("outbox relay waiting", relay=self._name, error=self.last_error)
                 await self._drop_producer()
+                await self._drop_connection()
                 await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -180,6 +217,7 @@ class OutboxRelay:
             while await self.publish_pending():
                 pass
         await self._drop_producer()
+        await self._drop_connection()
 
 
 def headers_json(headers: Sequence[tuple[str, bytes]]) -> str:
