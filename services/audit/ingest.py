@@ -120,6 +120,7 @@ class AuditIngest:
         self._settings = settings
         self._pool = pool
         self._judge = SignatureJudge(settings.keys_dir, keys)
+        self._parsed = store.ParsedEvents()
         self.totals = store.IngestResult()
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
@@ -128,10 +129,16 @@ class AuditIngest:
             entry = log_record(self._settings, record)
             batch.append((entry, decode(entry)))
         verdicts = self._judge.verdicts(batch)
-        async with self._pool.acquire() as conn, conn.transaction():
-            result, cases = await store.ingest(conn, batch)
-            await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
-            await store.refresh_views(conn, cases)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                result, cases = await store.ingest(conn, batch)
+                await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
+                # Views replay each case's stored events: earlier batches' are parsed.
+                await store.refresh_views(conn, cases, self._parsed)
+        except BaseException:
+            self._parsed.discard()
+            raise
+        self._parsed.commit()
         for name in ("stored", "duplicates", "conflicts", "malformed"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
         return BatchResult(processed=result.stored, duplicates=result.duplicates)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -231,20 +232,60 @@ async def verified_digests(conn: Connection, topic_prefix: str, mac_key: bytes) 
     return verified
 
 
-async def case_events(conn: Connection, case_ids: Iterable[UUID]) -> list[Event]:
+class ParsedEvents:
+    """Recently stored events, parsed, by event id (at most ``limit``, oldest dropped).
+
+    Refreshing a case's view replays all its events; a case gains them over several
+    batches, so without this each batch parsed the case's earlier events again. Only
+    committed rows are kept (``commit`` after the transaction, ``discard`` on rollback),
+    and committed rows never change (append-only, one row per event id).
+    """
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self._events: OrderedDict[UUID, Event] = OrderedDict()
+        self._pending: dict[UUID, Event] = {}
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def get(self, event_id: UUID, value: bytes) -> Event:
+        event = self._events.get(event_id) or self._pending.get(event_id)
+        if event is None:
+            event = self._pending[event_id] = parse_event(value)
+        return event
+
+    def commit(self) -> None:
+        self._events.update(self._pending)
+        self._pending = {}
+        while len(self._events) > self.limit:
+            self._events.popitem(last=False)
+
+    def discard(self) -> None:
+        self._pending = {}
+
+
+async def case_events(
+    conn: Connection, case_ids: Iterable[UUID], parsed: ParsedEvents | None = None
+) -> list[Event]:
     rows = await conn.fetch(
-        "SELECT value FROM events WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, case_seq",
+        "SELECT event_id, value FROM events WHERE case_id = ANY($1::uuid[]) "
+        "ORDER BY case_id, case_seq",
         list(case_ids),
     )
-    return [parse_event(r["value"]) for r in rows]
+    if parsed is None:
+        return [parse_event(r["value"]) for r in rows]
+    return [parsed.get(r["event_id"], r["value"]) for r in rows]
 
 
-async def refresh_views(conn: Connection, case_ids: Iterable[UUID]) -> None:
+async def refresh_views(
+    conn: Connection, case_ids: Iterable[UUID], parsed: ParsedEvents | None = None
+) -> None:
     """Recompute the projection of these cases from the store."""
     ids = list(case_ids)
     if not ids:
         return
-    views = project(await case_events(conn, ids))
+    views = project(await case_events(conn, ids, parsed))
     await conn.executemany(
         "INSERT INTO case_views (case_id, view) VALUES ($1, $2) "
         "ON CONFLICT (case_id) DO UPDATE SET view = $2, updated_at = now()",

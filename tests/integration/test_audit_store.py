@@ -136,6 +136,28 @@ async def test_rebuild_gives_the_live_digest_twice(pool: asyncpg.Pool) -> None:
     assert await pool.fetchval("SELECT count(*) FROM case_views") == 5
 
 
+async def test_views_refreshed_with_parsed_events_match_a_rebuild(pool: asyncpg.Pool) -> None:
+    """The ingest's cache of parsed events (bounded) changes no view."""
+    parsed = store.ParsedEvents(limit=3)
+    events = [accepted(n) for n in range(4)]
+    closes = [
+        CaseClosed(**e.caused(), producer="router", outcome="approved", on_spot=True)
+        for e in events
+    ]
+    batches: list[list[Event]] = [[*events[:2]], [*events[2:], closes[0]], [*closes[1:]]]
+    for offset, batch in enumerate(batches):
+        async with pool.acquire() as conn, conn.transaction():
+            _, cases = await store.ingest(
+                conn, [record(e, offset * 10 + i) for i, e in enumerate(batch)]
+            )
+            await store.refresh_views(conn, cases, parsed)
+        parsed.commit()
+    assert len(parsed) == 3  # bounded: the oldest were dropped
+    async with pool.acquire() as conn, conn.transaction():
+        live = store.views_digest(await store.live_views(conn))
+        assert live == await store.rebuild(conn)
+
+
 def verdict(event: Event, valid: bool = True, mac: bytes | None = b"m" * 32) -> store.Verdict:
     return store.Verdict(
         event_id=event.event_id,
