@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.aio import sleep_or_stop
-from shared.db import Connection
+from shared.db import DB_AWAY, Connection
 from shared.events import Event, EventDecodeError, parse_event
 from shared.faults import FaultInjector
 from shared.kafka import make_consumer
@@ -47,18 +47,9 @@ log = structlog.get_logger("consumer")
 
 # Failures of the environment, not of the record: retry the batch, never dead-letter it.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
+    *DB_AWAY,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
-    asyncpg.exceptions.OperatorInterventionError,
-    # Raised when the server goes away in the middle of a protocol exchange (seen when
-    # PostgreSQL restarts under load): the connection is unusable, the record is fine.
-    asyncpg.exceptions.InternalClientError,
 )
 
 

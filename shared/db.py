@@ -25,6 +25,21 @@ _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+# The database is away or went away mid-exchange: retry, the data is not at fault.
+DB_AWAY: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+    # Raised when the server goes away in the middle of a protocol exchange (seen when
+    # PostgreSQL restarts under load): the connection is unusable, the record is fine.
+    asyncpg.exceptions.InternalClientError,
+)
+
+
 class MigrationError(RuntimeError):
     """A migration file is misnamed, or an applied one was edited afterwards."""
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
-from shared.db import Connection, connect
+from shared.db import DB_AWAY, Connection, connect
 from shared.events import Event
 from shared.faults import FaultInjector
 from shared.kafka import make_producer
@@ -32,6 +32,9 @@ from shared.settings import Settings
 from shared.signing import Signer
 
 log = structlog.get_logger("outbox")
+# A statement of the relay that takes longer is taken for a connection gone bad: the
+# relay reconnects (the rows stay unsent until then, nothing is lost).
+STATEMENT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
         self._conn: asyncpg.Connection | None = None
+        self._schema: str | None = None
         self._locked = False
         self._faults = FaultInjector.from_settings(settings)
         self.published = 0
@@ -123,10 +127,11 @@ class OutboxRelay:
         """
         conn = self._conn
         if conn is None or conn.is_closed():
-            schema = await self._pool.fetchval("SELECT current_schema()")
+            if self._schema is None:
+                self._schema = str(await self._pool.fetchval("SELECT current_schema()"))
             conn = self._conn = await connect(
                 self._settings.dsn(),
-                str(schema),
+                self._schema,
                 name=f"{self._name}-relay",
                 # The relay only deletes rows it has published. Losing such a delete in
                 # a server crash republishes those rows, which inboxes absorb, so its
@@ -137,7 +142,8 @@ class OutboxRelay:
         if not self._locked:
             self._locked = bool(
                 await conn.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtext('outbox-relay:' || current_schema()))"
+                    "SELECT pg_try_advisory_lock(hashtext('outbox-relay:' || current_schema()))",
+                    timeout=STATEMENT_TIMEOUT_S,
                 )
             )
         return conn if self._locked else None
@@ -159,6 +165,7 @@ class OutboxRelay:
             "SELECT id, topic, key, value, headers FROM outbox "
             "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
             self._settings.outbox_batch_size,
+            timeout=STATEMENT_TIMEOUT_S,
         )
         if not rows:
             return 0
@@ -181,7 +188,9 @@ class OutboxRelay:
         # Delete rather than mark: an UPDATE writes a new version of every row, value and
         # all; a DELETE only flags the old one. Kafka holds what was sent.
         await conn.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+            timeout=STATEMENT_TIMEOUT_S,
         )
         self.published += len(rows)
         return len(rows)
@@ -202,10 +211,14 @@ class OutboxRelay:
                     pass
                 backoff = 0.2
                 self.last_error = None
-            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Kafka or PostgreSQL is away: the rows stay unsent and are retried.
+            except Exception as exc:  # noqa: BLE001 - a relay that dies strands its outbox
+                # Kafka or PostgreSQL is away (or went away mid-exchange, which asyncpg
+                # reports as InternalClientError): the rows stay unsent and are retried.
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("outbox relay waiting", relay=self._name, error=self.last_error)
+                known = isinstance(exc, (KafkaError, *DB_AWAY))
+                (log.warning if known else log.error)(
+                    "outbox relay waiting", relay=self._name, error=self.last_error
+                )
                 await self._drop_producer()
                 await self._drop_connection()
                 await sleep_or_stop(stop, backoff)

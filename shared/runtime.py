@@ -60,7 +60,10 @@ class ServiceContext:
         """Graceful stop: each loop commits the batch in hand, the relay drains the outbox,
         then the pool closes."""
         self.stop.set()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for task, result in zip(self.tasks, results, strict=True):
+            if isinstance(result, Exception):
+                self.log.error("task had died", task=task.get_name(), error=repr(result))
         await self.pool.close()
         self.log.info("service stopped")
 
@@ -72,6 +75,9 @@ class ServiceContext:
             backlog, db_ok = None, False
         candidates = [self.relay.last_error, *(loop.last_error for loop in self.loops)]
         errors = [e for e in candidates if e]
+        errors += [
+            f"{t.get_name()} stopped" for t in self.tasks if t.done() and not self.stop.is_set()
+        ]
         return {
             "service": self.name,
             "status": "ok" if db_ok and not errors else "degraded",
