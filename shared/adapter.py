@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,10 +107,15 @@ class SubjectCache:
     async def flush(self, conn: Connection) -> None:
         if not self.dirty:
             return
-        await conn.executemany(
-            """INSERT INTO subjects (kind, subject_id, state) VALUES ($1, $2, $3)
-               ON CONFLICT (kind, subject_id) DO UPDATE SET state = $3, updated_at = now()""",
-            [(kind, subject_id, self.states[kind, subject_id]) for kind, subject_id in self.dirty],
+        keys = list(self.dirty)
+        await conn.execute(
+            """INSERT INTO subjects (kind, subject_id, state)
+               SELECT k, i, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[]) AS u(k, i, s)
+               ON CONFLICT (kind, subject_id)
+               DO UPDATE SET state = EXCLUDED.state, updated_at = now()""",
+            [k for k, _ in keys],
+            [i for _, i in keys],
+            [json.dumps(self.states[key], separators=(",", ":"), default=str) for key in keys],
         )
         self.dirty = {}
 

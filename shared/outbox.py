@@ -66,9 +66,17 @@ class OutboxWriter:
     async def write(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:
         if not rows:
             return
-        await conn.executemany(
-            "INSERT INTO outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
-            [(r.event_id, r.topic, r.key, r.value, [list(h) for h in r.headers]) for r in rows],
+        # One statement for the whole batch (executemany runs one per row on the server);
+        # WITH ORDINALITY keeps the ids, and so the publishing order, as given.
+        await conn.execute(
+            "INSERT INTO outbox (event_id, topic, key, value, headers) "
+            "SELECT e, t, k, v, h::jsonb FROM unnest($1::uuid[], $2::text[], $3::bytea[], "
+            "$4::bytea[], $5::text[]) WITH ORDINALITY AS u(e, t, k, v, h, n) ORDER BY n",
+            [r.event_id for r in rows],
+            [r.topic for r in rows],
+            [r.key for r in rows],
+            [r.value for r in rows],
+            [json.dumps([list(h) for h in r.headers]) for r in rows],
         )
 
     async def add(self, conn: Connection, topic: str, *events: Event) -> None:

@@ -156,10 +156,13 @@ async def ingest(
             "chain_hash",
         ],
     )
-    await conn.executemany(
-        "INSERT INTO case_heads (case_id, seq, chain_hash) VALUES ($1, $2, $3) "
-        "ON CONFLICT (case_id) DO UPDATE SET seq = $2, chain_hash = $3",
-        [(case, *heads[case]) for case in cases],
+    await conn.execute(
+        "INSERT INTO case_heads (case_id, seq, chain_hash) "
+        "SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[]) "
+        "ON CONFLICT (case_id) DO UPDATE SET seq = EXCLUDED.seq, chain_hash = EXCLUDED.chain_hash",
+        cases,
+        [heads[case][0] for case in cases],
+        [heads[case][1] for case in cases],
     )
     result.stored = len(rows)
     return result, set(cases)
@@ -286,10 +289,12 @@ async def refresh_views(
     if not ids:
         return
     views = project(await case_events(conn, ids, parsed))
-    await conn.executemany(
-        "INSERT INTO case_views (case_id, view) VALUES ($1, $2) "
-        "ON CONFLICT (case_id) DO UPDATE SET view = $2, updated_at = now()",
-        [(case_id, view.to_json()) for case_id, view in views.items()],
+    await conn.execute(
+        "INSERT INTO case_views (case_id, view) "
+        "SELECT c, v::jsonb FROM unnest($1::uuid[], $2::text[]) AS u(c, v) "
+        "ON CONFLICT (case_id) DO UPDATE SET view = EXCLUDED.view, updated_at = now()",
+        list(views),
+        [json.dumps(v.to_json(), separators=(",", ":"), default=str) for v in views.values()],
     )
 
 

@@ -49,10 +49,20 @@ async def load_views(conn: Connection, case_ids: list[UUID]) -> dict[UUID, dict[
 async def save_views(conn: Connection, views: list[dict[str, Any]]) -> None:
     if not views:
         return
-    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(VIEW_COLUMNS, start=2))
-    await conn.executemany(
-        f"UPDATE cases SET {sets}, updated_at = now() WHERE case_id = $1",  # noqa: S608
-        [(v["case_id"], *(v[c] for c in VIEW_COLUMNS)) for v in views],
+    await conn.execute(
+        """UPDATE cases SET status = u.status, current_step = u.current_step,
+                  department = u.department, outcome = u.outcome, on_spot = u.on_spot,
+                  reason_code = u.reason_code, message = u.message,
+                  review_flag = u.review_flag, routed_at = u.routed_at,
+                  closed_at = u.closed_at, updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[],
+                       $6::bool[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
+                       $11::timestamptz[])
+                AS u(case_id, status, current_step, department, outcome, on_spot,
+                     reason_code, message, review_flag, routed_at, closed_at)
+           WHERE cases.case_id = u.case_id""",
+        [v["case_id"] for v in views],
+        *([v[c] for v in views] for c in VIEW_COLUMNS),
     )
 
 
@@ -111,12 +121,14 @@ async def get_cases(conn: Connection, case_ids: list[UUID]) -> dict[UUID, dict[s
 
 async def insert_cases(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """(case_id, receipt_no, item_code, applicant_kind, centre_id, window_id, channel,
-    accepted_at) per case, in one round trip."""
-    await conn.executemany(
+    accepted_at) per case, in one statement."""
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(
         """INSERT INTO cases (case_id, receipt_no, item_code, applicant_kind, centre_id,
                               window_id, channel, accepted_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-        rows,
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::timestamptz[])""",
+        *(list(c) for c in columns),
     )
 
 

@@ -6,6 +6,7 @@ change writes them back, whatever the batch size.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, cast
 from uuid import UUID
@@ -49,27 +50,31 @@ async def load_for_update(
 async def insert(conn: Connection, states: Sequence[CaseState]) -> None:
     if not states:
         return
-    await conn.executemany(
+    # One statement per batch (executemany runs one per row on the server).
+    await conn.execute(
         """INSERT INTO cases (case_id, correlation_id, item_code, catalogue_version, steps,
                               accepted, status, on_spot, current_step, outcome, promised_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-        [
-            (
-                s.case_id,
-                s.correlation_id,
-                s.item_code,
-                s.catalogue_version,
-                [step.model_dump(mode="json") for step in s.steps],
-                s.accepted.to_dict(),
-                s.status,
-                s.on_spot,
-                s.current_step,
-                s.outcome,
-                s.promised_by,
-            )
-            for s in states
-        ],
+           SELECT id, corr, item, cat, steps::jsonb, acc::jsonb, st, spot, step, outc, due
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                       $6::text[], $7::text[], $8::bool[], $9::int[], $10::text[],
+                       $11::timestamptz[])
+                AS u(id, corr, item, cat, steps, acc, st, spot, step, outc, due)""",
+        [s.case_id for s in states],
+        [s.correlation_id for s in states],
+        [s.item_code for s in states],
+        [s.catalogue_version for s in states],
+        [_json([step.model_dump(mode="json") for step in s.steps]) for s in states],
+        [s.accepted.to_json().decode() for s in states],
+        [s.status for s in states],
+        [s.on_spot for s in states],
+        [s.current_step for s in states],
+        [s.outcome for s in states],
+        [s.promised_by for s in states],
     )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 async def insert_rejected(conn: Connection, rejected: Sequence[tuple[UUID, str]]) -> None:
@@ -82,8 +87,14 @@ async def insert_rejected(conn: Connection, rejected: Sequence[tuple[UUID, str]]
 async def update(conn: Connection, states: Sequence[CaseState]) -> None:
     if not states:
         return
-    await conn.executemany(
-        """UPDATE cases SET status = $2, current_step = $3, outcome = $4, updated_at = now()
-           WHERE case_id = $1""",
-        [(s.case_id, s.status, s.current_step, s.outcome) for s in states],
+    await conn.execute(
+        """UPDATE cases SET status = u.status, current_step = u.step, outcome = u.outcome,
+                  updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[])
+                AS u(case_id, status, step, outcome)
+           WHERE cases.case_id = u.case_id""",
+        [s.case_id for s in states],
+        [s.status for s in states],
+        [s.current_step for s in states],
+        [s.outcome for s in states],
     )

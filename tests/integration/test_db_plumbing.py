@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import pytest
 
 from shared.db import SHARED_MIGRATIONS, MigrationError, create_pool, migrate_dsn
+from shared.outbox import OutboxRow, OutboxWriter
+from shared.signing import Signer
 
 pytestmark = pytest.mark.integration
 
@@ -51,5 +54,25 @@ async def test_pool_round_trips_json_in_its_own_schema(database_url: str, tmp_pa
         # search_path confines the pool to its schema: another schema's table is invisible.
         with pytest.raises(asyncpg.UndefinedTableError):
             await pool.fetch("SELECT * FROM schema_migrations_nope")
+    finally:
+        await pool.close()
+
+
+async def test_outbox_batch_keeps_its_order_and_headers(database_url: str, tmp_path: Path) -> None:
+    """One statement writes a batch: ids (the relay's publishing order) follow the batch."""
+    await migrate_dsn(database_url, "svc_outbox", [SHARED_MIGRATIONS])
+    pool = await create_pool(database_url, "svc_outbox")
+    try:
+        rows = [
+            OutboxRow(uuid4(), f"topic.{i % 3}", f"k{i}".encode(), b"v" * i, (("n", str(i)),))
+            for i in range(40)
+        ]
+        writer = OutboxWriter(Signer.load(tmp_path, "svc"))
+        async with pool.acquire() as conn, conn.transaction():
+            await writer.write(conn, rows)
+        stored = await pool.fetch("SELECT event_id, value, headers FROM outbox ORDER BY id")
+        assert [r["event_id"] for r in stored] == [r.event_id for r in rows]
+        assert [r["value"] for r in stored] == [r.value for r in rows]
+        assert stored[7]["headers"] == [["n", "7"]]
     finally:
         await pool.close()
