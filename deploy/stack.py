@@ -576,6 +576,9 @@ def start_postgres(cfg: StackConfig) -> None:
                 "wal_level = replica\n"
                 "max_wal_size = 2GB\n"
                 "log_min_messages = warning\n"
+                # Fresh databases (each test module, each bench run) fill fast: gather
+                # planner statistics soon, not after the default minute.
+                "autovacuum_naptime = 5s\n"
             )
     try:
         _run_pg(

@@ -72,7 +72,8 @@ async def ingest(
     stored = {
         r["event_id"]: r["content_hash"]
         for r in await conn.fetch(
-            "SELECT event_id, content_hash FROM events WHERE event_id = ANY($1::uuid[])",
+            "SELECT e.event_id, e.content_hash FROM unnest($1::uuid[]) AS u(id) "
+            "JOIN events e ON e.event_id = u.id",
             [e.event_id for _, e in events],
         )
     }
@@ -106,8 +107,9 @@ async def ingest(
     heads = {
         r["case_id"]: (r["seq"], r["chain_hash"])
         for r in await conn.fetch(
-            "SELECT case_id, seq, chain_hash FROM case_heads WHERE case_id = ANY($1::uuid[]) "
-            "ORDER BY case_id FOR UPDATE",
+            "SELECT h.case_id, h.seq, h.chain_hash FROM unnest($1::uuid[]) AS u(id) "
+            "JOIN case_heads h ON h.case_id = u.id "
+            "ORDER BY h.case_id FOR UPDATE OF h",
             cases,
         )
     }
@@ -272,9 +274,10 @@ async def case_events(
     conn: Connection, case_ids: Iterable[UUID], parsed: ParsedEvents | None = None
 ) -> list[Event]:
     rows = await conn.fetch(
-        "SELECT event_id, value FROM events WHERE case_id = ANY($1::uuid[]) "
-        "ORDER BY case_id, case_seq",
-        list(case_ids),
+        "SELECT e.event_id, e.value FROM unnest($1::uuid[]) AS u(id) "
+        "JOIN events e ON e.case_id = u.id "
+        "ORDER BY e.case_id, e.case_seq",
+        list(set(case_ids)),
     )
     if parsed is None:
         return [parse_event(r["value"]) for r in rows]

@@ -39,8 +39,9 @@ VIEW_COLUMNS = (
 async def load_views(conn: Connection, case_ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
     """The status columns of these cases, locked until the batch commits."""
     rows = await conn.fetch(
-        f"SELECT case_id, {', '.join(VIEW_COLUMNS)} FROM cases "  # noqa: S608 - fixed names
-        "WHERE case_id = ANY($1::uuid[]) ORDER BY case_id FOR UPDATE",
+        f"SELECT c.case_id, {', '.join('c.' + col for col in VIEW_COLUMNS)} "  # noqa: S608
+        "FROM unnest($1::uuid[]) AS u(id) JOIN cases c ON c.case_id = u.id "
+        "ORDER BY c.case_id FOR UPDATE OF c",
         list(set(case_ids)),
     )
     return {r["case_id"]: dict(r) for r in rows}

@@ -39,10 +39,14 @@ async def load_for_update(
     one case serialise here) and the ids that were rejected at routing."""
     ids = list(set(case_ids))
     rows = await conn.fetch(
-        "SELECT * FROM cases WHERE case_id = ANY($1::uuid[]) ORDER BY case_id FOR UPDATE", ids
+        "SELECT c.* FROM unnest($1::uuid[]) AS u(id) JOIN cases c ON c.case_id = u.id "
+        "ORDER BY c.case_id FOR UPDATE OF c",
+        ids,
     )
     rejected = await conn.fetch(
-        "SELECT case_id FROM rejected_cases WHERE case_id = ANY($1::uuid[])", ids
+        "SELECT r.case_id FROM unnest($1::uuid[]) AS u(id) "
+        "JOIN rejected_cases r ON r.case_id = u.id",
+        ids,
     )
     return {r["case_id"]: _state(r) for r in rows}, {r["case_id"] for r in rejected}
 
