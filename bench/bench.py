@@ -234,7 +234,11 @@ class Watcher:
                 batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
                 for records in batch.values():
                     for r in records:
-                        self.observe(r.value)
+                        # The relay's event_type header tells which records matter
+                        # without parsing the other three quarters.
+                        kind = next((v for k, v in r.headers if k == "event_type"), None)
+                        if kind in (b"CaseAccepted", b"CaseClosed", None):
+                            self.observe(r.value)
         finally:
             await consumer.stop()
 
