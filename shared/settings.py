@@ -46,7 +46,10 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Records taken per batch: one DB transaction each."
     )
     consumer_batch_timeout_ms: int = Field(
-        default=20, ge=0, description="How long a consumer waits to fill a batch."
+        default=10,
+        ge=0,
+        description="How long a consumer lingers to fill a batch that is not full "
+        "(latency per hop, traded for fewer transactions per record under load).",
     )
     consumer_fetch_min_bytes: int = Field(
         default=1,

@@ -246,7 +246,7 @@ class ParsedEvents:
     and committed rows never change (append-only, one row per event id).
     """
 
-    def __init__(self, limit: int = 20_000) -> None:
+    def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
         self._events: OrderedDict[UUID, Event] = OrderedDict()
         self._pending: dict[UUID, Event] = {}
