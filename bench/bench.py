@@ -368,7 +368,7 @@ async def e2e_steps(
         loadgen.encode_post("127.0.0.1", "/cases", body)
         for body, _ in build_requests(catalogue, 20_000, seed=42)
     ]
-    rates = rates or ([50, 200] if quick else [50, 100, 200, 300, 400, 500, 700, 1000])
+    rates = rates or ([50, 200] if quick else [50, 100, 200, 250, 300, 400, 500, 700, 1000])
     seconds = 8.0 if quick else 30.0
     steps: list[Step] = []
     # Warm-up, not measured: consumer groups finish joining and every code path has run
