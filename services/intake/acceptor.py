@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -94,7 +95,7 @@ class Acceptor:
         pool: asyncpg.Pool,
         writer: OutboxWriter,
         *,
-        committed: Any,
+        committed: Callable[[], None],
         max_batch: int = 256,
     ) -> None:
         self._settings = settings
