@@ -8,7 +8,7 @@ after the database transaction holding the record's effects has committed.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -70,20 +70,59 @@ async def partitions_matching(settings: Settings, pattern: str) -> list[TopicPar
     return [TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]]
 
 
+async def fetch_to_end(
+    settings: Settings, partitions: Sequence[TopicPartition]
+) -> AsyncIterator[tuple[int, list[ConsumerRecord[bytes, bytes]]]]:
+    """The records of these partitions, from the first offset to the end as it is now, a
+    fetched batch at a time, each with the total number of records to read.
+
+    A group-less consumer with an ``earliest`` reset: assigning under the default
+    ``latest`` reset and then seeking to the beginning races (the initial reset can land
+    after the seek and leave every position at the end). Large fetches, up to 100,000
+    records each; a caller that turns each batch into its own records at once never
+    holds the client's records for the whole log.
+    """
+    if not partitions:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=128 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(partitions))
+        ends = await consumer.end_offsets(list(partitions))
+        starts = await consumer.beginning_offsets(list(partitions))
+        total = sum(ends[tp] - starts[tp] for tp in partitions)
+        remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
+        while remaining:
+            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=100_000)
+            batch: list[ConsumerRecord[bytes, bytes]] = []
+            for tp, got in fetched.items():
+                end = ends[tp]
+                batch.extend(r for r in got if r.offset < end)
+                if got and got[-1].offset >= end - 1:
+                    remaining.discard(tp)
+            yield total, batch
+    finally:
+        await consumer.stop()
+
+
 async def read_to_end(
     settings: Settings,
     partitions: Sequence[TopicPartition],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of these partitions, from the first offset to the end as it is now.
-
-    A group-less consumer with an ``earliest`` reset: assigning under the default
-    ``latest`` reset and then seeking to the beginning races (the initial reset can land
-    after the seek and leave every position at the end).
-    """
+    """Every record of these partitions, from the first offset to the end as it is now."""
     records: list[ConsumerRecord[bytes, bytes]] = []
-    if not partitions:
-        return records
+    async for total, batch in fetch_to_end(settings, partitions):
+        records.extend(batch)
+        if on_progress is not None:
+            on_progress(len(records), total)
+    return records
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,

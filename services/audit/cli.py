@@ -16,29 +16,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import gc
 import json
 import sys
 import time
-from collections.abc import Callable, Container, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Container
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.audit import dlq, queries, store
 from services.audit.api import MIGRATIONS
-from services.audit.domain import LogRecord, VerifyReport, verify
+from services.audit.domain import LogRecord, VerifyReport, gc_paused, verify
 from services.audit.ingest import VERDICT_SIGNER, event_log_pattern
 from shared.catalogue import default_catalogue
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
 from shared.events import utcnow
-from shared.kafka import partitions_matching
+from shared.kafka import fetch_to_end, partitions_matching
 from shared.settings import Settings, get_settings
 from shared.signing import (
     SIGNATURE_HEADER,
@@ -55,74 +52,28 @@ out = Console()
 err = Console(stderr=True)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A replay allocates a few objects per record and keeps them to the end: CPython's
-    # cyclic collector would rescan that growing heap (and every imported module) again
-    # and again. Measured: it more than doubles the time spent reading from Kafka.
-    # Reference counting frees everything as usual meanwhile.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 async def read_log(
     settings: Settings, on_progress: Callable[[int, int], None] | None = None
 ) -> list[LogRecord]:
-    """Every record of every event-log topic, from the first offset to the end as it is now.
-
-    ``shared.kafka.read_to_end``'s reading, turning each fetched batch into LogRecords at
-    once instead of keeping the client's records: large fetches, up to 100,000 records
-    per ``getmany``.
-    """
+    """Every record of every event-log topic, from the first offset to the end as it is now,
+    each fetched batch turned into LogRecords at once (``shared.kafka.fetch_to_end``)."""
     partitions = await partitions_matching(settings, event_log_pattern(settings))
     records: list[LogRecord] = []
-    if not partitions:
-        return records
-    prefix = settings.topic_prefix
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=128 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(partitions))
-        ends = await consumer.end_offsets(list(partitions))
-        starts = await consumer.beginning_offsets(list(partitions))
-        total = sum(ends[tp] - starts[tp] for tp in partitions)
-        remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
-        topics = {tp.topic: tp.topic.removeprefix(prefix) for tp in partitions}
-        append = records.append
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=100_000)
-            for tp, got in batch.items():
-                end = ends[tp]
-                topic = topics[tp.topic]
-                for r in got:
-                    if r.offset >= end:
-                        break
-                    signer = signature = None  # the first of each, as ingest.header reads
-                    for key, raw in r.headers:
-                        if key == SIGNER_HEADER and signer is None:
-                            signer = raw.decode(errors="replace")
-                        elif key == SIGNATURE_HEADER and signature is None:
-                            signature = raw.decode(errors="replace")
-                    append(
-                        LogRecord(topic, r.partition, r.offset, r.value or b"", signer, signature)
-                    )
-                if got and got[-1].offset >= end - 1:
-                    remaining.discard(tp)
-            if on_progress is not None:
-                on_progress(len(records), total)
-    finally:
-        await consumer.stop()
+    topics = {tp.topic: tp.topic.removeprefix(settings.topic_prefix) for tp in partitions}
+    append = records.append
+    async for total, batch in fetch_to_end(settings, partitions):
+        for r in batch:
+            signer = signature = None  # the first of each, as ingest.header reads
+            for key, raw in r.headers:
+                if key == SIGNER_HEADER and signer is None:
+                    signer = raw.decode(errors="replace")
+                elif key == SIGNATURE_HEADER and signature is None:
+                    signature = raw.decode(errors="replace")
+            append(
+                LogRecord(topics[r.topic], r.partition, r.offset, r.value or b"", signer, signature)
+            )
+        if on_progress is not None:
+            on_progress(len(records), total)
     return records
 
 
@@ -186,7 +137,7 @@ async def run_verify(
     and checks the log.
     """
     started = time.perf_counter()
-    with _gc_paused():
+    with gc_paused():
         chain = asyncio.create_task(_store_violations(settings))
         verdicts: asyncio.Task[Container[bytes]] = asyncio.create_task(
             _verified_digests(settings)
