@@ -419,17 +419,7 @@ async def check_chains_in_database(
             problems.append("stored bytes do not match their content hash")
         if row["bad_link"]:
             problems.append("chain_hash does not cover this row")
-        found.append(
-            Violation(
-                kind=BROKEN_HASH_CHAIN,
-                case_id=row["case_id"],
-                event_id=row["event_id"],
-                topic=row["topic"],
-                partition=row["kafka_partition"],
-                offset=row["kafka_offset"],
-                detail="; ".join(problems),
-            )
-        )
+        found.append(_chain_break(row, problems))
     return found
 
 
@@ -443,27 +433,30 @@ async def check_chains(conn: Connection) -> list[Violation]:
         if row["case_id"] != current:
             current, prev, seq = row["case_id"], GENESIS, 0
         seq += 1
-        expected = chain_hash(prev, content_hash(bytes(row["value"])), row["event_id"])
+        digest = content_hash(bytes(row["value"]))
         problems = []
         if row["case_seq"] != seq:
             problems.append(f"sequence {row['case_seq']} where {seq} was expected")
         if row["prev_hash"] != prev:
             problems.append("prev_hash does not match the previous row")
-        if row["content_hash"] != content_hash(bytes(row["value"])):
+        if row["content_hash"] != digest:
             problems.append("stored bytes do not match their content hash")
-        if row["chain_hash"] != expected:
+        if row["chain_hash"] != chain_hash(prev, digest, row["event_id"]):
             problems.append("chain_hash does not cover this row")
         if problems:
-            found.append(
-                Violation(
-                    kind=BROKEN_HASH_CHAIN,
-                    case_id=row["case_id"],
-                    event_id=row["event_id"],
-                    topic=row["topic"],
-                    partition=row["kafka_partition"],
-                    offset=row["kafka_offset"],
-                    detail="; ".join(problems),
-                )
-            )
+            found.append(_chain_break(row, problems))
         prev = row["chain_hash"]
     return found
+
+
+def _chain_break(row: Any, problems: list[str]) -> Violation:
+    """A broken_hash_chain violation at a stored row (the database's walk or Python's)."""
+    return Violation(
+        kind=BROKEN_HASH_CHAIN,
+        case_id=row["case_id"],
+        event_id=row["event_id"],
+        topic=row["topic"],
+        partition=row["kafka_partition"],
+        offset=row["kafka_offset"],
+        detail="; ".join(problems),
+    )
