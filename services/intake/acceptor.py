@@ -85,6 +85,14 @@ class _New:
     case_id: UUID
     receipt_no: str = ""
 
+    def answer(self) -> dict[str, Any]:
+        return {"case_id": str(self.case_id), "receipt_no": self.receipt_no, "status": "accepted"}
+
+
+@dataclass(slots=True)
+class _Replay:
+    of: _New  # the request earlier in the batch that created the case
+
 
 class Acceptor:
     """Accepts cases in group-committed batches; one writer task per process."""
@@ -177,7 +185,7 @@ class Acceptor:
             held = await store.find_keys(conn, keys)
             if held:
                 rows = await store.get_cases(conn, [case_id for _, case_id in held.values()])
-        results: list[dict[str, Any] | BaseException | _New] = []
+        results: list[dict[str, Any] | BaseException | _New | _Replay] = []
         claimed: dict[str, tuple[str, _New]] = {}  # keys first used in this batch
         fresh: list[_New] = []
         for pending in batch:
@@ -190,7 +198,11 @@ class Acceptor:
                     results.append(receipt(rows[case_id]) | {"_replayed": True})
             elif key is not None and key in claimed:
                 request_hash, first = claimed[key]
-                results.append(key_reused() if request_hash != pending.fingerprint else first)
+                # The first request of this key in the batch created the case; this one,
+                # with the same body, is a replay of it (200 with Idempotent-Replayed).
+                results.append(
+                    key_reused() if request_hash != pending.fingerprint else _Replay(first)
+                )
             else:
                 new = _New(pending, uuid4())
                 fresh.append(new)
@@ -199,13 +211,15 @@ class Acceptor:
                     claimed[key] = (pending.fingerprint, new)
         if fresh:
             await self._store(conn, fresh, utcnow())
-        answers: list[dict[str, Any] | BaseException] = [
-            {"case_id": str(r.case_id), "receipt_no": r.receipt_no, "status": "accepted"}
+        answers = [
+            r.answer()
             if isinstance(r, _New)
+            else r.of.answer() | {"_replayed": True}
+            if isinstance(r, _Replay)
             else r
             for r in results
         ]
-        return _mark_replays(results, answers), bool(fresh)
+        return answers, bool(fresh)
 
     async def _store(self, conn: Connection, fresh: list[_New], now: datetime) -> None:
         centre = self._settings.centre_id
@@ -259,18 +273,3 @@ class Acceptor:
         if claims:
             await store.claim_keys(conn, claims)
         await self._writer.add(conn, CASES_ACCEPTED, *events)
-
-
-def _mark_replays(
-    results: list[dict[str, Any] | BaseException | _New],
-    answers: list[dict[str, Any] | BaseException],
-) -> list[dict[str, Any] | BaseException]:
-    """Within a batch, the first request of a key created the case; later requests with
-    the same key and body are replays of it (200 with Idempotent-Replayed)."""
-    seen: set[int] = set()
-    out: list[dict[str, Any] | BaseException] = []
-    for result, answer in zip(results, answers, strict=True):
-        replay = isinstance(result, _New) and id(result) in seen
-        seen.add(id(result))
-        out.append(answer | {"_replayed": True} if replay and isinstance(answer, dict) else answer)
-    return out
