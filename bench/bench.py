@@ -30,10 +30,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
-import asyncpg
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -48,6 +46,7 @@ from deploy.demo import build_requests
 from services.audit.cli import run_verify
 from services.audit.ingest import event_log_pattern
 from shared.catalogue import Catalogue, default_catalogue
+from shared.db import create_database, drop_database
 from shared.kafka import make_consumer, make_producer, partitions_matching
 from shared.settings import Settings
 from shared.topics import CASES_ACCEPTED, CASES_ROUTING, delete_topics_with_prefix, ensure_topics
@@ -453,31 +452,13 @@ async def audit_replay(settings: Settings, watcher: Watcher, results: dict[str, 
 # --------------------------------------------------------------------------- main
 
 
-async def own_database(dsn: str, name: str) -> str:
-    """Create database ``name`` on the stack's server; return its DSN."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
-
-
-async def drop_database(dsn: str, name: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = False) -> int:
     cfg = local_stack.StackConfig.from_env()
     await asyncio.to_thread(local_stack.up, cfg)
     prefix = f"bench{datetime.now(UTC):%m%d%H%M%S}."
     # The run's own database and topics: verify and the audit store's chain check cover
     # this run only, and both are dropped at the end (the JSON keeps the figures).
-    database_url = await own_database(cfg.database_url, prefix.rstrip("."))
+    database_url = await create_database(cfg.database_url, prefix.rstrip("."))
     settings = Settings(
         kafka_bootstrap_servers=cfg.bootstrap_servers,
         database_url=SecretStr(database_url),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -53,6 +54,26 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
             decoder=json.loads,
             schema="pg_catalog",
         )
+
+
+async def create_database(dsn: str, name: str) -> str:
+    """Create the empty database ``name`` on ``dsn``'s server; return its DSN (a test
+    module's or a benchmark run's own database)."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{name}"))
+
+
+async def drop_database(dsn: str, name: str) -> None:
+    """Drop database ``name`` on ``dsn``'s server, whoever is still connected to it."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 def _check_schema(schema: str) -> str:

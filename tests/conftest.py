@@ -17,13 +17,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 from pydantic import SecretStr
 
 from deploy import stack as local_stack
+from shared.db import create_database, drop_database
 from shared.settings import Settings
 from shared.topics import delete_topics_with_prefix
 
@@ -65,26 +64,12 @@ def stack() -> Iterator[Stack]:
             local_stack.down(cfg)
 
 
-def _with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
 @pytest.fixture(scope="module")
 async def database_url(stack: Stack) -> AsyncIterator[str]:
     """A fresh, empty database for one test module, dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(stack.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield _with_database(stack.database_url, name)
-    admin = await asyncpg.connect(stack.database_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    yield await create_database(stack.database_url, name)
+    await drop_database(stack.database_url, name)
 
 
 @pytest.fixture
