@@ -123,28 +123,3 @@ async def read_to_end(
         if on_progress is not None:
             on_progress(len(records), total)
     return records
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(partitions))
-        ends = await consumer.end_offsets(list(partitions))
-        starts = await consumer.beginning_offsets(list(partitions))
-        total = sum(ends[tp] - starts[tp] for tp in partitions)
-        remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=20_000)
-            for tp, got in batch.items():
-                records.extend(r for r in got if r.offset < ends[tp])
-                if got and got[-1].offset >= ends[tp] - 1:
-                    remaining.discard(tp)
-            if on_progress is not None:
-                on_progress(len(records), total)
-    finally:
-        await consumer.stop()
-    return records
