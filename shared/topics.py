@@ -7,7 +7,10 @@ and retention, never by broker auto-create. Event-log topics keep records foreve
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -93,9 +96,40 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
             else:
                 message = entry[2] if len(entry) > 2 else ""
                 raise TopicProvisioningError(f"creating topic {name}: {error.__name__} {message}")
+        # The controller has committed the new topics, but the broker that answers a
+        # consumer's metadata request applies them a moment later. A pattern subscriber
+        # (the audit) that looked in that moment would not see them until its next
+        # metadata refresh, so return only once every partition is served by a leader.
+        await _wait_until_served(admin, missing)
         return created
     finally:
         await admin.close()
+
+
+async def _wait_until_served(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = [t["topic"] for t in await admin.describe_topics(names) if not _served(t)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicProvisioningError(
+                f"topics created but not served by a partition leader after {timeout_s:.0f} s:"
+                f" {', '.join(sorted(pending))}. Check the broker log and that every broker"
+                " of the cluster is up."
+            )
+        await asyncio.sleep(0.1)
+
+
+def _served(topic: dict[str, Any]) -> bool:
+    partitions = topic.get("partitions") or []
+    return (
+        topic.get("error_code") == 0
+        and bool(partitions)
+        and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in partitions)
+    )
 
 
 async def delete_topics_with_prefix(settings: Settings, prefix: str) -> int:
