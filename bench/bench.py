@@ -417,7 +417,7 @@ async def audit_lag(settings: Settings) -> int:
     await admin.start()
     await reader.start()
     try:
-        committed = await admin.list_consumer_group_offsets("audit")
+        committed = await admin.list_consumer_group_offsets(settings.group("audit"))
         ends = await reader.end_offsets(parts)
     finally:
         await reader.stop()

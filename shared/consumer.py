@@ -31,7 +31,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.aio import sleep_or_stop
@@ -331,6 +331,26 @@ class RecordProcessor(Protocol):
     async def process(self, records: Sequence[Record]) -> BatchResult: ...
 
 
+class _AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs what a consumer reads after each rebalance: the operator's evidence of a
+    rebalance, and that a topic created later (a new department's) is being read."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        partitions = list(assigned)
+        log.info(
+            "partitions assigned",
+            group=self._group,
+            partitions=len(partitions),
+            topics=sorted({tp.topic for tp in partitions}),
+        )
+
+
 class ConsumerLoop:
     """Polls a consumer group, feeds batches to a processor, commits after each batch.
 
@@ -351,7 +371,7 @@ class ConsumerLoop:
         self._settings = settings
         self._topics = [settings.topic(t) for t in topics]
         self._pattern = pattern
-        self._group = group_id
+        self._group = settings.group(group_id)
         self.name = f"consumer:{group_id}"
         self._processor = processor
         self._relay = relay
@@ -366,16 +386,26 @@ class ConsumerLoop:
         while not stop.is_set():
             consumer = make_consumer(
                 self._settings,
-                *self._topics,
                 group_id=self._group,
                 max_poll_records=self._settings.consumer_max_records,
                 # Let the broker gather a few records per fetch: fewer, fuller batches
                 # (one transaction each) for at most fetch_max_wait_ms more latency.
                 fetch_min_bytes=self._settings.consumer_fetch_min_bytes,
                 fetch_max_wait_ms=self._settings.consumer_fetch_max_wait_ms,
+                **(
+                    # A pattern is matched against the broker's metadata, which the
+                    # client refreshes only this often: it bounds how long a topic
+                    # created later (a new department's) goes unread.
+                    {"metadata_max_age_ms": self._settings.consumer_pattern_refresh_ms}
+                    if self._pattern is not None
+                    else {}
+                ),
             )
+            listener = _AssignmentLog(self._group)
             if self._pattern is not None:
-                consumer.subscribe(pattern=self._pattern)
+                consumer.subscribe(pattern=self._pattern, listener=listener)
+            else:
+                consumer.subscribe(topics=self._topics, listener=listener)
             try:
                 await consumer.start()
             except (KafkaError, OSError) as exc:

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         "cost more broker CPU at low rates (a fetch every 20 ms per consumer) and gained "
         "nothing under load, where batches fill anyway while a transaction runs.",
     )
+    consumer_pattern_refresh_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="How often a pattern subscriber (the audit) re-reads the broker's "
+        "topic list: the longest a topic created after it started goes unread.",
+    )
     producer_linger_ms: int = Field(
         default=5, ge=0, description="How long the relay's producer waits to fill a batch."
     )
@@ -101,6 +107,11 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         """The deployed name of a logical topic."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        """The deployed consumer group id of a service: prefixed like the topics, so two
+        deployments (or two test runs) on one cluster never share a group's members."""
         return f"{self.topic_prefix}{name}"
 
     def dsn(self) -> str:

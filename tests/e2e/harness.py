@@ -152,6 +152,8 @@ def run_services(
     finally:
         try:
             _stop_all(procs, logs, check=completed)
+            if not completed:
+                _print_log_tails(logs, procs)
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(delete_topics_with_prefix(settings, settings.topic_prefix))
@@ -175,6 +177,20 @@ def _stop_all(procs: dict[str, subprocess.Popen[bytes]], logs: Path, *, check: b
         log = (logs / f"{name}.log").read_text()
         clean = code == 0 or (code == -signal.SIGTERM and "shutdown complete" in log)
         assert clean, f"{name} exited with {code}; log: {log[-2000:]}"
+
+
+def _print_log_tails(logs: Path, procs: Mapping[str, object], lines: int = 15) -> None:
+    """After a failure: each service's warnings and errors, then its last lines, so a CI
+    log that keeps only the test output still says what the services were doing."""
+    for name in procs:
+        path = logs / f"{name}.log"
+        if not path.exists():
+            continue
+        text = path.read_text(errors="replace").splitlines()
+        alarms = [ln for ln in text if '"level": "warning"' in ln or '"level": "error"' in ln]
+        print(f"--- {name}.log: {len(text)} lines, {len(alarms)} warnings/errors ---")
+        for line in [*alarms[-lines:], "...", *text[-lines:]]:
+            print(line[:500])
 
 
 async def wait_closed(
@@ -216,14 +232,15 @@ async def records_of(
 async def wait_group_past(
     settings: Settings, group: str, topic: str, partition: int, offset: int
 ) -> None:
-    """Until the consumer group has committed past ``offset``: it has handled that record."""
+    """Until the service's consumer group has committed past ``offset``: it has handled
+    that record."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     tp = TopicPartition(settings.topic(topic), partition)
     try:
         deadline = time.monotonic() + 60
         while True:
-            offsets = await admin.list_consumer_group_offsets(group)
+            offsets = await admin.list_consumer_group_offsets(settings.group(group))
             meta = offsets.get(tp)
             if meta is not None and meta.offset > offset:
                 return

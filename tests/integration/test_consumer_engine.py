@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from uuid import uuid4
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.audit import dlq
-from shared.consumer import BatchProcessor, ConsumerLoop, Tx
+from shared.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
 from shared.events import CaseClosed, CaseReviewFlagged, Event
 from shared.kafka import make_producer
@@ -224,3 +226,63 @@ async def test_a_dead_letter_is_redriven_once_after_the_fix(engine: Engine) -> N
         for d in await dlq.dead_letters(engine.settings)
     ]
     assert [row["redriven_by"] is not None for row in listed] == [True]
+
+
+class Collector:
+    """A processor that only remembers what it was given."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes | None] = []
+
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        self.values += [r.value for r in records]
+        return BatchResult(processed=len(records))
+
+
+async def test_a_pattern_consumer_reads_a_topic_created_after_it_started(
+    settings: Settings,
+) -> None:
+    # The audit subscribes by pattern. A department added while it runs must be read
+    # within the refresh interval, not after the client's default five minutes.
+    settings = settings.model_copy(update={"consumer_pattern_refresh_ms": 500})
+    await ensure_topics(settings, ["early"])
+    collector = Collector()
+    pattern = rf"^{re.escape(settings.topic_prefix)}(early|late)$"
+    loop = ConsumerLoop(settings, [], group_id="watcher", processor=collector, pattern=pattern)
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop, on_ready=started.set))
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        await ensure_topics(settings, ["late"])
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            await (await producer.send(settings.topic("late"), b"from the late topic"))
+        finally:
+            await producer.stop()
+
+        async def arrived() -> bool:
+            return b"from the late topic" in collector.values
+
+        await eventually(arrived, seconds=30)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_consumer_groups_carry_the_deployment_prefix(engine: Engine) -> None:
+    # Two deployments (or test runs) on one cluster must not share a group's members.
+    await produce(engine.settings, [closed("grouped").to_json()])
+
+    async def handled() -> bool:
+        return "grouped" in await engine.effects()
+
+    await eventually(handled)
+    admin = AIOKafkaAdminClient(bootstrap_servers=engine.settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        groups = {g[0] for g in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+    assert f"{engine.settings.topic_prefix}engine" in groups
