@@ -131,7 +131,7 @@ class AuditIngest:
         verdicts = self._judge.verdicts(batch)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                result, cases = await store.ingest(conn, batch)
+                result, cases = await store.ingest(conn, batch, self._parsed)
                 await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
                 # Views replay each case's stored events: earlier batches' are parsed.
                 await store.refresh_views(conn, cases, self._parsed)

@@ -47,13 +47,16 @@ class IngestResult:
 
 
 async def ingest(
-    conn: Connection, batch: Sequence[tuple[LogRecord, Event | None]]
+    conn: Connection,
+    batch: Sequence[tuple[LogRecord, Event | None]],
+    parsed: ParsedEvents | None = None,
 ) -> tuple[IngestResult, set[UUID]]:
     """Append a batch to the store inside the caller's transaction.
 
     Returns the counts and the ids of the cases that gained events. An event already
     stored with the same bytes is a redelivery (skipped); with other bytes it is kept in
-    ``conflicts`` as evidence.
+    ``conflicts`` as evidence. The events stored now go into ``parsed`` (pending until
+    the caller commits it), so refreshing the views does not parse them a second time.
     """
     result = IngestResult()
     events = [(r, e) for r, e in batch if e is not None]
@@ -102,6 +105,9 @@ async def ingest(
             result.conflicts += inserted is not None
     if not fresh:
         return result, set()
+    if parsed is not None:
+        for _, event, _ in fresh:
+            parsed.hold(event)
     cases = sorted({e.case_id for _, e, _ in fresh})
     # FOR UPDATE: two audit replicas appending to one case's chain serialise here.
     heads = {
@@ -259,6 +265,10 @@ class ParsedEvents:
         if event is None:
             event = self._pending[event_id] = parse_event(value)
         return event
+
+    def hold(self, event: Event) -> None:
+        """An event parsed from exactly the bytes being stored under its id now."""
+        self._pending[event.event_id] = event
 
     def commit(self) -> None:
         self._events.update(self._pending)

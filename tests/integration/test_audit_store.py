@@ -17,7 +17,7 @@ from services.audit.api import MIGRATIONS
 from services.audit.domain import LogRecord, decode
 from services.audit.ingest import SignatureJudge
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
-from shared.events import CaseAccepted, CaseClosed, Event
+from shared.events import CaseAccepted, CaseClosed, CaseReviewFlagged, Event
 from shared.signing import PublicKeys, Signer, verdict_mac_key
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ async def test_views_refreshed_with_parsed_events_match_a_rebuild(pool: asyncpg.
     for offset, batch in enumerate(batches):
         async with pool.acquire() as conn, conn.transaction():
             _, cases = await store.ingest(
-                conn, [record(e, offset * 10 + i) for i, e in enumerate(batch)]
+                conn, [record(e, offset * 10 + i) for i, e in enumerate(batch)], parsed
             )
             await store.refresh_views(conn, cases, parsed)
         parsed.commit()
@@ -156,6 +156,40 @@ async def test_views_refreshed_with_parsed_events_match_a_rebuild(pool: asyncpg.
     async with pool.acquire() as conn, conn.transaction():
         live = store.views_digest(await store.live_views(conn))
         assert live == await store.rebuild(conn)
+
+
+async def test_a_conflicting_copy_never_replaces_the_stored_event_in_the_cache(
+    pool: asyncpg.Pool,
+) -> None:
+    parsed = store.ParsedEvents()
+    case = accepted()
+    closed = CaseClosed(**case.caused(), producer="router", outcome="approved", on_spot=True)
+    forged = closed.model_copy(update={"outcome": "rejected"}).to_json()
+    flags = [
+        CaseReviewFlagged(
+            **closed.caused(),
+            producer="router",
+            step_index=0,
+            department="hr_registration",
+            reason_code="unclear",
+            message=f"photo unreadable ({n})",
+        )
+        for n in range(2)
+    ]
+    batches = [
+        [record(case, 0), record(closed, 1)],
+        [record(closed, 2, forged), record(flags[0], 3)],  # the conflict beside a fresh one
+        [record(flags[1], 4)],  # refreshes the view from what the cache holds
+    ]
+    for batch in batches:
+        async with pool.acquire() as conn, conn.transaction():
+            _, cases = await store.ingest(conn, batch, parsed)
+            await store.refresh_views(conn, cases, parsed)
+        parsed.commit()
+    async with pool.acquire() as conn, conn.transaction():
+        (view,) = await store.live_views(conn)
+        assert view["outcome"] == "approved"
+        assert store.views_digest([view]) == await store.rebuild(conn)
 
 
 def verdict(event: Event, valid: bool = True, mac: bytes | None = b"m" * 32) -> store.Verdict:
