@@ -167,7 +167,8 @@ class CaseClosed(Event):
 
 
 class CaseAdvanced(Event):
-    """The router assigned the next step of the slip to its department."""
+    """The router assigned a later step (1, 2, ...) of the slip to its department; step 0
+    goes out with the slip itself (CaseRouted)."""
 
     event_type: ClassVar[str] = "CaseAdvanced"
 

@@ -71,9 +71,12 @@ def apply_routing(view: dict[str, Any], event: Event) -> None:
     """Bring one case's status view up to date with one cases.routing event."""
     at = event.occurred_at
     if isinstance(event, CaseRouted):
+        # The slip's first step is assigned with it (no CaseAdvanced for step 0).
         view["routed_at"] = at
         if view["status"] == "accepted":
-            view["status"] = "routed"
+            view["status"] = "in_progress"
+            view["current_step"] = 0
+            view["department"] = event.steps[0].department if event.steps else None
     elif isinstance(event, CaseAdvanced):
         view["current_step"] = event.step_index
         view["department"] = event.department

@@ -73,7 +73,7 @@ def _assign(
     review = state.on_spot
     due = now + timedelta(days=REVIEW_DAYS) if review else state.promised_by
     env = cause.caused()
-    return [
+    emits: list[Emit] = [
         (
             dept_tasks(step.department),
             StepAssigned(
@@ -90,19 +90,24 @@ def _assign(
                 follows_department=follows,
                 due_by=max(due, now),
             ),
-        ),
-        (
-            CASES_ROUTING,
-            CaseAdvanced(
-                **env,
-                producer=PRODUCER,
-                step_index=index,
-                department=step.department,
-                action=step.action,
-                review=review,
-            ),
-        ),
+        )
     ]
+    if index > 0:
+        # Step 0 goes out with the slip: CaseRouted already says which department has it.
+        emits.append(
+            (
+                CASES_ROUTING,
+                CaseAdvanced(
+                    **env,
+                    producer=PRODUCER,
+                    step_index=index,
+                    department=step.department,
+                    action=step.action,
+                    review=review,
+                ),
+            )
+        )
+    return emits
 
 
 def route(

@@ -342,7 +342,6 @@ def test_the_builder_writes_what_the_router_writes(log: LogBuilder) -> None:
         (CASES_ROUTING, "CaseRouted"),
         (CASES_ROUTING, "CaseClosed"),
         (dept_tasks("hr_registration"), "StepAssigned"),
-        (CASES_ROUTING, "CaseAdvanced"),
         (dept_outcomes("hr_registration"), "StepApproved"),
     ]
     failed = cases["review_failed"].case_id
@@ -851,7 +850,6 @@ def test_projection_of_each_journey(log: LogBuilder, catalogue: Catalogue) -> No
         f"routed to hr_registration > social_security (promised by "
         f"{approved.promised_by.isoformat()})",
         "assigned job_registration",
-        "advanced to job_registration",
         "approved (HR-JR-0001)",
         "assigned benefit_claim",
         "advanced to benefit_claim",
@@ -865,7 +863,7 @@ def test_projection_of_each_journey(log: LogBuilder, catalogue: Catalogue) -> No
     assert (failed.outcome, failed.on_spot) == ("approved", True)
     assert failed.review_flags == ("hr_registration: not_employed",)
     assert [t.event_type for t in failed.timeline][-3:] == [
-        "CaseAdvanced",
+        "StepAssigned",
         "StepRejected",
         "CaseReviewFlagged",
     ]
@@ -897,7 +895,6 @@ def test_timeline_ties_are_broken_by_event_type_then_id(log: LogBuilder) -> None
         "CaseAccepted",
         "CaseRouted",
         "StepAssigned",
-        "CaseAdvanced",
         "StepApproved",
         "CaseClosed",
     ]
@@ -981,12 +978,12 @@ def test_stats_on_a_small_known_log(log: LogBuilder) -> None:
     }
     assert result.on_spot_share == pytest.approx(2 / 5)
     assert result.reasons == {"already_registered": 1, "unknown_item": 1}
-    # One second per record: accepted -> closed is 8 s (approved), 5 s (HR rejection),
+    # One second per record: accepted -> closed is 7 s (approved), 4 s (HR rejection),
     # 2 s (each on-the-spot close) and 2 s (unknown item); nearest-rank percentiles.
     assert result.accept_to_close_ms == {
         "p50": 2000.0,
-        "p90": 8000.0,
-        "p99": 8000.0,
+        "p90": 7000.0,
+        "p99": 7000.0,
         "count": 5.0,
     }
     assert result.open_past_promise == [str(waiting.case_id)]

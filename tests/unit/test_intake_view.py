@@ -1,0 +1,73 @@
+"""Intake's status view (GET /cases/{id}) fed with what the router really emits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.intake.store import VIEW_COLUMNS, apply_routing
+from services.router.domain import on_outcome, route
+from shared.catalogue import Catalogue, default_catalogue
+from shared.events import Event, StepApproved
+from shared.topics import CASES_ROUTING
+from tests.unit.test_router_domain import BENEFIT_FORM, NOW, accepted, outcome
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    return default_catalogue()
+
+
+def fresh_view() -> dict[str, Any]:
+    return dict.fromkeys(VIEW_COLUMNS) | {"status": "accepted", "on_spot": False}
+
+
+def feed(view: dict[str, Any], emits: list[tuple[str, Event]]) -> dict[str, Any]:
+    for topic, event in emits:
+        if topic == CASES_ROUTING:  # the only topic intake's view consumes
+            apply_routing(view, event)
+    return view
+
+
+def test_a_routed_case_is_in_progress_at_its_first_step(catalogue: Catalogue) -> None:
+    state, emits = route(accepted("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM), catalogue, NOW)
+    assert state is not None
+    view = feed(fresh_view(), emits)
+    assert (view["status"], view["current_step"], view["department"]) == (
+        "in_progress",
+        0,
+        "hr_registration",
+    )
+    assert view["routed_at"] is not None
+    state, emits = on_outcome(state, outcome(state, StepApproved, "hr_registration", 0), NOW)
+    feed(view, emits)
+    assert (view["status"], view["current_step"], view["department"]) == (
+        "in_progress",
+        1,
+        "social_security",
+    )
+    _, emits = on_outcome(state, outcome(state, StepApproved, "social_security", 1), NOW)
+    feed(view, emits)
+    assert (view["status"], view["outcome"], view["current_step"]) == ("closed", "approved", 1)
+
+
+def test_an_on_the_spot_case_is_closed_at_once(catalogue: Catalogue) -> None:
+    form = {"employer_name": "X", "employment_start_date": "2026-11-01"}
+    _, emits = route(accepted("HR-EMPLOYMENT-REGISTRATION", form), catalogue, NOW)
+    view = feed(fresh_view(), emits)
+    assert (view["status"], view["outcome"], view["on_spot"]) == ("closed", "approved", True)
+    assert view["department"] == "hr_registration"  # the department that reviews it
+
+
+def test_a_case_rejected_at_routing_is_closed_with_the_reason(catalogue: Catalogue) -> None:
+    _, emits = route(accepted("NO-SUCH-ITEM", {}), catalogue, NOW)
+    view = feed(fresh_view(), emits)
+    assert (view["status"], view["outcome"], view["reason_code"]) == (
+        "closed",
+        "rejected",
+        "unknown_item",
+    )
+    assert view["current_step"] is None
