@@ -27,7 +27,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 # The database is away or went away mid-exchange: retry, the data is not at fault.
-DB_AWAY: tuple[type[BaseException], ...] = (
+DB_AWAY: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,

@@ -26,7 +26,7 @@ from services.intake import domain, store
 from services.intake.acceptor import Acceptor
 from shared.catalogue import Catalogue, default_catalogue
 from shared.consumer import BatchProcessor, ConsumerLoop, StatefulHandler, Tx
-from shared.db import Connection
+from shared.db import DB_AWAY, Connection
 from shared.events import Event
 from shared.runtime import ServiceContext, open_service
 from shared.settings import Settings
@@ -77,13 +77,10 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
         errors = [(tuple(e["loc"]), str(e["msg"]), str(e["type"])) for e in exc.errors()]
         return JSONResponse(status_code=422, content=_error_body(errors))
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.InterfaceError)
-    @app.exception_handler(asyncpg.CannotConnectNowError)
-    @app.exception_handler(OSError)
     async def database_away(_: Request, exc: Exception) -> JSONResponse:
-        # Nothing was accepted (the transaction did not commit): the window may retry the
-        # same request, with the same Idempotency-Key, and get exactly one case.
+        # The store went away (or timed out) during the request: answer "retry", not a
+        # 500. A retry with the same Idempotency-Key gets exactly one case, even when
+        # the transaction did commit before the connection was lost.
         return JSONResponse(
             status_code=503,
             headers={"Retry-After": "1"},
@@ -91,6 +88,9 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> FastAP
                 "detail": f"the case store is unavailable, retry shortly ({type(exc).__name__})"
             },
         )
+
+    for away in DB_AWAY:
+        app.add_exception_handler(away, database_away)
 
     @app.post("/cases", status_code=201)
     async def submit_case(
