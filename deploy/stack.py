@@ -67,7 +67,7 @@ class StackConfig:
             data_dir=Path(env.get("ONEDOOR_DATA_DIR", REPO_ROOT / ".data")).resolve(),
             kafka_port=int(env.get("ONEDOOR_KAFKA_PORT", "29092")),
             kafka_controller_port=int(env.get("ONEDOOR_KAFKA_CONTROLLER_PORT", "29093")),
-            pg_port=int(env.get("ONEDOOR_PG_PORT", "55432")),
+            pg_port=int(env.get("ONEDOOR_PG_PORT", "25432")),
             kafka_heap=env.get("ONEDOOR_KAFKA_HEAP", "768m"),
             start_timeout_s=float(env.get("ONEDOOR_STACK_TIMEOUT", "90")),
             kafka_nodes=int(env.get("ONEDOOR_KAFKA_NODES", "1")),
@@ -160,6 +160,24 @@ def _require_free(port: int, what: str, env_var: str) -> None:
             f"port {port} for {what} is already in use by {_who_listens(port)}. "
             f"Stop that process, or choose another port with {env_var}=<port>."
         )
+    low, high = _ephemeral_ports()
+    if low <= port <= high:
+        # A client that keeps reconnecting to a stopped server on such a port can be given
+        # that very port as its own source port and connect to itself (TCP simultaneous
+        # open). It then holds the port, and the server cannot bind it again on restart.
+        _say(
+            f"warning: port {port} for {what} is in this machine's ephemeral range "
+            f"({low}-{high}); a restart may find it taken by a client's own socket. "
+            f"Choose a port below {low} with {env_var}=<port>."
+        )
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:29092"
-LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:55432/onedoor"
+LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:25432/onedoor"
 
 
 class Settings(BaseSettings):

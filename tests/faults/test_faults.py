@@ -244,8 +244,8 @@ def cluster(
     data = tmp_path_factory.mktemp("cluster")
     cfg = local_stack.StackConfig(
         data_dir=data,
-        kafka_port=39292,
-        kafka_controller_port=39293,
+        kafka_port=28292,
+        kafka_controller_port=28293,
         pg_port=single.pg_port,
         kafka_heap="512m",
         start_timeout_s=120,
