@@ -558,12 +558,28 @@ def pg_version() -> str:
     return _run_pg("postgres", ["--version"], user=None).strip()
 
 
+def _pg_running_port(cfg: StackConfig) -> int | None:
+    # postmaster.pid holds the server's port on its fourth line.
+    try:
+        return int((cfg.pg_data / "postmaster.pid").read_text().splitlines()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def start_postgres(cfg: StackConfig) -> None:
-    user = _pg_user()
     pid = pg_running(cfg)
     if pid is not None:
+        port = _pg_running_port(cfg)
+        if port is not None and port != cfg.pg_port:
+            raise StackError(
+                f"PostgreSQL of {cfg.pg_data} is running on port {port}, not on "
+                f"ONEDOOR_PG_PORT={cfg.pg_port} (the default moved from 55432 to 25432). "
+                "Run `make stack-down` and then `make stack-up`, or set "
+                f"ONEDOOR_PG_PORT={port}."
+            )
         _say(f"PostgreSQL already running (pid {pid})")
         return
+    user = _pg_user()
     _require_free(cfg.pg_port, "PostgreSQL", "ONEDOOR_PG_PORT")
     cfg.pg_dir.mkdir(parents=True, exist_ok=True)
     if user is not None:
