@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -139,8 +140,20 @@ async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]
 class Services:
     procs: dict[str, subprocess.Popen[bytes]]
     stack: dict[str, list[int]] = field(default_factory=dict)  # kafka, postgres: root pids
+    health: dict[str, str] = field(default_factory=dict)  # service -> its /health URL
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     _sampled_at: float = 0.0
+
+    async def batches(self) -> dict[str, tuple[int, int]]:
+        """(batches, records) each service's consumer has handled so far, from /health:
+        a service's cost is mostly per batch, so records per batch explain CPU per case."""
+        out: dict[str, tuple[int, int]] = {}
+        async with httpx.AsyncClient(timeout=2) as client:
+            for name, url in self.health.items():
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+                    body = (await client.get(url)).json()
+                    out[name] = (int(body["consumed_batches"]), int(body["consumed_records"]))
+        return out
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) so far of every service, Kafka, PostgreSQL (all its
@@ -254,6 +267,8 @@ class Step:
     audit_lag_at_end: int = 0  # records the audit had not stored when the cases closed
     drained_s: float | None = None
     cpu_ms_per_case: dict[str, float] = field(default_factory=dict)
+    batches_per_s: dict[str, float] = field(default_factory=dict)
+    records_per_batch: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0  # from the first request to the last close
     answers_lag_s: float = 0.0  # from the last request sent to its answer
 
@@ -289,6 +304,7 @@ async def run_step(
         elif answer.status != 422:
             step.error(f"HTTP {answer.status}")
 
+    batches_before = await services.batches()
     cpu_before = services.cpu_seconds()
     started = time.perf_counter()
     n = 0
@@ -320,7 +336,24 @@ async def run_step(
     if drained:
         step.drained_s = time.perf_counter() - submit_end
     step.wall_s = time.perf_counter() - started
+    await _account(step, services, cpu_before, batches_before)
+
+
+async def _account(
+    step: Step,
+    services: Services,
+    cpu_before: dict[str, float],
+    batches_before: dict[str, tuple[int, int]],
+) -> None:
+    """The step's CPU per accepted case, and each consumer's batches and their size."""
     cpu_after = services.cpu_seconds()
+    for name, (batches, records) in (await services.batches()).items():
+        first_batches, first_records = batches_before.get(name, (0, 0))
+        if batches > first_batches:
+            step.batches_per_s[name] = round((batches - first_batches) / step.wall_s, 1)
+            step.records_per_batch[name] = round(
+                (records - first_records) / (batches - first_batches), 1
+            )
     if step.accepted:
         step.cpu_ms_per_case = {
             name: round(
@@ -394,6 +427,12 @@ async def e2e_steps(
         if step.cpu_ms_per_case:
             split = ", ".join(f"{k} {v:.2f}" for k, v in step.cpu_ms_per_case.items())
             console.print(f"          CPU ms per accepted case: {split}")
+        if step.batches_per_s:
+            split = ", ".join(
+                f"{k} {v:.0f} ({step.records_per_batch[k]:.1f})"
+                for k, v in step.batches_per_s.items()
+            )
+            console.print(f"          consumer batches per second (records each): {split}")
         if not step.keeps_up or services.dead():
             break
     kept = [s.rate for s in steps if s.keeps_up]
@@ -486,7 +525,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
     }
     logs = cfg.data_dir / "logs" / prefix.rstrip(".")
     procs, health = demo.start_services(env, logs, port)
-    services = Services(procs, stack=stack_pids(cfg))
+    services = Services(procs, stack=stack_pids(cfg), health=health)
     stop = asyncio.Event()
     watcher = Watcher(settings)
     catalogue = default_catalogue()
