@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv stack-up stack-down stack-status demo bench audit-verify audit-drill test \
+.PHONY: help venv stack-up stack-down stack-status demo bench bench-engine audit-verify audit-drill test \
         test-unit test-integration test-e2e test-faults lint fmt clean
 
 help: ## list the targets
@@ -37,6 +37,9 @@ demo: venv ## the main job: stack + services, 1,000 cases over HTTP, summary (CA
 
 bench: stack-up ## benchmark: raw Kafka limit, e2e cases/s, latency, replay speed, RSS (QUICK=1)
 	$(PY) -m bench.bench $(if $(QUICK),--quick) $(if $(RATES),--rates $(RATES))
+
+bench-engine: stack-up ## the consumer engine alone: CPU per batch (VARIANT=consume|tx|full RATE=n)
+	$(PY) -m bench.engine --variant $(or $(VARIANT),full) --rate $(or $(RATE),20)
 
 audit-verify: venv ## onedoor-audit verify over the local stack's log
 	$(VENV)/bin/onedoor-audit verify

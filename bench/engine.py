@@ -1,0 +1,168 @@
+"""The consumer engine alone: CPU per batch at a fixed record rate.
+
+``make bench`` shows every service paying a large fixed cost per batch. This script
+isolates the engine (``shared.consumer.ConsumerLoop``) from the services and the load
+generator: another process produces CaseClosed records at ``--rate`` per second for
+``--seconds``, and this process consumes them in one of three ways:
+
+- ``consume``: fetch and commit offsets only (no database);
+- ``tx``: plus one PostgreSQL transaction per batch (inbox claim, nothing emitted);
+- ``full``: plus one event emitted per record, signed, written to the outbox and
+  published by the relay: what a department adapter does.
+
+It prints this process's CPU per second and per batch. Run it on the local stack:
+``python -m bench.engine --rate 20 --variant full`` (``make stack-up`` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from uuid import uuid4
+
+from pydantic import SecretStr
+
+from deploy import stack as local_stack
+from shared.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
+from shared.db import SHARED_MIGRATIONS, create_database, create_pool, drop_database, migrate_dsn
+from shared.events import CaseClosed, CaseReviewFlagged, Event
+from shared.kafka import make_producer
+from shared.outbox import OutboxRelay, OutboxWriter
+from shared.settings import Settings
+from shared.signing import Signer
+from shared.topics import OPS_REDRIVES, delete_topics_with_prefix, dlq, ensure_topics
+
+SCHEMA = "engine"
+TOPIC = "in"
+
+
+class _ConsumeOnly:
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        return BatchResult(processed=len(records))
+
+
+async def _emit_one(tx: Tx, event: Event) -> None:
+    tx.emit(
+        "out",
+        CaseReviewFlagged(
+            **event.caused(),
+            producer="engine",
+            step_index=0,
+            department="d",
+            reason_code="r",
+            message="m",
+        ),
+    )
+
+
+async def _emit_nothing(_: Tx, __: Event) -> None:
+    return None
+
+
+async def produce(bootstrap: str, prefix: str, rate: float, seconds: float) -> None:
+    """Run in the child process: CaseClosed records at ``rate`` per second."""
+    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < seconds:
+            case = uuid4()
+            event = CaseClosed(
+                case_id=case, correlation_id=case, producer="bench", outcome="approved"
+            )
+            await producer.send(settings.topic(TOPIC), event.to_json(), key=str(case).encode())
+            sent += 1
+            await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def measure(variant: str, rate: float, seconds: float) -> str:
+    cfg = local_stack.StackConfig.from_env()
+    name = f"engine{uuid4().hex[:6]}"
+    database_url = await create_database(cfg.database_url, name)
+    keys = Path(tempfile.mkdtemp(prefix="engine-keys-"))
+    settings = Settings(
+        kafka_bootstrap_servers=cfg.bootstrap_servers,
+        database_url=SecretStr(database_url),
+        topic_prefix=f"{name}.",
+        keys_dir=keys,
+    )
+    await migrate_dsn(database_url, SCHEMA, [SHARED_MIGRATIONS])
+    pool = await create_pool(database_url, SCHEMA)
+    await ensure_topics(settings, [TOPIC, dlq(TOPIC), "out", OPS_REDRIVES])
+    relay = OutboxRelay(settings, pool, name="engine") if variant == "full" else None
+    processor = (
+        _ConsumeOnly()
+        if variant == "consume"
+        else BatchProcessor(
+            settings,
+            pool,
+            OutboxWriter(Signer.load(keys, "engine")),
+            _emit_one if variant == "full" else _emit_nothing,
+            consumer_name="engine",
+        )
+    )
+    loop = ConsumerLoop(settings, [TOPIC], group_id="engine", processor=processor, relay=relay)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(loop.run(stop, ready.set))]
+    if relay is not None:
+        tasks.append(asyncio.create_task(relay.run(stop)))
+    try:
+        await ready.wait()
+        await asyncio.sleep(2)  # the group has settled
+        cpu, wall = time.process_time(), time.monotonic()
+        batches, records = loop.batches, loop.records
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.engine",
+            "--produce",
+            settings.topic_prefix,
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            stdout=subprocess.DEVNULL,
+        )
+        await child.wait()
+        await asyncio.sleep(1)  # the last records
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        batches, records = loop.batches - batches, loop.records - records
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await pool.close()
+        await delete_topics_with_prefix(settings, settings.topic_prefix)
+        await drop_database(cfg.database_url, name)
+    return (
+        f"ENGINE variant={variant} rate={rate:g} records={records} batches={batches} "
+        f"records_per_batch={records / max(batches, 1):.1f} cpu_ms_per_s={1000 * cpu / wall:.0f} "
+        f"cpu_ms_per_batch={1000 * cpu / max(batches, 1):.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=["consume", "tx", "full"], default="full")
+    parser.add_argument("--rate", type=float, default=20.0, help="records per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--produce", metavar="PREFIX", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.produce is not None:
+        bootstrap = local_stack.StackConfig.from_env().bootstrap_servers
+        asyncio.run(produce(bootstrap, args.produce, args.rate, args.seconds))
+        return
+    print(asyncio.run(measure(args.variant, args.rate, args.seconds)))
+
+
+if __name__ == "__main__":
+    main()
