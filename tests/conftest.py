@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from deploy import stack as local_stack
+from shared.catalogue import Catalogue, default_catalogue
 from shared.db import create_database, drop_database
 from shared.settings import Settings
 from shared.topics import delete_topics_with_prefix
@@ -62,6 +63,12 @@ def stack() -> Iterator[Stack]:
     finally:
         if not already_up:
             local_stack.down(cfg)
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    """The catalogue shipped under services/ (read once; a Catalogue is immutable)."""
+    return default_catalogue()
 
 
 @pytest.fixture(scope="module")

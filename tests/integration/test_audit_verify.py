@@ -14,17 +14,12 @@ from services.audit.api import MIGRATIONS
 from services.audit.cli import SCHEMA, read_log, run_verify
 from services.audit.domain import BROKEN_HASH_CHAIN, VIOLATION_KINDS, decode
 from services.audit.ingest import SignatureJudge
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 from shared.db import SHARED_MIGRATIONS, migrate_dsn
 from shared.decisions import Reject
 from shared.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
 
 
 @pytest.fixture

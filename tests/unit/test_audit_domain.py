@@ -48,7 +48,7 @@ from services.audit.ingest import SignatureJudge
 from services.audit.store import Verdict
 from services.router.domain import CaseState, on_outcome, route
 from shared.adapter import outcome_event
-from shared.catalogue import Catalogue, Item, Step, default_catalogue
+from shared.catalogue import Catalogue, Item, Step
 from shared.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.events import (
     Applicant,
@@ -107,11 +107,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     for service in SERVICES:
         generate_keys(folder, service)
     return Keys({s: Signer.load(folder, s) for s in SERVICES}, PublicKeys.load(folder))
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
 
 
 class LogBuilder:

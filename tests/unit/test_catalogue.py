@@ -50,11 +50,6 @@ ACTIONS = {
 LEGAL_ONLY_ACTIONS = {"recruitment_filing", "labour_contract_filing", "work_injury_filing"}
 
 
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
-
-
 def _fields(item: Item) -> dict[str, tuple[str, int | None, int | None]]:
     return {f.name: (f.type, f.min, f.max) for f in item.required_fields}
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from services.intake.domain import CaseRequest, check
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 from shared.identity import make_resident_id, make_uscc
 
 pytestmark = pytest.mark.unit
@@ -16,11 +16,6 @@ pytestmark = pytest.mark.unit
 RESIDENT = make_resident_id("110105", date(1988, 8, 8), 21)
 COMPANY = make_uscc("91350100M000100Y4")
 JOB_FORM = {"education": "college", "desired_occupation": "cook"}
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
 
 
 def request(item: str = "HR-JOB-REGISTRATION", **changes: Any) -> CaseRequest:

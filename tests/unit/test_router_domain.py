@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 
 from services.router.domain import CaseState, RoutingViolationError, on_outcome, route
-from shared.catalogue import Catalogue, default_catalogue
+from shared.catalogue import Catalogue
 from shared.events import (
     Applicant,
     CaseAccepted,
@@ -37,11 +37,6 @@ BENEFIT_FORM = {
     "education": "college",
     "desired_occupation": "cook",
 }
-
-
-@pytest.fixture(scope="module")
-def catalogue() -> Catalogue:
-    return default_catalogue()
 
 
 def accepted(item: str, form: Mapping[str, object], applicant: Applicant = PERSON) -> CaseAccepted:
