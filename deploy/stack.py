@@ -545,31 +545,27 @@ def _run_pg(tool: str, args: list[str], user: str | None, timeout: float = 60) -
     return result.stdout
 
 
-def pg_running(cfg: StackConfig) -> int | None:
-    # postmaster.pid holds the server's pid on its first line.
+def _postmaster_number(cfg: StackConfig, line: int) -> int | None:
+    """A number from postmaster.pid: the server's pid on line 0, its port on line 3."""
     try:
-        pid = int((cfg.pg_data / "postmaster.pid").read_text().splitlines()[0])
+        return int((cfg.pg_data / "postmaster.pid").read_text().splitlines()[line])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _pid_alive(pid) else None
+
+
+def pg_running(cfg: StackConfig) -> int | None:
+    pid = _postmaster_number(cfg, 0)
+    return pid if pid is not None and _pid_alive(pid) else None
 
 
 def pg_version() -> str:
     return _run_pg("postgres", ["--version"], user=None).strip()
 
 
-def _pg_running_port(cfg: StackConfig) -> int | None:
-    # postmaster.pid holds the server's port on its fourth line.
-    try:
-        return int((cfg.pg_data / "postmaster.pid").read_text().splitlines()[3])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def start_postgres(cfg: StackConfig) -> None:
     pid = pg_running(cfg)
     if pid is not None:
-        port = _pg_running_port(cfg)
+        port = _postmaster_number(cfg, 3)
         if port is not None and port != cfg.pg_port:
             raise StackError(
                 f"PostgreSQL of {cfg.pg_data} is running on port {port}, not on "
