@@ -26,19 +26,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import asyncpg
 import structlog
-from confluent_kafka import KafkaException
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.aio import sleep_or_stop
 from shared.db import DB_AWAY, Connection
 from shared.events import Event, EventDecodeError, parse_event
 from shared.faults import FaultInjector
+from shared.kafka import make_consumer
 from shared.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
-from shared.rdkafka import EngineConsumer, KafkaUnavailableError, Partition, headers_of
 from shared.settings import Settings
 from shared.topics import REDRIVE_HEADER, dlq
 
@@ -69,8 +70,8 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
-    def tp(self) -> Partition:
-        return (self.topic, self.partition)
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
 
     def dead_letter_id(self) -> UUID:
         """A stable id for a record without a usable event_id (redelivery gives the same)."""
@@ -120,7 +121,7 @@ class BatchResult:
     processed: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
-    blocked: dict[Partition, int] = field(default_factory=dict)  # partition -> offset
+    blocked: dict[TopicPartition, int] = field(default_factory=dict)  # partition -> offset
     emitted: int = 0
 
 
@@ -330,6 +331,26 @@ class RecordProcessor(Protocol):
     async def process(self, records: Sequence[Record]) -> BatchResult: ...
 
 
+class _AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs what a consumer reads after each rebalance: the operator's evidence of a
+    rebalance, and that a topic created later (a new department's) is being read."""
+
+    def __init__(self, group: str) -> None:
+        self._group = group
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        partitions = list(assigned)
+        log.info(
+            "partitions assigned",
+            group=self._group,
+            partitions=len(partitions),
+            topics=sorted({tp.topic for tp in partitions}),
+        )
+
+
 class ConsumerLoop:
     """Polls a consumer group, feeds batches to a processor, commits after each batch.
 
@@ -360,33 +381,38 @@ class ConsumerLoop:
         self.last_batch_at: float | None = None
         self.last_error: str | None = None
 
-    def _assigned(self, partitions: list[Partition]) -> None:
-        # The operator's evidence of a rebalance, and that a topic created later (a new
-        # department's) is being read. Runs on the client's thread, inside its poll.
-        log.info(
-            "partitions assigned",
-            group=self._group,
-            partitions=len(partitions),
-            topics=sorted({topic for topic, _ in partitions}),
-        )
-
-    async def _start_consumer(self, stop: asyncio.Event) -> EngineConsumer | None:
+    async def _start_consumer(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
         backoff = 0.2
         while not stop.is_set():
-            consumer = EngineConsumer(
+            consumer = make_consumer(
                 self._settings,
                 group_id=self._group,
-                topics=self._topics,
-                pattern=self._pattern,
-                on_assigned=self._assigned,
+                max_poll_records=self._settings.consumer_max_records,
+                # Let the broker gather a few records per fetch: fewer, fuller batches
+                # (one transaction each) for at most fetch_max_wait_ms more latency.
+                fetch_min_bytes=self._settings.consumer_fetch_min_bytes,
+                fetch_max_wait_ms=self._settings.consumer_fetch_max_wait_ms,
+                **(
+                    # A pattern is matched against the broker's metadata, which the
+                    # client refreshes only this often: it bounds how long a topic
+                    # created later (a new department's) goes unread.
+                    {"metadata_max_age_ms": self._settings.consumer_pattern_refresh_ms}
+                    if self._pattern is not None
+                    else {}
+                ),
             )
+            listener = _AssignmentLog(self._group)
+            if self._pattern is not None:
+                consumer.subscribe(pattern=self._pattern, listener=listener)
+            else:
+                consumer.subscribe(topics=self._topics, listener=listener)
             try:
                 await consumer.start()
-            except (KafkaUnavailableError, KafkaException) as exc:
+            except (KafkaError, OSError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("consumer cannot start yet", group=self._group, error=self.last_error)
                 with contextlib.suppress(Exception):
-                    await consumer.close()
+                    await consumer.stop()
                 await sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -403,20 +429,11 @@ class ConsumerLoop:
         backoff = 0.1
         try:
             while not stop.is_set():
+                fetched = await self._fetch(consumer)
                 records = [
-                    Record(
-                        m.topic() or "",
-                        m.partition() or 0,
-                        m.offset() or 0,
-                        m.key(),
-                        m.value(),
-                        headers_of(m),
-                    )
-                    for m in await consumer.take(
-                        self._settings.consumer_max_records,
-                        0.2,
-                        self._settings.consumer_batch_timeout_ms / 1000,
-                    )
+                    Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers))
+                    for batch in fetched.values()
+                    for r in batch
                 ]
                 if not records:
                     continue
@@ -431,8 +448,7 @@ class ConsumerLoop:
                     (log.warning if known else log.error)(
                         "batch rolled back; retrying", group=self._group, error=self.last_error
                     )
-                    for tp, first in _first_offsets(records).items():
-                        consumer.seek(tp, first)
+                    self._rewind(consumer, fetched)
                     await sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -442,7 +458,7 @@ class ConsumerLoop:
                     self._relay.wake()
                 if self._faults is not None:
                     self._faults.reach("after_commit_before_offsets")
-                await self._commit(consumer, records, result.blocked)
+                await self._commit(consumer, fetched, result.blocked)
                 self.batches += 1
                 self.records += len(records)
                 self.last_batch_at = time.monotonic()
@@ -451,30 +467,49 @@ class ConsumerLoop:
                     await sleep_or_stop(stop, 0.05)
         finally:
             with contextlib.suppress(Exception):
-                await consumer.close()
+                await consumer.stop()
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """One batch: what is there now, plus what arrives within the linger time when
+        the batch is not full. Fuller batches mean fewer transactions, relay rounds and
+        offset commits per record, which is what saturates the cores under load."""
+        limit = self._settings.consumer_max_records
+        fetched: dict[TopicPartition, list[Any]] = await consumer.getmany(
+            timeout_ms=200, max_records=limit
+        )
+        linger = self._settings.consumer_batch_timeout_ms
+        count = sum(len(b) for b in fetched.values())
+        if not fetched or not linger or count >= limit:
+            return fetched
+        await asyncio.sleep(linger / 1000)
+        more = await consumer.getmany(timeout_ms=0, max_records=limit - count)
+        for tp, batch in more.items():
+            fetched.setdefault(tp, []).extend(batch)
+        return fetched
+
+    @staticmethod
+    def _rewind(consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
+        for tp, batch in fetched.items():
+            with contextlib.suppress(IllegalStateError, AssertionError):
+                consumer.seek(tp, batch[0].offset)
 
     async def _commit(
         self,
-        consumer: EngineConsumer,
-        records: Sequence[Record],
-        blocked: dict[Partition, int],
+        consumer: AIOKafkaConsumer,
+        fetched: dict[TopicPartition, list[Any]],
+        blocked: dict[TopicPartition, int],
     ) -> None:
-        offsets: dict[Partition, int] = {}
-        for record in records:  # in offset order within each partition
-            offsets[record.tp] = record.offset + 1
-        for tp, offset in blocked.items():
-            offsets[tp] = offset
-            consumer.seek(tp, offset)
+        offsets: dict[TopicPartition, int] = {}
+        for tp, batch in fetched.items():
+            if tp in blocked:
+                offsets[tp] = blocked[tp]
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    consumer.seek(tp, blocked[tp])
+            else:
+                offsets[tp] = batch[-1].offset + 1
         try:
             await consumer.commit(offsets)
-        except KafkaException as exc:
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # Partitions moved to another member: it re-reads from the last committed
             # offset and its inbox absorbs what we already applied.
             log.warning("offset commit failed after a rebalance", group=self._group, error=str(exc))
-
-
-def _first_offsets(records: Sequence[Record]) -> dict[Partition, int]:
-    first: dict[Partition, int] = {}
-    for record in records:
-        first.setdefault(record.tp, record.offset)
-    return first

@@ -20,13 +20,14 @@ from uuid import UUID
 
 import asyncpg
 import structlog
-from confluent_kafka import KafkaException
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.aio import sleep_or_stop, wait_any
 from shared.db import DB_AWAY, Connection, connect
 from shared.events import Event
 from shared.faults import FaultInjector
-from shared.rdkafka import EngineProducer, KafkaUnavailableError
+from shared.kafka import make_producer
 from shared.settings import Settings
 from shared.signing import Signer
 
@@ -94,7 +95,7 @@ class OutboxRelay:
         self._pool = pool
         self._name = name
         self._wake = asyncio.Event()
-        self._producer: EngineProducer | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._conn: asyncpg.Connection | None = None
         self._schema: str | None = None
         self._locked = False
@@ -106,14 +107,14 @@ class OutboxRelay:
         """Ask for a publish now (called after a transaction wrote outbox rows)."""
         self._wake.set()
 
-    async def _ensure_producer(self) -> EngineProducer:
+    async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = EngineProducer(self._settings, name=self._name)
+            producer = make_producer(self._settings)
             try:
                 await producer.start()
             except BaseException:
                 with contextlib.suppress(Exception):
-                    await producer.close()
+                    await producer.stop()
                 raise
             self._producer = producer
         return self._producer
@@ -122,7 +123,7 @@ class OutboxRelay:
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
-                await producer.close()
+                await producer.stop()
 
     async def _lock_holder(self) -> asyncpg.Connection | None:
         """The relay's own connection, holding the schema's relay lock; None while
@@ -180,18 +181,16 @@ class OutboxRelay:
             self._faults.reach("before_relay_publish")
         # Send the whole batch, then await it: one round of broker acknowledgements
         # instead of one per record. The idempotent producer keeps per-partition order.
-        await producer.send_all(
-            [
-                (
-                    self._settings.topic(r["topic"]),
-                    r["key"],
-                    r["value"],
-                    [(k, v.encode()) for k, v in r["headers"]],
-                )
-                for r in rows
-            ],
-            timeout_s=STATEMENT_TIMEOUT_S,
-        )
+        futures = [
+            await producer.send(
+                self._settings.topic(r["topic"]),
+                value=r["value"],
+                key=r["key"],
+                headers=[(k, v.encode()) for k, v in r["headers"]],
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*futures)
         if self._faults is not None:
             self._faults.reach("after_relay_publish")
         # Delete rather than mark: an UPDATE writes a new version of every row, value and
@@ -224,7 +223,7 @@ class OutboxRelay:
                 # Kafka or PostgreSQL is away (or went away mid-exchange, which asyncpg
                 # reports as InternalClientError): the rows stay unsent and are retried.
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                known = isinstance(exc, (KafkaUnavailableError, KafkaException, *DB_AWAY))
+                known = isinstance(exc, (KafkaError, *DB_AWAY))
                 (log.warning if known else log.error)(
                     "outbox relay waiting", relay=self._name, error=self.last_error
                 )
