@@ -380,6 +380,23 @@ class ConsumerLoop:
         self.records = 0
         self.last_batch_at: float | None = None
         self.last_error: str | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def lag(self) -> int | None:
+        """Records on the broker that this loop has not taken yet, summed over the
+        partitions it holds, as of its last fetch from each (None while it is not
+        consuming). A service that keeps up shows a few; the audit, which yields the
+        CPU to the pipeline, shows how far a burst has put it behind."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        total = 0
+        for tp in consumer.assignment():
+            with contextlib.suppress(IllegalStateError, AssertionError, KafkaError, TimeoutError):
+                end = consumer.highwater(tp)
+                if end is not None:
+                    total += max(0, end - await asyncio.wait_for(consumer.position(tp), 1.0))
+        return total
 
     async def _start_consumer(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
         backoff = 0.2
@@ -426,6 +443,7 @@ class ConsumerLoop:
             return
         if on_ready is not None:
             on_ready()
+        self._consumer = consumer
         backoff = 0.1
         try:
             while not stop.is_set():
@@ -466,6 +484,7 @@ class ConsumerLoop:
                     # Give the topics we learn from a moment to catch up before re-reading.
                     await sleep_or_stop(stop, 0.05)
         finally:
+            self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
 

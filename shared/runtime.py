@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -86,9 +87,19 @@ class ServiceContext:
             "published": self.relay.published,
             "consumed_records": sum(loop.records for loop in self.loops),
             "consumed_batches": sum(loop.batches for loop in self.loops),
+            "consumer_lag_records": sum([lag for loop in self.loops if (lag := await loop.lag())]),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "errors": errors,
         }
+
+
+def lower_cpu_priority(nice: int) -> int:
+    """Raise this process's niceness to at least ``nice`` (never lowers it, which would
+    need privileges); return the niceness it runs at."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 async def open_service(

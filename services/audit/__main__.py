@@ -3,9 +3,11 @@
 import uvicorn
 
 from services.audit.api import create_app
+from shared.runtime import lower_cpu_priority
 from shared.settings import get_settings
 
 settings = get_settings()
+lower_cpu_priority(settings.audit_nice)
 uvicorn.run(
     create_app(settings),
     host=settings.http_host,

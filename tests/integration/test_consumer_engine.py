@@ -286,3 +286,45 @@ async def test_consumer_groups_carry_the_deployment_prefix(engine: Engine) -> No
     finally:
         await admin.close()
     assert f"{engine.settings.topic_prefix}engine" in groups
+
+
+class Gate:
+    """A processor that holds its first batch until released, then only counts."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+        self.taken = 0
+
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        self.holding.set()
+        await self.release.wait()
+        self.taken += len(records)
+        return BatchResult(processed=len(records))
+
+
+async def test_a_loop_reports_the_records_it_has_not_taken_yet(settings: Settings) -> None:
+    # Operators read a consumer's lag in /health; the audit, running at a lower CPU
+    # priority, shows there how far a burst has put it behind.
+    settings = settings.model_copy(update={"consumer_max_records": 1})
+    await ensure_topics(settings, ["in"])
+    await produce(settings, [closed(f"r{i}").to_json() for i in range(20)])
+    gate = Gate()
+    loop = ConsumerLoop(settings, ["in"], group_id="lagging", processor=gate)
+    assert await loop.lag() is None  # not consuming yet
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await asyncio.wait_for(gate.holding.wait(), 30)
+        lag = await loop.lag()
+        assert lag == 19, lag  # one record in hand, nineteen still on the broker
+        gate.release.set()
+
+        async def caught_up() -> bool:
+            return gate.taken == 20 and await loop.lag() == 0
+
+        await eventually(caught_up)
+    finally:
+        gate.release.set()
+        stop.set()
+        await task
