@@ -391,11 +391,16 @@ class ConsumerLoop:
         if consumer is None:
             return None
         total = 0
-        for tp in consumer.assignment():
-            with contextlib.suppress(IllegalStateError, AssertionError, KafkaError, TimeoutError):
-                end = consumer.highwater(tp)
-                if end is not None:
-                    total += max(0, end - await asyncio.wait_for(consumer.position(tp), 1.0))
+        try:
+            # A position being reset (just after a rebalance) is waited for; a health
+            # check must not be: past the deadline the lag is unknown for now.
+            async with asyncio.timeout(1.0):
+                for tp in consumer.assignment():
+                    end = consumer.highwater(tp)  # None until the partition was fetched
+                    if end is not None:
+                        total += max(0, end - await consumer.position(tp))
+        except (IllegalStateError, AssertionError, KafkaError, TimeoutError):
+            return None  # a rebalance moved partitions meanwhile, or the deadline passed
         return total
 
     async def _start_consumer(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:

@@ -87,10 +87,16 @@ class ServiceContext:
             "published": self.relay.published,
             "consumed_records": sum(loop.records for loop in self.loops),
             "consumed_batches": sum(loop.batches for loop in self.loops),
-            "consumer_lag_records": sum([lag for loop in self.loops if (lag := await loop.lag())]),
+            "consumer_lag_records": _total([await loop.lag() for loop in self.loops]),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "errors": errors,
         }
+
+
+def _total(values: Sequence[int | None]) -> int | None:
+    """The sum of the known values; None when none is known."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 def lower_cpu_priority(nice: int) -> int:
