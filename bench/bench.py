@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,17 +159,7 @@ class Services:
         """CPU seconds (user + system) so far of every service, Kafka, PostgreSQL (all its
         backends) and this process (the load generator and its watcher)."""
         roots = {name: [p.pid] for name, p in self.procs.items()} | self.stack
-        out: dict[str, float] = {}
-        for name, pids in roots.items():
-            total = 0.0
-            for pid in pids:
-                with contextlib.suppress(psutil.Error):
-                    root = psutil.Process(pid)
-                    for proc in [root, *root.children(recursive=True)]:
-                        with contextlib.suppress(psutil.Error):
-                            t = proc.cpu_times()
-                            total += t.user + t.system
-            out[name] = total
+        out = {name: tree_cpu_seconds(pids) for name, pids in roots.items()}
         own = psutil.Process().cpu_times()
         out["load generator"] = own.user + own.system
         machine = psutil.cpu_times()
@@ -189,6 +179,20 @@ class Services:
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
+
+
+def tree_cpu_seconds(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) so far of these processes and all their children
+    (PostgreSQL's backends); a process gone meanwhile counts nothing."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+    return total
 
 
 def stack_pids(cfg: local_stack.StackConfig) -> dict[str, list[int]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from uuid import uuid4
 
-import psutil
 from pydantic import SecretStr
 
-from bench.bench import stack_pids
+from bench.bench import stack_pids, tree_cpu_seconds
 from deploy import stack as local_stack
 from shared.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.db import SHARED_MIGRATIONS, create_database, create_pool, drop_database, migrate_dsn
@@ -124,7 +122,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
         await ready.wait()
         await asyncio.sleep(2)  # the group has settled
         cpu, wall = time.process_time(), time.monotonic()
-        stack_cpu = _stack_cpu(stack_pids(cfg))
+        stack_cpu = _stack_cpu(cfg)
         batches, records = loop.batches, loop.records
         child = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -141,7 +139,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
         await child.wait()
         await asyncio.sleep(1)  # the last records
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-        stack_cpu = {k: v - stack_cpu[k] for k, v in _stack_cpu(stack_pids(cfg)).items()}
+        stack_cpu = {k: v - stack_cpu[k] for k, v in _stack_cpu(cfg).items()}
         batches, records = loop.batches - batches, loop.records - records
     finally:
         stop.set()
@@ -157,20 +155,10 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
     )
 
 
-def _stack_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+def _stack_cpu(cfg: local_stack.StackConfig) -> dict[str, float]:
     """CPU seconds so far of the broker and of PostgreSQL (with all its backends): what
     the engine costs them counts too (the load producer's share is in there as well)."""
-    out: dict[str, float] = {}
-    for name, roots in pids.items():
-        out[name] = 0.0
-        for pid in roots:
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        times = proc.cpu_times()
-                        out[name] += times.user + times.system
-    return out
+    return {name: tree_cpu_seconds(pids) for name, pids in stack_pids(cfg).items()}
 
 
 def main() -> None:
