@@ -93,6 +93,9 @@ class _New:
 class _Replay:
     of: _New  # the request earlier in the batch that created the case
 
+    def answer(self) -> dict[str, Any]:
+        return self.of.answer() | {"_replayed": True}
+
 
 class Acceptor:
     """Accepts cases in group-committed batches; one writer task per process."""
@@ -211,14 +214,7 @@ class Acceptor:
                     claimed[key] = (pending.fingerprint, new)
         if fresh:
             await self._store(conn, fresh, utcnow())
-        answers = [
-            r.answer()
-            if isinstance(r, _New)
-            else r.of.answer() | {"_replayed": True}
-            if isinstance(r, _Replay)
-            else r
-            for r in results
-        ]
+        answers = [r.answer() if isinstance(r, _New | _Replay) else r for r in results]
         return answers, bool(fresh)
 
     async def _store(self, conn: Connection, fresh: list[_New], now: datetime) -> None:
