@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 from rich.console import Console
@@ -66,6 +66,14 @@ BENEFIT_FORM = {
 _serial = iter(range(1, 1_000_000))
 
 
+class _Raw(NamedTuple):
+    topic: str
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    key: bytes | None
+    partition: int | None
+
+
 @dataclass
 class LogWriter:
     """Collects records for the real topics, each signed as its topic's producer unless
@@ -75,7 +83,7 @@ class LogWriter:
     signers: dict[str, Signer]
     sent: list[tuple[str, Event]] = field(default_factory=list)
     signer_for: dict[UUID, str | None] = field(default_factory=dict)
-    raw: list[tuple[str, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    raw: list[_Raw] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings) -> LogWriter:
@@ -91,8 +99,18 @@ class LogWriter:
         """Sign this event as another service (None: leave it unsigned)."""
         self.signer_for[event_id] = signer
 
-    def add_raw(self, topic: str, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
-        self.raw.append((topic, value, list(headers)))
+    def add_raw(
+        self,
+        topic: str,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> None:
+        """Exactly these bytes; keyed like the services' records when given the case id's
+        ``key``, into ``partition`` when named, and else wherever the producer puts them."""
+        self.raw.append(_Raw(topic, value, list(headers), key, partition))
 
     def drop(self, event_id: UUID) -> None:
         self.sent = [(t, e) for t, e in self.sent if e.event_id != event_id]
@@ -119,8 +137,14 @@ class LogWriter:
                         headers=self.headers(topic, event, value),
                     )
                 )
-            for topic, value, headers in self.raw:
-                sent = await producer.send(self.settings.topic(topic), value, headers=headers)
+            for raw in self.raw:
+                sent = await producer.send(
+                    self.settings.topic(raw.topic),
+                    raw.value,
+                    key=raw.key,
+                    partition=raw.partition,
+                    headers=raw.headers,
+                )
                 futures.append(sent)
             await asyncio.gather(*futures)
         finally:
@@ -330,7 +354,10 @@ def bad_signature(log: LogWriter, catalogue: Catalogue) -> Expected:
     value = outcome.to_json()
     signed_other_bytes = log.signers["hr_registration"].headers(value + b" ")
     log.add_raw(
-        "dept.hr_registration.outcomes", value, [(k, v.encode()) for k, v in signed_other_bytes]
+        "dept.hr_registration.outcomes",
+        value,
+        [(k, v.encode()) for k, v in signed_other_bytes],
+        key=str(case.case_id).encode(),
     )
     return Expected("bad_signature", case.case_id, outcome.event_id)
 

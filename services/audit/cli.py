@@ -17,20 +17,44 @@ import argparse
 import asyncio
 import csv
 import json
+import math
+import multiprocessing
+import multiprocessing.process
+import os
 import sys
 import time
-from collections.abc import Callable, Container
-from typing import Any
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.connection import Connection
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
+from aiokafka import TopicPartition
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from services.audit import dlq, queries, store
 from services.audit.api import MIGRATIONS
-from services.audit.domain import LogRecord, VerifyReport, gc_paused, verify
+from services.audit.domain import (
+    LogRecord,
+    ShardReport,
+    VerifyReport,
+    gc_paused,
+    merge_shards,
+    verify,
+    verify_shard,
+)
 from services.audit.ingest import VERDICT_SIGNER, event_log_pattern
 from shared.catalogue import default_catalogue
 from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
@@ -53,11 +77,15 @@ err = Console(stderr=True)
 
 
 async def read_log(
-    settings: Settings, on_progress: Callable[[int, int], None] | None = None
+    settings: Settings,
+    on_progress: Callable[[int, int], None] | None = None,
+    partitions: Sequence[TopicPartition] | None = None,
 ) -> list[LogRecord]:
-    """Every record of every event-log topic, from the first offset to the end as it is now,
-    each fetched batch turned into LogRecords at once (``shared.kafka.fetch_to_end``)."""
-    partitions = await partitions_matching(settings, event_log_pattern(settings))
+    """Every record of every event-log topic (or of ``partitions``), from the first offset
+    to the end as it is now, each fetched batch turned into LogRecords at once
+    (``shared.kafka.fetch_to_end``)."""
+    if partitions is None:
+        partitions = await partitions_matching(settings, event_log_pattern(settings))
     records: list[LogRecord] = []
     topics = {tp.topic: tp.topic.removeprefix(settings.topic_prefix) for tp in partitions}
     append = records.append
@@ -87,10 +115,13 @@ async def _connect(settings: Settings) -> asyncpg.Connection | None:
     return conn
 
 
-async def _verified_digests(settings: Settings) -> Container[bytes]:
-    """The good ingest-time signature verdicts of this deployment whose MAC checks under
-    the audit's key. None (every signature checked here) when the store is not reachable
-    or predates verdicts, or when this keys folder holds no audit key."""
+async def _verified_digests(
+    settings: Settings, shard: tuple[int, int] = (1, 0)
+) -> Container[bytes]:
+    """The good ingest-time signature verdicts of this deployment (of one ``shard``, see
+    ``store.verified_digests``) whose MAC checks under the audit's key. None (every
+    signature checked here) when the store is not reachable or predates verdicts, or when
+    this keys folder holds no audit key."""
     try:
         mac_key = verdict_mac_key(Signer.load(settings.keys_dir, VERDICT_SIGNER, create=False))
     except (SigningKeyError, OSError, ValueError):
@@ -99,7 +130,7 @@ async def _verified_digests(settings: Settings) -> Container[bytes]:
     if conn is None:
         return frozenset()
     try:
-        return await store.verified_digests(conn, settings.topic_prefix, mac_key)
+        return await store.verified_digests(conn, settings.topic_prefix, mac_key, shard)
     except asyncpg.PostgresError:
         return frozenset()  # e.g. a store the audit service has not migrated yet
     finally:
@@ -127,49 +158,283 @@ async def run_verify(
     check_signatures: bool,
     quiet: bool,
     recheck_signatures: bool = False,
+    processes: int | None = None,
 ) -> tuple[VerifyReport, float, float]:
     """Replay and check; return the report, the seconds spent reading and checking.
 
     Signatures: by default a record whose exact bytes, headers and signing key the
     audit service already verified at ingest reuses that stored verdict, and every
     other record is checked with Ed25519 here; ``recheck_signatures`` checks them all.
-    PostgreSQL walks the store's hash chains (two backends) while this process reads
-    and checks the log.
+    PostgreSQL walks the store's hash chains (two backends) while the log is read and
+    checked.
+
+    ``processes`` (default: the CPUs this process may use) share the log by partition
+    number (see ``replay_shards``); their findings are merged when no case and no event
+    id crosses them, and otherwise the log is checked again in this process alone, so
+    the report is always the one a single replay gives.
     """
     started = time.perf_counter()
+    partitions = await partitions_matching(settings, event_log_pattern(settings))
+    shards = shard_count(partitions, default_processes() if processes is None else processes)
+    now = utcnow()
     with gc_paused():
-        chain = asyncio.create_task(_store_violations(settings))
-        verdicts: asyncio.Task[Container[bytes]] = asyncio.create_task(
-            _verified_digests(settings)
-            if check_signatures and not recheck_signatures
-            else asyncio.sleep(0, frozenset())
-        )
-        try:
-            records = await _read_with_progress(settings, quiet=quiet)
-            read_s = time.perf_counter() - started
-            # Loaded now, not beside the reading: YAML parsing holds the GIL, and the
-            # database is still walking the hash chains meanwhile.
-            catalogue = default_catalogue(settings.catalogue_dirs)
-            report = verify(
-                records,
-                catalogue=catalogue,
-                keys=PublicKeys.load(settings.keys_dir),
-                now=utcnow(),
+        sharded = (
+            # Forked first, while nothing else runs here: no task, connection or thread
+            # of this process is in use when the children take their copy of it.
+            _ShardedReplay.start(
+                settings,
+                partitions,
+                shards,
+                now=now,
                 check_signatures=check_signatures,
-                verified=await verdicts,
+                recheck_signatures=recheck_signatures,
             )
-            del records
+            if shards > 1
+            else None
+        )
+        chain = asyncio.create_task(_store_violations(settings))
+        try:
+            report: VerifyReport | None = None
+            if sharded is not None:
+                report, read_s = await sharded.collect(quiet=quiet)
+                if report is None and not quiet:
+                    err.print(
+                        "a case or an event id spans the replay's processes: "
+                        "checking the whole log again in one process"
+                    )
+            if report is None:
+                report, read_s = await _verify_here(
+                    settings,
+                    partitions,
+                    now=now,
+                    check_signatures=check_signatures,
+                    recheck_signatures=recheck_signatures,
+                    quiet=quiet,
+                )
             broken = await chain
         except BaseException:
             chain.cancel()
-            verdicts.cancel()
             raise
+        finally:
+            if sharded is not None:
+                sharded.stop()
     if broken:
         report.violations.extend(broken)
     return report, read_s, time.perf_counter() - started
 
 
-async def _read_with_progress(settings: Settings, *, quiet: bool) -> list[LogRecord]:
+async def _verify_here(
+    settings: Settings,
+    partitions: Sequence[TopicPartition],
+    *,
+    now: datetime,
+    check_signatures: bool,
+    recheck_signatures: bool,
+    quiet: bool,
+) -> tuple[VerifyReport, float]:
+    """The whole log read and checked in this process; the report and the reading time."""
+    started = time.perf_counter()
+    verdicts: asyncio.Task[Container[bytes]] = asyncio.create_task(
+        _verified_digests(settings)
+        if check_signatures and not recheck_signatures
+        else asyncio.sleep(0, frozenset())
+    )
+    try:
+        records = await _read_with_progress(settings, partitions, quiet=quiet)
+    except BaseException:
+        verdicts.cancel()
+        raise
+    read_s = time.perf_counter() - started
+    # Loaded now, not beside the reading: YAML parsing holds the GIL, and the
+    # database is still walking the hash chains meanwhile.
+    catalogue = default_catalogue(settings.catalogue_dirs)
+    report = verify(
+        records,
+        catalogue=catalogue,
+        keys=PublicKeys.load(settings.keys_dir),
+        now=now,
+        check_signatures=check_signatures,
+        verified=await verdicts,
+    )
+    return report, read_s
+
+
+def default_processes() -> int:
+    """The CPUs this process may run on (at most 8): how many share a replay."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def shard_count(partitions: Sequence[TopicPartition], wanted: int) -> int:
+    """How many processes can share a replay of ``partitions`` so that each case is read
+    whole by one of them: at most ``wanted``.
+
+    Producers key every event by its case id, so a case sits in partition ``h % n`` of
+    each ``n``-partition topic, for one hash ``h`` of its id. Process ``i`` of ``k`` reads
+    the partitions numbered ``i`` modulo ``k``. When every multi-partition topic has the
+    same ``n`` (as the services create them), a case's partition number is the same in
+    every topic, so any ``k`` up to ``n`` keeps it in one process. Otherwise ``k`` must
+    divide every ``n``: then ``(h % n) % k`` is ``h % k`` in every topic. Single-partition
+    topics (the operators' redrives) go to the first process."""
+    counts: dict[str, int] = {}
+    for tp in partitions:
+        counts[tp.topic] = max(counts.get(tp.topic, 0), tp.partition + 1)
+    sizes = {n for n in counts.values() if n > 1}
+    if wanted <= 1 or not sizes:
+        return 1
+    if len(sizes) == 1:
+        return min(wanted, *sizes)
+    common = math.gcd(*sizes)
+    return max(k for k in range(1, min(wanted, common) + 1) if common % k == 0)
+
+
+def replay_shards(partitions: Sequence[TopicPartition], shards: int) -> list[list[TopicPartition]]:
+    """The partitions each of ``shards`` processes reads (see ``shard_count``)."""
+    return [[tp for tp in partitions if tp.partition % shards == i] for i in range(shards)]
+
+
+class _ShardedReplay:
+    """Replay processes forked from this one, one per shard of the log's partitions.
+
+    Each reads its partitions, loads the stored verdicts on them, runs ``verify_shard``
+    and sends back its ``ShardReport`` and reading time; ``collect`` merges them.
+    Forked rather than spawned: a child starts in milliseconds with every module already
+    imported, where a fresh interpreter takes seconds to import the audit's code.
+    """
+
+    def __init__(
+        self,
+        processes: list[multiprocessing.process.BaseProcess],
+        pipes: list[Connection],
+        progress: Any,
+    ) -> None:
+        self._processes = processes
+        self._pipes = pipes
+        self._progress = progress  # per shard: records read, records to read
+
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        partitions: Sequence[TopicPartition],
+        shards: int,
+        *,
+        now: datetime,
+        check_signatures: bool,
+        recheck_signatures: bool,
+    ) -> _ShardedReplay:
+        context = multiprocessing.get_context("fork")
+        progress = context.Array("q", 2 * shards, lock=False)
+        processes: list[multiprocessing.process.BaseProcess] = []
+        pipes: list[Connection] = []
+        for index, own in enumerate(replay_shards(partitions, shards)):
+            receive, send = context.Pipe(duplex=False)
+            job = _ShardJob(
+                settings, own, (shards, index), now, check_signatures, recheck_signatures
+            )
+            process = context.Process(
+                target=_replay_shard,
+                args=(job, send, progress),
+                name=f"onedoor-audit-verify-{index}",
+                daemon=True,
+            )
+            process.start()
+            send.close()  # the child holds the sending end; EOF here when it is gone
+            processes.append(process)
+            pipes.append(receive)
+        return cls(processes, pipes, progress)
+
+    async def collect(self, *, quiet: bool) -> tuple[VerifyReport | None, float]:
+        """The merged report (``None`` when the shards are not independent) and the
+        longest reading time of any shard."""
+        with _progress(quiet) as (progress, task):
+            results = asyncio.gather(
+                *(asyncio.to_thread(self._receive, i) for i in range(len(self._pipes)))
+            )
+            while not results.done():
+                counts = list(self._progress)
+                progress.update(task, completed=sum(counts[0::2]), total=sum(counts[1::2]) or None)
+                await asyncio.wait([results], timeout=0.1)
+            parts = await results
+        report = merge_shards(part for part, _ in parts)
+        return report, max(read_s for _, read_s in parts)
+
+    def _receive(self, index: int) -> tuple[ShardReport, float]:
+        try:
+            outcome, result = self._pipes[index].recv()
+        except EOFError:
+            self._processes[index].join(5)
+            code = self._processes[index].exitcode
+            raise RuntimeError(
+                f"replay process {index} ended without a report (exit code {code})"
+            ) from None
+        if outcome != "ok":
+            raise RuntimeError(f"replay process {index} failed: {result}")
+        return cast("tuple[ShardReport, float]", result)
+
+    def stop(self) -> None:
+        """Wait for the children (each exits once it has sent its report); kill any
+        still running, e.g. when the replay was interrupted."""
+        for process in self._processes:
+            process.join(0 if process.exitcode is not None else 2)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for pipe in self._pipes:
+            pipe.close()
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    settings: Settings
+    partitions: list[TopicPartition]
+    shard: tuple[int, int]  # (shards, index)
+    now: datetime
+    check_signatures: bool
+    recheck_signatures: bool
+
+
+def _replay_shard(job: _ShardJob, send: Connection, progress: Any) -> None:
+    """A replay process's whole life: check its shard, send the outcome, exit."""
+    try:
+        outcome: tuple[str, Any] = ("ok", asyncio.run(_check_shard(job, progress)))
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, the parent must hear it
+        outcome = ("error", f"{type(exc).__name__}: {exc}")
+    send.send(outcome)
+    send.close()
+
+
+async def _check_shard(job: _ShardJob, progress: Any) -> tuple[ShardReport, float]:
+    started = time.perf_counter()
+    settings = job.settings
+    verdicts: asyncio.Task[Container[bytes]] = asyncio.create_task(
+        _verified_digests(settings, job.shard)
+        if job.check_signatures and not job.recheck_signatures
+        else asyncio.sleep(0, frozenset())
+    )
+    index = job.shard[1]
+
+    def on_progress(done: int, total: int) -> None:
+        progress[2 * index], progress[2 * index + 1] = done, total
+
+    records = await read_log(settings, on_progress, job.partitions)
+    read_s = time.perf_counter() - started
+    part = verify_shard(
+        records,
+        catalogue=default_catalogue(settings.catalogue_dirs),
+        keys=PublicKeys.load(settings.keys_dir),
+        now=job.now,
+        check_signatures=job.check_signatures,
+        verified=await verdicts,
+    )
+    return part, read_s
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[tuple[Progress, TaskID]]:
     with Progress(
         TextColumn("replaying the log"),
         BarColumn(),
@@ -179,9 +444,17 @@ async def _read_with_progress(settings: Settings, *, quiet: bool) -> list[LogRec
         transient=True,
         disable=quiet,
     ) as progress:
-        task = progress.add_task("read", total=None)
+        yield progress, progress.add_task("read", total=None)
+
+
+async def _read_with_progress(
+    settings: Settings, partitions: Sequence[TopicPartition], *, quiet: bool
+) -> list[LogRecord]:
+    with _progress(quiet) as (progress, task):
         return await read_log(
-            settings, lambda done, total: progress.update(task, completed=done, total=total)
+            settings,
+            lambda done, total: progress.update(task, completed=done, total=total),
+            partitions,
         )
 
 
@@ -205,6 +478,7 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         quiet=args.json,
         # Callers that build their own Namespace (deploy.demo) may not name the new flag.
         recheck_signatures=getattr(args, "recheck_signatures", False),
+        processes=getattr(args, "processes", None),
     )
     rate = report.records / total_s if total_s > 0 else 0.0
     errors = report.errors()
@@ -220,6 +494,7 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
                     "by_kind": report.by_kind(),
                     "seconds": round(total_s, 3),
                     "events_per_s": round(rate),
+                    "processes": report.processes,
                     "signatures_checked": report.signatures_checked,
                     "signatures_reused": report.signatures_reused,
                     "details": [_violation_json(v) for v in report.violations],
@@ -244,7 +519,10 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             f"{report.signatures_checked} checked now, "
             f"{report.signatures_reused} verified at ingest (identical bytes)",
         )
-    table.add_row("replay time (s)", f"{total_s:.2f} (reading {read_s:.2f})")
+    table.add_row(
+        "replay time (s)",
+        f"{total_s:.2f} (reading {read_s:.2f}; {report.processes} process(es))",
+    )
     table.add_row("events per second", f"{rate:,.0f}")
     out.print(table)
     shown = report.violations if args.flags else errors
@@ -397,6 +675,16 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onedoor-audit", description="onedoor's auditor tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -423,6 +711,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sig.add_argument("--no-signatures", action="store_true", help="skip Ed25519 checks")
     v.add_argument("--flags", action="store_true", help="list flags (failed reviews) too")
+    v.add_argument(
+        "--processes",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="processes that share the replay, each reading some partitions (default: the "
+        "CPUs available, at most 8); 1 replays in this process alone. The report is the same "
+        "either way",
+    )
     h = sub.add_parser("history", help="one case's timeline")
     h.add_argument("case_id")
     h.add_argument("--json", action="store_true")

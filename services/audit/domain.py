@@ -75,6 +75,7 @@ __all__ = [
     "WRONG_SIGNER",
     "CaseView",
     "LogRecord",
+    "ShardReport",
     "Stats",
     "TimelineEntry",
     "VerifyReport",
@@ -82,10 +83,12 @@ __all__ = [
     "allowed_signer",
     "decode",
     "digest",
+    "merge_shards",
     "project",
     "project_case",
     "stats",
     "verify",
+    "verify_shard",
 ]
 
 MALFORMED_RECORD = "malformed_record"
@@ -274,6 +277,7 @@ class VerifyReport:
     violations: list[Violation] = field(default_factory=list)
     signatures_checked: int = 0  # Ed25519 checks made by this replay
     signatures_reused: int = 0  # good verdicts reused for byte-identical records
+    processes: int = 1  # how many processes shared the replay (see merge_shards)
 
     def errors(self) -> list[Violation]:
         """The violations that break the zero-error promise (flags excluded)."""
@@ -686,7 +690,69 @@ def verify(
     with gc_paused():
         return _verify(
             records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
+        )[0]
+
+
+@dataclass
+class ShardReport:
+    """``verify`` over one shard of the log (some of its partitions), with what a merge
+    needs to prove the shards independent: every event id and case id the shard saw."""
+
+    report: VerifyReport
+    event_ids: set[int]  # UUID.int of every event id read (redrives aside)
+    case_ids: set[int]  # UUID.int of every case an event of this shard names
+
+
+def verify_shard(
+    records: Iterable[LogRecord],
+    *,
+    catalogue: Catalogue,
+    keys: PublicKeys,
+    now: datetime,
+    check_signatures: bool = True,
+    verified: Container[bytes] = frozenset(),
+) -> ShardReport:
+    """``verify`` over one shard's records; see ``merge_shards``."""
+    with gc_paused():
+        report, reader = _verify(
+            records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
         )
+        return ShardReport(report, set(reader.events), set(reader.cases))
+
+
+def merge_shards(shards: Iterable[ShardReport]) -> VerifyReport | None:
+    """One report for the whole log from shards checked apart, or ``None`` when they are
+    not independent.
+
+    The rules judge each case from its own events and deduplicate by event id, and every
+    per-record check looks at that record alone. So when no event id and no case id
+    occurs in two shards, the union of the shards' findings is exactly what ``verify``
+    finds over all their records together. When one does (a case whose events sit in
+    partitions of two shards, or one event id in both), the caller checks the whole log
+    in one ``verify`` instead."""
+    parts = list(shards)
+    events: set[int] = set()
+    cases: set[int] = set()
+    for part in parts:
+        if not events.isdisjoint(part.event_ids) or not cases.isdisjoint(part.case_ids):
+            return None
+        events |= part.event_ids
+        cases |= part.case_ids
+    violations = [v for part in parts for v in part.report.violations]
+    violations.sort(key=_violation_order)
+    return VerifyReport(
+        records=sum(p.report.records for p in parts),
+        events=sum(p.report.events for p in parts),
+        cases=sum(p.report.cases for p in parts),
+        violations=violations,
+        signatures_checked=sum(p.report.signatures_checked for p in parts),
+        signatures_reused=sum(p.report.signatures_reused for p in parts),
+        processes=len(parts),
+    )
+
+
+def _violation_order(v: Violation) -> tuple[str, int, int, str, str]:
+    return (v.topic, v.partition, v.offset, v.kind, str(v.event_id))
 
 
 @contextmanager
@@ -716,7 +782,7 @@ def _verify(
     *,
     check_signatures: bool,
     verified: Container[bytes],
-) -> VerifyReport:
+) -> tuple[VerifyReport, _Reader]:
     reader = _Reader(keys, check_signatures, verified)
     for record in records:
         reader.read(record)
@@ -733,9 +799,9 @@ def _verify(
                 for f in log.everything()
             )
 
-    found.sort(key=lambda v: (v.topic, v.partition, v.offset, v.kind, str(v.event_id)))
+    found.sort(key=_violation_order)
     signatures = reader.signatures
-    return VerifyReport(
+    report = VerifyReport(
         records=reader.records,
         events=len(reader.events),
         cases=accepted_cases,
@@ -743,6 +809,7 @@ def _verify(
         signatures_checked=signatures.checked if signatures else 0,
         signatures_reused=signatures.reused if signatures else 0,
     )
+    return report, reader
 
 
 def _routable(item: Item | None, accepted: _Fact) -> bool:

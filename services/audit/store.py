@@ -219,18 +219,27 @@ async def record_verdicts(conn: Connection, topic_prefix: str, verdicts: Sequenc
 _VERDICT_ROW = 16 + 32 + 32  # event id, record digest, MAC
 
 
-async def verified_digests(conn: Connection, topic_prefix: str, mac_key: bytes) -> set[bytes]:
+async def verified_digests(
+    conn: Connection, topic_prefix: str, mac_key: bytes, shard: tuple[int, int] = (1, 0)
+) -> set[bytes]:
     """The record digests whose signature verified at ingest, for one deployment: only
     verdicts whose MAC checks under ``mac_key`` (see ``shared.signing.verdict_mac``), so
     a row written into the table by anyone else vouches for nothing.
 
+    ``shard`` is ``(shards, index)``: only verdicts on records of partitions numbered
+    ``index`` modulo ``shards``, the part of the log one replay process reads.
+
     One bytea (80 bytes per verdict, lengths fixed by the table's CHECKs) instead of a
     row each: a replay loads hundreds of thousands of them.
     """
+    shards, index = shard
     blob = await conn.fetchval(
         "SELECT string_agg(uuid_send(event_id) || record_hash || mac, ''::bytea)"
-        " FROM signature_verdicts WHERE valid AND mac IS NOT NULL AND topic_prefix = $1",
+        " FROM signature_verdicts WHERE valid AND mac IS NOT NULL AND topic_prefix = $1"
+        " AND kafka_partition % $2 = $3",
         topic_prefix,
+        shards,
+        index,
     )
     verified: set[bytes] = set()
     if not blob:

@@ -8,16 +8,17 @@ import asyncpg
 import pytest
 from rich.console import Console
 
-from deploy.audit_drill import FAULTS, LogWriter, clean_cases, drill, flow
+from deploy.audit_drill import FAULTS, LogWriter, clean_cases, drill, flow, found
 from services.audit import store
 from services.audit.api import MIGRATIONS
 from services.audit.cli import SCHEMA, read_log, run_verify
-from services.audit.domain import BROKEN_HASH_CHAIN, VIOLATION_KINDS, decode
+from services.audit.domain import BROKEN_HASH_CHAIN, VIOLATION_KINDS, VerifyReport, decode
 from services.audit.ingest import SignatureJudge
 from shared.catalogue import Catalogue
 from shared.db import SHARED_MIGRATIONS, migrate_dsn
 from shared.decisions import Reject
 from shared.settings import Settings
+from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -122,3 +123,54 @@ async def test_a_record_altered_after_ingest_is_not_covered_by_its_verdict(
     ], report.violations
     assert report.signatures_checked == 1
     assert report.signatures_reused == report.records - 1
+
+
+def _same_report(a: VerifyReport, b: VerifyReport) -> None:
+    assert a.violations == b.violations
+    assert (a.records, a.events, a.cases) == (b.records, b.events, b.cases)
+    assert (a.signatures_checked, a.signatures_reused) == (
+        b.signatures_checked,
+        b.signatures_reused,
+    )
+
+
+async def test_two_processes_find_every_fault_one_process_finds(
+    log: LogWriter, catalogue: Catalogue
+) -> None:
+    clean_cases(log, catalogue)
+    expected = [fault(log, catalogue) for fault in FAULTS.values()]
+    await log.flush()
+    one, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=1)
+    two, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=2)
+    assert (one.processes, two.processes) == (1, 2)
+    assert all(found(two, item) for item in expected)
+    _same_report(two, one)
+
+
+async def test_a_case_across_two_processes_is_checked_in_one(
+    log: LogWriter, catalogue: Catalogue
+) -> None:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"))
+    clean_cases(log, catalogue)
+    await log.flush()
+    topic = f"dept.{outcome.department}.outcomes"
+    record = next(r for r in await read_log(log.settings) if decode(r) == outcome)
+    # The same record again (a re-delivery), in a partition the other process reads.
+    log.add_raw(
+        topic,
+        record.value,
+        [
+            (SIGNER_HEADER, str(record.signer).encode()),
+            (SIGNATURE_HEADER, str(record.signature).encode()),
+        ],
+        key=str(case.case_id).encode(),
+        partition=1 if record.partition % 2 == 0 else 0,  # process 1 reads the odd ones
+    )
+    await log.flush()
+    one, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=1)
+    two, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=2)
+    assert two.processes == 1  # the merge was refused; the whole log was checked at once
+    assert one.errors() == []
+    assert one.events == one.records - 1  # the copy is the same event, not a second one
+    _same_report(two, one)

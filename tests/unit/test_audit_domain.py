@@ -32,6 +32,7 @@ from services.audit.domain import (
     WRONG_SIGNER,
     CaseView,
     LogRecord,
+    ShardReport,
     VerifyReport,
     Violation,
     _decode,
@@ -39,10 +40,12 @@ from services.audit.domain import (
     allowed_signer,
     decode,
     digest,
+    merge_shards,
     project,
     project_case,
     stats,
     verify,
+    verify_shard,
 )
 from services.audit.ingest import SignatureJudge
 from services.audit.store import Verdict
@@ -1135,3 +1138,81 @@ def test_the_one_pass_decoder_judges_exactly_as_parse_event(log: LogBuilder) -> 
                     expected.pop(defaulted)
             assert dumped == expected, value
     assert accepted > len(log.records)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def shards_of(log: LogBuilder, records: list[LogRecord], count: int = 2) -> list[ShardReport]:
+    """What ``count`` replay processes report, each over the partitions numbered its index
+    modulo ``count`` (as onedoor-audit verify splits the log)."""
+    return [
+        verify_shard(
+            [r for r in records if r.partition % count == index],
+            catalogue=log.catalogue,
+            keys=log.keys.public,
+            now=LATER,
+        )
+        for index in range(count)
+    ]
+
+
+def test_shards_checked_apart_report_what_one_replay_does(log: LogBuilder) -> None:
+    cases = clean_log(log)
+    log.waiting_for_info()
+    approval = log.find(cases["approved"].case_id, StepApproved, step_index=1)
+    closed = log.find(cases["rejected"].case_id, CaseClosed)
+    for record in list(log.records)[::4]:
+        log.redeliver(record)
+    log.publish(dept_outcomes("social_security"), approval.model_copy(update={"reference": "X"}))
+    log.publish(CASES_ROUTING, closed, signer="intake")
+    log.append(CASES_ROUTING, b"\x00 not an event", 1, "router", "c2ln")
+    whole = log.verify()
+    assert {v.kind for v in whole.errors()} == {
+        DUPLICATE_EVENT_CONFLICT,
+        WRONG_SIGNER,
+        MALFORMED_RECORD,
+    }
+    parts = shards_of(log, log.records)
+    assert all(part.report.records for part in parts)  # both shards had work
+    merged = merge_shards(parts)
+    assert merged is not None
+    assert merged.violations == whole.violations
+    assert (merged.records, merged.events, merged.cases) == (
+        whole.records,
+        whole.events,
+        whole.cases,
+    )
+    assert (merged.signatures_checked, merged.signatures_reused) == (
+        whole.signatures_checked,
+        whole.signatures_reused,
+    )
+    assert (merged.processes, whole.processes) == (2, 1)
+
+
+def test_a_case_split_across_shards_is_not_merged(log: LogBuilder) -> None:
+    accepted = log.benefit_approved()
+    clean_log(log)
+    closed = log.record_of(log.find(accepted.case_id, CaseClosed))
+    moved = [r for r in log.records if r is not closed]
+    moved.append(replace(closed, partition=closed.partition + 1, offset=10_000))
+    assert merge_shards(shards_of(log, moved)) is None
+    # The same records in one shard are judged as usual.
+    whole = merge_shards(shards_of(log, moved, count=1))
+    assert whole is not None
+    assert whole.errors() == []
+
+
+def test_an_event_id_in_two_shards_is_not_merged(log: LogBuilder) -> None:
+    accepted = log.benefit_approved()
+    clean_log(log)
+    approval = log.find(accepted.case_id, StepApproved, step_index=1)
+    # The same event id under a case of its own, in a partition of the other shard.
+    elsewhere = approval.model_copy(update={"case_id": uuid4()})
+    record = log.record_of(approval)
+    body = elsewhere.to_json()
+    signature = log.keys.signers["social_security"].sign(body)
+    log.append(record.topic, body, record.partition + 1, "social_security", signature, elsewhere)
+    parts = shards_of(log, log.records)
+    assert all(part.case_ids.isdisjoint(parts[0].case_ids) for part in parts[1:])
+    assert merge_shards(parts) is None
