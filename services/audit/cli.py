@@ -179,8 +179,8 @@ async def run_verify(
     now = utcnow()
     with gc_paused():
         sharded = (
-            # Forked first, while nothing else runs here: no task, connection or thread
-            # of this process is in use when the children take their copy of it.
+            # Forked before this replay opens anything of its own. Each child starts its
+            # own event loop and connections and never touches what it inherited.
             _ShardedReplay.start(
                 settings,
                 partitions,
@@ -260,7 +260,10 @@ async def _verify_here(
 
 
 def default_processes() -> int:
-    """The CPUs this process may run on (at most 8): how many share a replay."""
+    """The CPUs this process may run on (at most 8): how many share a replay. One where
+    processes cannot be forked (Windows)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
