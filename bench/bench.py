@@ -206,6 +206,10 @@ def stack_pids(cfg: local_stack.StackConfig) -> dict[str, list[int]]:
 # --------------------------------------------------------------------------- load
 
 
+WATCH_FETCH_BYTES = 4 * 1024 * 1024
+WATCH_FETCH_WAIT_MS = 100
+
+
 @dataclass
 class Watcher:
     """Follows cases.accepted and cases.routing: accept and close times of every case."""
@@ -236,6 +240,11 @@ class Watcher:
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # At most ten fetches a second, however busy the topics: latencies come from
+            # the events' own timestamps, not from when the watcher sees them, and each
+            # fetch costs this process and the broker CPU the services under test need.
+            fetch_min_bytes=WATCH_FETCH_BYTES,
+            fetch_max_wait_ms=WATCH_FETCH_WAIT_MS,
         )
         await consumer.start()
         parts = [
