@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -50,7 +51,9 @@ class ServiceContext:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start_tasks(self) -> list[asyncio.Task[None]]:
-        """Start the outbox relay and every consumer loop as tasks."""
+        """Start the outbox relay and every consumer loop as tasks, once the start-up's
+        long-lived objects are set aside from the garbage collector (``freeze_heap``)."""
+        freeze_heap()
         self.tasks = [asyncio.create_task(self.relay.run(self.stop), name="relay")]
         self.tasks += [
             asyncio.create_task(loop.run(self.stop), name=loop.name) for loop in self.loops
@@ -97,6 +100,22 @@ def _total(values: Sequence[int | None]) -> int | None:
     """The sum of the known values; None when none is known."""
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+def freeze_heap() -> int:
+    """Set everything alive now aside from the cyclic garbage collector, for good; return
+    how many objects that was.
+
+    A started service holds a few hundred thousand objects that live as long as it does:
+    modules, pydantic's validators, the catalogue. Every full collection walked them all,
+    and under load a full collection comes every few seconds: at 200 cases/s, pauses of
+    70-275 ms were measured in intake, the router and the departments, and a case waiting
+    on that hop waits for the whole pause. Frozen, they are never walked again (reference
+    counting still frees what is released); full collections afterwards took 1-15 ms.
+    Collects first, so no garbage is kept for good."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def lower_cpu_priority(nice: int) -> int:
