@@ -137,6 +137,16 @@ async def _verified_digests(
         await conn.close()
 
 
+def _load_verdicts(
+    settings: Settings, shard: tuple[int, int], *, reuse: bool
+) -> asyncio.Task[Container[bytes]]:
+    """The stored verdicts a replay may reuse, loading beside the reading; none when every
+    signature is to be checked (or none at all)."""
+    return asyncio.create_task(
+        _verified_digests(settings, shard) if reuse else asyncio.sleep(0, frozenset())
+    )
+
+
 async def _store_violations(settings: Settings) -> list[Any] | None:
     """Hash-chain breaks in the audit store, or None when the store is not reachable."""
     conn = await _connect(settings)
@@ -234,11 +244,7 @@ async def _verify_here(
 ) -> tuple[VerifyReport, float]:
     """The whole log read and checked in this process; the report and the reading time."""
     started = time.perf_counter()
-    verdicts: asyncio.Task[Container[bytes]] = asyncio.create_task(
-        _verified_digests(settings)
-        if check_signatures and not recheck_signatures
-        else asyncio.sleep(0, frozenset())
-    )
+    verdicts = _load_verdicts(settings, (1, 0), reuse=check_signatures and not recheck_signatures)
     try:
         records = await _read_with_progress(settings, partitions, quiet=quiet)
     except BaseException:
@@ -413,10 +419,8 @@ def _replay_shard(job: _ShardJob, send: Connection, progress: Any) -> None:
 async def _check_shard(job: _ShardJob, progress: Any) -> tuple[ShardReport, float]:
     started = time.perf_counter()
     settings = job.settings
-    verdicts: asyncio.Task[Container[bytes]] = asyncio.create_task(
-        _verified_digests(settings, job.shard)
-        if job.check_signatures and not job.recheck_signatures
-        else asyncio.sleep(0, frozenset())
+    verdicts = _load_verdicts(
+        settings, job.shard, reuse=job.check_signatures and not job.recheck_signatures
     )
     index = job.shard[1]
 
