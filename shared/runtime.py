@@ -112,7 +112,7 @@ def freeze_heap() -> int:
     135-330 ms in intake, 96-153 ms in the router and 73-108 ms in the departments were
     measured, and a case waiting on that hop waits for the whole pause. Frozen, they are
     never walked again (reference counting still frees what is released); full
-    collections afterwards took 1-21 ms.
+    collections afterwards took mostly 1-21 ms.
     Collects first, so no garbage is kept for good."""
     gc.collect()
     gc.freeze()
