@@ -687,10 +687,14 @@ def verify(
       naming them all; a problem is reported where it starts, not at its consequences
       (an outcome reported as unassigned still counts as the case's outcome).
     """
-    with gc_paused():
-        return _verify(
-            records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
-        )[0]
+    return verify_shard(
+        records,
+        catalogue=catalogue,
+        keys=keys,
+        now=now,
+        check_signatures=check_signatures,
+        verified=verified,
+    ).report
 
 
 @dataclass
@@ -712,12 +716,12 @@ def verify_shard(
     check_signatures: bool = True,
     verified: Container[bytes] = frozenset(),
 ) -> ShardReport:
-    """``verify`` over one shard's records; see ``merge_shards``."""
+    """``verify`` over some of the log's records (all of them, for ``verify``), with the
+    ids a merge needs; see ``merge_shards``."""
     with gc_paused():
-        report, reader = _verify(
+        return _verify(
             records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
         )
-        return ShardReport(report, set(reader.events), set(reader.cases))
 
 
 def merge_shards(shards: Iterable[ShardReport]) -> VerifyReport | None:
@@ -782,7 +786,7 @@ def _verify(
     *,
     check_signatures: bool,
     verified: Container[bytes],
-) -> tuple[VerifyReport, _Reader]:
+) -> ShardReport:
     reader = _Reader(keys, check_signatures, verified)
     for record in records:
         reader.read(record)
@@ -809,7 +813,7 @@ def _verify(
         signatures_checked=signatures.checked if signatures else 0,
         signatures_reused=signatures.reused if signatures else 0,
     )
-    return report, reader
+    return ShardReport(report, set(reader.events), set(reader.cases))
 
 
 def _routable(item: Item | None, accepted: _Fact) -> bool:
