@@ -58,9 +58,9 @@ async def insert(conn: Connection, states: Sequence[CaseState]) -> None:
     await conn.execute(
         """INSERT INTO cases (case_id, correlation_id, item_code, catalogue_version, steps,
                               accepted, status, on_spot, current_step, outcome, promised_by)
-           SELECT id, corr, item, cat, steps::jsonb, acc::jsonb, st, spot, step, outc, due
+           SELECT id, corr, item, cat, steps::jsonb, acc, st, spot, step, outc, due
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                       $6::text[], $7::text[], $8::bool[], $9::int[], $10::text[],
+                       $6::bytea[], $7::text[], $8::bool[], $9::int[], $10::text[],
                        $11::timestamptz[])
                 AS u(id, corr, item, cat, steps, acc, st, spot, step, outc, due)""",
         [s.case_id for s in states],
@@ -68,7 +68,7 @@ async def insert(conn: Connection, states: Sequence[CaseState]) -> None:
         [s.item_code for s in states],
         [s.catalogue_version for s in states],
         [_json([step.model_dump(mode="json") for step in s.steps]) for s in states],
-        [s.accepted.to_json().decode() for s in states],
+        [s.accepted.to_json() for s in states],
         [s.status for s in states],
         [s.on_spot for s in states],
         [s.current_step for s in states],
