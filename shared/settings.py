@@ -85,8 +85,9 @@ class Settings(BaseSettings):
         "It only observes the log, so on a host it shares with the pipeline it yields "
         "the CPU while cases are waiting, falls behind during a burst and catches up "
         "after. Measured on 2 cores: the pipeline kept up with 300 cases/s in 2 runs of "
-        "2 at niceness 19, 1 of 2 at 10, 0 of 2 at 0. In containers, set the CPU "
-        "weight instead (it is per cgroup).",
+        "2 at niceness 19, 1 of 2 at 10, 0 of 2 at 0. Its PostgreSQL backends get the "
+        "same niceness when they run on this host and it may renice them. In "
+        "containers, set the CPU weight instead (it is per cgroup).",
     )
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=8, ge=1)

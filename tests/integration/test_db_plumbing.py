@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from uuid import uuid4
 
@@ -76,3 +78,34 @@ async def test_outbox_batch_keeps_its_order_and_headers(database_url: str, tmp_p
         assert stored[7]["headers"] == [["n", "7"]]
     finally:
         await pool.close()
+
+
+_NICED_CHILD = """
+import asyncio, os, sys
+from shared.db import connect
+
+async def main():
+    os.nice(int(sys.argv[2]))
+    conn = await connect(sys.argv[1], "public", name="niced")
+    pid = conn.get_server_pid()
+    print(pid, os.getpriority(os.PRIO_PROCESS, pid))
+    await conn.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_a_niced_process_gives_its_sessions_its_niceness(database_url: str, nice: int) -> None:
+    # The audit runs niced so that the pipeline goes first; its database sessions are
+    # PostgreSQL backends on the same host, and they go last with it.
+    child = subprocess.run(
+        [sys.executable, "-c", _NICED_CHILD, database_url, str(nice)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    _, backend_nice = child.stdout.split()
+    assert int(backend_nice) == nice
