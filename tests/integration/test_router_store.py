@@ -13,31 +13,12 @@ from services.router import domain, store
 from services.router.main import MIGRATIONS
 from shared.catalogue import Catalogue
 from shared.db import SHARED_MIGRATIONS, connect, migrate_dsn
-from shared.events import Applicant, CaseAccepted
+from tests.integration.test_services import accepted, applicant
 
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 FORM = {"education": "college", "desired_occupation": "cook"}
-
-
-def _accepted() -> CaseAccepted:
-    case = uuid4()
-    return CaseAccepted(
-        case_id=case,
-        correlation_id=case,
-        producer="intake",
-        item_code="HR-JOB-REGISTRATION",
-        applicant=Applicant(
-            kind="natural", name="Chen Jing", id_number="11010519491231002X", phone="13712345678"
-        ),
-        community_code="110105001",
-        form=FORM,
-        centre_id="C01",
-        window_id="W01",
-        channel="window",
-        receipt_no="C01-20261127-000001",
-    )
 
 
 async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike(
@@ -50,7 +31,8 @@ async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike
     shutil.copy(MIGRATIONS / "001_router.sql", before)
     schema = f"router_{uuid4().hex[:8]}"
     await migrate_dsn(database_url, schema, [SHARED_MIGRATIONS, before])
-    old, new = _accepted(), _accepted()
+    old = accepted("HR-JOB-REGISTRATION", applicant(1), FORM)
+    new = accepted("HR-JOB-REGISTRATION", applicant(2), FORM)
     old_state, _ = domain.route(old, catalogue, NOW)
     new_state, _ = domain.route(new, catalogue, NOW)
     assert old_state is not None
