@@ -42,6 +42,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 PG_SYSTEM_USER = "onedoor-pg"  # PostgreSQL refuses to run as root
 PG_DATABASE = "onedoor"
+# The broker's JIT stops at C1. With the default tiered compiler, C2 spent 35-40 s of CPU
+# in the first minutes of a fresh broker under the bench's load (up to a third of a core
+# during the 200 cases/s step), on cores the pipeline shares; this stack restarts often
+# (tests, CI, the bench). C1's code is somewhat slower, but the broker takes under a
+# tenth of the machine's CPU per case. ONEDOOR_KAFKA_JVM_OPTS="" restores the defaults.
+KAFKA_JVM_OPTS = "-XX:TieredStopAtLevel=1"
 
 
 class StackError(RuntimeError):
@@ -59,6 +65,7 @@ class StackConfig:
     kafka_heap: str
     start_timeout_s: float
     kafka_nodes: int = 1  # 3 for the replicated cluster (each node broker + controller)
+    kafka_jvm_opts: str = KAFKA_JVM_OPTS  # more JVM options for the broker, space-separated
 
     @classmethod
     def from_env(cls) -> StackConfig:
@@ -69,6 +76,7 @@ class StackConfig:
             kafka_controller_port=int(env.get("ONEDOOR_KAFKA_CONTROLLER_PORT", "29093")),
             pg_port=int(env.get("ONEDOOR_PG_PORT", "25432")),
             kafka_heap=env.get("ONEDOOR_KAFKA_HEAP", "768m"),
+            kafka_jvm_opts=env.get("ONEDOOR_KAFKA_JVM_OPTS", KAFKA_JVM_OPTS),
             start_timeout_s=float(env.get("ONEDOOR_STACK_TIMEOUT", "90")),
             kafka_nodes=int(env.get("ONEDOOR_KAFKA_NODES", "1")),
         )
@@ -399,6 +407,25 @@ def kafka_version(cfg: StackConfig) -> str:
     return "unknown"
 
 
+def kafka_command(cfg: StackConfig, node: int, java: str, props: Path) -> list[str]:
+    """The command line of one node's JVM."""
+    return [
+        java,
+        f"-Xms{cfg.kafka_heap}",
+        f"-Xmx{cfg.kafka_heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        *cfg.kafka_jvm_opts.split(),
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={cfg.node_dir(node) / 'config' / 'log4j2.properties'}",
+        f"-Donedoor.stack={cfg.data_dir}",
+        "-cp",
+        _kafka_classpath(cfg),
+        "kafka.Kafka",
+        str(props),
+    ]
+
+
 def start_kafka_node(cfg: StackConfig, node: int) -> subprocess.Popen[bytes]:
     """Start one node's JVM (format its storage first if new); do not wait for it."""
     java = _java()
@@ -410,20 +437,7 @@ def start_kafka_node(cfg: StackConfig, node: int) -> subprocess.Popen[bytes]:
     _format_kafka_storage(cfg, node, props)
     stdout = (cfg.node_dir(node) / "logs" / "kafka.out").open("ab")
     proc = subprocess.Popen(
-        [
-            java,
-            f"-Xms{cfg.kafka_heap}",
-            f"-Xmx{cfg.kafka_heap}",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={cfg.node_dir(node) / 'config' / 'log4j2.properties'}",
-            f"-Donedoor.stack={cfg.data_dir}",
-            "-cp",
-            _kafka_classpath(cfg),
-            "kafka.Kafka",
-            str(props),
-        ],
+        kafka_command(cfg, node, java, props),
         stdout=stdout,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

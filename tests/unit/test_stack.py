@@ -48,3 +48,22 @@ def test_a_port_in_the_ephemeral_range_is_warned_about(
     )
     stack._require_free(free_port(), "PostgreSQL", "ONEDOOR_PG_PORT")  # below the range
     assert "ephemeral" not in capsys.readouterr().out
+
+
+def test_the_broker_jvm_takes_the_configured_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    props = tmp_path / "server.properties"
+    monkeypatch.delenv("ONEDOOR_KAFKA_JVM_OPTS", raising=False)
+    default = stack.kafka_command(stack.StackConfig.from_env(), 0, "java", props)
+    assert "-XX:TieredStopAtLevel=1" in default
+    assert default[-2:] == ["kafka.Kafka", str(props)]
+
+    monkeypatch.setenv("ONEDOOR_KAFKA_JVM_OPTS", " -XX:+AlwaysPreTouch  -Dx=1 ")
+    chosen = stack.kafka_command(stack.StackConfig.from_env(), 0, "java", props)
+    assert "-XX:TieredStopAtLevel=1" not in chosen
+    assert chosen[chosen.index("-XX:+AlwaysPreTouch") + 1] == "-Dx=1"
+
+    monkeypatch.setenv("ONEDOOR_KAFKA_JVM_OPTS", "")
+    plain = stack.kafka_command(stack.StackConfig.from_env(), 0, "java", props)
+    assert not [arg for arg in plain if arg.startswith("-XX:Tiered")]
