@@ -320,10 +320,6 @@ def _write_kafka_config(cfg: StackConfig, node: int) -> Path:
                 # A local stack: no reason to wait for more group members before the first
                 # rebalance, and tests start many short-lived groups.
                 "group.initial.rebalance.delay.ms=0",
-                # Offset commits are answered at once instead of after up to 5 ms of
-                # lingering for more commits to write together: every consumer waits
-                # for its commit once per batch, and this stack sees a few dozen a second.
-                "group.coordinator.append.linger.ms=0",
                 "",
             ]
         )
