@@ -41,9 +41,9 @@ class Settings(BaseSettings):
     )
     # Each fetch, offset commit and relay round names every partition it touches, and
     # each partition's records travel as a batch of their own: at 500 cases/s on the
-    # bench's 2 cores, 4 partitions cost 4.34 ms of machine CPU per case against 4.93
-    # with 6 (3 against 6: 4.62 against 5.14). Partitions also cap the replicas of one
-    # service that share the work, and a replay's processes (see the audit's verify).
+    # bench's 2 cores, 4 partitions averaged 4.69 ms of machine CPU per case against 5.07
+    # with 6 (1.6-12% less from one pair of runs to the next). Partitions also cap the
+    # replicas of one service that share the work, and a replay's processes (verify).
     topic_partitions: int = Field(
         default=4,
         ge=1,
