@@ -330,33 +330,22 @@ async def test_a_loop_reports_the_records_it_has_not_taken_yet(settings: Setting
         await task
 
 
-class Counting:
-    """Takes every batch as processed and counts the records."""
-
-    def __init__(self) -> None:
-        self.taken = 0
-
-    async def process(self, records: Sequence[Record]) -> BatchResult:
-        self.taken += len(records)
-        return BatchResult(processed=len(records))
-
-
 async def test_the_last_batch_offsets_are_committed_before_the_loop_stops(
     settings: Settings,
 ) -> None:
-    # Each batch's offsets are committed while the next batch is fetched and applied; a
-    # loop that stops must still wait for its last commit, or a restart re-reads it.
+    # A loop that stops finishes the batch in hand and commits its offsets: without
+    # that commit, a restart would read the last batch again.
     settings = settings.model_copy(update={"consumer_max_records": 3})
     await ensure_topics(settings, ["in"])
     await produce(settings, [closed(f"r{i}").to_json() for i in range(20)])
-    counting = Counting()
-    loop = ConsumerLoop(settings, ["in"], group_id="committing", processor=counting)
+    collector = Collector()
+    loop = ConsumerLoop(settings, ["in"], group_id="committing", processor=collector)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:
 
         async def all_taken() -> bool:
-            return counting.taken == 20
+            return len(collector.values) == 20
 
         await eventually(all_taken)
     finally:
