@@ -39,33 +39,50 @@ STATEMENT_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One record to publish: a logical topic (without prefix), key, value, headers."""
+    """One record to publish: a logical topic (without prefix), key, value, headers.
+
+    ``sign``: the writer adds this service's signature headers when it writes the row,
+    one batch signature over every such row of the transaction (see shared.signing).
+    """
 
     event_id: UUID
     topic: str
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, str], ...]
+    sign: bool = False
 
 
 class OutboxWriter:
-    """Turns events into signed outbox rows and writes them inside the caller's transaction."""
+    """Turns events into outbox rows and writes them, signed, inside the caller's
+    transaction."""
 
     def __init__(self, signer: Signer) -> None:
         self.signer = signer
 
     def row(self, topic: str, event: Event) -> OutboxRow:
-        value = event.to_json()
-        headers = (
-            ("event_type", event.event_type),
-            ("content-type", "application/json"),
-            *self.signer.headers(value),
+        headers = (("event_type", event.event_type), ("content-type", "application/json"))
+        return OutboxRow(
+            event.event_id, topic, str(event.case_id).encode(), event.to_json(), headers, True
         )
-        return OutboxRow(event.event_id, topic, str(event.case_id).encode(), value, headers)
+
+    def signed(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """``rows`` with the signature headers added to those that ask for them: the
+        events of one transaction share one Ed25519 signature per tree of up to
+        ``shared.signing.BATCH_LEAVES``, and each can still be verified alone."""
+        out = list(rows)
+        todo = [i for i, r in enumerate(out) if r.sign]
+        if todo:
+            signed = self.signer.batch_headers([out[i].value for i in todo])
+            for i, extra in zip(todo, signed, strict=True):
+                r = out[i]
+                out[i] = OutboxRow(r.event_id, r.topic, r.key, r.value, (*r.headers, *extra))
+        return out
 
     async def write(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:
         if not rows:
             return
+        rows = self.signed(rows)
         # One statement for the whole batch (executemany runs one per row on the server);
         # WITH ORDINALITY keeps the ids, and so the publishing order, as given.
         await conn.execute(

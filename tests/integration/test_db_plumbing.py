@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from shared.db import SHARED_MIGRATIONS, MigrationError, create_pool, migrate_dsn
+from shared.events import CaseClosed
 from shared.outbox import OutboxRow, OutboxWriter
-from shared.signing import Signer
+from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +79,43 @@ async def test_outbox_batch_keeps_its_order_and_headers(database_url: str, tmp_p
         assert stored[7]["headers"] == [["n", "7"]]
     finally:
         await pool.close()
+
+
+async def test_events_written_together_are_signed_as_one_batch(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The writer signs a transaction's events together: each stored row verifies alone,
+    rows beside them (a dead letter keeps its original headers) are left unsigned."""
+    await migrate_dsn(database_url, "svc_signed", [SHARED_MIGRATIONS])
+    pool = await create_pool(database_url, "svc_signed")
+    writer = OutboxWriter(Signer.load(tmp_path, "router"))
+    events = [
+        CaseClosed(case_id=case, correlation_id=case, producer="router", outcome="approved")
+        for case in (uuid4() for _ in range(5))
+    ]
+    rows = [writer.row("cases.routing", e) for e in events]
+    rows.insert(2, OutboxRow(uuid4(), "x.dlq", None, b"poison", (("dlq.reason", "r"),)))
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await writer.write(conn, rows)
+        stored = await pool.fetch("SELECT value, headers FROM outbox ORDER BY id")
+    finally:
+        await pool.close()
+    keys = PublicKeys.load(tmp_path)
+    signatures = []
+    for row in stored:
+        headers = dict(row["headers"])
+        if row["value"] == b"poison":
+            assert headers == {"dlq.reason": "r"}
+            continue
+        assert headers[SIGNER_HEADER] == "router"
+        signatures.append(headers[SIGNATURE_HEADER])
+        assert keys.verify("router", row["value"], headers[SIGNATURE_HEADER])
+        assert not keys.verify("router", row["value"] + b" ", headers[SIGNATURE_HEADER])
+    assert len(signatures) == 5
+    # One Ed25519 signature for the five, each with its own proof.
+    assert {s.split(".")[3] for s in signatures} == {signatures[0].split(".")[3]}
+    assert len({s.split(".")[4] for s in signatures}) == 5
 
 
 _NICED_CHILD = """
