@@ -29,6 +29,7 @@ from shared.events import (
     StepNeedsInfo,
     StepOutcome,
     StepRejected,
+    parse_event,
 )
 from shared.topics import CASES_ROUTING, dept_tasks
 
@@ -53,7 +54,9 @@ class CaseState:
     item_code: str
     catalogue_version: str
     steps: tuple[RoutedStep, ...]
-    accepted: CaseAccepted
+    # The CaseAccepted that opened the case, as its wire bytes: only a step after the
+    # first needs its contents, so most outcomes never pay for parsing it.
+    accepted_wire: bytes
     status: Status
     on_spot: bool
     current_step: int | None  # the step awaiting an outcome; None when none is
@@ -64,12 +67,23 @@ class CaseState:
     def closed(self) -> bool:
         return self.status == "closed"
 
+    def accepted(self) -> CaseAccepted:
+        event = parse_event(self.accepted_wire)
+        if not isinstance(event, CaseAccepted):
+            raise RoutingViolationError(f"case {self.case_id} holds a {event.event_type}")
+        return event
+
 
 def _assign(
-    state: CaseState, index: int, cause: Event, now: datetime, follows: str | None
+    state: CaseState,
+    accepted: CaseAccepted,
+    index: int,
+    cause: Event,
+    now: datetime,
+    *,
+    follows: str | None,
 ) -> list[Emit]:
     step = state.steps[index]
-    accepted = state.accepted
     review = state.on_spot
     due = now + timedelta(days=REVIEW_DAYS) if review else state.promised_by
     env = cause.caused()
@@ -169,7 +183,7 @@ def route(
         item_code=item.code,
         catalogue_version=catalogue.version,
         steps=steps,
-        accepted=accepted,
+        accepted_wire=accepted.to_json(),
         status="closed" if item.settle_on_spot else "in_progress",
         on_spot=item.settle_on_spot,
         current_step=0,
@@ -197,7 +211,7 @@ def route(
                 CaseClosed(**env, producer=PRODUCER, outcome="approved", on_spot=True),
             )
         )
-    emits += _assign(state, 0, accepted, now, follows=None)
+    emits += _assign(state, accepted, 0, accepted, now, follows=None)
     return state, emits
 
 
@@ -252,7 +266,9 @@ def on_outcome(
     following = step.index + 1
     if following < len(state.steps):
         advanced = replace(state, current_step=following)
-        return advanced, _assign(advanced, following, outcome, now, follows=step.department)
+        return advanced, _assign(
+            advanced, state.accepted(), following, outcome, now, follows=step.department
+        )
     if state.on_spot:
         return replace(state, current_step=None), []
     return replace(state, status="closed", outcome="approved", current_step=None), [

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from services.router.domain import CaseState
 from shared.db import Connection
-from shared.events import CaseAccepted, RoutedStep, parse_event
+from shared.events import RoutedStep
 
 
 def _state(row: Any) -> CaseState:
@@ -23,7 +23,7 @@ def _state(row: Any) -> CaseState:
         item_code=row["item_code"],
         catalogue_version=row["catalogue_version"],
         steps=tuple(RoutedStep.model_validate(s) for s in row["steps"]),
-        accepted=cast(CaseAccepted, parse_event(row["accepted"])),
+        accepted_wire=row["accepted"],
         status=row["status"],
         on_spot=row["on_spot"],
         current_step=row["current_step"],
@@ -68,7 +68,7 @@ async def insert(conn: Connection, states: Sequence[CaseState]) -> None:
         [s.item_code for s in states],
         [s.catalogue_version for s in states],
         [_json([step.model_dump(mode="json") for step in s.steps]) for s in states],
-        [s.accepted.to_json() for s in states],
+        [s.accepted_wire for s in states],
         [s.status for s in states],
         [s.on_spot for s in states],
         [s.current_step for s in states],

@@ -56,7 +56,7 @@ async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike
             await store.insert(conn, [new_state])
             loaded, rejected = await store.load_for_update(conn, [old.case_id, new.case_id])
         assert rejected == set()
-        assert loaded[old.case_id].accepted == old
+        assert loaded[old.case_id].accepted() == old
         assert loaded[new.case_id] == new_state
         stored = await conn.fetchval("SELECT accepted FROM cases WHERE case_id = $1", new.case_id)
         assert stored == new.to_json()
