@@ -47,6 +47,7 @@ from deploy.demo import build_requests
 from services.audit.cli import run_verify
 from services.audit.domain import gc_paused
 from services.audit.ingest import event_log_pattern
+from shared import aio
 from shared.catalogue import Catalogue, default_catalogue
 from shared.db import create_database, drop_database
 from shared.kafka import make_consumer, make_producer, partitions_matching
@@ -642,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep the run's topics and database for a look"
     )
     args = parser.parse_args(argv)
-    return asyncio.run(bench(args.quick, args.rates, keep=args.keep))
+    # On uvloop like the services: the load generator shares the cores it measures.
+    return aio.run(bench(args.quick, args.rates, keep=args.keep))
 
 
 if __name__ == "__main__":
