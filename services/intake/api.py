@@ -62,7 +62,8 @@ async def submit(
     errors = domain.check(request, catalogue)
     if errors:
         return 422, _error_body(errors), {}
-    fingerprint = request.fingerprint()
+    # Only a request with an Idempotency-Key is ever compared with another.
+    fingerprint = request.fingerprint() if key is not None else ""
     for _attempt in range(2):
         try:
             result = await acceptor.accept(request, fingerprint, key)
