@@ -502,6 +502,10 @@ async def audit_replay(settings: Settings, watcher: Watcher, results: dict[str, 
     report, _, seconds_spent = await run_verify(settings, check_signatures=True, quiet=True)
     doubled = sum(1 for n in watcher.closes.values() if n > 1)
     results["verify_events_per_s"] = round(report.records / seconds_spent)
+    # The form of the target: at least 0.1 of what a plain consumer reads.
+    results["verify_to_raw_consume"] = round(
+        results["verify_events_per_s"] / max(results["raw_consume_msgs_per_s"], 1), 3
+    )
     results["verify_records"] = report.records
     results["verify_by_kind"] = report.by_kind()
     results["violations"] = len(report.errors()) + doubled + results["unclosed"]
@@ -607,6 +611,7 @@ def print_results(results: dict[str, Any]) -> None:
         "raw_consume_msgs_per_s",
         "e2e_cases_per_s",
         "verify_events_per_s",
+        "verify_to_raw_consume",
         "verify_records",
         "max_service_rss_mb",
         "unclosed",
