@@ -66,7 +66,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "partitioner": key_partitioner,
         "enable_idempotence": True,
         "acks": "all",
-        # A few milliseconds of lingering lets a relay batch fill without hurting latency.
+        # A relay sends its whole round before awaiting it: no lingering needed to batch.
         "linger_ms": settings.producer_linger_ms,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,

@@ -80,8 +80,15 @@ class Settings(BaseSettings):
         description="How often a pattern subscriber (the audit) re-reads the broker's "
         "topic list: the longest a topic created after it started goes unread.",
     )
+    # A relay hands the producer its whole round before it awaits the acknowledgements,
+    # so the round travels as one request without lingering; 5 ms only delayed every
+    # hop. At 200 cases/s, 0 against 5 (two alternating pairs): one-step p99 609 and
+    # 590 ms against 696 and 936, and no more CPU per case at 500/s.
     producer_linger_ms: int = Field(
-        default=5, ge=0, description="How long the relay's producer waits to fill a batch."
+        default=0,
+        ge=0,
+        description="How long a relay's producer waits for more records before it sends "
+        "what it holds (the relay's whole round is already there).",
     )
     outbox_poll_interval_s: float = Field(
         default=0.5, gt=0, description="Relay poll period when nothing woke it up."
