@@ -66,6 +66,7 @@ from shared.events import (
     StepRejected,
 )
 from shared.signing import (
+    BATCH_PREFIX,
     PublicKeys,
     Signer,
     digest_prefix,
@@ -734,6 +735,26 @@ def test_bad_signature(log: LogBuilder, tmp_path: Path) -> None:
     # A value changed after signing fails too.
     tampered = closed.model_copy(update={"department": "hr_registration"}).to_json()
     log.records[index] = replace(original, value=tampered)
+    assert_at(only(log.verify(), BAD_SIGNATURE), original, closed)
+
+
+def test_batch_signed_records_verify_alone_and_fail_alone(log: LogBuilder) -> None:
+    # The router signs the events of one transaction together (shared.signing): each
+    # record carries the batch signature and its own Merkle proof.
+    accepted = log.benefit_approved()
+    case = str(accepted.case_id).encode()
+    routed = [r for r in log.records if r.signer == "router" and case in r.value]
+    assert len(routed) >= 3
+    signatures = log.keys.signers["router"].sign_batch([r.value for r in routed])
+    assert all(s.startswith(BATCH_PREFIX) for s in signatures)
+    for record, signature in zip(routed, signatures, strict=True):
+        log.records[log.records.index(record)] = replace(record, signature=signature)
+    assert log.verify().violations == []
+    # One value changed after signing: that record fails, its batch mates still verify.
+    closed = log.find(accepted.case_id, CaseClosed)
+    original = log.record_of(closed)
+    tampered = closed.model_copy(update={"department": "hr_registration"}).to_json()
+    log.records[log.records.index(original)] = replace(original, value=tampered)
     assert_at(only(log.verify(), BAD_SIGNATURE), original, closed)
 
 
