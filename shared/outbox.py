@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from uuid import UUID
 
 import asyncpg
@@ -75,8 +75,7 @@ class OutboxWriter:
         if todo:
             signed = self.signer.batch_headers([out[i].value for i in todo])
             for i, extra in zip(todo, signed, strict=True):
-                r = out[i]
-                out[i] = OutboxRow(r.event_id, r.topic, r.key, r.value, (*r.headers, *extra))
+                out[i] = replace(out[i], headers=(*out[i].headers, *extra), sign=False)
         return out
 
     async def write(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:

@@ -108,7 +108,7 @@ class Signer:
         return base64.b64encode(self._sodium.sign(value).signature).decode()
 
     def headers(self, value: bytes) -> list[tuple[str, str]]:
-        return [(SIGNER_HEADER, self.service), (SIGNATURE_HEADER, self.sign(value))]
+        return self.batch_headers([value])[0]
 
     def sign_batch(self, values: Sequence[bytes]) -> list[str]:
         """A signature header for each value: one Ed25519 signature per tree of up to
@@ -322,7 +322,8 @@ class PublicKeys:
         root = merkle_root(index, size, merkle_leaf(value), path)
         if root is None:
             return False
-        answer = self._roots.get((signer, signature, size, root))
+        checked = (signer, signature, size, root)
+        answer = self._roots.get(checked)
         if answer is None:
             try:
                 key.verify(batch_message(size, root), signature)
@@ -331,7 +332,7 @@ class PublicKeys:
                 answer = False
             if len(self._roots) >= _ROOT_CACHE:
                 self._roots.clear()
-            self._roots[(signer, signature, size, root)] = answer
+            self._roots[checked] = answer
         return answer
 
 
