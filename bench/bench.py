@@ -47,12 +47,18 @@ from deploy.demo import build_requests
 from services.audit.cli import run_verify
 from services.audit.domain import gc_paused
 from services.audit.ingest import event_log_pattern
-from shared import aio
-from shared.catalogue import Catalogue, default_catalogue
-from shared.db import create_database, drop_database
-from shared.kafka import make_consumer, make_producer, partitions_matching
-from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, delete_topics_with_prefix, ensure_topics
+from services.catalogue import default_catalogue
+from shared.contracts.catalogue import Catalogue
+from shared.messaging.kafka import make_consumer, make_producer, partitions_matching
+from shared.messaging.topics import (
+    CASES_ACCEPTED,
+    CASES_ROUTING,
+    delete_topics_with_prefix,
+    ensure_topics,
+)
+from shared.platform import aio
+from shared.platform.db import create_database, drop_database
+from shared.platform.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DRAIN_LIMIT_S = 3.0

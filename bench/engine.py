@@ -1,7 +1,7 @@
 """The consumer engine alone: CPU per batch at a fixed record rate.
 
 ``make bench`` shows every service paying a large fixed cost per batch. This script
-isolates the engine (``shared.consumer.ConsumerLoop``) from the services and the load
+isolates the engine (``shared.messaging.consumer.ConsumerLoop``) from the services and the load
 generator: another process produces CaseClosed records at ``--rate`` per second for
 ``--seconds``, and this process consumes them in one of three ways:
 
@@ -31,14 +31,15 @@ from pydantic import SecretStr
 
 from bench.bench import stack_pids, tree_cpu_seconds
 from deploy import stack as local_stack
-from shared.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
-from shared.db import SHARED_MIGRATIONS, create_database, create_pool, drop_database, migrate_dsn
-from shared.events import CaseClosed, CaseReviewFlagged, Event
-from shared.kafka import make_producer
-from shared.outbox import OutboxRelay, OutboxWriter
-from shared.settings import Settings
-from shared.signing import Signer
-from shared.topics import OPS_REDRIVES, delete_topics_with_prefix, dlq, ensure_topics
+from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
+from shared.messaging.kafka import make_producer
+from shared.messaging.outbox import OutboxRelay, OutboxWriter
+from shared.messaging.signing import Signer
+from shared.messaging.topics import OPS_REDRIVES, delete_topics_with_prefix, dlq, ensure_topics
+from shared.platform.db import create_database, create_pool, drop_database, migrate_dsn
+from shared.platform.settings import Settings
 
 SCHEMA = "engine"
 TOPIC = "in"
@@ -98,7 +99,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
         topic_prefix=f"{name}.",
         keys_dir=keys,
     )
-    await migrate_dsn(database_url, SCHEMA, [SHARED_MIGRATIONS])
+    await migrate_dsn(database_url, SCHEMA, [MESSAGING_MIGRATIONS])
     pool = await create_pool(database_url, SCHEMA)
     await ensure_topics(settings, [TOPIC, dlq(TOPIC), "out", OPS_REDRIVES])
     relay = OutboxRelay(settings, pool, name="engine") if variant == "full" else None

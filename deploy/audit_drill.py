@@ -28,12 +28,11 @@ from rich.table import Table
 
 from services.audit.cli import run_verify
 from services.audit.domain import VerifyReport, allowed_signer
+from services.catalogue import default_catalogue
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
-from shared.adapter import outcome_event
-from shared.catalogue import Catalogue, default_catalogue
-from shared.decisions import Approve, Reject
-from shared.events import (
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseClosed,
@@ -43,17 +42,19 @@ from shared.events import (
     StepOutcome,
     utcnow,
 )
-from shared.identity import make_resident_id
-from shared.kafka import make_producer
-from shared.settings import Settings, get_settings
-from shared.signing import Signer, generate_keys
-from shared.topics import (
+from shared.contracts.identity import make_resident_id
+from shared.department.adapter import outcome_event
+from shared.department.decisions import Approve, Reject
+from shared.messaging.kafka import make_producer
+from shared.messaging.signing import Signer, generate_keys
+from shared.messaging.topics import (
     CASES_ACCEPTED,
     CASES_ROUTING,
     all_topics,
     delete_topics_with_prefix,
     ensure_topics,
 )
+from shared.platform.settings import Settings, get_settings
 
 SIGNERS = ("intake", "router", "hr_registration", "social_security")
 BENEFIT_FORM = {

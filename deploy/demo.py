@@ -32,11 +32,18 @@ from rich.table import Table
 
 from deploy import stack as local_stack
 from services.audit import cli as audit_cli
-from shared.catalogue import Catalogue, Item, default_catalogue
-from shared.events import CaseAccepted, CaseClosed, StepApproved, StepRejected, parse_event
-from shared.identity import make_resident_id, make_uscc
-from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
+from services.catalogue import default_catalogue
+from shared.contracts.catalogue import Catalogue, Item
+from shared.contracts.events import (
+    CaseAccepted,
+    CaseClosed,
+    StepApproved,
+    StepRejected,
+    parse_event,
+)
+from shared.contracts.identity import make_resident_id, make_uscc
+from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
+from shared.platform.settings import Settings
 
 console = Console()
 SERVICES = ["router", "hr_registration", "social_security", "audit"]

@@ -22,10 +22,11 @@ import pytest
 from pydantic import SecretStr
 
 from deploy import stack as local_stack
-from shared.catalogue import Catalogue, default_catalogue
-from shared.db import create_database, drop_database
-from shared.settings import Settings
-from shared.topics import delete_topics_with_prefix
+from services.catalogue import default_catalogue
+from shared.contracts.catalogue import Catalogue
+from shared.messaging.topics import delete_topics_with_prefix
+from shared.platform.db import create_database, drop_database
+from shared.platform.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 import uvicorn
 
 from services.audit.api import create_app
-from shared.runtime import lower_cpu_priority
-from shared.settings import get_settings
+from shared.platform.runtime import lower_cpu_priority
+from shared.platform.settings import get_settings
 
 settings = get_settings()
 lower_cpu_priority(settings.audit_nice)

@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse
 
 from services.audit import queries
 from services.audit.ingest import AuditIngest, event_log_pattern
-from shared.catalogue import default_catalogue
-from shared.consumer import ConsumerLoop
-from shared.runtime import ServiceContext, open_service
-from shared.settings import Settings
-from shared.topics import all_topics
+from services.catalogue import default_catalogue
+from shared.messaging.consumer import ConsumerLoop
+from shared.messaging.topics import all_topics
+from shared.platform.runtime import ServiceContext, open_service
+from shared.platform.settings import Settings
 
 NAME = "audit"
 MIGRATIONS = [Path(__file__).parent / "migrations"]

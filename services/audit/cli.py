@@ -56,12 +56,11 @@ from services.audit.domain import (
     verify_shard,
 )
 from services.audit.ingest import VERDICT_SIGNER, event_log_pattern
-from shared.catalogue import default_catalogue
-from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
-from shared.events import utcnow
-from shared.kafka import fetch_to_end, partitions_matching
-from shared.settings import Settings, get_settings
-from shared.signing import (
+from services.catalogue import default_catalogue
+from shared.contracts.events import utcnow
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.kafka import fetch_to_end, partitions_matching
+from shared.messaging.signing import (
     SIGNATURE_HEADER,
     SIGNER_HEADER,
     PublicKeys,
@@ -69,7 +68,9 @@ from shared.signing import (
     SigningKeyError,
     verdict_mac_key,
 )
-from shared.topics import OPS_REDRIVES
+from shared.messaging.topics import OPS_REDRIVES
+from shared.platform.db import create_pool, migrate_dsn
+from shared.platform.settings import Settings, get_settings
 
 SCHEMA = "audit"
 out = Console()
@@ -83,7 +84,7 @@ async def read_log(
 ) -> list[LogRecord]:
     """Every record of every event-log topic (or of ``partitions``), from the first offset
     to the end as it is now, each fetched batch turned into LogRecords at once
-    (``shared.kafka.fetch_to_end``)."""
+    (``shared.messaging.kafka.fetch_to_end``)."""
     if partitions is None:
         partitions = await partitions_matching(settings, event_log_pattern(settings))
     records: list[LogRecord] = []
@@ -545,7 +546,7 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _with_store(settings: Settings, fn: Callable[[Any], Any]) -> Any:
     # The same migrations, in the same order, as the audit service applies at start-up.
-    await migrate_dsn(settings.dsn(), SCHEMA, [SHARED_MIGRATIONS, *MIGRATIONS])
+    await migrate_dsn(settings.dsn(), SCHEMA, [MESSAGING_MIGRATIONS, *MIGRATIONS])
     pool = await create_pool(settings.dsn(), SCHEMA, min_size=1, max_size=2)
     try:
         async with pool.acquire() as conn:

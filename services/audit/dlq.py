@@ -19,11 +19,11 @@ from typing import Any
 from uuid import UUID
 
 from services.audit.domain import OPERATOR
-from shared.events import DeadLetterRedriven, EventDecodeError, parse_event
-from shared.kafka import make_producer, partitions_matching, read_to_end
-from shared.settings import Settings
-from shared.signing import Signer
-from shared.topics import DLQ_SUFFIX, OPS_REDRIVES, REDRIVE_HEADER
+from shared.contracts.events import DeadLetterRedriven, EventDecodeError, parse_event
+from shared.messaging.kafka import make_producer, partitions_matching, read_to_end
+from shared.messaging.signing import Signer
+from shared.messaging.topics import DLQ_SUFFIX, OPS_REDRIVES, REDRIVE_HEADER
+from shared.platform.settings import Settings
 
 NIL = UUID(int=0)
 

@@ -34,8 +34,8 @@ from uuid import UUID
 from pydantic import Field, Strict, TypeAdapter, create_model
 from pydantic_core import from_json
 
-from shared.catalogue import Catalogue, Item
-from shared.events import (
+from shared.contracts.catalogue import Catalogue, Item
+from shared.contracts.events import (
     CaseAccepted,
     CaseAdvanced,
     CaseClosed,
@@ -53,8 +53,14 @@ from shared.events import (
     parse_event,
     registry,
 )
-from shared.signing import PublicKeys, digest_prefix, signer_digest
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, OPS_REDRIVES, dept_outcomes, dept_tasks
+from shared.messaging.signing import PublicKeys, digest_prefix, signer_digest
+from shared.messaging.topics import (
+    CASES_ACCEPTED,
+    CASES_ROUTING,
+    OPS_REDRIVES,
+    dept_outcomes,
+    dept_tasks,
+)
 
 __all__ = [
     "BAD_SIGNATURE",
@@ -664,7 +670,7 @@ def verify(
 
     ``check_signatures=False`` skips the Ed25519 checks only (the costly part); a
     missing header and a signer not allowed on the topic are reported either way.
-    ``verified`` holds the ``shared.signing.record_digest`` of records whose signature
+    ``verified`` holds the ``shared.messaging.signing.record_digest`` of records whose signature
     was already found good (by the audit service, at ingest): a record whose digest is
     in it needs no Ed25519 check again; any other record, one whose bytes or headers
     changed since included, is checked here. Empty (the default): every signature is

@@ -10,10 +10,9 @@ import asyncpg
 
 from services.audit import store
 from services.audit.domain import LogRecord, decode
-from shared.consumer import BatchResult, Record
-from shared.events import Event
-from shared.settings import Settings
-from shared.signing import (
+from shared.contracts.events import Event
+from shared.messaging.consumer import BatchResult, Record
+from shared.messaging.signing import (
     SIGNATURE_HEADER,
     SIGNER_HEADER,
     PublicKeys,
@@ -23,6 +22,7 @@ from shared.signing import (
     verdict_mac,
     verdict_mac_key,
 )
+from shared.platform.settings import Settings
 
 # The service whose private key keys the MACs over stored verdicts (the audit's own).
 VERDICT_SIGNER = "audit"

@@ -7,8 +7,8 @@ from uuid import UUID
 
 from services.audit import store
 from services.audit.domain import CaseView, project, stats
-from shared.db import Connection
-from shared.events import parse_event, utcnow
+from shared.contracts.events import parse_event, utcnow
+from shared.platform.db import Connection
 
 
 async def case_view(conn: Connection, case_id: UUID) -> CaseView | None:

@@ -15,9 +15,9 @@ from typing import Any
 from uuid import UUID
 
 from services.audit.domain import BROKEN_HASH_CHAIN, LogRecord, Violation, project
-from shared.db import Connection
-from shared.events import Event, parse_event
-from shared.signing import verdict_mac
+from shared.contracts.events import Event, parse_event
+from shared.messaging.signing import verdict_mac
+from shared.platform.db import Connection
 
 GENESIS = "0" * 64
 
@@ -178,7 +178,7 @@ async def ingest(
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One Ed25519 check made at ingest (see migration 002 and shared.signing.record_digest)."""
+    """One Ed25519 check made at ingest (migration 002, ``signing.record_digest``)."""
 
     event_id: UUID
     record_hash: bytes  # record_digest(public key, signer, signature, value)
@@ -223,7 +223,7 @@ async def verified_digests(
     conn: Connection, topic_prefix: str, mac_key: bytes, shard: tuple[int, int] = (1, 0)
 ) -> set[bytes]:
     """The record digests whose signature verified at ingest, for one deployment: only
-    verdicts whose MAC checks under ``mac_key`` (see ``shared.signing.verdict_mac``), so
+    verdicts whose MAC checks under ``mac_key`` (see ``shared.messaging.signing.verdict_mac``), so
     a row written into the table by anyone else vouches for nothing.
 
     ``shard`` is ``(shards, index)``: only verdicts on records of partitions numbered

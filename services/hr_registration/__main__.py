@@ -1,6 +1,6 @@
 """``python -m services.hr_registration``: run the department adapter."""
 
 from services.hr_registration.department import department
-from shared.adapter import run
+from shared.department.adapter import run
 
 run(department)

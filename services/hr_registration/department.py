@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.hr_registration import domain
-from shared.adapter import Department, register_subject_rules
+from shared.department.adapter import Department, register_subject_rules
 
 department = Department("hr_registration")
 register_subject_rules(

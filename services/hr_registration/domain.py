@@ -23,8 +23,8 @@ from datetime import date
 
 from pydantic import JsonValue
 
-from shared.decisions import Approve, Decision, Reject, TaskFacts
-from shared.rules import (
+from shared.department.decisions import Approve, Decision, Reject, TaskFacts
+from shared.department.rules import (
     Frozen,
     Grant,
     MalformedTaskError,

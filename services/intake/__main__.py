@@ -3,7 +3,7 @@
 import uvicorn
 
 from services.intake.api import create_app
-from shared.settings import get_settings
+from shared.platform.settings import get_settings
 
 settings = get_settings()
 uvicorn.run(

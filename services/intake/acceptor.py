@@ -29,12 +29,12 @@ from fastapi import HTTPException
 
 from services.intake import store
 from services.intake.domain import CaseRequest
-from shared.consumer import TRANSIENT_ERRORS
-from shared.db import Connection
-from shared.events import CaseAccepted, utcnow
-from shared.outbox import OutboxWriter
-from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED
+from shared.contracts.events import CaseAccepted, utcnow
+from shared.messaging.consumer import TRANSIENT_ERRORS
+from shared.messaging.outbox import OutboxWriter
+from shared.messaging.topics import CASES_ACCEPTED
+from shared.platform.db import Connection
+from shared.platform.settings import Settings
 
 CENTRE_TZ = ZoneInfo("Asia/Shanghai")  # receipt days follow the centre's calendar
 PRODUCER = "intake"

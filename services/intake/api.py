@@ -25,15 +25,16 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
+from services.catalogue import default_catalogue
 from services.intake import domain, store
 from services.intake.acceptor import Acceptor
-from shared.catalogue import Catalogue, default_catalogue
-from shared.consumer import BatchProcessor, ConsumerLoop, StatefulHandler, Tx
-from shared.db import DB_AWAY, Connection
-from shared.events import Event
-from shared.runtime import ServiceContext, open_service
-from shared.settings import Settings
-from shared.topics import CASES_ROUTING, all_topics
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import Event
+from shared.messaging.consumer import BatchProcessor, ConsumerLoop, StatefulHandler, Tx
+from shared.messaging.topics import CASES_ROUTING, all_topics
+from shared.platform.db import DB_AWAY, Connection
+from shared.platform.runtime import ServiceContext, open_service
+from shared.platform.settings import Settings
 
 NAME = "intake"
 MIGRATIONS = [Path(__file__).parent / "migrations"]

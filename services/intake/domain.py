@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalogue import Catalogue
-from shared.events import Applicant
-from shared.identity import validate_mobile, validate_resident_id, validate_uscc
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import Applicant
+from shared.contracts.identity import validate_mobile, validate_resident_id, validate_uscc
 
 FieldError = tuple[tuple[str | int, ...], str, str]  # (location, message, type)
 

@@ -6,8 +6,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from shared.db import Connection
-from shared.events import (
+from shared.contracts.events import (
     CaseAdvanced,
     CaseClosed,
     CaseRejected,
@@ -15,6 +14,7 @@ from shared.events import (
     CaseRouted,
     Event,
 )
+from shared.platform.db import Connection
 
 
 async def get_case(conn: Connection, case_id: UUID) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """``python -m services.router``: run the router."""
 
 from services.router.main import main
-from shared import aio
+from shared.platform import aio
 
 aio.run(main())

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
-from shared.catalogue import Catalogue
-from shared.events import (
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import (
     CaseAccepted,
     CaseAdvanced,
     CaseClosed,
@@ -31,7 +31,7 @@ from shared.events import (
     StepRejected,
     parse_event,
 )
-from shared.topics import CASES_ROUTING, dept_tasks
+from shared.messaging.topics import CASES_ROUTING, dept_tasks
 
 PRODUCER = "router"
 REVIEW_DAYS = 5  # how long a department has to review an on-the-spot approval

@@ -8,10 +8,10 @@ from uuid import UUID
 
 from services.router import domain, store
 from services.router.domain import CaseState
-from shared.catalogue import Catalogue
-from shared.consumer import StatefulHandler, Tx
-from shared.db import Connection
-from shared.events import CaseAccepted, CaseRejected, Event, StepOutcome, utcnow
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import CaseAccepted, CaseRejected, Event, StepOutcome, utcnow
+from shared.messaging.consumer import StatefulHandler, Tx
+from shared.platform.db import Connection
 
 
 class RouterHandler(StatefulHandler):

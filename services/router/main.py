@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.catalogue import default_catalogue
 from services.router.handlers import RouterHandler
-from shared import aio
-from shared.catalogue import Catalogue, default_catalogue
-from shared.consumer import BatchProcessor, ConsumerLoop
-from shared.runtime import ServiceContext, open_service, serve
-from shared.settings import Settings, get_settings
-from shared.topics import CASES_ACCEPTED, all_topics, dept_outcomes
+from shared.contracts.catalogue import Catalogue
+from shared.messaging.consumer import BatchProcessor, ConsumerLoop
+from shared.messaging.topics import CASES_ACCEPTED, all_topics, dept_outcomes
+from shared.platform import aio
+from shared.platform.runtime import ServiceContext, open_service, serve
+from shared.platform.settings import Settings, get_settings
 
 NAME = "router"
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from services.router.domain import CaseState
-from shared.db import Connection
-from shared.events import RoutedStep
+from shared.contracts.events import RoutedStep
+from shared.platform.db import Connection
 
 
 def _state(row: Any) -> CaseState:

@@ -7,9 +7,9 @@ It knows HR registrations only from HR's outcome events on
 from __future__ import annotations
 
 from services.social_security import domain
-from shared.adapter import Department, StepContext, register_subject_rules
-from shared.events import StepApproved, StepOutcome, StepRejected
-from shared.identity import validate_resident_id
+from shared.contracts.events import StepApproved, StepOutcome, StepRejected
+from shared.contracts.identity import validate_resident_id
+from shared.department.adapter import Department, StepContext, register_subject_rules
 
 department = Department("social_security")
 register_subject_rules(

@@ -25,9 +25,9 @@ from datetime import date, datetime, timedelta, timezone
 
 from pydantic import JsonValue
 
-from shared.decisions import Approve, Decision, Reject, TaskFacts
-from shared.identity import resident_id_birth_date
-from shared.rules import (
+from shared.contracts.identity import resident_id_birth_date
+from shared.department.decisions import Approve, Decision, Reject, TaskFacts
+from shared.department.rules import (
     Frozen,
     Grant,
     MalformedTaskError,
@@ -119,7 +119,7 @@ _PENSIONS: Mapping[str, str] = {
     "SS-RESIDENT-PENSION-CLAIM": "resident",
 }
 
-# China has one time zone and no daylight saving (as in shared.identity).
+# China has one time zone and no daylight saving (as in shared.contracts.identity).
 _CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 

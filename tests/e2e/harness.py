@@ -23,11 +23,11 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
-from shared.events import Event, parse_event
-from shared.identity import make_resident_id
-from shared.kafka import make_producer, read_to_end
-from shared.settings import Settings
-from shared.topics import delete_topics_with_prefix
+from shared.contracts.events import Event, parse_event
+from shared.contracts.identity import make_resident_id
+from shared.messaging.kafka import make_producer, read_to_end
+from shared.messaging.topics import delete_topics_with_prefix
+from shared.platform.settings import Settings
 
 _seq = iter(range(1, 100_000))
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from deploy.demo import build_requests
-from shared.catalogue import default_catalogue
+from services.catalogue import default_catalogue
 from tests.conftest import Stack
 from tests.e2e.harness import Pipeline, free_port, run_services, wait_closed
 

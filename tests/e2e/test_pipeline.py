@@ -12,15 +12,15 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
-from shared.events import (
+from shared.contracts.events import (
     Applicant,
     CaseRouted,
     StepAssigned,
     StepOutcome,
     StepRejected,
 )
-from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.platform.settings import Settings
 from tests.conftest import Stack
 from tests.e2e.harness import (
     Pipeline,

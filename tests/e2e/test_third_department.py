@@ -39,9 +39,9 @@ items:
 """
 
 RULES = """\
-from shared.adapter import Department, StepContext
-from shared.decisions import Approve, Decision, Reject
-from shared.events import StepAssigned
+from shared.department.adapter import Department, StepContext
+from shared.department.decisions import Approve, Decision, Reject
+from shared.contracts.events import StepAssigned
 
 department = Department("parks")
 
@@ -65,7 +65,7 @@ def parks_pipeline(
     (package / "catalogue.yaml").write_text(CATALOGUE)
     (package / "department.py").write_text(textwrap.dedent(RULES))
     services = {name: ["-m", f"services.{name}"] for name in ("intake", "router")}
-    services["parks"] = ["-m", "shared.adapter", "parks"]
+    services["parks"] = ["-m", "shared.department", "parks"]
     with run_services(
         services,
         bootstrap_servers=stack.bootstrap_servers,

@@ -19,11 +19,11 @@ from aiokafka import TopicPartition
 
 from deploy.demo import build_requests
 from services.audit.cli import run_verify
-from shared.catalogue import default_catalogue
-from shared.events import CaseClosed, EventDecodeError, parse_event
-from shared.kafka import read_to_end
-from shared.settings import Settings
-from shared.topics import CASES_ROUTING, dlq
+from services.catalogue import default_catalogue
+from shared.contracts.events import CaseClosed, EventDecodeError, parse_event
+from shared.messaging.kafka import read_to_end
+from shared.messaging.topics import CASES_ROUTING, dlq
+from shared.platform.settings import Settings
 from tests.e2e.harness import Pipeline
 
 

@@ -16,9 +16,10 @@ from services.audit import store
 from services.audit.api import MIGRATIONS
 from services.audit.domain import LogRecord, decode
 from services.audit.ingest import SignatureJudge
-from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
-from shared.events import CaseAccepted, CaseClosed, CaseReviewFlagged, Event
-from shared.signing import PublicKeys, Signer, verdict_mac_key
+from shared.contracts.events import CaseAccepted, CaseClosed, CaseReviewFlagged, Event
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.signing import PublicKeys, Signer, verdict_mac_key
+from shared.platform.db import create_pool, migrate_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     schema = f"audit_{uuid4().hex[:8]}"
-    await migrate_dsn(database_url, schema, [SHARED_MIGRATIONS, *MIGRATIONS])
+    await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS, *MIGRATIONS])
     pool = await create_pool(database_url, schema)
     yield pool
     await pool.close()

@@ -14,11 +14,12 @@ from services.audit.api import MIGRATIONS
 from services.audit.cli import SCHEMA, read_log, run_verify
 from services.audit.domain import BROKEN_HASH_CHAIN, VIOLATION_KINDS, VerifyReport, decode
 from services.audit.ingest import SignatureJudge
-from shared.catalogue import Catalogue
-from shared.db import SHARED_MIGRATIONS, migrate_dsn
-from shared.decisions import Reject
-from shared.settings import Settings
-from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER
+from shared.contracts.catalogue import Catalogue
+from shared.department.decisions import Reject
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER
+from shared.platform.db import migrate_dsn
+from shared.platform.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -74,7 +75,7 @@ async def test_the_drill_finds_every_fault_at_once(settings: Settings) -> None:
 async def store_verdicts(settings: Settings) -> int:
     """What the audit service does at ingest, for every record in the log now: check each
     signature once and keep the verdict in the store. Returns how many it stored."""
-    await migrate_dsn(settings.dsn(), SCHEMA, [SHARED_MIGRATIONS, *MIGRATIONS])
+    await migrate_dsn(settings.dsn(), SCHEMA, [MESSAGING_MIGRATIONS, *MIGRATIONS])
     records = await read_log(settings)
     verdicts = SignatureJudge(settings.keys_dir).verdicts([(r, decode(r)) for r in records])
     conn = await asyncpg.connect(settings.dsn(), server_settings={"search_path": SCHEMA})

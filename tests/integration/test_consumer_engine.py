@@ -18,14 +18,15 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.audit import dlq
-from shared.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
-from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
-from shared.events import CaseClosed, CaseReviewFlagged, Event
-from shared.kafka import make_producer
-from shared.outbox import OutboxRelay, OutboxWriter
-from shared.settings import Settings
-from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
-from shared.topics import OPS_REDRIVES, ensure_topics
+from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
+from shared.messaging.kafka import make_producer
+from shared.messaging.outbox import OutboxRelay, OutboxWriter
+from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.messaging.topics import OPS_REDRIVES, ensure_topics
+from shared.platform.db import create_pool, migrate_dsn
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ async def engine(settings: Settings, database_url: str, tmp_path: Path) -> Async
     (own / "001_effects.sql").write_text(
         "CREATE TABLE effects (id bigserial PRIMARY KEY, message text NOT NULL);"
     )
-    await migrate_dsn(database_url, SCHEMA, [SHARED_MIGRATIONS, own])
+    await migrate_dsn(database_url, SCHEMA, [MESSAGING_MIGRATIONS, own])
     pool = await create_pool(database_url, SCHEMA)
     await pool.execute("TRUNCATE effects, inbox, outbox")
     await ensure_topics(settings, ["in", "in.dlq", "out", OPS_REDRIVES])

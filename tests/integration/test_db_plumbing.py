@@ -10,10 +10,11 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from shared.db import SHARED_MIGRATIONS, MigrationError, create_pool, migrate_dsn
-from shared.events import CaseClosed
-from shared.outbox import OutboxRow, OutboxWriter
-from shared.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.contracts.events import CaseClosed
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.outbox import OutboxRow, OutboxWriter
+from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.platform.db import MigrationError, create_pool, migrate_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +23,16 @@ async def test_migrations_applied_twice_are_a_no_op(database_url: str, tmp_path:
     own = tmp_path / "migrations"
     own.mkdir()
     (own / "001_things.sql").write_text("CREATE TABLE things (id int PRIMARY KEY, doc jsonb);")
-    first = await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own])
+    first = await migrate_dsn(database_url, "svc_a", [MESSAGING_MIGRATIONS, own])
     assert first == ["001_outbox_inbox.sql", "002_inbox_dead_letter.sql", "001_things.sql"]
-    assert await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own]) == []
+    assert await migrate_dsn(database_url, "svc_a", [MESSAGING_MIGRATIONS, own]) == []
 
     # The same files in another schema are that schema's own tables.
-    assert len(await migrate_dsn(database_url, "svc_b", [SHARED_MIGRATIONS, own])) == 3
+    assert len(await migrate_dsn(database_url, "svc_b", [MESSAGING_MIGRATIONS, own])) == 3
 
     (own / "001_things.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
     with pytest.raises(MigrationError, match="changed after it was applied"):
-        await migrate_dsn(database_url, "svc_a", [SHARED_MIGRATIONS, own])
+        await migrate_dsn(database_url, "svc_a", [MESSAGING_MIGRATIONS, own])
 
 
 async def test_misnamed_migration_is_refused(database_url: str, tmp_path: Path) -> None:
@@ -63,7 +64,7 @@ async def test_pool_round_trips_json_in_its_own_schema(database_url: str, tmp_pa
 
 async def test_outbox_batch_keeps_its_order_and_headers(database_url: str, tmp_path: Path) -> None:
     """One statement writes a batch: ids (the relay's publishing order) follow the batch."""
-    await migrate_dsn(database_url, "svc_outbox", [SHARED_MIGRATIONS])
+    await migrate_dsn(database_url, "svc_outbox", [MESSAGING_MIGRATIONS])
     pool = await create_pool(database_url, "svc_outbox")
     try:
         rows = [
@@ -86,7 +87,7 @@ async def test_events_written_together_are_signed_as_one_batch(
 ) -> None:
     """The writer signs a transaction's events together: each stored row verifies alone,
     rows beside them (a dead letter keeps its original headers) are left unsigned."""
-    await migrate_dsn(database_url, "svc_signed", [SHARED_MIGRATIONS])
+    await migrate_dsn(database_url, "svc_signed", [MESSAGING_MIGRATIONS])
     pool = await create_pool(database_url, "svc_signed")
     writer = OutboxWriter(Signer.load(tmp_path, "router"))
     events = [
@@ -120,7 +121,7 @@ async def test_events_written_together_are_signed_as_one_batch(
 
 _NICED_CHILD = """
 import asyncio, os, sys
-from shared.db import connect
+from shared.platform.db import connect
 
 async def main():
     os.nice(int(sys.argv[2]))

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.intake.acceptor import Acceptor
 from services.intake.api import create_app
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.e2e.harness import case_body, person
 from tests.e2e.test_pipeline import BENEFIT_FORM
 

@@ -10,10 +10,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from faststream.kafka import KafkaBroker
 
-from shared.events import CaseClosed
-from shared.kafka import event_decoder, make_consumer, make_producer
-from shared.settings import Settings
-from shared.topics import ensure_topics
+from shared.contracts.events import CaseClosed
+from shared.messaging.kafka import event_decoder, make_consumer, make_producer
+from shared.messaging.topics import ensure_topics
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 

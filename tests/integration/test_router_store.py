@@ -11,8 +11,9 @@ import pytest
 
 from services.router import domain, store
 from services.router.main import MIGRATIONS
-from shared.catalogue import Catalogue
-from shared.db import SHARED_MIGRATIONS, connect, migrate_dsn
+from shared.contracts.catalogue import Catalogue
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.platform.db import connect, migrate_dsn
 from tests.integration.test_services import accepted, applicant
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike
     before.mkdir()
     shutil.copy(MIGRATIONS / "001_router.sql", before)
     schema = f"router_{uuid4().hex[:8]}"
-    await migrate_dsn(database_url, schema, [SHARED_MIGRATIONS, before])
+    await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS, before])
     old = accepted("HR-JOB-REGISTRATION", applicant(1), FORM)
     new = accepted("HR-JOB-REGISTRATION", applicant(2), FORM)
     old_state, _ = domain.route(old, catalogue, NOW)
@@ -49,7 +50,7 @@ async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike
             old.to_json().decode(),
             NOW,
         )
-        assert await migrate_dsn(database_url, schema, [SHARED_MIGRATIONS, MIGRATIONS]) == [
+        assert await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS, MIGRATIONS]) == [
             "002_accepted_wire_bytes.sql"
         ]
         async with conn.transaction():

@@ -15,8 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from services.hr_registration.department import department as hr
 from services.router.main import create_service as create_router
-from shared.adapter import create_service as create_adapter
-from shared.events import (
+from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseClosed,
@@ -27,11 +26,12 @@ from shared.events import (
     StepRejected,
     parse_event,
 )
-from shared.identity import make_resident_id
-from shared.kafka import make_producer
-from shared.runtime import ServiceContext
-from shared.settings import Settings
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
+from shared.contracts.identity import make_resident_id
+from shared.department.adapter import create_service as create_adapter
+from shared.messaging.kafka import make_producer
+from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
+from shared.platform.runtime import ServiceContext
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 

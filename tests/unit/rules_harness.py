@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Generic, TypeVar
 
-from shared.catalogue import Catalogue, FieldSpec, Item, default_catalogue
-from shared.decisions import Approve, Decision, Reject, TaskFacts
-from shared.rules import SubjectRecord
+from services.catalogue import default_catalogue
+from shared.contracts.catalogue import Catalogue, FieldSpec, Item
+from shared.department.decisions import Approve, Decision, Reject, TaskFacts
+from shared.department.rules import SubjectRecord
 
 P = TypeVar("P", bound=SubjectRecord)
 C = TypeVar("C", bound=SubjectRecord)

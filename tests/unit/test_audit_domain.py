@@ -50,10 +50,8 @@ from services.audit.domain import (
 from services.audit.ingest import SignatureJudge
 from services.audit.store import Verdict
 from services.router.domain import CaseState, on_outcome, route
-from shared.adapter import outcome_event
-from shared.catalogue import Catalogue, Item, Step
-from shared.decisions import Approve, Decision, NeedsInfo, Reject
-from shared.events import (
+from shared.contracts.catalogue import Catalogue, Item, Step
+from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseClosed,
@@ -65,7 +63,9 @@ from shared.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.signing import (
+from shared.department.adapter import outcome_event
+from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
+from shared.messaging.signing import (
     BATCH_PREFIX,
     PublicKeys,
     Signer,
@@ -74,7 +74,7 @@ from shared.signing import (
     record_digest,
     signer_digest,
 )
-from shared.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 
 pytestmark = pytest.mark.unit
 
@@ -739,7 +739,7 @@ def test_bad_signature(log: LogBuilder, tmp_path: Path) -> None:
 
 
 def test_batch_signed_records_verify_alone_and_fail_alone(log: LogBuilder) -> None:
-    # The router signs the events of one transaction together (shared.signing): each
+    # The router signs the events of one transaction together (shared.messaging.signing): each
     # record carries the batch signature and its own Merkle proof.
     accepted = log.benefit_approved()
     case = str(accepted.case_id).encode()

@@ -12,11 +12,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from shared.catalogue import (
+from services.catalogue import catalogue_files, default_catalogue
+from shared.contracts.catalogue import (
     Catalogue,
     CatalogueError,
     Item,
-    default_catalogue,
     discover_catalogue_files,
     load_catalogue,
 )
@@ -62,7 +62,7 @@ def _steps(item: Item) -> list[tuple[str, str]]:
 
 
 def test_real_catalogue_files_are_discovered() -> None:
-    files = discover_catalogue_files()
+    files = catalogue_files()
     shown = {p.relative_to(p.parents[2]).as_posix() for p in files}
     assert {
         "services/hr_registration/catalogue.yaml",
@@ -421,7 +421,7 @@ def test_every_problem_in_a_file_is_reported(tmp_path: Path) -> None:
 def test_real_file_paths_are_shown_relative_to_the_project(tmp_path: Path) -> None:
     clash = _item(code="HR-JOB-REGISTRATION", department="hr_registration")
     extra = _write(tmp_path, _file_data(items=[clash]))
-    message = _load_error(*discover_catalogue_files(), extra)
+    message = _load_error(*catalogue_files(), extra)
     assert message == (
         f"{extra}: item HR-JOB-REGISTRATION: code: duplicate item code, "
         "also defined in services/hr_registration/catalogue.yaml"
@@ -562,9 +562,9 @@ def test_discover_with_extra_root_finds_throwaway_department(tmp_path: Path) -> 
     (root / "empty_dept").mkdir()
     (root / "notes.txt").write_text("not a department", encoding="utf-8")
 
-    files = discover_catalogue_files([root])
+    files = catalogue_files([root])
     assert files[-1] == pilot
-    assert len(files) == len(discover_catalogue_files()) + 1
+    assert len(files) == len(catalogue_files()) + 1
 
     combined = default_catalogue([root])
     assert combined.get("PX-PERMIT") is not None
@@ -575,4 +575,5 @@ def test_discover_with_extra_root_finds_throwaway_department(tmp_path: Path) -> 
 def test_discover_takes_a_catalogue_directly_in_an_extra_root(tmp_path: Path) -> None:
     path = tmp_path / "catalogue.yaml"
     path.write_text(yaml.safe_dump(_file_data()), encoding="utf-8")
-    assert discover_catalogue_files([tmp_path])[-1] == path
+    assert catalogue_files([tmp_path])[-1] == path
+    assert discover_catalogue_files([tmp_path]) == [path]

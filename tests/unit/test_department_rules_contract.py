@@ -11,8 +11,8 @@ import yaml
 
 from services.hr_registration import domain as hr
 from services.social_security import domain as social_security
-from shared.decisions import Approve, Reject
-from shared.identity import make_resident_id, make_uscc
+from shared.contracts.identity import make_resident_id, make_uscc
+from shared.department.decisions import Approve, Reject
 from tests.unit.rules_harness import RulesHarness, catalogue
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ from uuid import uuid4
 
 import pytest
 
-from shared.events import (
+from shared.contracts.events import (
     Applicant,
     Event,
     EventDecodeError,

@@ -24,8 +24,8 @@ from services.hr_registration.domain import (
     UnknownActionError,
     decide,
 )
-from shared.decisions import NeedsInfo
-from shared.identity import make_resident_id, make_uscc
+from shared.contracts.identity import make_resident_id, make_uscc
+from shared.department.decisions import NeedsInfo
 from tests.unit.rules_harness import (
     RulesHarness,
     approved,

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from shared.identity import (
+from shared.contracts.identity import (
     make_resident_id,
     make_uscc,
     mask_phone,

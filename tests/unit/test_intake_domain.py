@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from services.intake.domain import CaseRequest, check
-from shared.catalogue import Catalogue
-from shared.identity import make_resident_id, make_uscc
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.identity import make_resident_id, make_uscc
 
 pytestmark = pytest.mark.unit
 

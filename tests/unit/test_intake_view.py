@@ -8,9 +8,9 @@ import pytest
 
 from services.intake.store import VIEW_COLUMNS, apply_routing
 from services.router.domain import on_outcome, route
-from shared.catalogue import Catalogue
-from shared.events import Event, StepApproved
-from shared.topics import CASES_ROUTING
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import Event, StepApproved
+from shared.messaging.topics import CASES_ROUTING
 from tests.unit.test_router_domain import BENEFIT_FORM, NOW, accepted, outcome
 
 pytestmark = pytest.mark.unit

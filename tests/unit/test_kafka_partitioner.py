@@ -7,7 +7,7 @@ import random
 import pytest
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from shared.kafka import key_partitioner, murmur2
+from shared.messaging.kafka import key_partitioner, murmur2
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ import logging
 import pytest
 import structlog
 
-from shared.logs import configure_logging, mask_text
+from shared.platform.logs import configure_logging, mask_text
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ from uuid import uuid4
 import pytest
 
 from services.router.domain import CaseState, RoutingViolationError, on_outcome, route
-from shared.catalogue import Catalogue
-from shared.events import (
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseAdvanced,

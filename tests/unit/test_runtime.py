@@ -10,7 +10,7 @@ def test_lower_cpu_priority_raises_the_niceness_and_never_lowers_it() -> None:
     # In a child process: a niceness once raised cannot be lowered again without
     # privileges, and the test runner must keep its own.
     code = (
-        "import os; from shared.runtime import lower_cpu_priority as lower;"
+        "import os; from shared.platform.runtime import lower_cpu_priority as lower;"
         "base = os.getpriority(os.PRIO_PROCESS, 0);"
         "print(base, *[lower(base + n) for n in (0, 5, 2, 7)])"
     )
@@ -22,7 +22,7 @@ def test_lower_cpu_priority_raises_the_niceness_and_never_lowers_it() -> None:
 def test_freeze_heap_sets_the_live_heap_aside_from_the_collector() -> None:
     # In a child process: frozen objects stay frozen for the rest of the process.
     code = (
-        "import gc; from shared.runtime import freeze_heap;"
+        "import gc; from shared.platform.runtime import freeze_heap;"
         "kept = [[i] for i in range(50_000)];"
         "assert gc.get_freeze_count() == 0;"
         "frozen = freeze_heap();"

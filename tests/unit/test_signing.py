@@ -1,4 +1,4 @@
-"""Ed25519 signatures, alone and over Merkle batches (shared.signing)."""
+"""Ed25519 signatures, alone and over Merkle batches (shared.messaging.signing)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.signing import (
+from shared.messaging.signing import (
     BATCH_LEAVES,
     BATCH_PREFIX,
     PublicKeys,

@@ -31,8 +31,8 @@ from services.social_security.domain import (
     decide,
     learn_hr_outcome,
 )
-from shared.decisions import NeedsInfo
-from shared.identity import make_resident_id, make_uscc
+from shared.contracts.identity import make_resident_id, make_uscc
+from shared.department.decisions import NeedsInfo
 from tests.unit.rules_harness import (
     RulesHarness,
     approved,

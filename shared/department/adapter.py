@@ -33,11 +33,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from shared import aio, runtime
-from shared.consumer import BatchProcessor, ConsumerLoop, NotReadyError, StatefulHandler, Tx
-from shared.db import Connection
-from shared.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
-from shared.events import (
+from shared.contracts.events import (
     Event,
     StepApproved,
     StepAssigned,
@@ -45,12 +41,22 @@ from shared.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.rules import UnknownActionError
-from shared.runtime import ServiceContext, open_service
-from shared.settings import Settings, get_settings
-from shared.topics import dept_outcomes, dept_tasks, dlq
+from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.department.rules import UnknownActionError
+from shared.messaging.consumer import (
+    BatchProcessor,
+    ConsumerLoop,
+    NotReadyError,
+    StatefulHandler,
+    Tx,
+)
+from shared.messaging.topics import dept_outcomes, dept_tasks, dlq
+from shared.platform import aio, runtime
+from shared.platform.db import Connection
+from shared.platform.runtime import ServiceContext, open_service
+from shared.platform.settings import Settings, get_settings
 
-SDK_MIGRATIONS = Path(__file__).parent / "adapter_migrations"
+SDK_MIGRATIONS = Path(__file__).parent / "migrations"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -364,21 +370,13 @@ def run(department: Department) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m shared.adapter PACKAGE``: run the ``department`` declared in
+    """``python -m shared.department PACKAGE``: run the ``department`` declared in
     ``PACKAGE.department`` (for department packages that live outside ``services/``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        sys.exit("usage: python -m shared.adapter PACKAGE  (e.g. services.hr_registration)")
+        sys.exit("usage: python -m shared.department PACKAGE  (e.g. services.hr_registration)")
     module = importlib.import_module(f"{args[0]}.department")
     department = getattr(module, "department", None)
     if not isinstance(department, Department):
         sys.exit(f"{args[0]}.department has no `department = Department(...)`")
     run(department)
-
-
-if __name__ == "__main__":
-    # Run through the imported module, so the Department class checked in main() is the
-    # one department packages import (this file as __main__ would be a second copy).
-    from shared.adapter import main as _main
-
-    _main()

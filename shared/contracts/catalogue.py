@@ -26,7 +26,6 @@ misrouting cases later.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,7 +55,7 @@ __all__ = [
     "FieldSpec",
     "Item",
     "Step",
-    "default_catalogue",
+    "catalogue_from",
     "discover_catalogue_files",
     "load_catalogue",
 ]
@@ -344,16 +343,12 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
 
 
 def _display(path: Path) -> str:
-    # Paths inside the project print relative to its root
-    # ("services/hr_registration/catalogue.yaml"): the same on every machine.
-    services = importlib.import_module("services")
-    for base in services.__path__:
-        root = Path(base).resolve().parent
-        try:
-            return path.resolve().relative_to(root).as_posix()
-        except ValueError:
-            continue
-    return str(path)
+    # Paths under the working directory print relative to it
+    # ("services/hr_registration/catalogue.yaml" from a checkout): the same on every machine.
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _item_label(raw: object, index: int) -> str:
@@ -491,27 +486,20 @@ def _catalogues_under(root: Path) -> list[Path]:
     )
 
 
-def discover_catalogue_files(extra_roots: Sequence[Path] = ()) -> list[Path]:
-    """Find the catalogue files of every department package, plus extra ones.
+def discover_catalogue_files(roots: Sequence[Path]) -> list[Path]:
+    """Find the catalogue files of the department packages under ``roots``.
 
-    Looks for ``catalogue.yaml`` in each direct subpackage of the ``services``
-    package (found through ``services.__path__``, so it works from a checkout
-    and from an installed wheel alike). Each extra root is searched the same way
-    (``<root>/<department>/catalogue.yaml``), and a ``catalogue.yaml`` placed
-    directly in an extra root is taken too, for tests and pilot departments.
+    In each root, ``<root>/<department>/catalogue.yaml`` is taken for every direct
+    subfolder that has one, and a ``catalogue.yaml`` placed directly in a root is taken
+    too (tests and pilot departments). The services hand in their own folder first
+    (``services.catalogue``), then the configured extra folders: this module never
+    imports the services it serves.
 
     Returns:
-        Paths in a stable order: the services packages by name, then each extra root.
+        Paths in a stable order: root by root, each root's departments by name.
     """
-    services = importlib.import_module("services")
     found: list[Path] = []
-    for base in services.__path__:
-        found.extend(
-            path
-            for path in _catalogues_under(Path(base))
-            if (path.parent / "__init__.py").is_file()
-        )
-    for root in extra_roots:
+    for root in roots:
         direct = root / CATALOGUE_FILENAME
         if direct.is_file():
             found.append(direct)
@@ -519,6 +507,6 @@ def discover_catalogue_files(extra_roots: Sequence[Path] = ()) -> list[Path]:
     return found
 
 
-def default_catalogue(extra_roots: Sequence[Path] = ()) -> Catalogue:
-    """Load every discovered catalogue file: ``load_catalogue(discover_catalogue_files(...))``."""
-    return load_catalogue(discover_catalogue_files(extra_roots))
+def catalogue_from(roots: Sequence[Path]) -> Catalogue:
+    """Load every catalogue file found under ``roots`` (see ``discover_catalogue_files``)."""
+    return load_catalogue(discover_catalogue_files(roots))

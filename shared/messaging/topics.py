@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 CASES_ACCEPTED = "cases.accepted"
 CASES_ROUTING = "cases.routing"

@@ -23,7 +23,6 @@ from asyncpg.pool import PoolConnectionProxy
 
 # What handlers and stores receive: a plain connection or one borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
-SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         "catalogue.yaml) beside those under services/; JSON list in the environment.",
     )
     fault_crash_point: str = Field(
-        default="", description="Tests only: a shared.faults crash point to die at (kill -9)."
+        default="", description="Tests only: a crash point (shared.platform.faults) to die at."
     )
     fault_crash_after: int = Field(default=1, ge=1, description="Tests only: die the Nth time.")
     fault_slow_action_s: float = Field(

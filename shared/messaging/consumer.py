@@ -34,14 +34,14 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from shared.aio import sleep_or_stop
-from shared.db import DB_AWAY, Connection
-from shared.events import Event, EventDecodeError, parse_event
-from shared.faults import FaultInjector
-from shared.kafka import make_consumer
-from shared.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
-from shared.settings import Settings
-from shared.topics import REDRIVE_HEADER, dlq
+from shared.contracts.events import Event, EventDecodeError, parse_event
+from shared.messaging.kafka import make_consumer
+from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
+from shared.messaging.topics import REDRIVE_HEADER, dlq
+from shared.platform.aio import sleep_or_stop
+from shared.platform.db import DB_AWAY, Connection
+from shared.platform.faults import FaultInjector
+from shared.platform.settings import Settings
 
 log = structlog.get_logger("consumer")
 

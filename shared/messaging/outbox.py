@@ -23,13 +23,13 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.aio import sleep_or_stop, wait_any
-from shared.db import DB_AWAY, Connection, connect
-from shared.events import Event
-from shared.faults import FaultInjector
-from shared.kafka import make_producer
-from shared.settings import Settings
-from shared.signing import Signer
+from shared.contracts.events import Event
+from shared.messaging.kafka import make_producer
+from shared.messaging.signing import Signer
+from shared.platform.aio import sleep_or_stop, wait_any
+from shared.platform.db import DB_AWAY, Connection, connect
+from shared.platform.faults import FaultInjector
+from shared.platform.settings import Settings
 
 log = structlog.get_logger("outbox")
 # A statement of the relay that takes longer is taken for a connection gone bad: the
@@ -42,7 +42,7 @@ class OutboxRow:
     """One record to publish: a logical topic (without prefix), key, value, headers.
 
     ``sign``: the writer adds this service's signature headers when it writes the row,
-    one batch signature over every such row of the transaction (see shared.signing).
+    one batch signature over every such row of the transaction (see shared.messaging.signing).
     """
 
     event_id: UUID
@@ -69,7 +69,7 @@ class OutboxWriter:
     def signed(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         """``rows`` with the signature headers added to those that ask for them: the
         events of one transaction share one Ed25519 signature per tree of up to
-        ``shared.signing.BATCH_LEAVES``, and each can still be verified alone."""
+        ``shared.messaging.signing.BATCH_LEAVES``, and each can still be verified alone."""
         out = list(rows)
         todo = [i for i, r in enumerate(out) if r.sign]
         if todo:

@@ -17,7 +17,7 @@ import signal
 
 import structlog
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 CRASH_POINTS = frozenset(
     {"after_commit_before_offsets", "before_relay_publish", "after_relay_publish"}

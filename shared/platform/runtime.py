@@ -24,13 +24,14 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from shared.consumer import ConsumerLoop
-from shared.db import SHARED_MIGRATIONS, create_pool, migrate_dsn
-from shared.logs import configure_logging
-from shared.outbox import OutboxRelay, OutboxWriter
-from shared.settings import Settings
-from shared.signing import Signer
-from shared.topics import ensure_topics
+from shared.messaging import MESSAGING_MIGRATIONS
+from shared.messaging.consumer import ConsumerLoop
+from shared.messaging.outbox import OutboxRelay, OutboxWriter
+from shared.messaging.signing import Signer
+from shared.messaging.topics import ensure_topics
+from shared.platform.db import create_pool, migrate_dsn
+from shared.platform.logs import configure_logging
+from shared.platform.settings import Settings
 
 
 @dataclass
@@ -139,7 +140,7 @@ async def open_service(
     """Migrate, provision topics, open the pool, load the key, build the relay."""
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     applied = await _retry(
-        lambda: migrate_dsn(settings.dsn(), schema, [SHARED_MIGRATIONS, *migrations]), log
+        lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
     )
     if applied:
         log.info("migrations applied", schema=schema, applied=applied)

@@ -338,7 +338,7 @@ class PublicKeys:
 
 def main(argv: list[str] | None = None) -> int:
     """``onedoor-keys generate SERVICE...``: create signing keys in the keys folder."""
-    from shared.settings import get_settings  # noqa: PLC0415 - CLI only
+    from shared.platform.settings import get_settings  # noqa: PLC0415 - CLI only
 
     parser = argparse.ArgumentParser(prog="onedoor-keys", description=main.__doc__)
     parser.add_argument("command", choices=["generate"])

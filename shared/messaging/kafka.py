@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.message import StreamMessage
 
-from shared.events import parse_event
-from shared.settings import Settings
+from shared.contracts.events import parse_event
+from shared.platform.settings import Settings
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -93,7 +93,7 @@ def make_consumer(
 async def event_decoder(message: StreamMessage[Any]) -> Any:
     """FastStream decoder: parse record bodies with the event registry, so a subscriber
     typed ``event: CaseClosed`` receives the contract class, and a malformed or unknown
-    record raises :class:`shared.events.EventDecodeError` instead of reaching the handler.
+    record raises :class:`shared.contracts.events.EventDecodeError` instead of reaching the handler.
     """
     return parse_event(message.body)
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
-from shared.decisions import Approve, Decision, NeedsInfo, TaskFacts
+from shared.department.decisions import Approve, Decision, NeedsInfo, TaskFacts
 
 
 class UnknownActionError(ValueError):

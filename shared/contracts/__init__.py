@@ -1,0 +1,1 @@
+"""What crosses between services: events, topology, catalogue, identity numbers."""

@@ -1,0 +1,1 @@
+"""A process's basics: settings, logging, PostgreSQL, asyncio helpers, service runtime."""
