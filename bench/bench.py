@@ -49,13 +49,9 @@ from services.audit.domain import gc_paused
 from services.audit.ingest import event_log_pattern
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING
 from shared.messaging.kafka import make_consumer, make_producer, partitions_matching
-from shared.messaging.topics import (
-    CASES_ACCEPTED,
-    CASES_ROUTING,
-    delete_topics_with_prefix,
-    ensure_topics,
-)
+from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform import aio
 from shared.platform.db import create_database, drop_database
 from shared.platform.settings import Settings

@@ -32,12 +32,13 @@ from pydantic import SecretStr
 from bench.bench import stack_pids, tree_cpu_seconds
 from deploy import stack as local_stack
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
+from shared.contracts.topology import OPS_REDRIVES, dlq
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.messaging.kafka import make_producer
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import Signer
-from shared.messaging.topics import OPS_REDRIVES, delete_topics_with_prefix, dlq, ensure_topics
+from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.db import create_database, create_pool, drop_database, migrate_dsn
 from shared.platform.settings import Settings
 

@@ -43,17 +43,12 @@ from shared.contracts.events import (
     utcnow,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, all_topics
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Reject
 from shared.messaging.kafka import make_producer
 from shared.messaging.signing import Signer, generate_keys
-from shared.messaging.topics import (
-    CASES_ACCEPTED,
-    CASES_ROUTING,
-    all_topics,
-    delete_topics_with_prefix,
-    ensure_topics,
-)
+from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
 
 SIGNERS = ("intake", "router", "hr_registration", "social_security")

@@ -42,7 +42,7 @@ from shared.contracts.events import (
     parse_event,
 )
 from shared.contracts.identity import make_resident_id, make_uscc
-from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
 from shared.platform.settings import Settings
 
 console = Console()

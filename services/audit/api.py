@@ -20,8 +20,8 @@ from fastapi.responses import JSONResponse
 from services.audit import queries
 from services.audit.ingest import AuditIngest, event_log_pattern
 from services.catalogue import default_catalogue
+from shared.contracts.topology import all_topics
 from shared.messaging.consumer import ConsumerLoop
-from shared.messaging.topics import all_topics
 from shared.platform.runtime import ServiceContext, open_service
 from shared.platform.settings import Settings
 

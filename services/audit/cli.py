@@ -58,6 +58,7 @@ from services.audit.domain import (
 from services.audit.ingest import VERDICT_SIGNER, event_log_pattern
 from services.catalogue import default_catalogue
 from shared.contracts.events import utcnow
+from shared.contracts.topology import OPS_REDRIVES
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.kafka import fetch_to_end, partitions_matching
 from shared.messaging.signing import (
@@ -68,7 +69,6 @@ from shared.messaging.signing import (
     SigningKeyError,
     verdict_mac_key,
 )
-from shared.messaging.topics import OPS_REDRIVES
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.settings import Settings, get_settings
 

@@ -18,11 +18,23 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from services.audit.domain import OPERATOR
 from shared.contracts.events import DeadLetterRedriven, EventDecodeError, parse_event
+from shared.contracts.topology import (
+    DLQ_CONSUMER,
+    DLQ_ERROR,
+    DLQ_FAILED_AT,
+    DLQ_ORIGINAL_HEADERS,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_REASON,
+    DLQ_SUFFIX,
+    OPERATOR,
+    OPS_REDRIVES,
+    REDRIVE_HEADER,
+)
 from shared.messaging.kafka import make_producer, partitions_matching, read_to_end
 from shared.messaging.signing import Signer
-from shared.messaging.topics import DLQ_SUFFIX, OPS_REDRIVES, REDRIVE_HEADER
 from shared.platform.settings import Settings
 
 NIL = UUID(int=0)
@@ -45,9 +57,9 @@ class DeadLetter:
     def original(self) -> tuple[str, int, int]:
         h = self.headers
         return (
-            h.get("dlq.original.topic", self.topic.removesuffix(DLQ_SUFFIX)),
-            int(h.get("dlq.original.partition", "-1")),
-            int(h.get("dlq.original.offset", "-1")),
+            h.get(DLQ_ORIGINAL_TOPIC, self.topic.removesuffix(DLQ_SUFFIX)),
+            int(h.get(DLQ_ORIGINAL_PARTITION, "-1")),
+            int(h.get(DLQ_ORIGINAL_OFFSET, "-1")),
         )
 
     def summary(self, redriven: dict[tuple[str, int, int], str]) -> dict[str, Any]:
@@ -59,10 +71,10 @@ class DeadLetter:
         return {
             "dlq": f"{self.topic}/{self.partition}@{self.offset}",
             "original": "{}/{}@{}".format(*self.original),
-            "reason": self.headers.get("dlq.reason"),
-            "error": self.headers.get("dlq.error", "")[:200],
-            "consumer": self.headers.get("dlq.consumer"),
-            "failed_at": self.headers.get("dlq.failed_at"),
+            "reason": self.headers.get(DLQ_REASON),
+            "error": self.headers.get(DLQ_ERROR, "")[:200],
+            "consumer": self.headers.get(DLQ_CONSUMER),
+            "failed_at": self.headers.get(DLQ_FAILED_AT),
             "event_type": event_type,
             "case_id": case,
             "redriven_by": redriven.get((self.topic, self.partition, self.offset)),
@@ -103,7 +115,7 @@ async def redrives(settings: Settings) -> dict[tuple[str, int, int], str]:
 
 
 def _original_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    stored = json.loads(letter.headers.get("dlq.original.headers", "{}"))
+    stored = json.loads(letter.headers.get(DLQ_ORIGINAL_HEADERS, "{}"))
     out = []
     for key, value in stored.items():
         out.append((key, bytes.fromhex(value[4:]) if value.startswith("hex:") else value.encode()))

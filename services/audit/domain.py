@@ -34,6 +34,7 @@ from uuid import UUID
 from pydantic import Field, Strict, TypeAdapter, create_model
 from pydantic_core import from_json
 
+from shared.contracts import topology
 from shared.contracts.catalogue import Catalogue, Item
 from shared.contracts.events import (
     CaseAccepted,
@@ -53,14 +54,13 @@ from shared.contracts.events import (
     parse_event,
     registry,
 )
-from shared.messaging.signing import PublicKeys, digest_prefix, signer_digest
-from shared.messaging.topics import (
-    CASES_ACCEPTED,
-    CASES_ROUTING,
-    OPS_REDRIVES,
+from shared.contracts.topology import (
+    INTAKE,
+    ROUTER,
     dept_outcomes,
     dept_tasks,
 )
+from shared.messaging.signing import PublicKeys, digest_prefix, signer_digest
 
 __all__ = [
     "BAD_SIGNATURE",
@@ -131,15 +131,9 @@ VIOLATION_KINDS: tuple[str, ...] = (
     BROKEN_HASH_CHAIN,
 )
 
-INTAKE = "intake"
-ROUTER = "router"
-OPERATOR = "operator"  # the signing identity of onedoor-audit dlq redrive
 # Dates in the statistics are the centre's calendar days (China keeps no summer time).
 CENTRE_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
-_DEPT_PREFIX = "dept."
-_TASKS_SUFFIX = ".tasks"
-_OUTCOMES_SUFFIX = ".outcomes"
 _DETAIL_LIMIT = 300
 
 E = TypeVar("E", bound=Event)
@@ -230,34 +224,18 @@ def decode(record: LogRecord) -> Event | None:
 
 def allowed_signer(topic: str) -> str | None:
     """The one service allowed to publish on ``topic``; ``None`` for a topic nobody owns."""
-    if topic == OPS_REDRIVES:
-        return OPERATOR
-    if topic == CASES_ACCEPTED:
-        return INTAKE
-    if topic == CASES_ROUTING:
-        return ROUTER
-    if topic.startswith(_DEPT_PREFIX):
-        if topic.endswith(_TASKS_SUFFIX) and len(topic) > len(_DEPT_PREFIX + _TASKS_SUFFIX):
-            return ROUTER
-        if topic.endswith(_OUTCOMES_SUFFIX):
-            department = topic[len(_DEPT_PREFIX) : -len(_OUTCOMES_SUFFIX)]
-            return department or None
-    return None
+    return topology.writer(topic)
 
 
 # The service that publishes each type of event; None for a department's outcome
 # (which department is the topic's business, see unassigned_outcome).
 _TYPE_OWNER: Mapping[str, str | None] = {
-    CaseAccepted.event_type: INTAKE,
-    DeadLetterRedriven.event_type: OPERATOR,
-    StepApproved.event_type: None,
-    StepRejected.event_type: None,
-    StepNeedsInfo.event_type: None,
+    name: topology.event_writer(name) for name in registry.classes()
 }
 
 
 def _type_owner(event: Event) -> str | None:
-    return _TYPE_OWNER.get(event.event_type, ROUTER)
+    return _TYPE_OWNER.get(event.event_type)
 
 
 # --------------------------------------------------------------------------- violations
@@ -586,7 +564,7 @@ class _Reader:
         owner = self._owners.get(topic, "")
         if owner == "":
             owner = self._owners[topic] = allowed_signer(topic)
-        expected = _TYPE_OWNER.get(event.event_type, ROUTER)
+        expected = _TYPE_OWNER.get(event.event_type)
         return (
             signer == owner
             and event.producer == signer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import asyncpg
 
 from services.audit import store
 from services.audit.domain import LogRecord, decode
+from shared.contracts import topology
 from shared.contracts.events import Event
 from shared.messaging.consumer import BatchResult, Record
 from shared.messaging.signing import (
@@ -30,11 +30,7 @@ VERDICT_SIGNER = "audit"
 
 def event_log_pattern(settings: Settings) -> str:
     """Every event-log topic of the deployment, departments added later included (not DLQs)."""
-    prefix = re.escape(settings.topic_prefix)
-    return (
-        rf"^{prefix}(cases\.(accepted|routing)|ops\.redrives"
-        rf"|dept\.[a-z0-9_]+\.(tasks|outcomes))$"
-    )
+    return topology.event_log_pattern(settings.topic_prefix)
 
 
 def header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:

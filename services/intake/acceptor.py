@@ -30,9 +30,9 @@ from fastapi import HTTPException
 from services.intake import store
 from services.intake.domain import CaseRequest
 from shared.contracts.events import CaseAccepted, utcnow
+from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
 from shared.messaging.outbox import OutboxWriter
-from shared.messaging.topics import CASES_ACCEPTED
 from shared.platform.db import Connection
 from shared.platform.settings import Settings
 

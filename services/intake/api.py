@@ -30,8 +30,8 @@ from services.intake import domain, store
 from services.intake.acceptor import Acceptor
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
+from shared.contracts.topology import CASES_ROUTING, all_topics
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop, StatefulHandler, Tx
-from shared.messaging.topics import CASES_ROUTING, all_topics
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.runtime import ServiceContext, open_service
 from shared.platform.settings import Settings

@@ -31,7 +31,7 @@ from shared.contracts.events import (
     StepRejected,
     parse_event,
 )
-from shared.messaging.topics import CASES_ROUTING, dept_tasks
+from shared.contracts.topology import CASES_ROUTING, dept_tasks
 
 PRODUCER = "router"
 REVIEW_DAYS = 5  # how long a department has to review an on-the-spot approval

@@ -7,8 +7,8 @@ from pathlib import Path
 from services.catalogue import default_catalogue
 from services.router.handlers import RouterHandler
 from shared.contracts.catalogue import Catalogue
+from shared.contracts.topology import CASES_ACCEPTED, all_topics, dept_outcomes
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
-from shared.messaging.topics import CASES_ACCEPTED, all_topics, dept_outcomes
 from shared.platform import aio
 from shared.platform.runtime import ServiceContext, open_service, serve
 from shared.platform.settings import Settings, get_settings

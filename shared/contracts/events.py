@@ -183,6 +183,19 @@ class CaseAdvanced(Event):
     review: bool = False
 
 
+class CaseAwaitingInfo(Event):
+    """A department answered a step with "needs information": the case waits for the
+    applicant at that step (the router's explicit, audited state; nothing is assigned
+    until the missing information arrives)."""
+
+    event_type: ClassVar[str] = "CaseAwaitingInfo"
+
+    step_index: int = Field(ge=0)
+    department: str
+    missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
+    message: str
+
+
 class CaseReviewFlagged(Event):
     """A department's review of an on-the-spot approval failed: recorded for follow-up."""
 
@@ -375,6 +388,7 @@ for _cls in (
     CaseRejected,
     CaseClosed,
     CaseAdvanced,
+    CaseAwaitingInfo,
     CaseReviewFlagged,
     StepAssigned,
     StepApproved,

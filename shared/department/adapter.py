@@ -41,6 +41,7 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
+from shared.contracts.topology import dept_outcomes, dept_tasks, dlq
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
 from shared.department.rules import UnknownActionError
 from shared.messaging.consumer import (
@@ -50,7 +51,6 @@ from shared.messaging.consumer import (
     StatefulHandler,
     Tx,
 )
-from shared.messaging.topics import dept_outcomes, dept_tasks, dlq
 from shared.platform import aio, runtime
 from shared.platform.db import Connection
 from shared.platform.runtime import ServiceContext, open_service

@@ -35,9 +35,20 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from shared.contracts.events import Event, EventDecodeError, parse_event
+from shared.contracts.topology import (
+    DLQ_CONSUMER,
+    DLQ_ERROR,
+    DLQ_FAILED_AT,
+    DLQ_ORIGINAL_HEADERS,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_REASON,
+    REDRIVE_HEADER,
+    dlq,
+)
 from shared.messaging.kafka import make_consumer
 from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
-from shared.messaging.topics import REDRIVE_HEADER, dlq
 from shared.platform.aio import sleep_or_stop
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.faults import FaultInjector
@@ -305,14 +316,14 @@ class BatchProcessor:
     def _dead_letter(self, record: Record, reason: str, error: str) -> OutboxRow:
         logical = record.topic.removeprefix(self._settings.topic_prefix)
         headers = (
-            ("dlq.reason", reason),
-            ("dlq.error", error[:2000]),
-            ("dlq.original.topic", logical),
-            ("dlq.original.partition", str(record.partition)),
-            ("dlq.original.offset", str(record.offset)),
-            ("dlq.original.headers", headers_json(record.headers)),
-            ("dlq.consumer", self._name),
-            ("dlq.failed_at", datetime.now(UTC).isoformat()),
+            (DLQ_REASON, reason),
+            (DLQ_ERROR, error[:2000]),
+            (DLQ_ORIGINAL_TOPIC, logical),
+            (DLQ_ORIGINAL_PARTITION, str(record.partition)),
+            (DLQ_ORIGINAL_OFFSET, str(record.offset)),
+            (DLQ_ORIGINAL_HEADERS, headers_json(record.headers)),
+            (DLQ_CONSUMER, self._name),
+            (DLQ_FAILED_AT, datetime.now(UTC).isoformat()),
         )
         return OutboxRow(
             record.dead_letter_id(), dlq(logical), record.key, record.value or b"", headers

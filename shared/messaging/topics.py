@@ -1,4 +1,4 @@
-"""Topic names and idempotent topic provisioning.
+"""Idempotent topic provisioning (the names are declared in ``shared.contracts.topology``).
 
 Topics are created by the services at start-up with explicit partitions, replication
 and retention, never by broker auto-create. Event-log topics keep records forever
@@ -17,41 +17,9 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from shared.platform.settings import Settings
 
-CASES_ACCEPTED = "cases.accepted"
-CASES_ROUTING = "cases.routing"
-OPS_REDRIVES = "ops.redrives"
-DLQ_SUFFIX = ".dlq"
-REDRIVE_HEADER = "onedoor-redrive"  # on a re-driven record: the DeadLetterRedriven event id
-
 
 class TopicProvisioningError(RuntimeError):
     """The broker refused to create a topic (bad replication factor, bad config...)."""
-
-
-def dept_tasks(department: str) -> str:
-    return f"dept.{department}.tasks"
-
-
-def dept_outcomes(department: str) -> str:
-    return f"dept.{department}.outcomes"
-
-
-def dlq(topic: str) -> str:
-    return f"{topic}{DLQ_SUFFIX}"
-
-
-def event_log_topics(departments: Iterable[str]) -> list[str]:
-    """Every event-log topic of a deployment (logical names, without prefix)."""
-    names = [CASES_ACCEPTED, CASES_ROUTING, OPS_REDRIVES]
-    for dept in sorted(departments):
-        names += [dept_tasks(dept), dept_outcomes(dept)]
-    return names
-
-
-def all_topics(departments: Iterable[str]) -> list[str]:
-    """Event-log topics and their dead-letter queues."""
-    logs = event_log_topics(departments)
-    return logs + [dlq(t) for t in logs]
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:

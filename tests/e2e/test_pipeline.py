@@ -19,7 +19,7 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.platform.settings import Settings
 from tests.conftest import Stack
 from tests.e2e.harness import (

@@ -21,8 +21,8 @@ from deploy.demo import build_requests
 from services.audit.cli import run_verify
 from services.catalogue import default_catalogue
 from shared.contracts.events import CaseClosed, EventDecodeError, parse_event
+from shared.contracts.topology import CASES_ROUTING, dlq
 from shared.messaging.kafka import read_to_end
-from shared.messaging.topics import CASES_ROUTING, dlq
 from shared.platform.settings import Settings
 from tests.e2e.harness import Pipeline
 

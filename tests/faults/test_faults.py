@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from deploy import stack as local_stack
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.messaging.kafka import make_producer
-from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from tests.conftest import Stack
 from tests.e2e.harness import Pipeline, free_port, run_services
 from tests.faults.load import Load, Outcome, account

@@ -19,12 +19,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.audit import dlq
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
+from shared.contracts.topology import OPS_REDRIVES
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.messaging.kafka import make_producer
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
-from shared.messaging.topics import OPS_REDRIVES, ensure_topics
+from shared.messaging.topics import ensure_topics
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.settings import Settings
 

@@ -27,9 +27,9 @@ from shared.contracts.events import (
     parse_event,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
 from shared.department.adapter import create_service as create_adapter
 from shared.messaging.kafka import make_producer
-from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
 from shared.platform.runtime import ServiceContext
 from shared.platform.settings import Settings
 

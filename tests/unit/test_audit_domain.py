@@ -63,6 +63,7 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
+from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.messaging.signing import (
@@ -74,7 +75,6 @@ from shared.messaging.signing import (
     record_digest,
     signer_digest,
 )
-from shared.messaging.topics import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 
 pytestmark = pytest.mark.unit
 

@@ -64,6 +64,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "reason": "handler bug fixed in 1.2",
     },
     "CaseAdvanced": {"step_index": 1, "department": "d", "action": "a", "review": False},
+    "CaseAwaitingInfo": {"step_index": 0, "department": "d", "missing": ["f"], "message": "m"},
     "CaseReviewFlagged": {"step_index": 0, "department": "d", "reason_code": "r", "message": "m"},
     "StepAssigned": {
         "step_index": 0,

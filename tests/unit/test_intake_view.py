@@ -10,7 +10,7 @@ from services.intake.store import VIEW_COLUMNS, apply_routing
 from services.router.domain import on_outcome, route
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event, StepApproved
-from shared.messaging.topics import CASES_ROUTING
+from shared.contracts.topology import CASES_ROUTING
 from tests.unit.test_router_domain import BENEFIT_FORM, NOW, accepted, outcome
 
 pytestmark = pytest.mark.unit

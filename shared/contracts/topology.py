@@ -1,0 +1,271 @@
+"""The topology, declared once: every topic, which events it carries, the one service
+that may write (sign) it, and who reads it.
+
+Everything that names a topic derives from this page: the services' wiring (what each
+consumes and emits), topic provisioning, the audit's signer rule and its event-log
+pattern, the dead-letter and redrive header names, the bench. A name this page does not
+declare is refused by :func:`spec` (and a unit test walks the code for topic names
+that are not declared here).
+
+Names here are logical; a deployment puts ``ONEDOOR_TOPIC_PREFIX`` in front of each
+(``Settings.topic``). A department's topics are templates over its name
+(``dept.{department}.tasks``): departments come from the catalogue, and one added later
+fits the same rules without a change here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from shared.contracts.events import (
+    CaseAccepted,
+    CaseAdvanced,
+    CaseAwaitingInfo,
+    CaseClosed,
+    CaseRejected,
+    CaseReviewFlagged,
+    CaseRouted,
+    DeadLetterRedriven,
+    Event,
+    StepApproved,
+    StepAssigned,
+    StepNeedsInfo,
+    StepRejected,
+)
+
+# Who signs and reads. A department is named by the ``{department}`` placeholder.
+INTAKE: Final = "intake"
+ROUTER: Final = "router"
+AUDIT: Final = "audit"
+OPERATOR: Final = "operator"  # the signing identity of ``onedoor-audit dlq redrive``
+DEPARTMENT: Final = "{department}"
+OTHER_DEPARTMENTS: Final = "departments that learn from {department}"
+
+CASES_ACCEPTED: Final = "cases.accepted"
+CASES_ROUTING: Final = "cases.routing"
+OPS_REDRIVES: Final = "ops.redrives"
+DEPT_TASKS: Final = "dept.{department}.tasks"
+DEPT_OUTCOMES: Final = "dept.{department}.outcomes"
+DLQ_SUFFIX: Final = ".dlq"
+
+# Headers of a dead letter (``<topic>.dlq``): why it failed, where it came from.
+DLQ_REASON: Final = "dlq.reason"
+DLQ_ERROR: Final = "dlq.error"
+DLQ_ORIGINAL_TOPIC: Final = "dlq.original.topic"
+DLQ_ORIGINAL_PARTITION: Final = "dlq.original.partition"
+DLQ_ORIGINAL_OFFSET: Final = "dlq.original.offset"
+DLQ_ORIGINAL_HEADERS: Final = "dlq.original.headers"
+DLQ_CONSUMER: Final = "dlq.consumer"
+DLQ_FAILED_AT: Final = "dlq.failed_at"
+# On a re-driven record: the id of the DeadLetterRedriven event that allowed it.
+REDRIVE_HEADER: Final = "onedoor-redrive"
+
+_NAME = r"[a-z0-9_]+"
+
+
+class UndeclaredTopicError(ValueError):
+    """A topic name that the topology does not declare."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One event-log topic (or a template of them, over a department's name)."""
+
+    template: str
+    writer: str
+    readers: tuple[str, ...]
+    events: tuple[type[Event], ...]
+    description: str
+
+    def name(self, department: str | None = None) -> str:
+        if DEPARTMENT in self.template:
+            if not department:
+                raise ValueError(f"{self.template} needs a department")
+            return self.template.format(department=department)
+        return self.template
+
+    def pattern(self) -> str:
+        """A regular expression for the names of this topic (without anchors)."""
+        head, sep, tail = self.template.partition(DEPARTMENT)
+        if not sep:
+            return re.escape(self.template)
+        return f"{re.escape(head)}(?P<department>{_NAME}){re.escape(tail)}"
+
+
+TOPICS: Final[tuple[TopicSpec, ...]] = (
+    TopicSpec(
+        CASES_ACCEPTED,
+        writer=INTAKE,
+        readers=(ROUTER, AUDIT),
+        events=(CaseAccepted,),
+        description="a case accepted at a window or on the phone",
+    ),
+    TopicSpec(
+        CASES_ROUTING,
+        writer=ROUTER,
+        readers=(INTAKE, AUDIT),
+        events=(
+            CaseRouted,
+            CaseRejected,
+            CaseAdvanced,
+            CaseAwaitingInfo,
+            CaseClosed,
+            CaseReviewFlagged,
+        ),
+        description="each case's routing slip: routed, advanced, waiting, closed, flagged",
+    ),
+    TopicSpec(
+        DEPT_TASKS,
+        writer=ROUTER,
+        readers=(DEPARTMENT, AUDIT),
+        events=(StepAssigned,),
+        description="the steps assigned to a department, one per step in slip order",
+    ),
+    TopicSpec(
+        DEPT_OUTCOMES,
+        writer=DEPARTMENT,
+        readers=(ROUTER, AUDIT, OTHER_DEPARTMENTS),
+        events=(StepApproved, StepRejected, StepNeedsInfo),
+        description="a department's outcome of each step it was assigned",
+    ),
+    TopicSpec(
+        OPS_REDRIVES,
+        writer=OPERATOR,
+        readers=(AUDIT,),
+        events=(DeadLetterRedriven,),
+        description="an operator's signed decision to re-drive a dead letter",
+    ),
+)
+
+_MATCHERS = [(re.compile(f"^{t.pattern()}$"), t) for t in TOPICS]
+
+
+def spec(topic: str) -> tuple[TopicSpec, str | None]:
+    """The declaration of an event-log topic (logical name) and its department, if any.
+
+    Raises:
+        UndeclaredTopicError: the name is not an event-log topic of the topology.
+    """
+    for matcher, declared in _MATCHERS:
+        match = matcher.match(topic)
+        if match:
+            return declared, match.groupdict().get("department")
+    raise UndeclaredTopicError(
+        f"{topic!r} is not a topic of the topology (shared/contracts/topology.py)"
+    )
+
+
+def is_declared(topic: str) -> bool:
+    """Whether ``topic`` is an event-log topic of the topology or the DLQ of one."""
+    try:
+        spec(topic.removesuffix(DLQ_SUFFIX))
+    except UndeclaredTopicError:
+        return False
+    return True
+
+
+def writer(topic: str) -> str | None:
+    """The one service allowed to sign records on ``topic``; ``None`` for a name the
+    topology does not declare (a DLQ included: dead letters are copies, never signed
+    anew)."""
+    try:
+        declared, department = spec(topic)
+    except UndeclaredTopicError:
+        return None
+    return declared.writer.format(department=department) if department else declared.writer
+
+
+def event_writer(event_type: str) -> str | None:
+    """The service that signs events of ``event_type`` wherever they appear; ``None`` for
+    a department's outcome (which department it must be is the topic's business) or an
+    undeclared type."""
+    for declared in TOPICS:
+        if any(cls.event_type == event_type for cls in declared.events):
+            return None if DEPARTMENT in declared.writer else declared.writer
+    return None
+
+
+def topic_of(event: type[Event] | Event) -> TopicSpec:
+    """The declaration of the topic that carries events of this type."""
+    for declared in TOPICS:
+        if type(event) in declared.events or event in declared.events:
+            return declared
+    raise UndeclaredTopicError(f"no topic carries {event.event_type}")
+
+
+def dept_tasks(department: str) -> str:
+    return DEPT_TASKS.format(department=department)
+
+
+def dept_outcomes(department: str) -> str:
+    return DEPT_OUTCOMES.format(department=department)
+
+
+def dlq(topic: str) -> str:
+    """The dead-letter queue of an event-log topic."""
+    spec(topic)
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def event_log_topics(departments: Iterable[str]) -> list[str]:
+    """Every event-log topic of a deployment with these departments (logical names)."""
+    names: list[str] = []
+    for declared in TOPICS:
+        if DEPARTMENT in declared.template:
+            names += [declared.name(d) for d in sorted(set(departments))]
+        else:
+            names.append(declared.template)
+    return names
+
+
+def all_topics(departments: Iterable[str]) -> list[str]:
+    """Event-log topics and their dead-letter queues."""
+    logs = event_log_topics(departments)
+    return logs + [dlq(t) for t in logs]
+
+
+def event_log_pattern(prefix: str = "") -> str:
+    """A regular expression for every event-log topic of a deployment, departments added
+    later included, DLQs excluded: what the audit subscribes to."""
+    alternatives = "|".join(t.pattern().replace("?P<department>", "") for t in TOPICS)
+    return rf"^{re.escape(prefix)}(?:{alternatives})$"
+
+
+def reads(service: str, departments: Iterable[str], learns_from: Iterable[str] = ()) -> list[str]:
+    """The event-log topics ``service`` reads in a deployment with these departments:
+    a department reads its tasks and the outcomes of the departments it learns from."""
+    names: list[str] = []
+    departments = sorted(set(departments))
+    for declared in TOPICS:
+        if DEPARTMENT not in declared.template:
+            if service in declared.readers:
+                names.append(declared.template)
+            continue
+        names += [
+            declared.name(department)
+            for department in departments
+            if service in declared.readers
+            or (DEPARTMENT in declared.readers and service == department)
+        ]
+        if OTHER_DEPARTMENTS in declared.readers:
+            names += [declared.name(d) for d in sorted(set(learns_from)) if d != service]
+    return names
+
+
+def writes(service: str, departments: Iterable[str]) -> list[str]:
+    """The event-log topics ``service`` writes in a deployment with these departments."""
+    names: list[str] = []
+    for declared in TOPICS:
+        if DEPARTMENT not in declared.template:
+            if declared.writer == service:
+                names.append(declared.template)
+            continue
+        names += [
+            declared.name(department)
+            for department in sorted(set(departments))
+            if declared.writer.format(department=department) == service
+        ]
+    return names
