@@ -71,7 +71,7 @@ def test_event_writers() -> None:
 
 
 def test_undeclared_names_are_refused() -> None:
-    with pytest.raises(topology.UndeclaredTopicError, match="cases.shadow"):
+    with pytest.raises(topology.UndeclaredTopicError, match=r"cases\.shadow"):
         topology.spec("cases.shadow")
     with pytest.raises(topology.UndeclaredTopicError):
         topology.dlq("cases.shadow")
