@@ -18,7 +18,7 @@ help: ## list the targets
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(PYTHON) -m uv sync --frozen --python $(PYTHON)
+	$(PYTHON) -m uv sync --frozen --all-extras --python $(PYTHON)
 	@touch $@
 
 venv: $(VENV)/.synced ## create/refresh the virtual environment from uv.lock

@@ -15,9 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from faststream.message import StreamMessage
 
-from shared.contracts.events import parse_event
 from shared.platform.settings import Settings
 
 _M = 0x5BD1E995
@@ -88,14 +86,6 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
-
-
-async def event_decoder(message: StreamMessage[Any]) -> Any:
-    """FastStream decoder: parse record bodies with the event registry, so a subscriber
-    typed ``event: CaseClosed`` receives the contract class, and a malformed or unknown
-    record raises :class:`shared.contracts.events.EventDecodeError` instead of reaching the handler.
-    """
-    return parse_event(message.body)
 
 
 async def partitions_matching(settings: Settings, pattern: str) -> list[TopicPartition]:

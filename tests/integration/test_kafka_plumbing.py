@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from uuid import uuid4
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from faststream.kafka import KafkaBroker
 
-from shared.contracts.events import CaseClosed
-from shared.messaging.kafka import event_decoder, make_consumer, make_producer
+from shared.messaging.kafka import make_consumer, make_producer
 from shared.messaging.topics import ensure_topics
 from shared.platform.settings import Settings
 
@@ -61,25 +58,6 @@ async def test_idempotent_producer_and_manual_commit_in_a_group(settings: Settin
     finally:
         await consumer.stop()
     assert sum(len(v) for v in leftover.values()) == 0
-
-
-async def test_faststream_subscriber_receives_a_pydantic_event(settings: Settings) -> None:
-    await ensure_topics(settings, ["closed"])
-    topic = settings.topic("closed")
-    received: asyncio.Queue[CaseClosed] = asyncio.Queue()
-    broker = KafkaBroker(settings.kafka_bootstrap_servers)
-
-    @broker.subscriber(topic, group_id="fs", auto_offset_reset="earliest", decoder=event_decoder)
-    async def on_closed(event: CaseClosed) -> None:
-        await received.put(event)
-
-    case = uuid4()
-    sent = CaseClosed(case_id=case, producer="test", correlation_id=case, outcome="approved")
-    async with broker:
-        await broker.start()
-        await broker.publish(sent.to_json(), topic, key=str(case).encode())
-        got = await asyncio.wait_for(received.get(), timeout=30)
-    assert got == sent
 
 
 async def test_topic_provisioning_is_idempotent(settings: Settings) -> None:
