@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 
 def test_lower_cpu_priority_raises_the_niceness_and_never_lowers_it() -> None:
     # In a child process: a niceness once raised cannot be lowered again without
