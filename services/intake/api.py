@@ -302,6 +302,12 @@ def _status(row: dict[str, Any]) -> dict[str, Any]:
             summary += f": {row['reason_code']}"
     elif status == "in_progress":
         summary = f"in progress at step {row['current_step'] + 1} ({row['department']})"
+    elif status == "waiting_info":
+        # The message names the missing fields (see store.apply_routing).
+        summary = (
+            f"waiting for information at step {row['current_step'] + 1} "
+            f"({row['department']}): {row['message']}"
+        )
     else:
         summary = status
     return {

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from shared.contracts.events import (
     CaseAdvanced,
+    CaseAwaitingInfo,
     CaseClosed,
     CaseRejected,
     CaseReviewFlagged,
@@ -67,6 +68,9 @@ async def save_views(conn: Connection, views: list[dict[str, Any]]) -> None:
     )
 
 
+NEEDS_INFO = "needs_info"  # reason_code of a case waiting for the applicant's information
+
+
 def apply_routing(view: dict[str, Any], event: Event) -> None:
     """Bring one case's status view up to date with one cases.routing event."""
     at = event.occurred_at
@@ -78,6 +82,7 @@ def apply_routing(view: dict[str, Any], event: Event) -> None:
             view["current_step"] = 0
             view["department"] = event.steps[0].department if event.steps else None
     elif isinstance(event, CaseAdvanced):
+        _stop_waiting(view)
         view["current_step"] = event.step_index
         view["department"] = event.department
         if view["status"] != "closed":
@@ -86,6 +91,7 @@ def apply_routing(view: dict[str, Any], event: Event) -> None:
         view["reason_code"] = event.reason_code
         view["message"] = event.message
     elif isinstance(event, CaseClosed):
+        _stop_waiting(view)
         view["status"] = "closed"
         view["outcome"] = event.outcome
         view["on_spot"] = event.on_spot
@@ -93,8 +99,22 @@ def apply_routing(view: dict[str, Any], event: Event) -> None:
         view["message"] = event.message or view["message"]
         view["department"] = event.department or view["department"]
         view["closed_at"] = at
+    elif isinstance(event, CaseAwaitingInfo):
+        # The view has no column of its own for the missing fields: the message names
+        # them, and reason_code says why the case stands still.
+        view["status"] = "waiting_info"
+        view["current_step"] = event.step_index
+        view["department"] = event.department
+        view["reason_code"] = NEEDS_INFO
+        view["message"] = f"missing {', '.join(event.missing)}: {event.message}"
     elif isinstance(event, CaseReviewFlagged):
         view["review_flag"] = f"{event.department}: {event.reason_code}: {event.message}"
+
+
+def _stop_waiting(view: dict[str, Any]) -> None:
+    # The case moves on: what it waited for is no longer its reason or message.
+    if view["reason_code"] == NEEDS_INFO:
+        view["reason_code"] = view["message"] = None
 
 
 async def take_receipts(conn: Connection, centre_id: str, day: date, count: int) -> int:

@@ -5,6 +5,9 @@ The routing slip is the catalogue item's ordered steps. Step i+1 is assigned onl
 step i is approved; any rejection closes the case as rejected with its reason. A
 settle-on-spot item closes at once as approved and its steps still go to the
 departments, in order, as reviews; a failed review is flagged, the case stays closed.
+A step answered with "needs information" parks an open case in ``waiting_info`` at that
+step (CaseAwaitingInfo), where no department outcome is taken; on an on-the-spot case
+the review is flagged instead (the case stays closed as approved).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import (
     CaseAccepted,
     CaseAdvanced,
+    CaseAwaitingInfo,
     CaseClosed,
     CaseRejected,
     CaseReviewFlagged,
@@ -35,6 +39,8 @@ from shared.contracts.topology import CASES_ROUTING, dept_tasks
 
 PRODUCER = "router"
 REVIEW_DAYS = 5  # how long a department has to review an on-the-spot approval
+# reason_code of the flag raised when a review cannot be done without more information
+REVIEW_NEEDS_INFO = "needs_info"
 
 Emit = tuple[str, Event]
 Status = Literal["in_progress", "waiting_info", "closed"]
@@ -59,7 +65,9 @@ class CaseState:
     accepted_wire: bytes
     status: Status
     on_spot: bool
-    current_step: int | None  # the step awaiting an outcome; None when none is
+    # The step in hand: awaiting its outcome, or (waiting_info) the applicant's
+    # information; None when none is.
+    current_step: int | None
     outcome: Literal["approved", "rejected"] | None
     promised_by: datetime
 
@@ -231,9 +239,16 @@ def on_outcome(
         raise RoutingViolationError(
             f"step {step.index} belongs to {step.department}, not {outcome.department}"
         )
+    if state.status == "waiting_info":
+        # The step waits for the applicant, not for its department: until the supplement
+        # re-assigns it, a second answer for it is out of turn.
+        raise RoutingViolationError(
+            f"outcome for step {outcome.step_index}, but the case waits for information "
+            "at that step; no outcome is awaited"
+        )
     env = outcome.caused()
     if isinstance(outcome, StepNeedsInfo):
-        return replace(state, status="closed" if state.on_spot else "waiting_info"), []
+        return _needs_info(state, step, outcome)
     if isinstance(outcome, StepRejected):
         if state.on_spot:
             return replace(state, current_step=None), [
@@ -275,5 +290,47 @@ def on_outcome(
         (
             CASES_ROUTING,
             CaseClosed(**env, producer=PRODUCER, outcome="approved", department=step.department),
+        )
+    ]
+
+
+def _needs_info(
+    state: CaseState, step: RoutedStep, outcome: StepNeedsInfo
+) -> tuple[CaseState, list[Emit]]:
+    """The department cannot decide the step without more from the applicant.
+
+    An open case waits at that step (``waiting_info``, CaseAwaitingInfo says so and
+    what is missing); the step stays current so the supplement can resume it. An
+    on-the-spot case is already closed as approved and stays so: its review could not
+    be done, which is flagged for follow-up like a failed review, and no later review
+    step is assigned.
+    """
+    env = outcome.caused()
+    if state.on_spot:
+        missing = ", ".join(outcome.missing)
+        return replace(state, current_step=None), [
+            (
+                CASES_ROUTING,
+                CaseReviewFlagged(
+                    **env,
+                    producer=PRODUCER,
+                    step_index=step.index,
+                    department=step.department,
+                    reason_code=REVIEW_NEEDS_INFO,
+                    message=f"{outcome.message} (missing: {missing})",
+                ),
+            )
+        ]
+    return replace(state, status="waiting_info"), [
+        (
+            CASES_ROUTING,
+            CaseAwaitingInfo(
+                **env,
+                producer=PRODUCER,
+                step_index=step.index,
+                department=step.department,
+                missing=outcome.missing,
+                message=outcome.message,
+            ),
         )
     ]

@@ -12,6 +12,7 @@ import pytest
 from services.router import domain, store
 from services.router.main import MIGRATIONS
 from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import StepNeedsInfo
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.platform.db import connect, migrate_dsn
 from tests.integration.test_services import accepted, applicant
@@ -63,3 +64,40 @@ async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike
         assert stored == new.to_json()
     finally:
         await conn.close()
+
+
+async def test_a_case_waiting_for_information_is_stored_as_waiting(
+    database_url: str, catalogue: Catalogue
+) -> None:
+    # After a restart the router still knows the step waits for the applicant, so a
+    # second answer for it is still refused.
+    schema = f"router_{uuid4().hex[:8]}"
+    await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS, MIGRATIONS])
+    case = accepted("HR-JOB-REGISTRATION", applicant(3), FORM)
+    state, _ = domain.route(case, catalogue, NOW)
+    assert state is not None
+    asked = StepNeedsInfo(
+        **case.caused(),
+        producer="hr_registration",
+        step_index=0,
+        department="hr_registration",
+        action=state.steps[0].action,
+        item_code=state.item_code,
+        applicant_id=case.applicant.id_number,
+        missing=("education",),
+        message="m",
+    )
+    waiting, _ = domain.on_outcome(state, asked, NOW)
+    conn = await connect(database_url, schema, name="test")
+    try:
+        async with conn.transaction():
+            await store.insert(conn, [state])
+            await store.update(conn, [waiting])
+        async with conn.transaction():
+            loaded, _ = await store.load_for_update(conn, [case.case_id])
+    finally:
+        await conn.close()
+    assert loaded[case.case_id] == waiting
+    assert (waiting.status, waiting.current_step) == ("waiting_info", 0)
+    with pytest.raises(domain.RoutingViolationError, match="waits for information"):
+        domain.on_outcome(loaded[case.case_id], asked.model_copy(update={"event_id": uuid4()}), NOW)

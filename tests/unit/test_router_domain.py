@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -14,6 +15,7 @@ from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseAdvanced,
+    CaseAwaitingInfo,
     CaseClosed,
     CaseRejected,
     CaseReviewFlagged,
@@ -21,6 +23,8 @@ from shared.contracts.events import (
     Event,
     StepApproved,
     StepAssigned,
+    StepNeedsInfo,
+    StepOutcome,
     StepRejected,
 )
 
@@ -63,12 +67,8 @@ def types(emits: list[tuple[str, Event]]) -> list[tuple[str, str]]:
 
 
 def outcome(
-    state: CaseState,
-    cls: type[StepApproved] | type[StepRejected],
-    department: str,
-    step: int,
-    **kw: str,
-) -> StepApproved | StepRejected:
+    state: CaseState, cls: type[StepOutcome], department: str, step: int, **kw: Any
+) -> StepOutcome:
     return cls(
         case_id=state.case_id,
         correlation_id=state.correlation_id,
@@ -78,12 +78,12 @@ def outcome(
         action=state.steps[step].action,
         item_code=state.item_code,
         applicant_id=PERSON.id_number,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
 def decide(
-    state: CaseState, cls: type[StepApproved] | type[StepRejected], department: str, **kw: str
+    state: CaseState, cls: type[StepOutcome], department: str, **kw: Any
 ) -> tuple[CaseState, list[tuple[str, Event]]]:
     assert state.current_step is not None
     return on_outcome(state, outcome(state, cls, department, state.current_step, **kw), NOW)
@@ -206,3 +206,62 @@ def test_every_step_assignment_is_announced_on_cases_routing(catalogue: Catalogu
     _, emits = decide(state, StepApproved, "hr_registration")
     advanced = [e for _, e in emits if isinstance(e, CaseAdvanced)]
     assert [(a.step_index, a.department) for a in advanced] == [(1, "social_security")]
+
+
+def test_needs_info_parks_the_case_at_its_step_with_an_event(catalogue: Catalogue) -> None:
+    state, _ = route(accepted("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM), catalogue, NOW)
+    assert state is not None
+    state, _ = decide(state, StepApproved, "hr_registration")
+    asked = outcome(
+        state, StepNeedsInfo, "social_security", 1, missing=("bank_account",), message="m"
+    )
+    waiting, emits = on_outcome(state, asked, NOW)
+    assert types(emits) == [("cases.routing", "CaseAwaitingInfo")]
+    event = emits[0][1]
+    assert isinstance(event, CaseAwaitingInfo)
+    assert (event.step_index, event.department, event.missing, event.message) == (
+        1,
+        "social_security",
+        ("bank_account",),
+        "m",
+    )
+    assert (event.causation_id, event.case_id, event.correlation_id) == (
+        asked.event_id,
+        state.case_id,
+        state.correlation_id,
+    )
+    assert (waiting.status, waiting.current_step, waiting.outcome) == ("waiting_info", 1, None)
+    assert not waiting.closed
+    # No department outcome is awaited while the applicant is: a second answer for the
+    # step, of any kind, is a violation (dead-lettered), and so is one for another step.
+    for cls, kw in (
+        (StepApproved, {}),
+        (StepRejected, {"reason_code": "r", "message": "m"}),
+        (StepNeedsInfo, {"missing": ("bank_account",), "message": "m"}),
+    ):
+        with pytest.raises(RoutingViolationError, match="waits for information"):
+            on_outcome(waiting, outcome(waiting, cls, "social_security", 1, **kw), NOW)
+    with pytest.raises(RoutingViolationError, match="awaits step 1"):
+        on_outcome(waiting, outcome(waiting, StepApproved, "hr_registration", 0), NOW)
+
+
+def test_an_on_the_spot_review_that_needs_info_is_flagged(catalogue: Catalogue) -> None:
+    form = {"employer_name": "X", "employment_start_date": "2026-11-01"}
+    state, _ = route(accepted("HR-EMPLOYMENT-REGISTRATION", form), catalogue, NOW)
+    assert state is not None
+    asked = outcome(state, StepNeedsInfo, "hr_registration", 0, missing=("a", "b"), message="m")
+    state, emits = on_outcome(state, asked, NOW)
+    # The case stays closed as approved (it was, on the spot); the review is flagged.
+    assert types(emits) == [("cases.routing", "CaseReviewFlagged")]
+    flag = emits[0][1]
+    assert isinstance(flag, CaseReviewFlagged)
+    assert (flag.step_index, flag.department, flag.reason_code, flag.causation_id) == (
+        0,
+        "hr_registration",
+        "needs_info",
+        asked.event_id,
+    )
+    assert "a, b" in flag.message
+    assert (state.status, state.outcome, state.current_step) == ("closed", "approved", None)
+    with pytest.raises(RoutingViolationError, match="awaits no step"):
+        on_outcome(state, outcome(state, StepApproved, "hr_registration", 0), NOW)
