@@ -21,7 +21,7 @@ such case is noted at its rule.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 
 from pydantic import JsonValue
 
@@ -118,10 +118,6 @@ _PENSIONS: Mapping[str, str] = {
     "SS-RETIREMENT-PENSION-CLAIM": "retirement",
     "SS-RESIDENT-PENSION-CLAIM": "resident",
 }
-
-# China has one time zone and no daylight saving (as in shared.contracts.identity).
-_CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
-
 
 # --- records ----------------------------------------------------------------------
 
@@ -278,12 +274,6 @@ def decide(
 # --- helpers ------------------------------------------------------------------------
 
 
-def _today() -> date:
-    # Only for claims whose form carries no date to judge them on. Tests avoid depending
-    # on it by using people born long ago or recently.
-    return datetime.now(_CHINA_TZ).date()
-
-
 def _age_on(birth: date, day: date) -> int:
     # Someone born on 29 February turns a year older on 1 March in common years.
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
@@ -387,8 +377,9 @@ def _pension_claim(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Per
         birth = resident_id_birth_date(person.subject_id)
     except ValueError as exc:
         raise MalformedTaskError("the applicant's resident ID is not valid") from exc
-    # Judged on the retirement date when the form gives one, otherwise on the day decided.
-    on = form_date(task, "retirement_date") or _today()
+    # Judged on the retirement date when the form gives one, otherwise on the day the
+    # step was assigned (the task's own date, not the clock: a replay decides alike).
+    on = form_date(task, "retirement_date") or task.assigned_on
     age = _age_on(birth, on)
     if age < PENSION_AGE:
         message = (

@@ -42,7 +42,7 @@ from shared.contracts.events import (
     StepRejected,
 )
 from shared.contracts.topology import dept_outcomes, dept_tasks, dlq
-from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts, centre_day
 from shared.department.rules import UnknownActionError
 from shared.messaging.consumer import (
     BatchProcessor,
@@ -167,6 +167,7 @@ def facts(task: StepAssigned) -> TaskFacts:
         applicant_name=task.applicant.name,
         community_code=task.community_code,
         form=task.form,
+        assigned_on=centre_day(task.occurred_at),
         review=task.review,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 
@@ -38,9 +39,24 @@ class NeedsInfo:
 Decision = Approve | Reject | NeedsInfo
 
 
+# The centres' time zone: China has one, without daylight saving, so a fixed offset is
+# exact and needs no tz database.
+CENTRE_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+def centre_day(at: datetime) -> date:
+    """The centre's calendar day at the instant ``at`` (an aware datetime)."""
+    return at.astimezone(CENTRE_TZ).date()
+
+
 @dataclass(frozen=True)
 class TaskFacts:
-    """The parts of a StepAssigned that department rules look at (no I/O, no envelope)."""
+    """The parts of a StepAssigned that department rules look at (no I/O, no envelope).
+
+    ``assigned_on`` is the centre's calendar day on which the router assigned the step
+    (the StepAssigned's ``occurred_at``). Rules that need "today" use it, never the wall
+    clock: a redelivered or replayed task is then decided as it was the first time.
+    """
 
     case_id: str
     item_code: str
@@ -51,4 +67,5 @@ class TaskFacts:
     applicant_name: str
     community_code: str
     form: Mapping[str, Any]
+    assigned_on: date
     review: bool = False

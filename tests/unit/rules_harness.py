@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +21,10 @@ C = TypeVar("C", bound=SubjectRecord)
 @cache
 def catalogue() -> Catalogue:
     return default_catalogue()
+
+
+# The day tasks are assigned on unless a test says otherwise: rules never read the clock.
+ASSIGNED_ON = date(2026, 11, 27)
 
 
 def case_id(n: int) -> str:
@@ -89,6 +94,7 @@ class RulesHarness(Generic[P, C]):
         applicant: str | None = None,
         review: bool = False,
         replace_form: bool = False,
+        assigned_on: date = ASSIGNED_ON,
     ) -> TaskFacts:
         """This department's step of a catalogue item, as the router would assign it."""
         item = catalogue().items[item_code]
@@ -108,6 +114,7 @@ class RulesHarness(Generic[P, C]):
             applicant_name=self.applicant_name,
             community_code="110105001001",
             form=full_form,
+            assigned_on=assigned_on,
             review=review,
         )
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import ModuleType
+from uuid import uuid4
 
 import pytest
 import yaml
 
 from services.hr_registration import domain as hr
 from services.social_security import domain as social_security
+from shared.contracts.events import Applicant, StepAssigned
 from shared.contracts.identity import make_resident_id, make_uscc
+from shared.department.adapter import facts
 from shared.department.decisions import Approve, Reject
 from tests.unit.rules_harness import RulesHarness, catalogue
 
@@ -57,3 +60,28 @@ def test_every_catalogue_item_is_decided_on_a_valid_form(department: str, item_c
     rules = harness(department)
     decision, _, _ = rules.run(rules.task(item_code))
     assert isinstance(decision, Approve | Reject), decision
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "day"),
+    [
+        (datetime(2026, 11, 27, 15, 59, 59, tzinfo=UTC), date(2026, 11, 27)),
+        (datetime(2026, 11, 27, 16, 0, tzinfo=UTC), date(2026, 11, 28)),  # midnight in China
+    ],
+)
+def test_a_task_is_dated_by_its_assignment_in_china_time(occurred_at: datetime, day: date) -> None:
+    # The rules' "today" is the task's own: the same StepAssigned always gets the same day.
+    task = StepAssigned(
+        case_id=uuid4(),
+        correlation_id=uuid4(),
+        producer="router",
+        occurred_at=occurred_at,
+        step_index=0,
+        department="social_security",
+        action="pension_claim",
+        item_code="SS-RESIDENT-PENSION-CLAIM",
+        applicant=Applicant(kind="natural", name="Li Hua", id_number=PERSON, phone="13800138000"),
+        community_code="110105001001",
+        due_by=occurred_at,
+    )
+    assert facts(task).assigned_on == day

@@ -364,6 +364,22 @@ def test_residents_pension_for_someone_under_sixty_is_refused() -> None:
     assert person == PersonRecord(subject_id=PERSON)
 
 
+def test_a_pension_claim_without_a_date_is_judged_on_the_day_it_was_assigned() -> None:
+    # Someone who turned 60 on 1 July 2022: a claim assigned the day before is refused,
+    # one assigned that day granted, whatever the clock says when either is decided
+    # (or decided again on a replay, years later).
+    subject = make_resident_id("320102", date(1962, 7, 1), 18)
+    record = PersonRecord(subject_id=subject)
+    early = task(
+        "SS-RESIDENT-PENSION-CLAIM", case=66, applicant=subject, assigned_on=date(2022, 6, 30)
+    )
+    for _ in range(2):
+        refusal = rejected(run_person(early, record)[0], BELOW_PENSION_AGE)
+        assert "59 on 2022-06-30" in refusal.message
+    on_time = replace(early, assigned_on=date(2022, 7, 1))
+    assert approved(run_person(on_time, record)[0]).facts["claim_date"] == "2022-07-01"
+
+
 @pytest.mark.parametrize(
     ("birth", "retirement_date", "expected"),
     [
