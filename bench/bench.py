@@ -430,9 +430,10 @@ async def e2e_steps(
     )
     for rate in rates:
         step = Step(rate, seconds)
-        # This process shares the cores it measures. Its collector, left on, ran a full
-        # collection about twice a second at 200/s, 80-140 ms each: paused for the step
-        # (what it holds for a step is small; nothing is lost, it is collected after).
+        # This process shares the cores it measures. Its collector, left on, ran long
+        # full collections often enough to send the open-loop requests in bursts
+        # (docs/performance.md): paused for the step (what it holds for a step is small;
+        # nothing is lost, it is collected after).
         with gc_paused():
             await run_step(("127.0.0.1", port), requests, step, watcher, services)
         step.audit_lag_at_end = await audit_lag(watcher.settings)

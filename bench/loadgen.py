@@ -1,10 +1,10 @@
 """A lean HTTP/1.1 keep-alive client for the open-loop load generator.
 
 The benchmark's load generator shares the same two cores as Kafka, PostgreSQL and every
-service, so what it spends per request is taken from the system it measures. httpx spent
-about 1 ms of CPU per POST and, with a few hundred requests in flight, its connection pool
+service, so what it spends per request is taken from the system it measures. httpx cost
+far more CPU per POST and, with a few hundred requests in flight, its connection pool
 became the bottleneck (requests timed out in the client while intake sat idle). This
-client spends a few tens of microseconds: request bodies are encoded once up front, each
+client spends little (docs/performance.md): request bodies are encoded once up front, each
 connection is a pair of asyncio streams, and responses are read by Content-Length.
 
 It speaks only what intake answers (no chunked bodies, no redirects): a bench tool, not a

@@ -42,11 +42,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 PG_SYSTEM_USER = "onedoor-pg"  # PostgreSQL refuses to run as root
 PG_DATABASE = "onedoor"
-# The broker's JIT stops at C1. With the default tiered compiler, C2 spent 35-40 s of CPU
-# in the first minutes of a fresh broker under the bench's load (up to a third of a core
-# during the 200 cases/s step), on cores the pipeline shares; this stack restarts often
-# (tests, CI, the bench). C1's code is somewhat slower, but the broker takes under a
-# tenth of the machine's CPU per case. ONEDOOR_KAFKA_JVM_OPTS="" restores the defaults.
+# The broker's JIT stops at C1. With the default tiered compiler, C2's compiles take much
+# CPU in the first minutes of a fresh broker under load, on cores the pipeline shares,
+# and this stack restarts often (tests, CI, the bench). C1's code is somewhat slower, but
+# the broker takes a small share of the machine's CPU per case (docs/performance.md).
+# ONEDOOR_KAFKA_JVM_OPTS="" restores the defaults.
 KAFKA_JVM_OPTS = "-XX:TieredStopAtLevel=1"
 
 

@@ -86,8 +86,8 @@ class Signer:
 
     service: str
     key: Ed25519PrivateKey
-    # The same key in libsodium, which signs about 20% faster and verifies about 40%
-    # faster than OpenSSL here; signatures are identical (Ed25519 is deterministic).
+    # The same key in libsodium, which signs and verifies faster than OpenSSL here
+    # (docs/performance.md); signatures are identical (Ed25519 is deterministic).
     _sodium: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -64,12 +64,13 @@ async def share_niceness(conn: asyncpg.Connection) -> int | None:
     that it may renice; return the backend's niceness then, else None.
 
     A process that yields the CPU to the pipeline would otherwise have its database
-    work done at full priority: at 400 cases/s the audit's statements took more of
+    work done at full priority: under load the audit's statements took more of
     PostgreSQL's time than the whole pipeline's, while the audit itself was idle,
-    behind, waiting for a core. The backend is recognised by its process id, its
-    name and its start time (the server may be in another container with its own
-    process ids, where the same number is some other process); anything else is left
-    alone, as are backends of other users, unless this process may renice them.
+    behind, waiting for a core (docs/performance.md). The backend is recognised by its
+    process id, its name and its start time (the server may be in another container
+    with its own process ids, where the same number is some other process); anything
+    else is left alone, as are backends of other users, unless this process may renice
+    them.
     """
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     if nice <= 0:

@@ -40,10 +40,9 @@ class Settings(BaseSettings):
         description="Prepended to every topic name: isolates tests and side-by-side deployments.",
     )
     # Each fetch, offset commit and relay round names every partition it touches, and
-    # each partition's records travel as a batch of their own: at 500 cases/s on the
-    # bench's 2 cores, 4 partitions averaged 4.69 ms of machine CPU per case against 5.07
-    # with 6 (1.6-12% less from one pair of runs to the next). Partitions also cap the
-    # replicas of one service that share the work, and a replay's processes (verify).
+    # each partition's records travel as a batch of their own: 4 partitions took less
+    # machine CPU per case than 6 under load (docs/performance.md). Partitions also cap
+    # the replicas of one service that share the work, and a replay's processes (verify).
     topic_partitions: int = Field(
         default=4,
         ge=1,
@@ -70,9 +69,10 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = Field(
         default=500,
         ge=0,
-        description="Longest wait for consumer_fetch_min_bytes. Measured: 16 KiB / 20 ms "
-        "cost more broker CPU at low rates (a fetch every 20 ms per consumer) and gained "
-        "nothing under load, where batches fill anyway while a transaction runs.",
+        description="Longest wait for consumer_fetch_min_bytes. 16 KiB / 20 ms cost the "
+        "broker more CPU at low rates (a fetch every 20 ms per consumer) and gained "
+        "nothing under load, where batches fill anyway while a transaction runs "
+        "(docs/performance.md).",
     )
     consumer_pattern_refresh_ms: int = Field(
         default=10_000,
@@ -81,9 +81,8 @@ class Settings(BaseSettings):
         "topic list: the longest a topic created after it started goes unread.",
     )
     # A relay hands the producer its whole round before it awaits the acknowledgements,
-    # so the round travels as one request without lingering; 5 ms only delayed every
-    # hop. At 200 cases/s, 0 against 5 (two alternating pairs): one-step p99 609 and
-    # 590 ms against 696 and 936, and no more CPU per case at 500/s.
+    # so the round travels as one request without lingering; lingering only delayed
+    # every hop, and saved no CPU under load (docs/performance.md).
     producer_linger_ms: int = Field(
         default=0,
         ge=0,
@@ -101,8 +100,8 @@ class Settings(BaseSettings):
         description="CPU niceness the audit service gives itself at start (0 = normal). "
         "It only observes the log, so on a host it shares with the pipeline it yields "
         "the CPU while cases are waiting, falls behind during a burst and catches up "
-        "after. Measured on 2 cores: the pipeline kept up with 300 cases/s in 2 runs of "
-        "2 at niceness 19, 1 of 2 at 10, 0 of 2 at 0. Its PostgreSQL backends get the "
+        "after; the pipeline kept up with a burst more often at 19 "
+        "than at 10 or 0 (docs/performance.md). Its PostgreSQL backends get the "
         "same niceness when they run on this host and it may renice them. In "
         "containers, set the CPU weight instead (it is per cgroup).",
     )
