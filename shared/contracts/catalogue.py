@@ -319,8 +319,8 @@ class _CatalogueFile(_Frozen):
 
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """SafeLoader that rejects a key repeated in one mapping. On libyaml's parser where
-    PyYAML was built with it (the wheels are): 0.03 s instead of 0.10 s for the default
-    catalogue, which every service and every replay loads.
+    PyYAML was built with it (the wheels are): every service start and every replay loads
+    the catalogue, and the C parser is several times faster (docs/performance.md).
 
     Plain YAML keeps the last of two ``promised_days:`` lines without a word;
     in a catalogue that silently changes a promise to the public.
