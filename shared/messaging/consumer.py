@@ -16,6 +16,12 @@ are the Kafka offsets committed. So:
 
 The fast path handles a batch without savepoints. Only when a handler raises does the
 batch run again in careful mode, one savepoint per record, to isolate the bad one.
+
+The engine reaches the database through a narrow seam, :class:`Store`: a transaction
+(:class:`UnitOfWork`) that claims ids in the inbox, marks dead letters, writes outbox
+rows and opens savepoints, plus the connection handed to handlers. :class:`PgStore` is
+the PostgreSQL one every service runs; ``shared.messaging.testing`` has one in memory
+for unit tests of handlers and of careful mode.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -48,7 +55,13 @@ from shared.contracts.topology import (
     dlq,
 )
 from shared.messaging.kafka import make_consumer
-from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
+from shared.messaging.outbox import (
+    OutboxRelay,
+    OutboxRow,
+    OutboxWriter,
+    headers_json,
+    insert_rows,
+)
 from shared.platform.aio import sleep_or_stop
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.faults import FaultInjector
@@ -140,13 +153,114 @@ class _RetryCarefullyError(Exception):
     pass
 
 
+class UnitOfWork(Protocol):
+    """One open transaction of the engine's store: the inbox, the outbox and savepoints.
+
+    Everything written through it, and through ``conn`` by the handlers, commits or rolls
+    back together; a savepoint rolls back alone.
+    """
+
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, handed to handlers (``Tx.conn``, ``load``, ``save``)."""
+        ...
+
+    async def reclaim(self, event_ids: Sequence[UUID]) -> set[UUID]:
+        """Clear the dead-letter mark of these inbox ids; return the ids that carried it."""
+        ...
+
+    async def claim(self, entries: Sequence[tuple[UUID, Record]]) -> set[UUID]:
+        """Record each (event id, record it came in) in the inbox; return the ids that
+        were not there before (one id given twice is claimed once)."""
+        ...
+
+    async def mark_dead(self, event_id: UUID, record: Record) -> None:
+        """Record ``event_id`` in the inbox as dead-lettered (claimed or not)."""
+        ...
+
+    async def write_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        """Append rows (already signed) to the outbox, in this order."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[object]:
+        """A nested transaction: an exception leaving it rolls back what it wrote."""
+        ...
+
+
+class Store(Protocol):
+    """Where a consumer keeps its inbox, its outbox and its handlers' state."""
+
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A transaction that commits when the block ends, rolls back when it raises."""
+        ...
+
+
+class PgUnitOfWork:
+    """A :class:`UnitOfWork` on one PostgreSQL connection inside its transaction."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def reclaim(self, event_ids: Sequence[UUID]) -> set[UUID]:
+        rows = await self.conn.fetch(
+            "UPDATE inbox SET dead_letter = false WHERE event_id = ANY($1::uuid[]) "
+            "AND dead_letter RETURNING event_id",
+            event_ids,
+        )
+        return {r["event_id"] for r in rows}
+
+    async def claim(self, entries: Sequence[tuple[UUID, Record]]) -> set[UUID]:
+        # One statement for the whole batch (executemany runs one per row on the server).
+        rows = await self.conn.fetch(
+            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset) "
+            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            [event_id for event_id, _ in entries],
+            [record.topic for _, record in entries],
+            [record.partition for _, record in entries],
+            [record.offset for _, record in entries],
+        )
+        return {r["event_id"] for r in rows}
+
+    async def mark_dead(self, event_id: UUID, record: Record) -> None:
+        await self.conn.execute(
+            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, dead_letter) "
+            "VALUES ($1, $2, $3, $4, true) "
+            "ON CONFLICT (event_id) DO UPDATE SET dead_letter = true",
+            event_id,
+            record.topic,
+            record.partition,
+            record.offset,
+        )
+
+    async def write_outbox(self, rows: Sequence[OutboxRow]) -> None:
+        await insert_rows(self.conn, rows)
+
+    def savepoint(self) -> AbstractAsyncContextManager[object]:
+        return self.conn.transaction()
+
+
+class PgStore:
+    """The production :class:`Store`: a connection from the service's pool per batch."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[UnitOfWork]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield PgUnitOfWork(conn)
+
+
 class BatchProcessor:
     """Applies one batch of records in one transaction (see the module docstring)."""
 
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,
+        store: asyncpg.Pool | Store,
         writer: OutboxWriter,
         handler: Handler,
         *,
@@ -154,7 +268,8 @@ class BatchProcessor:
         first_topics: Iterable[str] = (),
     ) -> None:
         self._settings = settings
-        self._pool = pool
+        # Services hand in their pool; unit tests a store of their own.
+        self._store: Store = PgStore(store) if isinstance(store, asyncpg.Pool) else store
         self._writer = writer
         self._handler = handler
         self._name = consumer_name
@@ -180,8 +295,9 @@ class BatchProcessor:
 
     async def _fast(self, parsed: list[tuple[Record, Event | EventDecodeError]]) -> BatchResult:
         result = BatchResult()
-        async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await self._claim(conn, parsed)
+        async with self._store.transaction() as uow:
+            conn = uow.conn
+            fresh = await self._claim(uow, parsed)
             if isinstance(self._handler, StatefulHandler):
                 await self._handler.load(conn, _fresh_events(parsed, fresh))
             rows: list[OutboxRow] = []
@@ -207,76 +323,46 @@ class BatchProcessor:
                 result.processed += 1
             if isinstance(self._handler, StatefulHandler):
                 await self._handler.save(conn)
-            await self._writer.write(conn, rows)
+            if rows:
+                await uow.write_outbox(self._writer.signed(rows))
             result.emitted = len(rows)
         return result
 
     async def _claim(
-        self, conn: Connection, parsed: list[tuple[Record, Event | EventDecodeError]]
+        self, uow: UnitOfWork, parsed: list[tuple[Record, Event | EventDecodeError]]
     ) -> set[UUID]:
         """Record every id in the inbox; return the ids not seen before.
 
         A re-driven record (REDRIVE_HEADER) whose id was dead-lettered is claimed once
         more; every other id already in the inbox is a redelivery and stays a no-op.
         """
-        ids, topics, partitions, offsets = [], [], [], []
+        entries: list[tuple[UUID, Record]] = []
         redriven: list[UUID] = []
         for record, item in parsed:
             event_id = (
                 record.dead_letter_id() if isinstance(item, EventDecodeError) else item.event_id
             )
-            ids.append(event_id)
-            topics.append(record.topic)
-            partitions.append(record.partition)
-            offsets.append(record.offset)
+            entries.append((event_id, record))
             if any(key == REDRIVE_HEADER for key, _ in record.headers):
                 redriven.append(event_id)
-        reclaimed: set[UUID] = set()
-        if redriven:
-            rows = await conn.fetch(
-                "UPDATE inbox SET dead_letter = false WHERE event_id = ANY($1::uuid[]) "
-                "AND dead_letter RETURNING event_id",
-                redriven,
-            )
-            reclaimed = {r["event_id"] for r in rows}
-        rows = await conn.fetch(
-            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset) "
-            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::bigint[]) "
-            "ON CONFLICT DO NOTHING RETURNING event_id",
-            ids,
-            topics,
-            partitions,
-            offsets,
-        )
-        return {r["event_id"] for r in rows} | reclaimed
-
-    async def _mark_dead(self, conn: Connection, record: Record, event_id: UUID) -> None:
-        await conn.execute(
-            "INSERT INTO inbox (event_id, topic, kafka_partition, kafka_offset, dead_letter) "
-            "VALUES ($1, $2, $3, $4, true) "
-            "ON CONFLICT (event_id) DO UPDATE SET dead_letter = true",
-            event_id,
-            record.topic,
-            record.partition,
-            record.offset,
-        )
+        reclaimed = await uow.reclaim(redriven) if redriven else set()
+        return await uow.claim(entries) | reclaimed
 
     async def _careful(self, parsed: list[tuple[Record, Event | EventDecodeError]]) -> BatchResult:
         result = BatchResult()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._store.transaction() as uow:
+            conn = uow.conn
             for record, item in parsed:
                 if record.tp in result.blocked:
                     continue  # keep per-partition order behind a blocked record
                 if isinstance(item, EventDecodeError):
-                    if await self._claim(conn, [(record, item)]):
-                        await self._writer.write(
-                            conn, [self._dead_letter(record, item.reason, str(item))]
-                        )
+                    if await self._claim(uow, [(record, item)]):
+                        await uow.write_outbox([self._dead_letter(record, item.reason, str(item))])
                         result.dead_lettered += 1
                     continue
                 try:
-                    async with conn.transaction():  # savepoint
-                        if not await self._claim(conn, [(record, item)]):
+                    async with uow.savepoint():
+                        if not await self._claim(uow, [(record, item)]):
                             result.duplicates += 1
                             continue
                         tx = Tx(conn, record, self._writer)
@@ -286,7 +372,8 @@ class BatchProcessor:
                             await self._handler.save(conn)
                         else:
                             await self._handler(tx, item)
-                        await self._writer.write(conn, tx.rows)
+                        if tx.rows:
+                            await uow.write_outbox(self._writer.signed(tx.rows))
                         result.emitted += len(tx.rows)
                         result.processed += 1
                 except TRANSIENT_ERRORS:
@@ -301,14 +388,9 @@ class BatchProcessor:
                         event_type=item.event_type,
                         error=f"{type(exc).__name__}: {exc}",
                     )
-                    await self._mark_dead(conn, record, item.event_id)
-                    await self._writer.write(
-                        conn,
-                        [
-                            self._dead_letter(
-                                record, "handler_error", f"{type(exc).__name__}: {exc}"
-                            )
-                        ],
+                    await uow.mark_dead(item.event_id, record)
+                    await uow.write_outbox(
+                        [self._dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")]
                     )
                     result.dead_lettered += 1
         return result

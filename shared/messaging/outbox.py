@@ -2,8 +2,9 @@
 
 A service never publishes to Kafka from a handler. It writes the outgoing record into
 its ``outbox`` table in the same transaction as the state change that caused it; the
-relay publishes unsent rows in id order with an idempotent producer (acks=all), awaits
-the whole batch, then deletes the published rows. A crash between publish and delete
+relay publishes rows in id order with an idempotent producer (acks=all), awaits the
+whole batch, then deletes the published rows: every row in the table is unsent (there is
+no "sent" mark; Kafka holds what was sent). A crash between publish and delete
 publishes the same event_id again on restart, which every consumer's inbox absorbs:
 effectively once, never lost. One relay per schema publishes at a time (a session-level
 advisory lock on the relay's own connection), so rows go out in id order.
@@ -79,24 +80,30 @@ class OutboxWriter:
         return out
 
     async def write(self, conn: Connection, rows: Sequence[OutboxRow]) -> None:
-        if not rows:
-            return
-        rows = self.signed(rows)
-        # One statement for the whole batch (executemany runs one per row on the server);
-        # WITH ORDINALITY keeps the ids, and so the publishing order, as given.
-        await conn.execute(
-            "INSERT INTO outbox (event_id, topic, key, value, headers) "
-            "SELECT e, t, k, v, h::jsonb FROM unnest($1::uuid[], $2::text[], $3::bytea[], "
-            "$4::bytea[], $5::text[]) WITH ORDINALITY AS u(e, t, k, v, h, n) ORDER BY n",
-            [r.event_id for r in rows],
-            [r.topic for r in rows],
-            [r.key for r in rows],
-            [r.value for r in rows],
-            [json.dumps([list(h) for h in r.headers]) for r in rows],
-        )
+        """Sign ``rows`` (see :meth:`signed`) and insert them, in this order."""
+        if rows:
+            await insert_rows(conn, self.signed(rows))
 
     async def add(self, conn: Connection, topic: str, *events: Event) -> None:
         await self.write(conn, [self.row(topic, e) for e in events])
+
+
+async def insert_rows(conn: Connection, rows: Sequence[OutboxRow]) -> None:
+    """Insert ``rows`` as given (signed already, or never to be signed), in this order."""
+    if not rows:
+        return
+    # One statement for the whole batch (executemany runs one per row on the server);
+    # WITH ORDINALITY keeps the ids, and so the publishing order, as given.
+    await conn.execute(
+        "INSERT INTO outbox (event_id, topic, key, value, headers) "
+        "SELECT e, t, k, v, h::jsonb FROM unnest($1::uuid[], $2::text[], $3::bytea[], "
+        "$4::bytea[], $5::text[]) WITH ORDINALITY AS u(e, t, k, v, h, n) ORDER BY n",
+        [r.event_id for r in rows],
+        [r.topic for r in rows],
+        [r.key for r in rows],
+        [r.value for r in rows],
+        [json.dumps([list(h) for h in r.headers]) for r in rows],
+    )
 
 
 class OutboxRelay:
@@ -180,14 +187,14 @@ class OutboxRelay:
                 await conn.close(timeout=2)
 
     async def publish_pending(self) -> int:
-        """Publish one batch of unsent rows; return how many were published."""
+        """Publish the oldest rows, delete them once the broker has them all; return how
+        many were published."""
         producer = await self._ensure_producer()
         conn = await self._lock_holder()
         if conn is None:
             return 0
         rows = await conn.fetch(
-            "SELECT id, topic, key, value, headers FROM outbox "
-            "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
             self._settings.outbox_batch_size,
             timeout=STATEMENT_TIMEOUT_S,
         )
@@ -220,7 +227,8 @@ class OutboxRelay:
         return len(rows)
 
     async def backlog(self) -> int:
-        value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        """Rows not published yet: every row, since published rows are deleted."""
+        value = await self._pool.fetchval("SELECT count(*) FROM outbox")
         return int(value or 0)
 
     async def run(self, stop: asyncio.Event) -> None:

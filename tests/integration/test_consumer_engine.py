@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.audit import dlq
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
-from shared.contracts.topology import OPS_REDRIVES
+from shared.contracts.topology import CASES_ROUTING, OPS_REDRIVES
+from shared.contracts.topology import dlq as dlq_of
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.messaging.kafka import make_producer
@@ -28,10 +28,15 @@ from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys
 from shared.messaging.topics import ensure_topics
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.settings import Settings
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 SCHEMA = "engine"
+# The engine reads any declared topic (dead letters go to the DLQ of a declared topic
+# only); cases.routing carries the CaseClosed events the handler below applies.
+IN = CASES_ROUTING
+IN_DLQ = dlq_of(IN)
 
 
 @dataclass
@@ -76,12 +81,12 @@ async def engine(settings: Settings, database_url: str, tmp_path: Path) -> Async
     await migrate_dsn(database_url, SCHEMA, [MESSAGING_MIGRATIONS, own])
     pool = await create_pool(database_url, SCHEMA)
     await pool.execute("TRUNCATE effects, inbox, outbox")
-    await ensure_topics(settings, ["in", "in.dlq", "out", OPS_REDRIVES])
+    await ensure_topics(settings, [IN, IN_DLQ, "out", OPS_REDRIVES])
     BUG["present"] = True
     writer = OutboxWriter(Signer.load(settings.keys_dir, "engine"))
     relay = OutboxRelay(settings, pool, name="engine")
     processor = BatchProcessor(settings, pool, writer, handler, consumer_name="engine")
-    loop = ConsumerLoop(settings, ["in"], group_id="engine", processor=processor, relay=relay)
+    loop = ConsumerLoop(settings, [IN], group_id="engine", processor=processor, relay=relay)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(loop.run(stop))]
     try:
@@ -104,7 +109,7 @@ async def produce(settings: Settings, values: list[bytes]) -> None:
     await producer.start()
     try:
         # One key: one partition, so the order below is the order consumed.
-        futures = [await producer.send(settings.topic("in"), v, key=b"k") for v in values]
+        futures = [await producer.send(settings.topic(IN), v, key=b"k") for v in values]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -131,10 +136,7 @@ async def read_all(settings: Settings, topic: str, n: int) -> list[Any]:
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
+    await wait_for(check, seconds, getattr(check, "__name__", "the condition"))
 
 
 async def test_poison_records_go_to_the_dlq_and_the_consumer_keeps_going(engine: Engine) -> None:
@@ -151,7 +153,7 @@ async def test_poison_records_go_to_the_dlq_and_the_consumer_keeps_going(engine:
             good.to_json(),
         ],
     )
-    dead = await read_all(engine.settings, "in.dlq", 4)
+    dead = await read_all(engine.settings, IN_DLQ, 4)
     headers = [{k: v.decode() for k, v in r.headers} for r in dead]
     assert [h["dlq.reason"] for h in headers] == [
         "malformed",
@@ -160,7 +162,7 @@ async def test_poison_records_go_to_the_dlq_and_the_consumer_keeps_going(engine:
         "unsupported_schema_version",
     ]
     assert [int(h["dlq.original.offset"]) for h in headers] == [0, 1, 2, 3]
-    assert {h["dlq.original.topic"] for h in headers} == {"in"}
+    assert {h["dlq.original.topic"] for h in headers} == {IN}
     assert dead[0].value == b"\x00\xff random bytes"  # the original bytes, untouched
     await eventually(lambda: _equals(engine.effects(), ["after the poison"]))
 
@@ -184,7 +186,7 @@ async def test_a_failing_handler_dead_letters_only_its_record(engine: Engine) ->
         [closed("before").to_json(), closed("boom").to_json(), closed("after").to_json()],
     )
     await eventually(lambda: _equals(engine.effects(), ["before", "after"]))
-    dead = await read_all(engine.settings, "in.dlq", 1)
+    dead = await read_all(engine.settings, IN_DLQ, 1)
     headers = {k: v.decode() for k, v in dead[0].headers}
     assert headers["dlq.reason"] == "handler_error"
     assert "cannot take this one" in headers["dlq.error"]
@@ -205,7 +207,7 @@ async def test_a_dead_letter_is_redriven_once_after_the_fix(engine: Engine) -> N
     boom = closed("boom")
     await produce(engine.settings, [boom.to_json(), closed("next").to_json()])
     await eventually(lambda: _equals(engine.effects(), ["next"]))
-    (dead,) = await read_all(engine.settings, "in.dlq", 1)
+    (dead,) = await read_all(engine.settings, IN_DLQ, 1)
 
     BUG["present"] = False  # the fix is deployed
     # A plain redelivery of the dead-lettered record is still a no-op ...
@@ -213,7 +215,7 @@ async def test_a_dead_letter_is_redriven_once_after_the_fix(engine: Engine) -> N
     await eventually(lambda: _equals(engine.effects(), ["next", "marker"]))
     # ... an operator's re-drive processes it, once, and is on the log.
     recorded = await dlq.redrive(
-        engine.settings, "in.dlq", dead.partition, dead.offset, reason="bug fixed", operator="ops-1"
+        engine.settings, IN_DLQ, dead.partition, dead.offset, reason="bug fixed", operator="ops-1"
     )
     await eventually(lambda: _equals(engine.effects(), ["next", "marker", "boom"]))
     (logged,) = await read_all(engine.settings, OPS_REDRIVES, 1)
@@ -221,7 +223,7 @@ async def test_a_dead_letter_is_redriven_once_after_the_fix(engine: Engine) -> N
     assert recorded.redriven_event_id == boom.event_id
     with pytest.raises(dlq.RedriveError, match="re-driven already"):
         await dlq.redrive(
-            engine.settings, "in.dlq", dead.partition, dead.offset, reason="again", operator="x"
+            engine.settings, IN_DLQ, dead.partition, dead.offset, reason="again", operator="x"
         )
     listed = [
         d.summary(await dlq.redrives(engine.settings))
@@ -309,10 +311,10 @@ async def test_a_loop_reports_the_records_it_has_not_taken_yet(settings: Setting
     # Operators read a consumer's lag in /health; the audit, running at a lower CPU
     # priority, shows there how far a burst has put it behind.
     settings = settings.model_copy(update={"consumer_max_records": 1})
-    await ensure_topics(settings, ["in"])
+    await ensure_topics(settings, [IN])
     await produce(settings, [closed(f"r{i}").to_json() for i in range(20)])
     gate = Gate()
-    loop = ConsumerLoop(settings, ["in"], group_id="lagging", processor=gate)
+    loop = ConsumerLoop(settings, [IN], group_id="lagging", processor=gate)
     assert await loop.lag() is None  # not consuming yet
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
@@ -338,10 +340,10 @@ async def test_the_last_batch_offsets_are_committed_before_the_loop_stops(
     # A loop that stops finishes the batch in hand and commits its offsets: without
     # that commit, a restart would read the last batch again.
     settings = settings.model_copy(update={"consumer_max_records": 3})
-    await ensure_topics(settings, ["in"])
+    await ensure_topics(settings, [IN])
     await produce(settings, [closed(f"r{i}").to_json() for i in range(20)])
     collector = Collector()
-    loop = ConsumerLoop(settings, ["in"], group_id="committing", processor=collector)
+    loop = ConsumerLoop(settings, [IN], group_id="committing", processor=collector)
     stop = asyncio.Event()
     task = asyncio.create_task(loop.run(stop))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +10,17 @@ from uuid import uuid4
 
 import asyncpg
 import pytest
+from aiokafka import TopicPartition
 
 from shared.contracts.events import CaseClosed
+from shared.contracts.topology import CASES_ROUTING
 from shared.messaging import MESSAGING_MIGRATIONS
-from shared.messaging.outbox import OutboxRow, OutboxWriter
+from shared.messaging.kafka import read_to_end
+from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter
 from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.messaging.topics import ensure_topics
 from shared.platform.db import MigrationError, create_pool, migrate_dsn
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +30,16 @@ async def test_migrations_applied_twice_are_a_no_op(database_url: str, tmp_path:
     own.mkdir()
     (own / "001_things.sql").write_text("CREATE TABLE things (id int PRIMARY KEY, doc jsonb);")
     first = await migrate_dsn(database_url, "svc_a", [MESSAGING_MIGRATIONS, own])
-    assert first == ["001_outbox_inbox.sql", "002_inbox_dead_letter.sql", "001_things.sql"]
+    assert first == [
+        "001_outbox_inbox.sql",
+        "002_inbox_dead_letter.sql",
+        "003_outbox_without_sent_at.sql",
+        "001_things.sql",
+    ]
     assert await migrate_dsn(database_url, "svc_a", [MESSAGING_MIGRATIONS, own]) == []
 
     # The same files in another schema are that schema's own tables.
-    assert len(await migrate_dsn(database_url, "svc_b", [MESSAGING_MIGRATIONS, own])) == 3
+    assert len(await migrate_dsn(database_url, "svc_b", [MESSAGING_MIGRATIONS, own])) == 4
 
     (own / "001_things.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
     with pytest.raises(MigrationError, match="changed after it was applied"):
@@ -117,6 +128,49 @@ async def test_events_written_together_are_signed_as_one_batch(
     # One Ed25519 signature for the five, each with its own proof.
     assert {s.split(".")[3] for s in signatures} == {signatures[0].split(".")[3]}
     assert len({s.split(".")[4] for s in signatures}) == 5
+
+
+async def test_the_relay_deletes_what_it_published_and_the_outbox_holds_only_unsent_rows(
+    settings: Settings, database_url: str
+) -> None:
+    """The outbox keeps no "sent" rows: the relay deletes each row once the broker has it,
+    so the table is the backlog, and no column claims a sent time nothing ever sets."""
+    await migrate_dsn(database_url, "svc_relay", [MESSAGING_MIGRATIONS])
+    await ensure_topics(settings, [CASES_ROUTING])
+    pool = await create_pool(database_url, "svc_relay")
+    relay = OutboxRelay(settings, pool, name="svc_relay")
+    writer = OutboxWriter(Signer.load(settings.keys_dir, "router"))
+    events = [
+        CaseClosed(case_id=case, correlation_id=case, producer="router", outcome="approved")
+        for case in (uuid4() for _ in range(7))
+    ]
+    try:
+        columns = await pool.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'svc_relay' AND table_name = 'outbox'"
+        )
+        assert "sent_at" not in {c["column_name"] for c in columns}
+        async with pool.acquire() as conn, conn.transaction():
+            await writer.add(conn, CASES_ROUTING, *events)
+        assert await relay.backlog() == 7
+        assert await relay.publish_pending() == 7
+        assert await relay.backlog() == 0
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+        assert await relay.publish_pending() == 0  # nothing is published twice
+    finally:
+        await relay.run(_stopped())  # the last drain, then its producer and connection close
+        await pool.close()
+    name = settings.topic(CASES_ROUTING)
+    published = await read_to_end(
+        settings, [TopicPartition(name, p) for p in range(settings.topic_partitions)]
+    )
+    assert sorted(r.value for r in published) == sorted(e.to_json() for e in events)
+
+
+def _stopped() -> asyncio.Event:
+    stop = asyncio.Event()
+    stop.set()
+    return stop
 
 
 _NICED_CHILD = """
