@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from services.social_security import domain
 from shared.contracts.events import StepApproved, StepOutcome, StepRejected
-from shared.contracts.identity import validate_resident_id
 from shared.department.adapter import Department, StepContext, register_subject_rules
 
 department = Department("social_security")
@@ -22,8 +21,8 @@ async def learn_from_hr(ctx: StepContext, outcome: StepOutcome) -> None:
     """Remember what HR decided about a person (companies are not tracked here)."""
     if not isinstance(outcome, StepApproved | StepRejected):
         return
-    if validate_resident_id(outcome.applicant_id) is not None:
-        return  # a company's credit code
+    if outcome.applicant_kind != "natural":
+        return
     person = await ctx.load(domain.PersonRecord, "person", outcome.applicant_id)
     learned = domain.learn_hr_outcome(
         person,

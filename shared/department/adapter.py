@@ -320,6 +320,7 @@ def outcome_event(department: str, task: StepAssigned, decision: Decision) -> St
         "action": task.action,
         "item_code": task.item_code,
         "applicant_id": task.applicant.id_number,
+        "applicant_kind": task.applicant.kind,
         "review": task.review,
     }
     if isinstance(decision, Approve):

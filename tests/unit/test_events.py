@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any
 from uuid import uuid4
 
@@ -12,11 +13,14 @@ from shared.contracts.events import (
     EventDecodeError,
     EventRegistry,
     MalformedEventError,
+    StepOutcome,
     UnknownEventTypeError,
     UnsupportedSchemaVersionError,
     parse_event,
     registry,
+    wire_head,
 )
+from shared.contracts.identity import make_resident_id
 
 pytestmark = pytest.mark.unit
 
@@ -84,6 +88,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "action": "benefit_claim",
         "item_code": "SS-UNEMPLOYMENT-BENEFIT",
         "applicant_id": "11010519491231002X",
+        "applicant_kind": "natural",
         "reference": "SS-1",
         "facts": {"months": 12},
     },
@@ -93,6 +98,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "action": "job_registration",
         "item_code": "HR-JOB-REGISTRATION",
         "applicant_id": "11010519491231002X",
+        "applicant_kind": "natural",
         "reason_code": "already_registered",
         "message": "m",
     },
@@ -102,6 +108,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "action": "job_registration",
         "item_code": "HR-JOB-REGISTRATION",
         "applicant_id": "11010519491231002X",
+        "applicant_kind": "natural",
         "missing": ["education"],
         "message": "m",
     },
@@ -232,3 +239,93 @@ def test_records_as_written_skip_the_dict(event_type: str, monkeypatch: pytest.M
     monkeypatch.setattr(json, "loads", no_dict)
     event = _make(event_type)
     assert parse_event(event.to_json()) == event
+
+
+# --------------------------------------------------------------------------- step outcomes v2
+
+OUTCOME_TYPES = ("StepApproved", "StepNeedsInfo", "StepRejected")
+NATURAL_ID = "11010519491231002X"  # a valid resident ID
+LEGAL_ID = "91350100M000100Y43"  # a valid unified social credit code, also 18 characters
+
+
+def _outcome(event_type: str, kind: str, applicant_id: str) -> StepOutcome:
+    sample = SAMPLES[event_type] | {"applicant_kind": kind, "applicant_id": applicant_id}
+    event = registry.classes()[event_type](
+        case_id=CASE, producer="test", correlation_id=CASE, **sample
+    )
+    assert isinstance(event, StepOutcome)
+    return event
+
+
+def _as_v1(event: StepOutcome) -> bytes:
+    """The record the same outcome made before version 2, as to_json wrote it then."""
+    body = event.to_dict() | {"schema_version": 1}
+    del body["applicant_kind"]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("event_type", OUTCOME_TYPES)
+@pytest.mark.parametrize(
+    ("kind", "applicant_id"),
+    [
+        ("natural", NATURAL_ID),
+        ("legal", LEGAL_ID),
+        ("legal", NATURAL_ID[:-1] + "1"),  # a resident ID's shape, a wrong check character
+        ("legal", "110105194912310"),  # the old 15-digit resident ID is not one today
+    ],
+)
+def test_a_v1_outcome_on_the_log_parses_as_v2_with_the_applicant_kind(
+    event_type: str, kind: str, applicant_id: str
+) -> None:
+    event = _outcome(event_type, kind, applicant_id)
+    v1 = _as_v1(event)
+    assert v1.startswith(f'{{"event_type":"{event_type}","schema_version":1,'.encode())
+    assert b"applicant_kind" not in v1
+    for raw in (v1, v1.decode(), json.loads(v1)):
+        parsed = parse_event(raw)
+        assert type(parsed) is type(event)
+        assert parsed == event  # the same event id, fields, and the inferred kind
+
+
+def test_the_v1_kind_does_not_depend_on_the_day_it_is_read() -> None:
+    # Checked against the wall clock, a resident ID born after today would read as legal
+    # until its birth date and natural from then on: the upcast must not move with it.
+    future = make_resident_id("110105", date(2099, 12, 31), 1)
+    parsed = parse_event(_as_v1(_outcome("StepApproved", "natural", future)))
+    assert isinstance(parsed, StepOutcome)
+    assert parsed.applicant_kind == "natural"
+
+
+def test_a_v1_outcome_carrying_an_applicant_kind_is_malformed() -> None:
+    body = json.loads(_as_v1(_outcome("StepApproved", "natural", NATURAL_ID)))
+    with pytest.raises(MalformedEventError, match="applicant_kind"):
+        parse_event(body | {"applicant_kind": "natural"})
+
+
+@pytest.mark.parametrize("event_type", OUTCOME_TYPES)
+@pytest.mark.parametrize(("kind", "applicant_id"), [("natural", NATURAL_ID), ("legal", LEGAL_ID)])
+def test_a_v2_outcome_round_trips_on_the_one_pass_path(
+    event_type: str, kind: str, applicant_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = _outcome(event_type, kind, applicant_id)
+    raw = event.to_json()
+    cls = registry.classes()[event_type]
+    assert cls.schema_version == 2
+    assert raw.startswith(wire_head(cls))
+    assert raw.startswith(f'{{"event_type":"{event_type}","schema_version":2,'.encode())
+
+    def no_dict(*_: object) -> None:
+        raise AssertionError("json.loads called: the record took the slow path")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(json, "loads", no_dict)
+        parsed = parse_event(raw)
+    assert parsed == event
+    assert parsed.to_json() == raw
+
+
+def test_a_v2_outcome_without_its_applicant_kind_is_malformed() -> None:
+    body = _outcome("StepRejected", "natural", NATURAL_ID).to_dict()
+    del body["applicant_kind"]
+    with pytest.raises(MalformedEventError, match="applicant_kind"):
+        parse_event(json.dumps(body, separators=(",", ":")).encode())

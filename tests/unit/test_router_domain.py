@@ -78,6 +78,7 @@ def outcome(
         action=state.steps[step].action,
         item_code=state.item_code,
         applicant_id=PERSON.id_number,
+        applicant_kind=PERSON.kind,
         **kw,
     )
 
