@@ -1,6 +1,6 @@
 """``python -m services.hr_registration``: run the department adapter."""
 
-from services.hr_registration.department import department
-from shared.department.adapter import run
+from services.hr_registration.main import build
+from shared.platform.runtime import run_service
 
-run(department)
+run_service(build)

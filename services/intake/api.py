@@ -11,10 +11,8 @@ up when it returns.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -25,19 +23,13 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from services.catalogue import default_catalogue
 from services.intake import domain, store
 from services.intake.acceptor import Acceptor
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
-from shared.contracts.topology import CASES_ROUTING, all_topics
-from shared.messaging.consumer import BatchProcessor, ConsumerLoop, StatefulHandler, Tx
+from shared.messaging.consumer import StatefulHandler, Tx
 from shared.platform.db import DB_AWAY, Connection
-from shared.platform.runtime import ServiceContext, open_service
-from shared.platform.settings import Settings
-
-NAME = "intake"
-MIGRATIONS = [Path(__file__).parent / "migrations"]
+from shared.platform.runtime import RunningService
 
 
 def _error_body(errors: list[domain.FieldError]) -> dict[str, Any]:
@@ -79,37 +71,10 @@ async def submit(
     return 409, {"detail": "concurrent requests with one Idempotency-Key"}, {}
 
 
-def create_app(settings: Settings, catalogue: Catalogue | None = None) -> CasesFront:
-    """Intake's one wiring factory: nothing is opened until the app starts."""
-    catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
-    state: dict[str, ServiceContext] = {}
-    acceptor: dict[str, Acceptor] = {}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        ctx = await open_service(
-            NAME,
-            settings,
-            schema=NAME,
-            migrations=MIGRATIONS,
-            topics=all_topics(catalogue.departments()),
-        )
-        processor = BatchProcessor(
-            settings, ctx.pool, ctx.writer, StatusViews(), consumer_name=NAME
-        )
-        loop = ConsumerLoop(settings, [CASES_ROUTING], group_id=NAME, processor=processor)
-        ctx.loops.append(loop)
-        state["ctx"] = ctx
-        acceptor["it"] = Acceptor(settings, ctx.pool, ctx.writer, committed=ctx.relay.wake)
-        ctx.start_tasks()
-        ctx.log.info("intake started", catalogue=catalogue.version)
-        try:
-            yield
-        finally:
-            await acceptor["it"].close()
-            await ctx.shutdown()
-
-    app = FastAPI(title="onedoor intake", version="1", lifespan=lifespan)
+def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -> CasesFront:
+    """Intake's HTTP app around the running service (built by
+    :func:`services.intake.main.build`): the front for POST /cases, FastAPI behind it."""
+    app = FastAPI(title="onedoor intake", version="1")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_shape(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -131,7 +96,7 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> CasesF
     ) -> dict[str, Any]:
         # The documented contract of POST /cases. The front (CasesFront) answers such
         # requests itself with the same submit(); a test holds the two answers equal.
-        status, body, headers = await submit(acceptor["it"], catalogue, request, idempotency_key)
+        status, body, headers = await submit(acceptor, catalogue, request, idempotency_key)
         if status >= 400:
             return JSONResponse(status_code=status, content=body, headers=headers)  # type: ignore[return-value]
         response.status_code = status
@@ -140,7 +105,7 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> CasesF
 
     @app.get("/cases/{case_id}")
     async def case_status(case_id: UUID) -> dict[str, Any]:
-        async with state["ctx"].pool.acquire() as conn:
+        async with live.service.pool.acquire() as conn:
             row = await store.get_case(conn, case_id)
         if row is None:
             raise HTTPException(status_code=404, detail=f"no case {case_id}")
@@ -148,22 +113,19 @@ def create_app(settings: Settings, catalogue: Catalogue | None = None) -> CasesF
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        ctx = state.get("ctx")
-        if ctx is None:
-            return JSONResponse(status_code=503, content={"status": "starting"})
-        body = await ctx.health()
+        body = await live.health()
         return JSONResponse(status_code=200 if body["database"] else 503, content=body)
 
-    return CasesFront(app, lambda request, key: submit(acceptor["it"], catalogue, request, key))
+    return CasesFront(app, lambda request, key: submit(acceptor, catalogue, request, key))
 
 
 class CasesFront:
     """Intake's ASGI application: POST /cases goes straight to :func:`submit`, anything
     else to the FastAPI app behind it (GET /cases/{id}, /health, the OpenAPI docs).
 
-    FastAPI's middleware, dependency solving and response encoding took about 150 µs
-    of a core per request (a request through FastAPI 165 µs, through this front 11 µs,
-    in-process, before the database), and intake is the busiest process under load.
+    FastAPI's middleware, dependency solving and response encoding cost many times
+    what this front costs per request, in-process and before the database, and intake
+    is the busiest process under load.
     The answers are FastAPI's own, byte for byte: the same shape checks (pydantic's
     errors under ``body``), the same 422 for a too-long Idempotency-Key, the same 503
     when the store is away; the route declared on the FastAPI app documents the

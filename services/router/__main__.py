@@ -1,6 +1,6 @@
 """``python -m services.router``: run the router."""
 
-from services.router.main import main
-from shared.platform import aio
+from services.router.main import build
+from shared.platform.runtime import run_service
 
-aio.run(main())
+run_service(build)

@@ -1,43 +1,57 @@
-"""Router process: ``python -m services.router``."""
+"""The router's wiring: ``build(settings)`` for ``python -m services.router``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from services.catalogue import default_catalogue
 from services.router.handlers import RouterHandler
 from shared.contracts.catalogue import Catalogue
-from shared.contracts.topology import CASES_ACCEPTED, all_topics, dept_outcomes
+from shared.contracts.topology import ROUTER, all_topics
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
-from shared.platform import aio
-from shared.platform.runtime import ServiceContext, open_service, serve
-from shared.platform.settings import Settings, get_settings
+from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
+from shared.platform.settings import Settings
 
-NAME = "router"
+NAME = ROUTER
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-async def create_service(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
-    """Wire the router: catalogue, schema, topics, relay and its one consumer loop."""
-    catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
-    departments = sorted(catalogue.departments())
-    ctx = await open_service(
-        NAME, settings, schema=NAME, migrations=[MIGRATIONS], topics=all_topics(departments)
-    )
-    ctx.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
+def topics(departments: Iterable[str]) -> Topics:
+    """Reads cases.accepted and every department's outcomes; writes cases.routing and
+    every department's tasks; creates every topic."""
+    departments = sorted(set(departments))
+    return Topics.of(NAME, departments, provisions=all_topics(departments))
+
+
+def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
+    """The router on opened plumbing: one consumer loop over what it reads."""
     processor = BatchProcessor(
-        settings, ctx.pool, ctx.writer, RouterHandler(catalogue), consumer_name=NAME
+        plumbing.settings,
+        plumbing.pool,
+        plumbing.writer,
+        RouterHandler(catalogue),
+        consumer_name=NAME,
     )
-    topics = [CASES_ACCEPTED, *(dept_outcomes(d) for d in departments)]
-    ctx.loops.append(
-        ConsumerLoop(settings, topics, group_id=NAME, processor=processor, relay=ctx.relay)
+    loop = ConsumerLoop(
+        plumbing.settings,
+        plumbing.topics.consumes,
+        group_id=NAME,
+        processor=processor,
+        relay=plumbing.relay,
     )
-    return ctx
+    return plumbing.service(loops=[loop])
 
 
-async def main(settings: Settings | None = None) -> None:
-    await serve(lambda: create_service(settings or get_settings()))
-
-
-if __name__ == "__main__":
-    aio.run(main())
+async def build(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
+    """The router: its catalogue, schema, topics, relay and its one consumer loop."""
+    catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
+    plumbing = await open_service(
+        NAME,
+        settings,
+        schema=NAME,
+        migrations=[MIGRATIONS],
+        topics=topics(catalogue.departments()),
+    )
+    plumbing.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
+    return wire(plumbing, catalogue)

@@ -1,6 +1,6 @@
 """``python -m services.social_security``: run the department adapter."""
 
-from services.social_security.department import department
-from shared.department.adapter import run
+from services.social_security.main import build
+from shared.platform.runtime import run_service
 
-run(department)
+run_service(build)

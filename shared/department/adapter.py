@@ -22,6 +22,7 @@ signs the outcome events, and dead-letters what cannot be parsed or handled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 import sys
@@ -41,7 +42,7 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.contracts.topology import dept_outcomes, dept_tasks, dlq
+from shared.contracts.topology import dept_outcomes, dept_tasks
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts, centre_day
 from shared.department.rules import UnknownActionError
 from shared.messaging.consumer import (
@@ -51,10 +52,9 @@ from shared.messaging.consumer import (
     StatefulHandler,
     Tx,
 )
-from shared.platform import aio, runtime
 from shared.platform.db import Connection
-from shared.platform.runtime import ServiceContext, open_service
-from shared.platform.settings import Settings, get_settings
+from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service, run_service
+from shared.platform.settings import Settings
 
 SDK_MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -332,43 +332,50 @@ def outcome_event(department: str, task: StepAssigned, decision: Decision) -> St
     raise TypeError(f"not a decision: {decision!r}")
 
 
-async def create_service(department: Department, settings: Settings) -> ServiceContext:
-    """Wire a department adapter: schema, topics, relay and its consumer loop."""
-    department.slow_s = settings.fault_slow_action_s
-    topics = department.topics
-    ctx = await open_service(
-        department.name,
-        settings,
-        schema=department.name,
-        migrations=[SDK_MIGRATIONS, *department.migrations],
-        topics=[*topics, *(dlq(t) for t in topics), dept_outcomes(department.name)],
-    )
+def department_topics(department: Department) -> Topics:
+    """What a department adapter reads (its tasks, the outcomes of the departments it
+    learns from), writes (its outcomes) and creates (those, and the dead-letter queues
+    of what it reads), from the topology."""
+    return Topics.of(department.name, [department.name], learns_from=department.learners)
+
+
+def wire_department(department: Department, plumbing: Plumbing) -> ServiceContext:
+    """A department adapter on opened plumbing: one consumer loop over what it reads."""
     processor = BatchProcessor(
-        settings,
-        ctx.pool,
-        ctx.writer,
+        plumbing.settings,
+        plumbing.pool,
+        plumbing.writer,
         department.handler(),
         consumer_name=department.name,
         first_topics=[dept_outcomes(d) for d in department.learners],
     )
-    ctx.loops.append(
-        ConsumerLoop(
-            settings, topics, group_id=department.name, processor=processor, relay=ctx.relay
-        )
+    loop = ConsumerLoop(
+        plumbing.settings,
+        plumbing.topics.consumes,
+        group_id=department.name,
+        processor=processor,
+        relay=plumbing.relay,
     )
-    return ctx
+    return plumbing.service(loops=[loop])
 
 
-async def serve(department: Department, settings: Settings | None = None) -> None:
-    await runtime.serve(lambda: create_service(department, settings or get_settings()))
+async def create_service(department: Department, settings: Settings) -> ServiceContext:
+    """Build a department adapter: schema, topics, relay and its consumer loop."""
+    department.slow_s = settings.fault_slow_action_s
+    plumbing = await open_service(
+        department.name,
+        settings,
+        schema=department.name,
+        migrations=[SDK_MIGRATIONS, *department.migrations],
+        topics=department_topics(department),
+    )
+    return wire_department(department, plumbing)
 
 
 def run(department: Department) -> None:
-    """Entry point for ``python -m services.<department>``."""
-    try:
-        aio.run(serve(department))
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """Run a department adapter as its process until SIGTERM/SIGINT (see
+    :func:`shared.platform.runtime.run_service`)."""
+    run_service(functools.partial(create_service, department))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

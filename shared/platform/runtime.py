@@ -1,9 +1,13 @@
-"""Process plumbing shared by the consumer services: start-up, health, graceful shutdown.
+"""How every service starts, runs and stops: one shape for all of them.
 
-Start-up order: logging, migrations of the service's schema, topic provisioning, the
-pool, the signing key, the outbox relay, then the consumer loops. SIGTERM or SIGINT
-sets the stop event: each loop finishes and commits the batch in hand, the relay
-publishes what is pending, and the process exits.
+A service's ``build(settings)`` opens what it needs (:func:`open_service`: logging,
+migrations of its schema, its topics, the pool, the signing key, the outbox relay) and
+returns a finished, immutable :class:`ServiceContext`: what it consumes (its consumer
+loops), what it emits (its relay, the topics it writes), and its HTTP app if it has one.
+:func:`run_service` is every ``__main__``: signal handlers first, then the build, the
+relay and the loops, HTTP (the service's app under uvicorn, or the JSON health endpoint
+on ``ONEDOOR_HEALTH_PORT``), and on SIGTERM or SIGINT a clean stop: each loop finishes
+and commits the batch in hand, the relay publishes what is pending, the pool closes.
 """
 
 from __future__ import annotations
@@ -14,29 +18,75 @@ import gc
 import json
 import os
 import signal
+import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
+import uvicorn
 from aiokafka.errors import KafkaError
+from starlette.types import ASGIApp
 
+from shared.contracts import topology
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import ConsumerLoop
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import Signer
 from shared.messaging.topics import ensure_topics
+from shared.platform import aio
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.logs import configure_logging
-from shared.platform.settings import Settings
+from shared.platform.settings import Settings, get_settings
 
 
-@dataclass
-class ServiceContext:
-    """Everything a running service owns; built by :func:`open_service`."""
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics of one service (logical names), as the topology declares them."""
+
+    consumes: tuple[str, ...]
+    """The event-log topics its consumer loops read."""
+    emits: tuple[str, ...]
+    """The event-log topics its outbox relay writes."""
+    provisions: tuple[str, ...]
+    """The topics it creates at start-up (idempotent)."""
+
+    @classmethod
+    def of(
+        cls,
+        service: str,
+        departments: Iterable[str],
+        *,
+        learns_from: Iterable[str] = (),
+        provisions: Iterable[str] | None = None,
+    ) -> Topics:
+        """What ``service`` reads and writes in a deployment with these departments.
+        It provisions ``provisions``; by default what it reads, their dead-letter queues
+        (it writes those) and what it writes."""
+        departments = sorted(set(departments))
+        consumes = tuple(topology.reads(service, departments, learns_from=learns_from))
+        emits = tuple(topology.writes(service, departments))
+        if provisions is None:
+            provisions = [*consumes, *(topology.dlq(t) for t in consumes), *emits]
+        return cls(consumes, emits, tuple(dict.fromkeys(provisions)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plumbing:
+    """What :func:`open_service` opened for a service; a builder wires its loops and its
+    HTTP app onto it with :meth:`service`."""
 
     name: str
     settings: Settings
@@ -45,56 +95,127 @@ class ServiceContext:
     signer: Signer
     writer: OutboxWriter
     relay: OutboxRelay
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    loops: list[ConsumerLoop] = field(default_factory=list)
-    started_at: float = field(default_factory=time.monotonic)
+    topics: Topics
 
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    def service(
+        self,
+        *,
+        loops: Iterable[ConsumerLoop],
+        http: HttpApp | None = None,
+        on_close: Iterable[Callable[[], Awaitable[None]]] = (),
+    ) -> ServiceContext:
+        """The finished service: this plumbing, its consumer loops, its HTTP app."""
+        return ServiceContext(
+            name=self.name,
+            settings=self.settings,
+            log=self.log,
+            pool=self.pool,
+            relay=self.relay,
+            topics=self.topics,
+            loops=tuple(loops),
+            http=http,
+            on_close=tuple(on_close),
+        )
 
-    def start_tasks(self) -> list[asyncio.Task[None]]:
-        """Start the outbox relay and every consumer loop as tasks, once the start-up's
-        long-lived objects are set aside from the garbage collector (``freeze_heap``)."""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceContext:
+    """A built service, not running yet: what it consumes (``loops``, reading
+    ``topics.consumes``), what it emits (``relay``, writing ``topics.emits``), and how it
+    answers HTTP. Immutable: :meth:`start` runs it (see :class:`RunningService`)."""
+
+    name: str
+    settings: Settings
+    log: structlog.stdlib.BoundLogger
+    pool: asyncpg.Pool
+    relay: OutboxRelay
+    topics: Topics
+    loops: tuple[ConsumerLoop, ...]
+    http: HttpApp | None = None
+    """Its HTTP app (on ``ONEDOOR_HTTP_HOST``/``ONEDOOR_HTTP_PORT``), built once it runs;
+    ``None``: the JSON health endpoint on ``ONEDOOR_HEALTH_PORT`` (when set)."""
+    on_close: tuple[Callable[[], Awaitable[None]], ...] = ()
+    """Called at shutdown once HTTP has stopped, before the loops stop and the relay
+    drains (intake's acceptor)."""
+
+    def start(self, stop: asyncio.Event) -> RunningService:
+        """Start the outbox relay and every consumer loop as tasks that run until ``stop``
+        is set, once the start-up's long-lived objects are set aside from the garbage
+        collector (:func:`freeze_heap`)."""
         freeze_heap()
-        self.tasks = [asyncio.create_task(self.relay.run(self.stop), name="relay")]
-        self.tasks += [
-            asyncio.create_task(loop.run(self.stop), name=loop.name) for loop in self.loops
-        ]
-        return self.tasks
+        tasks = [asyncio.create_task(self.relay.run(stop), name="relay")]
+        tasks += [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
+        return RunningService(self, stop, tuple(tasks), time.monotonic())
 
-    async def shutdown(self) -> None:
-        """Graceful stop: each loop commits the batch in hand, the relay drains the outbox,
-        then the pool closes."""
-        self.stop.set()
-        results = await asyncio.gather(*self.tasks, return_exceptions=True)
-        for task, result in zip(self.tasks, results, strict=True):
-            if isinstance(result, Exception):
-                self.log.error("task had died", task=task.get_name(), error=repr(result))
-        await self.pool.close()
-        self.log.info("service stopped")
+
+HttpApp = Callable[["RunningService"], ASGIApp]
+"""Builds a service's ASGI app around the running service (its health, its pool)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningService:
+    """A started service: its relay and loops run as ``tasks`` until ``stop`` is set."""
+
+    service: ServiceContext
+    stop: asyncio.Event
+    tasks: tuple[asyncio.Task[None], ...]
+    started_at: float
+
+    def http_app(self) -> ASGIApp | None:
+        """The service's HTTP app, or None for a service that has none."""
+        return None if self.service.http is None else self.service.http(self)
 
     async def health(self) -> dict[str, Any]:
+        service = self.service
         try:
-            backlog: int | None = await self.relay.backlog()
+            backlog: int | None = await service.relay.backlog()
             db_ok = True
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             backlog, db_ok = None, False
-        candidates = [self.relay.last_error, *(loop.last_error for loop in self.loops)]
+        candidates = [service.relay.last_error, *(loop.last_error for loop in service.loops)]
         errors = [e for e in candidates if e]
         errors += [
             f"{t.get_name()} stopped" for t in self.tasks if t.done() and not self.stop.is_set()
         ]
         return {
-            "service": self.name,
+            "service": service.name,
             "status": "ok" if db_ok and not errors else "degraded",
             "database": db_ok,
             "outbox_backlog": backlog,
-            "published": self.relay.published,
-            "consumed_records": sum(loop.records for loop in self.loops),
-            "consumed_batches": sum(loop.batches for loop in self.loops),
-            "consumer_lag_records": _total([await loop.lag() for loop in self.loops]),
+            "published": service.relay.published,
+            "consumed_records": sum(loop.records for loop in service.loops),
+            "consumed_batches": sum(loop.batches for loop in service.loops),
+            "consumer_lag_records": _total([await loop.lag() for loop in service.loops]),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "errors": errors,
         }
+
+    async def shutdown(self) -> None:
+        """Graceful stop: the ``on_close`` hooks, then each loop commits the batch in
+        hand and the relay drains the outbox, then the pool closes."""
+        service = self.service
+        for close in service.on_close:
+            await close()
+        self.stop.set()
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        for task, result in zip(self.tasks, results, strict=True):
+            if isinstance(result, Exception):
+                service.log.error("task had died", task=task.get_name(), error=repr(result))
+        await service.pool.close()
+        service.log.info("service stopped")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    service: ServiceContext, stop: asyncio.Event | None = None
+) -> AsyncIterator[RunningService]:
+    """Run a built service for the ``async with`` block, then shut it down cleanly (for
+    tests that run a service in-process; :func:`run_service` runs a process)."""
+    live = service.start(stop or asyncio.Event())
+    try:
+        yield live
+    finally:
+        await live.shutdown()
 
 
 def _total(values: Sequence[int | None]) -> int | None:
@@ -109,11 +230,10 @@ def freeze_heap() -> int:
 
     A started service holds a few hundred thousand objects that live as long as it does:
     modules, pydantic's validators, the catalogue. Every full collection walked them all,
-    and under load a full collection comes every few seconds: at 200 cases/s, pauses of
-    135-330 ms in intake, 96-153 ms in the router and 73-108 ms in the departments were
-    measured, and a case waiting on that hop waits for the whole pause. Frozen, they are
-    never walked again (reference counting still frees what is released); full
-    collections afterwards took mostly 1-21 ms.
+    and under load a full collection comes every few seconds: each one paused the whole
+    process, and a case waiting on that hop waited for the whole pause. Frozen, they are
+    never walked again (reference counting still frees what is released), and full
+    collections afterwards walk only what the service allocated since.
     Collects first, so no garbage is kept for good."""
     gc.collect()
     gc.freeze()
@@ -135,24 +255,33 @@ async def open_service(
     *,
     schema: str,
     migrations: Sequence[Path],
-    topics: Sequence[str],
-) -> ServiceContext:
-    """Migrate, provision topics, open the pool, load the key, build the relay."""
+    topics: Topics,
+) -> Plumbing:
+    """Configure logging, migrate, provision ``topics.provisions``, open the pool, load
+    the key, build the relay."""
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     applied = await _retry(
         lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
     )
     if applied:
         log.info("migrations applied", schema=schema, applied=applied)
-    created = await _retry(lambda: ensure_topics(settings, topics), log)
+    created = await _retry(lambda: ensure_topics(settings, topics.provisions), log)
     if created:
         log.info("topics created", topics=created)
     pool = await create_pool(
         settings.dsn(), schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
     signer = Signer.load(settings.keys_dir, name)
-    relay = OutboxRelay(settings, pool, name=name)
-    return ServiceContext(name, settings, log, pool, signer, OutboxWriter(signer), relay)
+    return Plumbing(
+        name=name,
+        settings=settings,
+        log=log,
+        pool=pool,
+        signer=signer,
+        writer=OutboxWriter(signer),
+        relay=OutboxRelay(settings, pool, name=name),
+        topics=topics,
+    )
 
 
 async def _retry(fn: Callable[[], Awaitable[Any]], log: Any, attempts: int = 30) -> Any:
@@ -174,6 +303,27 @@ async def _retry(fn: Callable[[], Awaitable[Any]], log: Any, attempts: int = 30)
     return None
 
 
+Builder = Callable[[Settings], Coroutine[Any, Any, ServiceContext]]
+
+
+def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None) -> None:
+    """Every service's ``__main__``: build the service and run it until SIGTERM/SIGINT.
+
+    ``nice`` gives the CPU niceness the process takes before anything else (the audit's).
+    Exits 0 after a clean stop (a stop during start-up included), 1 when a task died.
+    """
+    settings = get_settings()
+    if nice is not None:
+        lower_cpu_priority(nice(settings))
+    try:
+        died = aio.run(_main(build, settings))
+    except KeyboardInterrupt:  # before the handlers were in place
+        sys.exit(130)
+    if died:
+        # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
+        sys.exit(1)
+
+
 def install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -181,14 +331,116 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def _serve_health(ctx: ServiceContext) -> asyncio.Server | None:
-    if not ctx.settings.health_port:
+async def _main(build: Builder, settings: Settings) -> bool:
+    """Build and serve; whether a task died. The signal handlers are in place before
+    start-up begins, so a stop requested while migrating or provisioning (or waiting
+    for Kafka or PostgreSQL) ends the process cleanly instead of by the signal's
+    default action."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    building = asyncio.create_task(build(settings), name="start-up")
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([building, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not building.done():
+        building.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await building
+        structlog.get_logger().info("stopped during start-up")
+        return False
+    stopping.cancel()
+    return await serve(building.result(), stop)
+
+
+async def serve(service: ServiceContext, stop: asyncio.Event) -> bool:
+    """Run a built service until ``stop`` is set or one of its tasks dies, then shut it
+    down cleanly: HTTP first (requests in flight are answered), then the loops and the
+    relay, then the pool. Returns whether a task died."""
+    settings = service.settings
+    live = service.start(stop)
+    watched = list(live.tasks)
+    health: asyncio.Server | None = None
+    server: _Uvicorn | None = None
+    try:
+        app = live.http_app()
+        if app is None:
+            health = await _serve_health(live)
+        else:
+            server = _Uvicorn(
+                uvicorn.Config(
+                    app,
+                    host=settings.http_host,
+                    port=settings.http_port,
+                    lifespan="off",  # the service runs already
+                    log_config=None,  # our structlog set-up (PII masking) takes its lines
+                    timeout_graceful_shutdown=20,
+                )
+            )
+            watched.append(await _serve_http(server))
+        service.log.info(
+            "service started",
+            loops=len(service.loops),
+            health_port=settings.health_port,
+            http_port=settings.http_port if app is not None else None,
+        )
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([*watched, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    finally:
+        if health is not None:
+            health.close()
+        if server is not None:
+            server.should_exit = True
+            await asyncio.wait(watched[len(live.tasks) :])
+        died = [t for t in watched if t.done() and not t.cancelled() and t.exception()]
+        for task in died:
+            error = repr(task.exception())
+            service.log.error("a service task died", task=task.get_name(), error=error)
+        await live.shutdown()
+    return bool(died)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without signal handlers of its own (the runner's stop event rules); says
+    when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.listening.set()
+
+
+async def _serve_http(server: _Uvicorn) -> asyncio.Task[None]:
+    """Start uvicorn; return its task once it listens (or has failed)."""
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn's answer to a port it cannot bind
+            raise RuntimeError(f"the HTTP server could not start (exit {exc.code})") from exc
+
+    task = asyncio.create_task(serve(), name="http")
+    listening = asyncio.create_task(server.listening.wait())
+    await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
+    listening.cancel()
+    return task
+
+
+async def _serve_health(live: RunningService) -> asyncio.Server | None:
+    settings = live.service.settings
+    if not settings.health_port:
         return None
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(reader.readline(), 5)
-            body = json.dumps(await ctx.health()).encode()
+            body = json.dumps(await live.health()).encode()
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
@@ -198,38 +450,4 @@ async def _serve_health(ctx: ServiceContext) -> asyncio.Server | None:
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, ctx.settings.http_host, ctx.settings.health_port)
-
-
-async def serve(build: Callable[[], Awaitable[ServiceContext]]) -> None:
-    """Build a consumer service and run it until SIGTERM/SIGINT. The handlers are in place
-    before start-up begins, so a stop requested while migrating or provisioning ends the
-    process cleanly (exit 0) instead of by the signal's default action."""
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    ctx = await build()
-    ctx.stop = stop
-    await run_loops(ctx)
-
-
-async def run_loops(ctx: ServiceContext) -> None:
-    """Run the relay and every consumer loop until a signal arrives; then shut down cleanly."""
-    install_signal_handlers(ctx.stop)
-    server = await _serve_health(ctx)
-    tasks = ctx.start_tasks()
-    ctx.log.info("service started", loops=len(ctx.loops), health_port=ctx.settings.health_port)
-    died: list[asyncio.Task[Any]] = []
-    try:
-        done, _ = await asyncio.wait(
-            [*tasks, asyncio.create_task(ctx.stop.wait())], return_when=asyncio.FIRST_COMPLETED
-        )
-        died = [t for t in done if t in tasks and t.exception() is not None]
-        for task in died:
-            ctx.log.error("a service task died", task=task.get_name(), error=repr(task.exception()))
-    finally:
-        if server is not None:
-            server.close()
-        await ctx.shutdown()
-    if died:
-        # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
-        raise SystemExit(1)
+    return await asyncio.start_server(handle, settings.http_host, settings.health_port)

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
 import pytest
-from fastapi.testclient import TestClient
+from starlette.types import ASGIApp
 
 from services.intake.acceptor import Acceptor
-from services.intake.api import create_app
+from services.intake.api import CasesFront
+from services.intake.main import build
+from shared.platform.runtime import running
 from shared.platform.settings import Settings
 from tests.e2e.harness import case_body, person
 from tests.e2e.test_pipeline import BENEFIT_FORM
 
 pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def intake(settings: Settings) -> AsyncIterator[CasesFront]:
+    """Intake built and running in-process: its HTTP app (the front, FastAPI behind)."""
+    async with running(await build(settings)) as live:
+        front = live.http_app()
+        assert isinstance(front, CasesFront)
+        yield front
+
+
+def client(app: ASGIApp) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake")
 
 
 @pytest.mark.parametrize(
@@ -30,16 +47,18 @@ pytestmark = pytest.mark.integration
     ids=lambda e: type(e).__name__,
 )
 @pytest.mark.parametrize("through", ["front", "route"])
-def test_a_store_lost_mid_request_answers_503_with_retry_after(
+async def test_a_store_lost_mid_request_answers_503_with_retry_after(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, failure: Exception, through: str
 ) -> None:
     async def lost(*_: Any, **__: Any) -> dict[str, Any]:
         raise failure
 
     monkeypatch.setattr(Acceptor, "accept", lost)
-    front = create_app(settings)
-    with TestClient(front if through == "front" else front.app) as client:
-        response = client.post(
+    async with (
+        intake(settings) as front,
+        client(front if through == "front" else front.app) as http,
+    ):
+        response = await http.post(
             "/cases", json=case_body("SS-UNEMPLOYMENT-BENEFIT", person(), BENEFIT_FORM)
         )
     assert response.status_code == 503, response.text
@@ -84,18 +103,20 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, dict[str, str | Non
     return response.status_code, body, headers
 
 
-def test_the_front_answers_post_cases_as_the_documented_route_does(settings: Settings) -> None:
+async def test_the_front_answers_post_cases_as_the_documented_route_does(
+    settings: Settings,
+) -> None:
     # The front answers POST /cases without FastAPI's machinery; the route declared on
     # the FastAPI app is the contract. Every kind of request gets the same answer from
     # both (ids and receipt numbers aside), each with keys of its own.
-    front = create_app(settings)
     answers: dict[str, list[tuple[int, Any, dict[str, str | None]]]] = {}
-    for name, app in (("front", front), ("route", front.app)):
-        with TestClient(app) as client:
-            answers[name] = [
-                _comparable(client.post("/cases", content=body, headers=headers))
-                for _, body, headers in _variants()
-            ]
+    async with intake(settings) as front:
+        for name, app in (("front", front), ("route", front.app)):
+            async with client(app) as http:
+                answers[name] = [
+                    _comparable(await http.post("/cases", content=body, headers=headers))
+                    for _, body, headers in _variants()
+                ]
     kinds = [name for name, _, _ in _variants()]
     assert dict(zip(kinds, answers["front"], strict=True)) == dict(
         zip(kinds, answers["route"], strict=True)
@@ -118,13 +139,13 @@ def test_the_front_answers_post_cases_as_the_documented_route_does(settings: Set
     }
 
 
-def test_the_front_refuses_a_body_over_its_limit_and_passes_other_routes_on(
+async def test_the_front_refuses_a_body_over_its_limit_and_passes_other_routes_on(
     settings: Settings,
 ) -> None:
-    with TestClient(create_app(settings)) as client:
-        big = client.post("/cases", content=b"x" * (1 << 20 | 1))
+    async with intake(settings) as front, client(front) as http:
+        big = await http.post("/cases", content=b"x" * (1 << 20 | 1))
         assert big.status_code == 413
         assert "1048576" in big.json()["detail"]
-        assert client.get("/health").status_code == 200
-        assert client.get(f"/cases/{uuid4()}").status_code == 404
-        assert client.put("/cases", content=b"{}").status_code == 405
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get(f"/cases/{uuid4()}")).status_code == 404
+        assert (await http.put("/cases", content=b"{}")).status_code == 405

@@ -13,8 +13,8 @@ from uuid import UUID, uuid4
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.hr_registration.department import department as hr
-from services.router.main import create_service as create_router
+from services.hr_registration.main import build as build_hr_adapter
+from services.router.main import build as build_router
 from shared.contracts.events import (
     Applicant,
     CaseAccepted,
@@ -28,9 +28,8 @@ from shared.contracts.events import (
 )
 from shared.contracts.identity import make_resident_id
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
-from shared.department.adapter import create_service as create_adapter
 from shared.messaging.kafka import make_producer
-from shared.platform.runtime import ServiceContext
+from shared.platform.runtime import RunningService, running
 from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -47,11 +46,6 @@ FORM = {
 def applicant(n: int) -> Applicant:
     rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
     return Applicant(kind="natural", name="Chen Jing", id_number=rid, phone="13712345678")
-
-
-async def start(ctx: ServiceContext) -> ServiceContext:
-    ctx.start_tasks()
-    return ctx
 
 
 class Topics:
@@ -106,17 +100,15 @@ async def publish(settings: Settings, topic: str, event: Event) -> None:
 
 
 @pytest.fixture
-async def router(settings: Settings) -> AsyncIterator[ServiceContext]:
-    ctx = await start(await create_router(settings))
-    yield ctx
-    await ctx.shutdown()
+async def router(settings: Settings) -> AsyncIterator[RunningService]:
+    async with running(await build_router(settings)) as live:
+        yield live
 
 
 @pytest.fixture
-async def hr_adapter(settings: Settings) -> AsyncIterator[ServiceContext]:
-    ctx = await start(await create_adapter(hr, settings))
-    yield ctx
-    await ctx.shutdown()
+async def hr_adapter(settings: Settings) -> AsyncIterator[RunningService]:
+    async with running(await build_hr_adapter(settings)) as live:
+        yield live
 
 
 def accepted(item: str, who: Applicant, form: dict[str, Any]) -> CaseAccepted:
@@ -160,7 +152,7 @@ async def next_event(topics: Topics, topic: str, case: UUID, cls: type[Event]) -
 
 
 async def test_router_drives_a_two_step_slip_to_the_close(
-    settings: Settings, router: ServiceContext
+    settings: Settings, router: RunningService
 ) -> None:
     case = accepted("SS-UNEMPLOYMENT-BENEFIT", applicant(1), FORM)
     async with Topics(
@@ -185,7 +177,7 @@ async def test_router_drives_a_two_step_slip_to_the_close(
 
 
 async def test_router_dead_letters_an_outcome_from_the_wrong_department(
-    settings: Settings, router: ServiceContext
+    settings: Settings, router: RunningService
 ) -> None:
     form = {"education": "a", "desired_occupation": "b"}
     case = accepted("HR-JOB-REGISTRATION", applicant(2), form)
@@ -206,7 +198,7 @@ async def test_router_dead_letters_an_outcome_from_the_wrong_department(
 
 
 async def test_hr_adapter_registers_a_person_once(
-    settings: Settings, hr_adapter: ServiceContext
+    settings: Settings, hr_adapter: RunningService
 ) -> None:
     who = applicant(3)
     tasks = []

@@ -1,0 +1,59 @@
+"""The audit's wiring: ``build(settings)`` for ``python -m services.audit``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from services.audit.api import create_app
+from services.audit.ingest import AuditIngest, event_log_pattern
+from services.catalogue import default_catalogue
+from shared.contracts.topology import AUDIT, all_topics
+from shared.messaging.consumer import ConsumerLoop
+from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
+from shared.platform.settings import Settings
+
+NAME = AUDIT
+MIGRATIONS = [Path(__file__).parent / "migrations"]
+
+
+def topics(departments: Iterable[str]) -> Topics:
+    """Reads every event-log topic and writes none; creates every topic."""
+    departments = sorted(set(departments))
+    return Topics.of(NAME, departments, provisions=all_topics(departments))
+
+
+def niceness(settings: Settings) -> int:
+    """The audit only observes the log: it takes this niceness before anything else, so
+    on a shared host the pipeline's cases go first (``ONEDOOR_AUDIT_NICE``)."""
+    return settings.audit_nice
+
+
+def wire(plumbing: Plumbing) -> ServiceContext:
+    """The audit on opened plumbing: one consumer loop that stores every event, and its
+    read-only app. The loop subscribes by the event-log pattern, not by
+    ``topics.consumes``: the pattern matches those and a department's topics created
+    after the audit started."""
+    settings = plumbing.settings
+    ingest = AuditIngest(settings, plumbing.pool)
+    loop = ConsumerLoop(
+        settings, [], group_id=NAME, processor=ingest, pattern=event_log_pattern(settings)
+    )
+    return plumbing.service(loops=[loop], http=lambda live: create_app(live, ingest))
+
+
+async def build(settings: Settings) -> ServiceContext:
+    """The audit: its schema, topics, relay, ingest loop and app."""
+    catalogue = default_catalogue(settings.catalogue_dirs)
+    plumbing = await open_service(
+        NAME,
+        settings,
+        schema=NAME,
+        migrations=MIGRATIONS,
+        topics=topics(catalogue.departments()),
+    )
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > 0:
+        plumbing.log.info("running at lower CPU priority: the pipeline goes first", nice=nice)
+    return wire(plumbing)

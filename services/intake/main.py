@@ -1,0 +1,55 @@
+"""Intake's wiring: ``build(settings)`` for ``python -m services.intake``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from services.catalogue import default_catalogue
+from services.intake.acceptor import Acceptor
+from services.intake.api import StatusViews, create_app
+from shared.contracts.catalogue import Catalogue
+from shared.contracts.topology import INTAKE, all_topics
+from shared.messaging.consumer import BatchProcessor, ConsumerLoop
+from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
+from shared.platform.settings import Settings
+
+NAME = INTAKE
+MIGRATIONS = [Path(__file__).parent / "migrations"]
+
+
+def topics(departments: Iterable[str]) -> Topics:
+    """Reads cases.routing (its status view); writes cases.accepted; creates every
+    topic (the windows' cases wait in its outbox until the rest of the pipeline is up)."""
+    departments = sorted(set(departments))
+    return Topics.of(NAME, departments, provisions=all_topics(departments))
+
+
+def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
+    """Intake on opened plumbing: the acceptor behind its HTTP app, and one consumer
+    loop that keeps its status view current."""
+    settings = plumbing.settings
+    processor = BatchProcessor(
+        settings, plumbing.pool, plumbing.writer, StatusViews(), consumer_name=NAME
+    )
+    views = ConsumerLoop(settings, plumbing.topics.consumes, group_id=NAME, processor=processor)
+    acceptor = Acceptor(settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake)
+    return plumbing.service(
+        loops=[views],
+        http=lambda live: create_app(live, acceptor, catalogue),
+        on_close=[acceptor.close],
+    )
+
+
+async def build(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
+    """Intake: its catalogue, schema, topics, relay, acceptor, status view and app."""
+    catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
+    plumbing = await open_service(
+        NAME,
+        settings,
+        schema=NAME,
+        migrations=MIGRATIONS,
+        topics=topics(catalogue.departments()),
+    )
+    plumbing.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
+    return wire(plumbing, catalogue)
