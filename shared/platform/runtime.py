@@ -354,9 +354,12 @@ async def _main(build: Builder, settings: Settings) -> bool:
 async def serve(service: ServiceContext, stop: asyncio.Event) -> bool:
     """Run a built service until ``stop`` is set or one of its tasks dies, then shut it
     down cleanly: HTTP first (requests in flight are answered), then the loops and the
-    relay, then the pool. Returns whether a task died."""
+    relay, then the pool. Returns whether a task died.
+
+    ``stop`` only asks for the shutdown; the relay and the loops run on until HTTP has
+    stopped, so what the last requests wrote to the outbox is published before exit."""
     settings = service.settings
-    live = service.start(stop)
+    live = service.start(asyncio.Event())
     watched = list(live.tasks)
     health: asyncio.Server | None = None
     server: _Uvicorn | None = None
