@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
-from services.audit.api import create_app
+from services.audit.api import MIGRATIONS, create_app
 from services.audit.ingest import AuditIngest, event_log_pattern
 from services.catalogue import default_catalogue
 from shared.contracts.topology import AUDIT, all_topics
@@ -15,7 +14,6 @@ from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_servi
 from shared.platform.settings import Settings
 
 NAME = AUDIT
-MIGRATIONS = [Path(__file__).parent / "migrations"]
 
 
 def topics(departments: Iterable[str]) -> Topics:
