@@ -11,20 +11,28 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 INTERVAL_S = 0.1
 
 
+@overload
+async def wait_for(  # an async condition is awaited, its result returned
+    condition: Callable[[], Awaitable[T]], seconds: float, what: str, *, interval: float = ...
+) -> T: ...
+
+
+@overload
 async def wait_for(
-    condition: Callable[[], Awaitable[T] | T],
-    seconds: float,
-    what: str,
-    *,
-    interval: float = INTERVAL_S,
-) -> T:
+    condition: Callable[[], T], seconds: float, what: str, *, interval: float = ...
+) -> T: ...
+
+
+async def wait_for(
+    condition: Callable[[], Any], seconds: float, what: str, *, interval: float = INTERVAL_S
+) -> Any:
     """Call ``condition`` (plain or async) until it returns a truthy value, and return
     that value; raise AssertionError naming ``what`` (and the last value) once ``seconds``
     seconds have passed."""

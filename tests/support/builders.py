@@ -1,0 +1,103 @@
+"""Builders of what the tests send: HTTP request bodies, applicants, events and forms.
+
+One place, so that a contract change (a new required field of an event, say) is made
+once for every tier.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from shared.contracts.events import Applicant, CaseAccepted, StepAssigned, StepOutcome
+from shared.contracts.identity import make_resident_id
+
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+COMMUNITY = "110105001001"
+
+# Forms that pass the catalogue's checks for these items.
+JOB_FORM: Mapping[str, Any] = {"education": "college", "desired_occupation": "cook"}
+BENEFIT_FORM: Mapping[str, Any] = {  # SS-UNEMPLOYMENT-BENEFIT (HR, then social security)
+    "last_employer": "Beijing Foods Co.",
+    "separation_date": "2026-09-30",
+    "insured_months": 40,
+    "education": "high school",
+    "desired_occupation": "cook",
+}
+EMPLOYMENT_FORM: Mapping[str, Any] = {  # HR-EMPLOYMENT-REGISTRATION (settled on the spot)
+    "employer_name": "Shanghai Tech Co.",
+    "employment_start_date": "2026-11-01",
+}
+
+_seq = itertools.count(1)
+
+
+def applicant(n: int) -> Applicant:
+    """The ``n``-th natural person (the same ``n`` gives the same person)."""
+    rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
+    return Applicant(kind="natural", name="Chen Jing", id_number=rid, phone="13712345678")
+
+
+def person() -> dict[str, str]:
+    """A fresh natural-person applicant, as an HTTP request carries it."""
+    rid = make_resident_id("110105", date(1985, 3, next(_seq) % 28 + 1), int(uuid4().int % 1000))
+    return {"kind": "natural", "name": "Zhang Min", "id_number": rid, "phone": "13912345678"}
+
+
+def case_body(item: str, applicant: Mapping[str, str], form: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of ``POST /cases`` at window W01."""
+    return {
+        "item_code": item,
+        "applicant": dict(applicant),
+        "community_code": COMMUNITY,
+        "form": dict(form),
+        "window_id": "W01",
+        "operator_id": "op-1",
+        "channel": "window",
+    }
+
+
+def accepted(
+    item: str,
+    who: Applicant,
+    form: Mapping[str, Any],
+    *,
+    case_id: UUID | None = None,
+    receipt_no: str = "C01-20261127-000001",
+) -> CaseAccepted:
+    """The CaseAccepted intake publishes for such a request."""
+    eid = uuid4()
+    return CaseAccepted(
+        event_id=eid,
+        case_id=case_id or uuid4(),
+        correlation_id=eid,
+        producer="intake",
+        item_code=item,
+        applicant=who,
+        community_code=COMMUNITY,
+        form=dict(form),
+        centre_id="C01",
+        window_id="W01",
+        channel="window",
+        receipt_no=receipt_no,
+    )
+
+
+def outcome(task: StepAssigned, cls: type[StepOutcome], **kw: Any) -> StepOutcome:
+    """The department's answer ``cls`` to ``task`` (``kw``: the outcome's own fields)."""
+    fields: dict[str, Any] = {
+        **task.caused(),
+        "producer": task.department,
+        "step_index": task.step_index,
+        "department": task.department,
+        "action": task.action,
+        "item_code": task.item_code,
+        "applicant_id": task.applicant.id_number,
+        "review": task.review,
+    }
+    if "applicant_kind" in cls.model_fields:
+        fields["applicant_kind"] = task.applicant.kind
+    return cls(**fields, **kw)
