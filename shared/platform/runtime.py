@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import json
 import os
@@ -338,7 +339,10 @@ async def _main(build: Builder, settings: Settings) -> bool:
     default action."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    building = asyncio.create_task(build(settings), name="start-up")
+    # Start-up and service share one context: what the build binds for logging (the
+    # service's name on every line) reaches the tasks the service starts.
+    context = contextvars.copy_context()
+    building = asyncio.create_task(build(settings), name="start-up", context=context)
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([building, stopping], return_when=asyncio.FIRST_COMPLETED)
     if not building.done():
@@ -348,7 +352,7 @@ async def _main(build: Builder, settings: Settings) -> bool:
         structlog.get_logger().info("stopped during start-up")
         return False
     stopping.cancel()
-    return await serve(building.result(), stop)
+    return await asyncio.create_task(serve(building.result(), stop), context=context)
 
 
 async def serve(service: ServiceContext, stop: asyncio.Event) -> bool:

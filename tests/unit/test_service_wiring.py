@@ -263,6 +263,7 @@ def fake_builder(*, dies: bool) -> Builder:
     """For ``run_service`` in a child process."""
 
     async def build(_: Settings) -> ServiceContext:
+        structlog.contextvars.bind_contextvars(service="fake")  # as configure_logging does
         return fake_service([], dies=dies)
 
     return build
@@ -306,11 +307,11 @@ def _child(code: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+def _wait_for_line(proc: subprocess.Popen[str], text: str) -> str:
     assert proc.stdout is not None
     for line in proc.stdout:
         if text in line:
-            return
+            return line
     pytest.fail(f"the child ended (exit {proc.wait()}) before printing {text!r}")
 
 
@@ -334,7 +335,8 @@ def test_sigterm_stops_a_running_service_with_exit_0() -> None:
         "from tests.unit.test_service_wiring import fake_builder\n"
         "run_service(fake_builder(dies=False))\n"
     )
-    _wait_for_line(proc, "service started")
+    started = _wait_for_line(proc, "service started")
+    assert "service=fake" in started  # what the build bound reaches the running service
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert proc.stdout is not None
