@@ -44,9 +44,9 @@ from bench import loadgen
 from deploy import demo
 from deploy import stack as local_stack
 from deploy.demo import build_requests
-from services.audit.cli import run_verify
-from services.audit.domain import gc_paused
 from services.audit.ingest import event_log_pattern
+from services.audit.verifier.replay import gc_paused
+from services.audit.verifier.run import run_verify
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING

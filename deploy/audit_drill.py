@@ -26,8 +26,9 @@ from uuid import UUID, uuid4
 from rich.console import Console
 from rich.table import Table
 
-from services.audit.cli import run_verify
-from services.audit.domain import VerifyReport, allowed_signer
+from services.audit.verifier.report import VerifyReport
+from services.audit.verifier.run import verify_log
+from services.audit.verifier.signatures import allowed_signer
 from services.catalogue import default_catalogue
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
@@ -35,6 +36,7 @@ from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import (
     Applicant,
     CaseAccepted,
+    CaseAwaitingInfo,
     CaseClosed,
     CaseRouted,
     Event,
@@ -45,7 +47,7 @@ from shared.contracts.events import (
 from shared.contracts.identity import make_resident_id
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, all_topics
 from shared.department.adapter import outcome_event
-from shared.department.decisions import Approve, Reject
+from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.messaging.kafka import make_producer
 from shared.messaging.signing import Signer, generate_keys
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
@@ -201,14 +203,34 @@ class Flow:
     def last(self, cls: type[Event]) -> Any:
         return [e for e in self.events if isinstance(e, cls)][-1]
 
-    def decide(self, decision: Approve | Reject, *, route_it: bool = True) -> StepOutcome:
+    def decide(self, decision: Decision, *, route_it: bool = True) -> StepOutcome:
         task = self.task()
         outcome = outcome_event(task.department, task, decision)
         self.emit([(f"dept.{task.department}.outcomes", outcome)])
         if route_it:
             self.state, emits = router_on_outcome(self.state, outcome, outcome.occurred_at)
             self.emit(emits)
+            if isinstance(decision, NeedsInfo) and not any(
+                isinstance(e, CaseAwaitingInfo) for _, e in emits
+            ):
+                # The router's explicit wait, as it writes it (a router that predates it
+                # wrote nothing for a StepNeedsInfo).
+                self.emit([(CASES_ROUTING, awaiting_info(outcome))])
         return outcome
+
+
+def awaiting_info(outcome: StepOutcome | StepAssigned, **changes: Any) -> CaseAwaitingInfo:
+    """The router's CaseAwaitingInfo for a department's StepNeedsInfo (or, with
+    ``changes``, a wait that is wrong in those fields)."""
+    fields: dict[str, Any] = {
+        **outcome.caused(),
+        "producer": "router",
+        "step_index": outcome.step_index,
+        "department": outcome.department,
+        "missing": getattr(outcome, "missing", ("separation_letter",)),
+        "message": getattr(outcome, "message", "bring the letter"),
+    }
+    return CaseAwaitingInfo(**(fields | changes))
 
 
 def flow(
@@ -223,12 +245,14 @@ def flow(
 
 
 def clean_cases(log: LogWriter, catalogue: Catalogue) -> None:
-    """An approved two-step case, a rejected one and an unroutable one."""
+    """An approved two-step case, a rejected one, an unroutable one and one that waits
+    for the applicant's information."""
     approved = flow(log, catalogue)
     approved.decide(Approve("HR-1"))
     approved.decide(Approve("SS-1"))
     flow(log, catalogue).decide(Reject("already_registered", "registered already"))
     flow(log, catalogue, "NO-SUCH-ITEM")
+    flow(log, catalogue).decide(NeedsInfo(("separation_letter",), "bring the letter"))
 
 
 @dataclass(frozen=True)
@@ -303,6 +327,14 @@ def duplicate_outcome(log: LogWriter, catalogue: Catalogue) -> Expected:
     second = outcome_event("hr_registration", case.task(), Reject("already_registered", "again"))
     log.add("dept.hr_registration.outcomes", second)
     return Expected("duplicate_outcome", case.case_id, second.event_id)
+
+
+def unexplained_wait(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    # The router says the case waits for information no department asked for.
+    wait = awaiting_info(case.task(), producer="router", missing=("separation_letter",))
+    log.add(CASES_ROUTING, wait)
+    return Expected("unexplained_wait", case.case_id, wait.event_id)
 
 
 def closed_twice(log: LogWriter, catalogue: Catalogue) -> Expected:
@@ -381,6 +413,7 @@ FAULTS: dict[str, Fault] = {
         step_out_of_order,
         unassigned_outcome,
         duplicate_outcome,
+        unexplained_wait,
         closed_twice,
         inconsistent_close,
         review_failed,
@@ -409,7 +442,8 @@ async def drill(settings: Settings, console: Console) -> int:
     clean_cases(log, catalogue)
     expected = [fault(log, catalogue) for fault in FAULTS.values()]
     await log.flush()
-    report, _, seconds = await run_verify(settings, check_signatures=True, quiet=True)
+    report = await verify_log(settings)
+    seconds = report.seconds
     table = Table(title=f"audit drill on topics {settings.topic_prefix}*")
     for column in ("injected fault", "severity", "case", "found"):
         table.add_column(column)

@@ -31,7 +31,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deploy import stack as local_stack
-from services.audit import cli as audit_cli
+from services.audit.output import Terminal, print_verify_report, progress_bar
+from services.audit.verifier.run import verify_log
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue, Item
 from shared.contracts.events import (
@@ -420,8 +421,10 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
                 database_url=SecretStr(cfg.database_url),
                 topic_prefix=prefix,
             )
-            verify_args = argparse.Namespace(json=False, no_signatures=False, flags=False)
-            code = await audit_cli.cmd_verify(settings, verify_args)
+            with progress_bar(quiet=False) as on_progress:
+                report = await verify_log(settings, on_progress=on_progress)
+            print_verify_report(report, Terminal(console=console))
+            code = 1 if report.errors() else 0
     except Exception as exc:  # noqa: BLE001 - the demo reports any failure and cleans up
         console.print(f"[red]FAILED[/]: {type(exc).__name__}: {exc}")
     finally:

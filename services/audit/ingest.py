@@ -8,9 +8,10 @@ from pathlib import Path
 import asyncpg
 
 from services.audit import store
-from services.audit.domain import LogRecord, decode
+from services.audit.verifier.log import LogRecord
 from shared.contracts import topology
-from shared.contracts.events import Event
+from shared.contracts.decoding import decode_record
+from shared.contracts.events import Event, EventDecodeError
 from shared.messaging.consumer import BatchResult, Record
 from shared.messaging.signing import (
     SIGNATURE_HEADER,
@@ -123,7 +124,8 @@ class AuditIngest:
         batch = []
         for record in records:
             entry = log_record(self._settings, record)
-            batch.append((entry, decode(entry)))
+            event = decode_record(entry.value)
+            batch.append((entry, None if isinstance(event, EventDecodeError) else event))
         verdicts = self._judge.verdicts(batch)
         try:
             async with self._pool.acquire() as conn, conn.transaction():

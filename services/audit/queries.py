@@ -1,14 +1,22 @@
-"""Read-only questions auditors ask, answered from the store (shared by CLI and HTTP)."""
+"""Read-only questions auditors ask, answered from the store (shared by CLI and HTTP).
+
+Every query only reads: the CLI runs them as a role that may only read the audit schema.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from services.audit import store
-from services.audit.domain import CaseView, project, stats
+from services.audit.projection import CaseView, project
+from services.audit.statistics import OUTCOME_COUNTER, tally
 from shared.contracts.events import parse_event, utcnow
-from shared.platform.db import Connection
+from shared.platform.db import Connection, connect
+from shared.platform.settings import Settings
 
 
 async def case_view(conn: Connection, case_id: UUID) -> CaseView | None:
@@ -21,10 +29,27 @@ async def history(conn: Connection, case_id: UUID) -> dict[str, Any] | None:
 
 
 async def all_views(conn: Connection) -> dict[UUID, CaseView]:
+    """Every case's view rebuilt from every stored event (a replay of the store)."""
     async with conn.transaction():
         events = [parse_event(row["value"]) async for row in store.stream_events(conn)]
     return project(events)
 
 
-async def statistics(conn: Connection) -> dict[str, Any]:
-    return stats(await all_views(conn), now=utcnow()).to_json()
+async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[str, Any]:
+    """The statistics of the live projection (``case_views``, refreshed with every
+    ingested batch): one narrow row per case, never a replay of the stored events."""
+    figures, outcomes = await store.view_figures(conn, list(OUTCOME_COUNTER))
+    return tally(figures, outcomes, now=utcnow() if now is None else now).to_json()
+
+
+@asynccontextmanager
+async def read_only_store(settings: Settings) -> AsyncIterator[Connection]:
+    """A connection to the audit store for read-only questions, once the store is
+    known to be migrated (:class:`store.StoreNotReadyError` otherwise). Nothing is
+    created or migrated here: that is the audit service's business."""
+    conn = await connect(settings.dsn(), store.SCHEMA, name="onedoor-audit")
+    try:
+        await store.check_migrated(conn)
+        yield conn
+    finally:
+        await conn.close()

@@ -11,15 +11,47 @@ import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from services.audit.domain import BROKEN_HASH_CHAIN, LogRecord, Violation, project
+from services.audit.projection import project
+from services.audit.statistics import CaseFigures
+from services.audit.verifier.log import LogRecord
+from services.audit.verifier.report import BROKEN_HASH_CHAIN, Violation
 from shared.contracts.events import Event, parse_event
+from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.signing import verdict_mac
-from shared.platform.db import Connection
+from shared.platform.db import Connection, collect_migrations
 
+SCHEMA = "audit"
+# The migrations of the audit's schema, in the order the service applies them at start-up
+# (the messaging tables first, as for every service).
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 GENESIS = "0" * 64
+
+
+class StoreNotReadyError(RuntimeError):
+    """The audit schema is missing or not migrated to this code's version."""
+
+
+async def check_migrated(conn: Connection) -> None:
+    """Raise :class:`StoreNotReadyError` unless every migration of this code is applied
+    to the session's schema. Reads only: only the audit service migrates its schema.
+    """
+    if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        raise StoreNotReadyError(f"the {SCHEMA} schema does not exist or was never migrated")
+    applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    missing = [
+        m.name
+        for m in collect_migrations([MESSAGING_MIGRATIONS, MIGRATIONS_DIR])
+        if m.version not in applied
+    ]
+    if missing:
+        raise StoreNotReadyError(
+            f"the {SCHEMA} schema lacks migration(s) {', '.join(missing)} (an older audit "
+            "service migrated it)"
+        )
 
 
 def content_hash(value: bytes) -> str:
@@ -322,6 +354,43 @@ async def refresh_views(
 
 async def live_views(conn: Connection) -> list[dict[str, Any]]:
     return [r["view"] for r in await conn.fetch("SELECT view FROM case_views")]
+
+
+# One narrow row per case: what the statistics read of each live view.
+_VIEW_FIGURES = """
+SELECT view->>'case_id' AS case_id,
+       view->>'item_code' AS item_code,
+       view->>'community_code' AS community_code,
+       (view->>'accepted_at')::timestamptz AS accepted_at,
+       (view->>'closed_at')::timestamptz AS closed_at,
+       view->>'outcome' AS outcome,
+       (view->>'on_spot')::boolean AS on_spot,
+       view->>'reason_code' AS reason_code,
+       (view->>'promised_by')::timestamptz AS promised_by,
+       view ? 'waiting_info' AS waiting
+FROM case_views
+"""
+_VIEW_OUTCOMES = """
+SELECT entry->>'department' AS department, entry->>'event_type' AS event_type,
+       count(*) AS n
+FROM case_views, jsonb_array_elements(view->'timeline') AS entry
+WHERE entry->>'event_type' = ANY($1::text[]) AND entry->>'department' IS NOT NULL
+GROUP BY 1, 2
+"""
+
+
+async def view_figures(
+    conn: Connection, outcome_types: Sequence[str]
+) -> tuple[list[CaseFigures], dict[tuple[str, str], int]]:
+    """What the statistics need of the live projection, read from ``case_views`` alone
+    (never from ``events``): each case's figures, and per department and outcome event
+    type (of ``outcome_types``) how many the views' timelines hold. One snapshot; call it
+    outside a transaction or inside one of the caller's."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(_VIEW_FIGURES)
+        counts = await conn.fetch(_VIEW_OUTCOMES, list(outcome_types))
+    figures = [CaseFigures(**dict(r)) for r in rows]
+    return figures, {(r["department"], r["event_type"]): r["n"] for r in counts}
 
 
 async def stream_events(conn: Connection, batch: int = 5000) -> AsyncIterator[Any]:

@@ -13,15 +13,28 @@ import asyncpg
 import pytest
 
 from services.audit import store
-from services.audit.api import MIGRATIONS
-from services.audit.domain import LogRecord, decode
 from services.audit.ingest import SignatureJudge
-from shared.contracts.events import CaseAccepted, CaseClosed, CaseReviewFlagged, Event
+from services.audit.verifier.log import LogRecord
+from shared.contracts.decoding import decode_record
+from shared.contracts.events import (
+    CaseAccepted,
+    CaseClosed,
+    CaseReviewFlagged,
+    Event,
+    EventDecodeError,
+)
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.signing import PublicKeys, Signer, verdict_mac_key
 from shared.platform.db import create_pool, migrate_dsn
 
 pytestmark = pytest.mark.integration
+
+MIGRATIONS = [store.MIGRATIONS_DIR]
+
+
+def decode(record: LogRecord) -> Event | None:
+    event = decode_record(record.value)
+    return None if isinstance(event, EventDecodeError) else event
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from aiokafka import TopicPartition
 
-from services.audit.cli import main, replay_shards, shard_count
+from services.audit.cli import main
+from services.audit.verifier.shards import replay_shards, shard_count
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,13 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from services.audit.domain import (
+from services.audit.ingest import SignatureJudge
+from services.audit.projection import CaseView, digest, project, project_case
+from services.audit.statistics import stats
+from services.audit.store import Verdict
+from services.audit.verifier.log import LogRecord
+from services.audit.verifier.replay import verify
+from services.audit.verifier.report import (
     BAD_SIGNATURE,
     CATALOGUE_MISMATCH,
     CLOSED_TWICE,
@@ -27,41 +33,32 @@ from services.audit.domain import (
     REVIEW_FAILED,
     STEP_OUT_OF_ORDER,
     UNASSIGNED_OUTCOME,
+    UNEXPLAINED_WAIT,
     UNKNOWN_CASE,
     VIOLATION_KINDS,
     WRONG_SIGNER,
-    CaseView,
-    LogRecord,
-    ShardReport,
     VerifyReport,
     Violation,
-    _decode,
-    _decode_fast,
-    allowed_signer,
-    decode,
-    digest,
-    merge_shards,
-    project,
-    project_case,
-    stats,
-    verify,
-    verify_shard,
 )
-from services.audit.ingest import SignatureJudge
-from services.audit.store import Verdict
+from services.audit.verifier.shards import ShardReport, merge_shards, verify_shard
+from services.audit.verifier.signatures import allowed_signer
 from services.router.domain import CaseState, on_outcome, route
 from shared.contracts.catalogue import Catalogue, Item, Step
+from shared.contracts.decoding import _decode_exact, decode_record
 from shared.contracts.events import (
     Applicant,
     CaseAccepted,
+    CaseAwaitingInfo,
     CaseClosed,
     CaseRouted,
     Event,
     EventDecodeError,
     StepApproved,
     StepAssigned,
+    StepNeedsInfo,
     StepOutcome,
     StepRejected,
+    parse_event,
 )
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
@@ -97,6 +94,29 @@ E = TypeVar("E", bound=Event)
 
 
 # --------------------------------------------------------------------------- the log builder
+
+
+def decode(record: LogRecord) -> Event | None:
+    """The record's event (its own class), or None when it is not an event."""
+    try:
+        return parse_event(record.value)
+    except EventDecodeError:
+        return None
+
+
+def awaiting_info(outcome: StepOutcome | StepAssigned, **changes: Any) -> CaseAwaitingInfo:
+    """The router's explicit wait for a department's StepNeedsInfo (``changes``: a wait
+    wrong in those fields)."""
+    fields: dict[str, Any] = {
+        **outcome.caused(),
+        "occurred_at": outcome.occurred_at,
+        "producer": "router",
+        "step_index": outcome.step_index,
+        "department": outcome.department,
+        "missing": getattr(outcome, "missing", ("separation_letter",)),
+        "message": getattr(outcome, "message", "bring the letter"),
+    }
+    return CaseAwaitingInfo(**(fields | changes))
 
 
 @dataclass(frozen=True)
@@ -229,6 +249,12 @@ class LogBuilder:
         self.publish(dept_outcomes(task.department), outcome)
         state, emits = on_outcome(self.states[case_id], outcome, self.clock)
         self.states[case_id] = state
+        if isinstance(outcome, StepNeedsInfo) and not any(
+            isinstance(e, CaseAwaitingInfo) for _, e in emits
+        ):
+            # What the router writes for a StepNeedsInfo (one that predates the explicit
+            # wait wrote nothing).
+            emits = [*emits, (CASES_ROUTING, awaiting_info(outcome))]
         self.emit_all(emits)
         return outcome
 
@@ -267,6 +293,12 @@ class LogBuilder:
         accepted = self.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
         self.route(accepted)
         self.decide(accepted.case_id, NeedsInfo(("separation_letter",), "bring the letter"))
+        return accepted
+
+    def undecided(self) -> CaseAccepted:
+        """Routed and assigned; the department has not answered yet."""
+        accepted = self.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+        self.route(accepted)
         return accepted
 
     # ------------------------------------------------------------ lookups for the tests
@@ -421,8 +453,8 @@ def test_an_open_case_within_its_promise_is_no_violation(log: LogBuilder) -> Non
 
 
 def test_violation_kinds_are_listed() -> None:
-    assert len(set(VIOLATION_KINDS)) == len(VIOLATION_KINDS) == 15
-    assert "broken_hash_chain" in VIOLATION_KINDS
+    assert len(set(VIOLATION_KINDS)) == len(VIOLATION_KINDS) == 16
+    assert {"broken_hash_chain", "unexplained_wait"} <= set(VIOLATION_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -697,11 +729,104 @@ def test_review_failed_is_a_flag_not_an_error(log: LogBuilder) -> None:
 
 
 def test_open_case_past_its_promise_is_overdue(log: LogBuilder) -> None:
-    accepted = log.waiting_for_info()
+    accepted = log.undecided()
     promised = log.find(accepted.case_id, CaseRouted).promised_by
     assert log.verify(now=promised).violations == []
     violation = only(log.verify(now=promised + timedelta(seconds=1)), OVERDUE)
     assert_at(violation, log.record_of(accepted), accepted)
+
+
+# --------------------------------------------------------------------------- waiting for info
+
+
+def test_a_case_waiting_for_information_is_clean_and_never_overdue(log: LogBuilder) -> None:
+    clean_log(log)
+    accepted = log.waiting_for_info()
+    wait = log.find(accepted.case_id, CaseAwaitingInfo)
+    asked = log.find(accepted.case_id, StepNeedsInfo)
+    assert (wait.causation_id, wait.step_index, wait.department) == (
+        asked.event_id,
+        asked.step_index,
+        asked.department,
+    )
+    promised = log.find(accepted.case_id, CaseRouted).promised_by
+    for now in (LATER, promised + timedelta(days=30)):
+        assert log.verify(now=now).errors() == []
+    views = _views(log)
+    assert views[accepted.case_id].status == "waiting_info"
+    assert views[accepted.case_id].to_json()["waiting_info"] == {
+        "step_index": 0,
+        "department": "hr_registration",
+        "missing": ["separation_letter"],
+        "since": wait.occurred_at.isoformat(),
+    }
+    assert stats(views, now=promised + timedelta(days=30)).open_past_promise == []
+
+
+def test_a_wait_no_department_asked_for_is_unexplained(log: LogBuilder) -> None:
+    clean_log(log)
+    accepted = log.undecided()
+    task = log.tasks[accepted.case_id]
+    wait = log.retime(awaiting_info(task))  # caused by the assignment, not by an outcome
+    log.publish(CASES_ROUTING, wait)
+    violation = only(log.verify(), UNEXPLAINED_WAIT, flagged=1)
+    assert_at(violation, log.record_of(wait), wait)
+    assert "without a StepNeedsInfo" in violation.detail
+    # An unexplained wait does not stop the clock.
+    promised = log.find(accepted.case_id, CaseRouted).promised_by
+    late = log.verify(now=promised + timedelta(seconds=1))
+    assert sorted(v.kind for v in late.errors() if v.case_id == accepted.case_id) == [
+        OVERDUE,
+        UNEXPLAINED_WAIT,
+    ]
+
+
+@pytest.mark.parametrize("how", ["other step", "other department"])
+def test_a_wait_that_does_not_match_its_step_needs_info(log: LogBuilder, how: str) -> None:
+    accepted = log.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+    log.route(accepted)
+    outcome = log.decide(accepted.case_id, NeedsInfo(("separation_letter",), "bring it"))
+    right = log.find(accepted.case_id, CaseAwaitingInfo)
+    log.records = [r for r in log.records if r is not log.record_of(right)]
+    change = {"step_index": 1} if how == "other step" else {"department": "social_security"}
+    wrong = log.retime(awaiting_info(outcome, **change))
+    log.publish(CASES_ROUTING, wrong)
+    violation = only(log.verify(), UNEXPLAINED_WAIT)
+    assert_at(violation, log.record_of(wrong), wrong)
+    assert "but the StepNeedsInfo is of step 0 by hr_registration" in violation.detail
+
+
+def test_a_wait_on_an_unassigned_departments_needs_info_is_unexplained(
+    log: LogBuilder,
+) -> None:
+    accepted = log.undecided()
+    task = log.tasks[accepted.case_id]
+    elsewhere = task.model_copy(update={"department": "social_security"})
+    stray = log.retime(outcome_event("social_security", elsewhere, NeedsInfo(("x",), "m")))
+    log.publish(dept_outcomes("social_security"), stray)
+    wait = log.retime(awaiting_info(stray))
+    log.publish(CASES_ROUTING, wait)
+    report = log.verify()
+    assert sorted(v.kind for v in report.violations) == [UNASSIGNED_OUTCOME, UNEXPLAINED_WAIT]
+    detail = next(v.detail for v in report.violations if v.kind == UNEXPLAINED_WAIT)
+    assert "social_security was not assigned step 0" in detail
+
+
+def test_a_case_that_moves_on_after_waiting_is_no_longer_waiting(log: LogBuilder) -> None:
+    accepted = log.waiting_for_info()
+    waiting = [e for e in log.events if e.case_id == accepted.case_id]
+    assert project(waiting)[accepted.case_id].status == "waiting_info"
+    # The supplement arrives and the router assigns the step again: the wait is over.
+    task = log.tasks[accepted.case_id]
+    again = log.retime(task.model_copy(update={"event_id": uuid4()}))
+    log.publish(dept_tasks(task.department), again)
+    view = project([*waiting, again])[accepted.case_id]
+    assert (view.waiting_info, view.status) == (None, "open")
+    assert "waiting_info" not in view.to_json()
+    # An open case whose last word is no wait runs out of time as any other.
+    promised = log.find(accepted.case_id, CaseRouted).promised_by
+    late = log.verify(now=promised + timedelta(seconds=1))
+    assert OVERDUE in {v.kind for v in late.violations}
 
 
 def test_unrouted_case_uses_the_catalogue_promise(log: LogBuilder) -> None:
@@ -1005,10 +1130,24 @@ def test_stats_on_a_small_known_log(log: LogBuilder) -> None:
         "p99": 7000.0,
         "count": 5.0,
     }
-    assert result.open_past_promise == [str(waiting.case_id)]
+    # The open case waits for the applicant: not past the centre's promise.
+    assert views[waiting.case_id].waiting_info is not None
+    assert result.open_past_promise == []
     assert stats(views, now=LATER).open_past_promise == []
     assert json.loads(json.dumps(result.to_json())) == result.to_json()
     assert cases["approved"].case_id in views
+
+
+def test_stats_list_open_cases_past_their_promise(log: LogBuilder) -> None:
+    clean_log(log)
+    late = log.undecided()
+    log.waiting_for_info()
+    views = _views(log)
+    promised = views[late.case_id].promised_by
+    assert promised is not None
+    after = promised + timedelta(days=1)
+    assert stats(views, now=after).open_past_promise == [str(late.case_id)]
+    assert stats(views, now=promised).open_past_promise == []
 
 
 def test_stats_day_is_the_centres_calendar_day(log: LogBuilder) -> None:
@@ -1145,7 +1284,7 @@ def test_the_one_pass_decoder_judges_exactly_as_parse_event(log: LogBuilder) -> 
     accepted = 0
     for record in log.records:
         for value in _variants(record.value):
-            exact, fast = _decode(value), _decode_fast(value)
+            exact, fast = _decode_exact(value), decode_record(value)
             if isinstance(exact, EventDecodeError):
                 assert isinstance(fast, EventDecodeError), value
                 assert str(fast) == str(exact), value

@@ -1,0 +1,243 @@
+"""What the rules keep of each event (a :class:`Fact`), and one case's facts by kind
+(a :class:`CaseLog`): the replay's memory between reading the log and judging cases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
+
+from services.audit.verifier.report import Violation
+from shared.contracts.decoding import decode_record
+from shared.contracts.events import (
+    CaseAccepted,
+    CaseAdvanced,
+    CaseAwaitingInfo,
+    CaseClosed,
+    CaseRejected,
+    CaseReviewFlagged,
+    CaseRouted,
+    DeadLetterRedriven,
+    Event,
+    EventDecodeError,
+    StepApproved,
+    StepAssigned,
+    StepNeedsInfo,
+    StepOutcome,
+    StepRejected,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from services.audit.verifier.log import LogRecord
+
+
+class Accepted(NamedTuple):
+    item_code: str
+    applicant_kind: str
+
+
+class Routed(NamedTuple):
+    item_code: str
+    catalogue_version: str
+    steps: tuple[tuple[int, str, str], ...]  # (index, department, action)
+    settle_on_spot: bool
+    promised_by: datetime
+
+
+class Rejected(NamedTuple):
+    catalogue_version: str
+    reason_code: str
+
+
+class Closed(NamedTuple):
+    outcome: str
+    on_spot: bool
+
+
+Head = Accepted | Routed | Rejected | Closed | str | None
+H = TypeVar("H", Accepted, Routed, Rejected, Closed)
+
+
+# What Fact keeps of each class of event, decided once per class: isinstance on a
+# pydantic model runs ABCMeta's check in Python code, and a replay would make several
+# per record. In the order Fact tests them; the flag says "a DeadLetterRedriven".
+_STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _PLAIN = range(8)
+_SHAPES: dict[type, tuple[int, bool]] = {}
+
+
+def shape(cls: type) -> tuple[int, bool]:
+    """The class's shape for Fact, and whether it is an operator's redrive."""
+    found = _SHAPES.get(cls)
+    if found is None:
+        if issubclass(cls, StepAssigned | CaseAdvanced | StepOutcome):
+            kind = _STEP_REJECTED if issubclass(cls, StepRejected) else _STEP
+        elif issubclass(cls, CaseAwaitingInfo):
+            kind = _WAITING
+        elif issubclass(cls, CaseAccepted):
+            kind = _ACCEPTED
+        elif issubclass(cls, CaseRouted):
+            kind = _ROUTED
+        elif issubclass(cls, CaseRejected):
+            kind = _REJECTED
+        elif issubclass(cls, CaseClosed):
+            kind = _CLOSED
+        else:
+            kind = _PLAIN
+        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven))
+    return found
+
+
+class Fact:
+    """One event as the rules need it, and where it sits in the log.
+
+    A replay keeps one per event until the end. The pydantic models are several times
+    heavier (applicant, form, four UUIDs...), and building this light copy also makes
+    the replay faster. What only a rare check needs (a CaseAccepted's form, the full
+    content of a duplicate) is decoded again from ``value``.
+    """
+
+    __slots__ = (
+        "action",
+        "at",
+        "case_id",
+        "causation_id",
+        "department",
+        "event_id",
+        "event_type",
+        "head",
+        "offset",
+        "partition",
+        "review",
+        "step_index",
+        "topic",
+        "value",
+    )
+
+    def __init__(self, event: Event, record: LogRecord) -> None:
+        self.event_type = event.event_type
+        self.event_id = event.event_id
+        self.case_id = event.case_id
+        self.causation_id = event.causation_id
+        self.at = event.occurred_at
+        self.topic = record.topic
+        self.partition = record.partition
+        self.offset = record.offset
+        self.value = record.value
+        self.head: Head = None
+        kind = shape(type(event))[0]
+        if kind <= _WAITING:
+            step = cast("StepAssigned | CaseAdvanced | StepOutcome | CaseAwaitingInfo", event)
+            self.step_index: int | None = step.step_index
+            self.department: str | None = step.department
+            if kind == _WAITING:
+                self.action: str | None = None
+                self.review = False
+                return
+            step = cast("StepAssigned | CaseAdvanced | StepOutcome", event)
+            self.action = step.action
+            self.review = step.review
+            if kind == _STEP_REJECTED:
+                self.head = cast("StepRejected", event).reason_code
+            return
+        self.step_index = self.department = self.action = None
+        self.review = False
+        if kind == _ACCEPTED:
+            accepted = cast("CaseAccepted", event)
+            self.head = Accepted(accepted.item_code, accepted.applicant.kind)
+        elif kind == _ROUTED:
+            routed = cast("CaseRouted", event)
+            steps = tuple((s.index, s.department, s.action) for s in routed.steps)
+            self.head = Routed(
+                routed.item_code,
+                routed.catalogue_version,
+                steps,
+                routed.settle_on_spot,
+                routed.promised_by,
+            )
+        elif kind == _REJECTED:
+            rejected = cast("CaseRejected", event)
+            self.head = Rejected(rejected.catalogue_version, rejected.reason_code)
+        elif kind == _CLOSED:
+            closed = cast("CaseClosed", event)
+            self.head = Closed(closed.outcome, closed.on_spot)
+
+    @property
+    def position(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+    def payload(self, kind: type[H]) -> H:
+        assert isinstance(self.head, kind)
+        return self.head
+
+    def event(self) -> Event:
+        """The full event, decoded again from the record."""
+        event = decode_record(self.value)
+        assert not isinstance(event, EventDecodeError)
+        return event
+
+    def violation(
+        self, kind: str, detail: str, severity: Literal["error", "flag"] = "error"
+    ) -> Violation:
+        return Violation(
+            kind=kind,
+            case_id=self.case_id,
+            event_id=self.event_id,
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            detail=detail,
+            severity=severity,
+        )
+
+
+def time_key(fact: Fact) -> tuple[datetime, int]:
+    return (fact.at, fact.event_id.int)
+
+
+def in_time_order(facts: list[Fact]) -> list[Fact]:
+    # Nearly every group holds one fact: skip the sort and its key calls then.
+    return sorted(facts, key=time_key) if len(facts) > 1 else facts
+
+
+@dataclass
+class CaseLog:
+    """One case's facts, by kind."""
+
+    accepted: list[Fact] = field(default_factory=list)
+    routed: list[Fact] = field(default_factory=list)
+    rejected: list[Fact] = field(default_factory=list)
+    closed: list[Fact] = field(default_factory=list)
+    assigned: list[Fact] = field(default_factory=list)
+    advanced: list[Fact] = field(default_factory=list)
+    outcomes: list[Fact] = field(default_factory=list)
+    waiting: list[Fact] = field(default_factory=list)
+    flagged: list[Fact] = field(default_factory=list)
+    other: list[Fact] = field(default_factory=list)  # a type registered after this code
+
+    def add(self, fact: Fact) -> None:
+        getattr(self, _SLOT.get(fact.event_type, "other")).append(fact)
+
+    def remove(self, fact: Fact) -> None:
+        getattr(self, _SLOT.get(fact.event_type, "other")).remove(fact)
+
+    def everything(self) -> list[Fact]:
+        return [fact for name in _SLOTS for fact in getattr(self, name)]
+
+
+# Which list of a CaseLog holds each event type.
+_SLOT: Mapping[str, str] = {
+    CaseAccepted.event_type: "accepted",
+    CaseRouted.event_type: "routed",
+    CaseRejected.event_type: "rejected",
+    CaseClosed.event_type: "closed",
+    StepAssigned.event_type: "assigned",
+    CaseAdvanced.event_type: "advanced",
+    StepApproved.event_type: "outcomes",
+    StepRejected.event_type: "outcomes",
+    StepNeedsInfo.event_type: "outcomes",
+    CaseAwaitingInfo.event_type: "waiting",
+    CaseReviewFlagged.event_type: "flagged",
+}
+_SLOTS = (*dict.fromkeys(_SLOT.values()), "other")

@@ -1,0 +1,362 @@
+"""Judging one accepted case: every rule from the whole case, by event ids, causation ids
+and step indexes, whatever order the log came in (the replay's second pass)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.audit.verifier.facts import (
+    Accepted,
+    CaseLog,
+    Closed,
+    Fact,
+    Rejected,
+    Routed,
+    in_time_order,
+    time_key,
+)
+from services.audit.verifier.report import (
+    CATALOGUE_MISMATCH,
+    CLOSED_TWICE,
+    DUPLICATE_EVENT_CONFLICT,
+    DUPLICATE_OUTCOME,
+    INCONSISTENT_CLOSE,
+    OVERDUE,
+    REVIEW_FAILED,
+    STEP_OUT_OF_ORDER,
+    UNASSIGNED_OUTCOME,
+    UNEXPLAINED_WAIT,
+    Violation,
+)
+from shared.contracts.catalogue import Catalogue, Item
+from shared.contracts.events import (
+    CaseAccepted,
+    StepApproved,
+    StepAssigned,
+    StepNeedsInfo,
+    StepRejected,
+)
+from shared.contracts.topology import dept_outcomes, dept_tasks
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+def _routable(item: Item | None, accepted: Fact) -> bool:
+    """Whether the router must route (not reject) this application under ``item``."""
+    if item is None or item.applicant_kind != accepted.payload(Accepted).applicant_kind:
+        return False
+    event = accepted.event()
+    assert isinstance(event, CaseAccepted)
+    return not item.validate_form(event.form)
+
+
+def _slip(steps: list[tuple[str, str]]) -> str:
+    return " > ".join(f"{d}/{a}" for d, a in steps) or "(empty)"
+
+
+class CaseJudge:
+    """The second pass, for one accepted case: every rule judged from the whole case,
+    by event ids, causation ids and step indexes, whatever order the log came in."""
+
+    def __init__(self, log: CaseLog, catalogue: Catalogue, found: list[Violation]) -> None:
+        self.log = log
+        self.catalogue = catalogue
+        self.found = found
+        accepted = self._one(log.accepted, "accepted")
+        assert accepted is not None
+        self.accepted = accepted
+        self.item_code = accepted.payload(Accepted).item_code
+        self.item = catalogue.get(self.item_code)
+        self.routed_fact = self._one(log.routed, "routed")
+        self.routed = self.routed_fact.payload(Routed) if self.routed_fact else None
+        self.rejected_fact = self._one(log.rejected, "rejected by the router")
+        # Keyed by UUID.int, as in Reader.
+        self.assignments = {f.event_id.int: f for f in log.assigned}
+        # Every outcome counts for what follows it, even one reported as unassigned:
+        # a violation is reported where it starts, not again at each consequence.
+        self.approvals: dict[int, Fact] = {}
+        self.step_rejected = False
+        for fact in log.outcomes:
+            if fact.event_type == StepApproved.event_type:
+                self.approvals[fact.event_id.int] = fact
+            elif fact.event_type == StepRejected.event_type:
+                self.step_rejected = True
+
+    def judge(self, now: datetime) -> None:
+        self._check_routed()
+        self._check_rejected()
+        self._check_steps(self.log.assigned)
+        self._check_steps(self.log.advanced)
+        self._check_outcomes()
+        waits = self._check_waits() if self.log.waiting else []
+        closes = in_time_order(self.log.closed)
+        if closes:
+            first = closes[0].event_id
+            if len(closes) > 1:
+                self.found.extend(
+                    extra.violation(CLOSED_TWICE, f"case already closed by {first}")
+                    for extra in closes[1:]
+                )
+            self._check_close(closes[0])
+        else:
+            deadline = self._deadline()
+            # Waiting for the applicant stops the centre's clock: no overdue then.
+            if deadline is not None and now > deadline and not self._still_waiting(waits):
+                self.found.append(
+                    self.accepted.violation(
+                        OVERDUE, f"open past its promised time {_iso(deadline)}"
+                    )
+                )
+
+    def _one(self, facts: list[Fact], what: str) -> Fact | None:
+        """The earliest of facts a case holds once; the others are reported."""
+        if not facts:
+            return None
+        if len(facts) == 1:
+            return facts[0]
+        ordered = in_time_order(facts)
+        first = ordered[0].event_id
+        self.found.extend(
+            extra.violation(
+                DUPLICATE_EVENT_CONFLICT,
+                f"the case was {what} again under another event id (first {first})",
+            )
+            for extra in ordered[1:]
+        )
+        return ordered[0]
+
+    def _check_routed(self) -> None:
+        if self.routed_fact is None or self.routed is None:
+            return
+        routed, item = self.routed, self.item
+        problems: list[str] = []
+        if routed.catalogue_version != self.catalogue.version:
+            problems.append(
+                f"routed by catalogue {routed.catalogue_version}, not {self.catalogue.version}"
+            )
+        if routed.item_code != self.item_code:
+            problems.append(f"routed item {routed.item_code}, but {self.item_code} came in")
+        if item is None:
+            problems.append(f"item {self.item_code} is not in the catalogue")
+        else:
+            expected = [(s.department, s.action) for s in item.steps]
+            actual = [(department, action) for _, department, action in routed.steps]
+            indexes = [index for index, _, _ in routed.steps]
+            if actual != expected or indexes != list(range(len(actual))):
+                problems.append(f"slip {_slip(actual)} is not the catalogue's {_slip(expected)}")
+            if routed.settle_on_spot != item.settle_on_spot:
+                problems.append(f"settle_on_spot {routed.settle_on_spot} is not the catalogue's")
+            promised = self.accepted.at + timedelta(days=item.promised_days)
+            if routed.promised_by != promised:
+                problems.append(
+                    f"promised by {_iso(routed.promised_by)}, "
+                    f"the catalogue promises {_iso(promised)}"
+                )
+            if item.applicant_kind != self.accepted.payload(Accepted).applicant_kind or (
+                # The form check is the costly part: run it where it settles a dispute.
+                self.rejected_fact is not None
+                and not problems
+                and not _routable(item, self.accepted)
+            ):
+                problems.append("the catalogue rejects this application, yet it was routed")
+        if problems:
+            self.found.append(self.routed_fact.violation(CATALOGUE_MISMATCH, "; ".join(problems)))
+
+    def _check_rejected(self) -> None:
+        if self.rejected_fact is None:
+            return
+        rejected = self.rejected_fact.payload(Rejected)
+        detail: str | None = None
+        if rejected.catalogue_version != self.catalogue.version:
+            detail = (
+                f"rejected by catalogue {rejected.catalogue_version}, not {self.catalogue.version}"
+            )
+        elif _routable(self.item, self.accepted):
+            detail = (
+                f"rejected as {rejected.reason_code}, but the catalogue routes this application"
+            )
+        if detail is not None:
+            self.found.append(self.rejected_fact.violation(CATALOGUE_MISMATCH, detail))
+
+    def _assignment_problems(self, step: Fact) -> list[str]:
+        problems: list[str] = []
+        routed, index = self.routed, step.step_index
+        assert index is not None
+        if routed is None:
+            problems.append("the case has no routing slip (no CaseRouted)")
+        elif index >= len(routed.steps):
+            problems.append(f"step {index} is beyond the {len(routed.steps)}-step slip")
+        else:
+            _, department, action = routed.steps[index]
+            if (department, action) != (step.department, step.action):
+                problems.append(
+                    f"step {index} is {step.department}/{step.action}, "
+                    f"the slip says {department}/{action}"
+                )
+            if step.review != routed.settle_on_spot:
+                problems.append(
+                    "a review of a case not settled on the spot"
+                    if step.review
+                    else "a decision on a case already settled on the spot"
+                )
+        cause = step.causation_id
+        if index == 0:
+            if cause is None or cause.int != self.accepted.event_id.int:
+                problems.append("step 0 was not caused by the case's acceptance")
+        else:
+            approval = self.approvals.get(cause.int) if cause is not None else None
+            if approval is None or approval.step_index != index - 1:
+                problems.append(f"assigned without an approval of step {index - 1}")
+        if step.event_type == StepAssigned.event_type and step.department is not None:
+            expected_topic = dept_tasks(step.department)
+            if step.topic != expected_topic:
+                problems.append(f"published on {step.topic}, not {expected_topic}")
+        return problems
+
+    def _check_steps(self, facts: list[Fact]) -> None:
+        """StepAssigned (or CaseAdvanced) records: each fits the slip and follows the
+        previous step's approval; no step is assigned twice."""
+        fitting: dict[int, list[Fact]] = {}
+        for step in facts:
+            problems = self._assignment_problems(step)
+            if problems:
+                self.found.append(step.violation(STEP_OUT_OF_ORDER, "; ".join(problems)))
+            else:
+                assert step.step_index is not None
+                fitting.setdefault(step.step_index, []).append(step)
+        for index, group in fitting.items():
+            if len(group) == 1:
+                continue
+            ordered = in_time_order(group)
+            first = ordered[0]
+            verb = "assigned" if first.event_type == StepAssigned.event_type else "advanced"
+            self.found.extend(
+                extra.violation(
+                    STEP_OUT_OF_ORDER, f"step {index} was already {verb} by {first.event_id}"
+                )
+                for extra in ordered[1:]
+            )
+
+    def _check_outcomes(self) -> None:
+        answered: dict[int, list[Fact]] = {}
+        on_spot = self.routed is not None and self.routed.settle_on_spot
+        for outcome in self.log.outcomes:
+            problems = self._outcome_problems(outcome)
+            if problems:
+                self.found.append(outcome.violation(UNASSIGNED_OUTCOME, "; ".join(problems)))
+            else:
+                assert outcome.step_index is not None
+                answered.setdefault(outcome.step_index, []).append(outcome)
+            if on_spot and outcome.event_type == StepRejected.event_type:
+                detail = (
+                    f"review of step {outcome.step_index} by {outcome.department} "
+                    f"failed: {outcome.head}"
+                )
+                self.found.append(outcome.violation(REVIEW_FAILED, detail, severity="flag"))
+        for index, group in answered.items():
+            if len(group) == 1:
+                continue
+            ordered = in_time_order(group)
+            first = ordered[0].event_id
+            self.found.extend(
+                extra.violation(DUPLICATE_OUTCOME, f"step {index} already decided by {first}")
+                for extra in ordered[1:]
+            )
+
+    def _outcome_problems(self, outcome: Fact) -> list[str]:
+        problems: list[str] = []
+        cause = outcome.causation_id
+        task = self.assignments.get(cause.int) if cause is not None else None
+        if task is None:
+            problems.append(f"step {outcome.step_index} outcome answers no assignment of the case")
+        elif (task.step_index, task.department, task.action, task.review) != (
+            outcome.step_index,
+            outcome.department,
+            outcome.action,
+            outcome.review,
+        ):
+            problems.append(
+                f"outcome of step {outcome.step_index} by {outcome.department} answers "
+                f"the assignment of step {task.step_index} to {task.department}"
+            )
+        expected_topic = dept_outcomes(outcome.department or "")
+        if outcome.topic != expected_topic:
+            problems.append(f"outcome of {outcome.department} published on {outcome.topic}")
+        return problems
+
+    def _check_waits(self) -> list[Fact]:
+        """CaseAwaitingInfo records: each follows (is caused by) a StepNeedsInfo of the
+        same step, from the department assigned that step. Returns the explained ones."""
+        outcomes = {f.event_id.int: f for f in self.log.outcomes}
+        explained: list[Fact] = []
+        for wait in self.log.waiting:
+            problems = self._wait_problems(wait, outcomes)
+            if problems:
+                self.found.append(wait.violation(UNEXPLAINED_WAIT, "; ".join(problems)))
+            else:
+                explained.append(wait)
+        return explained
+
+    def _wait_problems(self, wait: Fact, outcomes: dict[int, Fact]) -> list[str]:
+        cause = wait.causation_id
+        asked = outcomes.get(cause.int) if cause is not None else None
+        if asked is None or asked.event_type != StepNeedsInfo.event_type:
+            return [f"waits at step {wait.step_index} without a StepNeedsInfo behind it"]
+        problems: list[str] = []
+        if (asked.step_index, asked.department) != (wait.step_index, wait.department):
+            problems.append(
+                f"waits at step {wait.step_index} for {wait.department}, but the "
+                f"StepNeedsInfo is of step {asked.step_index} by {asked.department}"
+            )
+        task = self.assignments.get(asked.causation_id.int) if asked.causation_id else None
+        if task is None or (task.step_index, task.department) != (
+            asked.step_index,
+            asked.department,
+        ):
+            problems.append(
+                f"{asked.department} was not assigned step {asked.step_index}, "
+                "yet the case waits on its StepNeedsInfo"
+            )
+        return problems
+
+    def _still_waiting(self, waits: list[Fact]) -> bool:
+        """Whether an explained wait is the case's last word: nothing moved it on since."""
+        if not waits:
+            return False
+        since = max(time_key(w) for w in waits)
+        log = self.log
+        moves = [*log.assigned, *log.advanced, *log.closed]
+        moves += (f for f in log.outcomes if f.event_type != StepNeedsInfo.event_type)
+        return all(time_key(f) < since for f in moves)
+
+    def _check_close(self, close: Fact) -> None:
+        closed = close.payload(Closed)
+        routed = self.routed
+        problem: str | None = None
+        if closed.on_spot:
+            if routed is None or not routed.settle_on_spot or closed.outcome != "approved":
+                problem = (
+                    f"closed {closed.outcome} on the spot, "
+                    "but only an approval of a settle-on-spot item closes on the spot"
+                )
+        elif closed.outcome == "approved":
+            if routed is None:
+                problem = "closed approved without a routing slip"
+            else:
+                approved = {a.step_index for a in self.approvals.values()}
+                missing = [str(i) for i in range(len(routed.steps)) if i not in approved]
+                if missing:
+                    problem = f"closed approved, but step(s) {', '.join(missing)} never approved"
+        elif not self.step_rejected and self.rejected_fact is None:
+            problem = "closed rejected, but neither a department nor the router rejected it"
+        if problem is not None:
+            self.found.append(close.violation(INCONSISTENT_CLOSE, problem))
+
+    def _deadline(self) -> datetime | None:
+        if self.routed is not None:
+            return self.routed.promised_by
+        if self.item is None:
+            return None
+        return self.accepted.at + timedelta(days=self.item.promised_days)

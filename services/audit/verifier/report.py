@@ -1,0 +1,112 @@
+"""What ``verify`` reports: the violation kinds, one violation, the whole report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+from uuid import UUID
+
+MALFORMED_RECORD = "malformed_record"
+DUPLICATE_EVENT_CONFLICT = "duplicate_event_conflict"
+UNKNOWN_CASE = "unknown_case"
+CATALOGUE_MISMATCH = "catalogue_mismatch"
+STEP_OUT_OF_ORDER = "step_out_of_order"
+UNASSIGNED_OUTCOME = "unassigned_outcome"
+DUPLICATE_OUTCOME = "duplicate_outcome"
+UNEXPLAINED_WAIT = "unexplained_wait"
+CLOSED_TWICE = "closed_twice"
+INCONSISTENT_CLOSE = "inconsistent_close"
+REVIEW_FAILED = "review_failed"
+OVERDUE = "overdue"
+MISSING_SIGNATURE = "missing_signature"
+BAD_SIGNATURE = "bad_signature"
+WRONG_SIGNER = "wrong_signer"
+BROKEN_HASH_CHAIN = "broken_hash_chain"  # checked by the store, over its own hash chain
+
+VIOLATION_KINDS: tuple[str, ...] = (
+    MALFORMED_RECORD,
+    DUPLICATE_EVENT_CONFLICT,
+    UNKNOWN_CASE,
+    CATALOGUE_MISMATCH,
+    STEP_OUT_OF_ORDER,
+    UNASSIGNED_OUTCOME,
+    DUPLICATE_OUTCOME,
+    UNEXPLAINED_WAIT,
+    CLOSED_TWICE,
+    INCONSISTENT_CLOSE,
+    REVIEW_FAILED,
+    OVERDUE,
+    MISSING_SIGNATURE,
+    BAD_SIGNATURE,
+    WRONG_SIGNER,
+    BROKEN_HASH_CHAIN,
+)
+
+_DETAIL_LIMIT = 300
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str  # one of VIOLATION_KINDS
+    case_id: UUID | None
+    event_id: UUID | None
+    topic: str
+    partition: int
+    offset: int
+    detail: str  # a sentence for people; never an ID number or a phone number
+    severity: Literal["error", "flag"] = "error"
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready, as ``onedoor-audit verify --json`` lists it."""
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "case_id": str(self.case_id) if self.case_id else None,
+            "event_id": str(self.event_id) if self.event_id else None,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class VerifyReport:
+    records: int  # records read, duplicates and malformed ones included
+    events: int  # distinct event ids
+    cases: int  # distinct accepted cases
+    violations: list[Violation] = field(default_factory=list)
+    signatures_checked: int = 0  # Ed25519 checks made by this replay
+    signatures_reused: int = 0  # good verdicts reused for byte-identical records
+    processes: int = 1  # how many processes shared the replay (see shards.merge_shards)
+    # Set by verify_log, which reads the log and asks the store (0 for a replay of records
+    # handed in): the whole time, the time spent reading, whether the store's hash
+    # chains were walked (not when the store is unreachable or not migrated).
+    seconds: float = 0.0
+    read_seconds: float = 0.0
+    chains_checked: bool = False
+
+    def errors(self) -> list[Violation]:
+        """The violations that break the zero-error promise (flags excluded)."""
+        return [v for v in self.violations if v.severity == "error"]
+
+    def by_kind(self) -> dict[str, int]:
+        """Violation counts per kind, only kinds that occur, in ``VIOLATION_KINDS`` order."""
+        counts = dict.fromkeys(VIOLATION_KINDS, 0)
+        for v in self.violations:
+            counts[v.kind] = counts.get(v.kind, 0) + 1
+        return {kind: n for kind, n in counts.items() if n}
+
+    def events_per_second(self) -> float:
+        """Records replayed per second of the whole verify (0 when not timed)."""
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+def violation_order(v: Violation) -> tuple[str, int, int, str, str]:
+    """How a report lists its violations: by log position, then kind."""
+    return (v.topic, v.partition, v.offset, v.kind, str(v.event_id))
+
+
+def short(text: str) -> str:
+    """A detail cut to a readable length."""
+    return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 3] + "..."

@@ -1,0 +1,100 @@
+"""Who may sign what (from the topology), and Ed25519 checks made once per distinct
+record: the signature rules of a replay."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+
+from shared.contracts import topology
+from shared.contracts.events import Event, registry
+from shared.contracts.topology import INTAKE, ROUTER
+from shared.messaging.signing import PublicKeys, digest_prefix, signer_digest
+
+
+def allowed_signer(topic: str) -> str | None:
+    """The one service allowed to publish on ``topic``; ``None`` for a topic nobody owns."""
+    return topology.writer(topic)
+
+
+# The service that publishes each type of event; None for a department's outcome
+# (which department is the topic's business, see unassigned_outcome).
+TYPE_OWNER: Mapping[str, str | None] = {
+    name: topology.event_writer(name) for name in registry.classes()
+}
+
+
+def signer_problems(topic: str, signer: str, event: Event | None) -> list[str]:
+    """Everything wrong with ``signer`` having signed ``event`` on ``topic``."""
+    problems: list[str] = []
+    owner = allowed_signer(topic)
+    if owner is None:
+        problems.append(f"no service may publish on topic {topic}")
+    elif signer != owner:
+        problems.append(f"signed by {signer}, but only {owner} publishes on {topic}")
+    if event is not None:
+        producer = TYPE_OWNER.get(event.event_type)
+        if producer is None and signer in (INTAKE, ROUTER):
+            problems.append(f"{event.event_type} is a department's outcome, not {signer}'s")
+        elif producer is not None and producer != signer:
+            problems.append(f"{event.event_type} is published by {producer}, not {signer}")
+        if event.producer != signer:
+            problems.append(f"the event names producer {event.producer} but {signer} signed it")
+    return problems
+
+
+class SignerRule:
+    """The fast yes for the usual record (its topic's owner per topic looked up once);
+    :func:`signer_problems` says what is wrong with the others."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str | None] = {}
+
+    def fits(self, topic: str, signer: str, event: Event) -> bool:
+        owner = self._owners.get(topic, "")
+        if owner == "":
+            owner = self._owners[topic] = allowed_signer(topic)
+        expected = TYPE_OWNER.get(event.event_type)
+        return (
+            signer == owner
+            and event.producer == signer
+            and (signer == expected if expected else signer not in (INTAKE, ROUTER))
+        )
+
+
+class SignatureCache:
+    """PublicKeys.verify, with two shortcuts that never trust a verdict for bytes it was
+    not computed on. Every record is named by its ``record_digest`` (the signer's public
+    key in this registry, the signer and signature headers, the exact value bytes):
+
+    - a digest in ``verified`` (the good verdicts the audit store recorded at ingest)
+      is a good signature: the very same check was made on the very same input;
+    - a digest seen earlier in this replay (a re-delivered record) gets the same answer.
+
+    Anything else, a record altered after ingest included, is checked with Ed25519 here.
+    A stored verdict can only excuse the exact bytes it was computed on; it never
+    condemns (a bad signature is always checked again)."""
+
+    def __init__(self, keys: PublicKeys, verified: Container[bytes]) -> None:
+        self._keys = keys
+        self._verified = verified
+        self._seen: dict[bytes, bool] = {}
+        self._prefixes: dict[str, bytes] = {}  # signer -> its digest_prefix
+        self.reused = 0
+        self.checked = 0
+
+    def ok(self, signer: str, value: bytes, signature: str) -> bool:
+        prefix = self._prefixes.get(signer)
+        if prefix is None:
+            raw = self._keys.raw(signer)
+            if raw is None:
+                return False  # PublicKeys.verify's answer for a signer without a key
+            prefix = self._prefixes[signer] = digest_prefix(raw, signer)
+        digest = signer_digest(prefix, signature, value)
+        if digest in self._verified:
+            self.reused += 1
+            return True
+        result = self._seen.get(digest)
+        if result is None:
+            self.checked += 1
+            result = self._seen[digest] = self._keys.verify(signer, value, signature)
+        return result
