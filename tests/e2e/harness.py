@@ -10,10 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -24,12 +22,24 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
 from shared.contracts.events import Event, parse_event
-from shared.contracts.identity import make_resident_id
 from shared.messaging.kafka import make_producer, read_to_end
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.platform.settings import Settings
+from tests.support.builders import case_body, person
+from tests.support.waiting import wait_for, wait_for_sync
 
-_seq = iter(range(1, 100_000))
+__all__ = [  # case_body and person stay importable from here for the tests that do
+    "Pipeline",
+    "case_body",
+    "free_port",
+    "person",
+    "read_topic",
+    "records_of",
+    "republish",
+    "run_services",
+    "wait_closed",
+    "wait_group_past",
+]
 
 
 def free_port() -> int:
@@ -45,24 +55,6 @@ def free_port() -> int:
             return port
 
 
-def person() -> dict[str, str]:
-    """A fresh natural-person applicant with a valid resident ID."""
-    rid = make_resident_id("110105", date(1985, 3, next(_seq) % 28 + 1), int(uuid4().int % 1000))
-    return {"kind": "natural", "name": "Zhang Min", "id_number": rid, "phone": "13912345678"}
-
-
-def case_body(item: str, applicant: dict[str, str], form: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "item_code": item,
-        "applicant": applicant,
-        "community_code": "110105001001",
-        "form": form,
-        "window_id": "W01",
-        "operator_id": "op-1",
-        "channel": "window",
-    }
-
-
 @dataclass
 class Pipeline:
     """The running services; fault tests kill, restart and add instances through it."""
@@ -74,6 +66,15 @@ class Pipeline:
     commands: dict[str, list[str]] = field(default_factory=dict)
     logs: Path = Path()
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def health_urls(self) -> dict[str, str]:
+        """The JSON health endpoint of each service that has one: intake's ``/health``,
+        and each consumer service started with ``ONEDOOR_HEALTH_PORT`` in its env."""
+        urls = {"intake": f"{self.base}/health"} if "intake" in self.commands else {}
+        for name, env in self.service_env.items():
+            if "ONEDOOR_HEALTH_PORT" in env:
+                urls[name] = f"http://127.0.0.1:{env['ONEDOOR_HEALTH_PORT']}/health"
+        return urls
 
     def start(
         self, name: str, *, like: str | None = None, extra_env: Mapping[str, str] | None = None
@@ -142,19 +143,18 @@ def run_services(
     for name in commands:
         pipeline.start(name)
     procs = pipeline.procs
-    deadline = time.monotonic() + 90
     completed = False
+
+    def intake_healthy() -> bool:
+        dead = [n for n, p in procs.items() if p.poll() is not None]
+        assert not dead, f"{dead} died at start; logs in {logs}"
+        try:
+            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        while True:
-            dead = [n for n, p in procs.items() if p.poll() is not None]
-            assert not dead, f"{dead} died at start; logs in {logs}"
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "intake not healthy in 90 s"
-            time.sleep(0.2)
+        wait_for_sync(intake_healthy, 90, "intake healthy", interval=0.2)
         yield pipeline
         completed = True
     finally:
@@ -204,13 +204,44 @@ def _print_log_tails(logs: Path, procs: Mapping[str, object], lines: int = 15) -
 async def wait_closed(
     client: httpx.AsyncClient, case_id: str, deadline_s: float = 60
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + deadline_s
-    while True:
+    async def closed() -> dict[str, Any] | None:
         body: dict[str, Any] = (await client.get(f"/cases/{case_id}")).json()
-        if body["status"] == "closed":
-            return body
-        assert time.monotonic() < deadline, f"case not closed in {deadline_s} s: {body}"
-        await asyncio.sleep(0.1)
+        return body if body["status"] == "closed" else None
+
+    return await wait_for(closed, deadline_s, f"case {case_id} closed")
+
+
+async def wait_settled(pipeline: Pipeline, deadline_s: float = 60) -> dict[str, Any]:
+    """Until every service with a health endpoint has published its whole outbox and taken
+    every record on the broker, twice in a row with no record consumed or published in
+    between (a batch in hand shows no lag yet may still emit). Returns the last health of
+    each. Only then does what the topics hold stay as it is, and can be counted."""
+    urls = pipeline.health_urls()
+    last: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=5) as client:
+
+        async def settled() -> bool:
+            nonlocal last
+            now: dict[str, Any] = {}
+            for name, url in urls.items():
+                try:
+                    now[name] = (await client.get(url)).json()
+                except (httpx.HTTPError, ValueError):
+                    return False
+            quiet = all(
+                h.get("outbox_backlog") == 0 and h.get("consumer_lag_records") == 0
+                for h in now.values()
+            )
+            steady = all(
+                (h.get("published"), h.get("consumed_records"))
+                == (last.get(n, {}).get("published"), last.get(n, {}).get("consumed_records"))
+                for n, h in now.items()
+            )
+            last = now
+            return quiet and steady
+
+        await wait_for(settled, deadline_s, f"outboxes drained and topics consumed: {urls}")
+    return last
 
 
 async def read_topic(settings: Settings, topic: str) -> list[tuple[int, int, bytes, Event]]:
@@ -228,13 +259,14 @@ async def records_of(
     settings: Settings, topic: str, case_id: UUID, expected: int
 ) -> list[tuple[int, int, bytes, Event]]:
     """The case's records on a topic, polled until ``expected`` are visible (deadline 30 s)."""
-    deadline = time.monotonic() + 30
-    while True:
-        found = [r for r in await read_topic(settings, topic) if r[3].case_id == case_id]
-        if len(found) >= expected or time.monotonic() > deadline:
-            assert len(found) == expected, f"{len(found)} records of the case on {topic}"
-            return found
-        await asyncio.sleep(0.2)
+
+    async def found() -> list[tuple[int, int, bytes, Event]] | None:
+        mine = [r for r in await read_topic(settings, topic) if r[3].case_id == case_id]
+        return mine if len(mine) >= expected else None
+
+    records = await wait_for(found, 30, f"{expected} records of the case on {topic}", interval=0.2)
+    assert len(records) == expected, f"{len(records)} records of the case on {topic}"
+    return records
 
 
 async def wait_group_past(
@@ -246,14 +278,12 @@ async def wait_group_past(
     await admin.start()
     tp = TopicPartition(settings.topic(topic), partition)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            offsets = await admin.list_consumer_group_offsets(settings.group(group))
-            meta = offsets.get(tp)
-            if meta is not None and meta.offset > offset:
-                return
-            assert time.monotonic() < deadline, f"{group} did not pass {tp}@{offset}"
-            await asyncio.sleep(0.1)
+
+        async def past() -> bool:
+            meta = (await admin.list_consumer_group_offsets(settings.group(group))).get(tp)
+            return meta is not None and meta.offset > offset
+
+        await wait_for(past, 60, f"{group} past {tp}@{offset}")
     finally:
         await admin.close()
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.harness import Pipeline, case_body, person, run_services, wait_closed
+from tests.e2e.harness import Pipeline, run_services, wait_closed
+from tests.support.builders import case_body, person
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -15,12 +14,11 @@ from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import StepNeedsInfo
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.platform.db import connect, migrate_dsn
-from tests.integration.test_services import accepted, applicant
+from tests.support.builders import JOB_FORM, NOW, accepted, applicant
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-FORM = {"education": "college", "desired_occupation": "cook"}
+FORM = JOB_FORM
 
 
 async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike(

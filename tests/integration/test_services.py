@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,8 +16,6 @@ from aiokafka import AIOKafkaConsumer
 from services.hr_registration.main import build as build_hr_adapter
 from services.router.main import build as build_router
 from shared.contracts.events import (
-    Applicant,
-    CaseAccepted,
     CaseClosed,
     Event,
     StepApproved,
@@ -26,26 +24,15 @@ from shared.contracts.events import (
     StepRejected,
     parse_event,
 )
-from shared.contracts.identity import make_resident_id
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
 from shared.messaging.kafka import make_producer
 from shared.platform.runtime import RunningService, running
 from shared.platform.settings import Settings
+from tests.support.builders import BENEFIT_FORM, accepted, applicant, outcome
 
 pytestmark = pytest.mark.integration
 
-FORM = {
-    "last_employer": "X Co.",
-    "separation_date": "2026-09-30",
-    "insured_months": 30,
-    "education": "college",
-    "desired_occupation": "cook",
-}
-
-
-def applicant(n: int) -> Applicant:
-    rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
-    return Applicant(kind="natural", name="Chen Jing", id_number=rid, phone="13712345678")
+FORM = BENEFIT_FORM
 
 
 class Topics:
@@ -109,37 +96,6 @@ async def router(settings: Settings) -> AsyncIterator[RunningService]:
 async def hr_adapter(settings: Settings) -> AsyncIterator[RunningService]:
     async with running(await build_hr_adapter(settings)) as live:
         yield live
-
-
-def accepted(item: str, who: Applicant, form: dict[str, Any]) -> CaseAccepted:
-    eid = uuid4()
-    return CaseAccepted(
-        event_id=eid,
-        case_id=uuid4(),
-        correlation_id=eid,
-        producer="intake",
-        item_code=item,
-        applicant=who,
-        community_code="110105001001",
-        form=form,
-        centre_id="C01",
-        window_id="W01",
-        channel="window",
-        receipt_no="C01-20261127-000001",
-    )
-
-
-def outcome(task: StepAssigned, cls: type[StepOutcome], **kw: Any) -> StepOutcome:
-    return cls(
-        **task.caused(),
-        producer=task.department,
-        step_index=task.step_index,
-        department=task.department,
-        action=task.action,
-        item_code=task.item_code,
-        applicant_id=task.applicant.id_number,
-        **kw,
-    )
 
 
 def for_case(case: UUID, cls: type[Event]) -> Any:

@@ -20,13 +20,17 @@ INTERVAL_S = 0.1
 
 @overload
 async def wait_for(  # an async condition is awaited, its result returned
-    condition: Callable[[], Awaitable[T]], seconds: float, what: str, *, interval: float = ...
+    condition: Callable[[], Awaitable[T | None]],
+    seconds: float,
+    what: str,
+    *,
+    interval: float = ...,
 ) -> T: ...
 
 
 @overload
 async def wait_for(
-    condition: Callable[[], T], seconds: float, what: str, *, interval: float = ...
+    condition: Callable[[], T | None], seconds: float, what: str, *, interval: float = ...
 ) -> T: ...
 
 
@@ -49,7 +53,7 @@ async def wait_for(
 
 
 def wait_for_sync(
-    condition: Callable[[], T], seconds: float, what: str, *, interval: float = INTERVAL_S
+    condition: Callable[[], T | None], seconds: float, what: str, *, interval: float = INTERVAL_S
 ) -> T:
     """:func:`wait_for` for code outside an event loop (fixtures that start processes)."""
     deadline = time.monotonic() + seconds
