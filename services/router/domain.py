@@ -5,7 +5,7 @@ The routing slip is the catalogue item's ordered steps. Step i+1 is assigned onl
 step i is approved; any rejection closes the case as rejected with its reason. A
 settle-on-spot item closes at once as approved and its steps still go to the
 departments, in order, as reviews; a failed review is flagged, the case stays closed.
-A step answered with "needs information" parks an open case in ``waiting_info`` at that
+A step answered with "needs information" holds an open case in ``waiting_info`` at that
 step (CaseAwaitingInfo), where no department outcome is taken; on an on-the-spot case
 the review is flagged instead (the case stays closed as approved).
 """
