@@ -12,7 +12,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from services.audit import store
+from services.audit import chains, store
 from services.audit.ingest import SignatureJudge
 from services.audit.verifier.log import LogRecord
 from shared.contracts.decoding import decode_record
@@ -118,7 +118,7 @@ async def test_tampering_breaks_the_hash_chain(pool: asyncpg.Pool) -> None:
     closed = CaseClosed(**event.caused(), producer="router", outcome="approved")
     await ingest(pool, [record(event, 0), record(closed, 1)])
     async with pool.acquire() as conn, conn.transaction():
-        assert await store.check_chains(conn) == []
+        assert await chains.check_chains(conn) == []
     # Someone with the database owner's rights switches the guard off and edits history.
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
@@ -129,7 +129,7 @@ async def test_tampering_breaks_the_hash_chain(pool: asyncpg.Pool) -> None:
         )
         await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
     async with pool.acquire() as conn, conn.transaction():
-        found = await store.check_chains(conn)
+        found = await chains.check_chains(conn)
     assert [(v.kind, v.case_id, v.event_id) for v in found] == [
         ("broken_hash_chain", event.case_id, event.event_id)
     ]
@@ -265,8 +265,8 @@ async def test_the_database_walks_the_chains_exactly_as_python_does(pool: asyncp
     closes = [CaseClosed(**e.caused(), producer="router", outcome="approved") for e in cases]
     await ingest(pool, [record(e, i) for i, e in enumerate([*cases, *closes])])
     async with pool.acquire() as conn, pool.acquire() as other:
-        assert await store.check_chains_in_database(conn) == []
-        assert await store.check_chains_in_database(conn, other) == []
+        assert await chains.check_chains_in_database(conn) == []
+        assert await chains.check_chains_in_database(conn, other) == []
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
         # case 0: other bytes; case 1: a row's link forged; case 2: its first row deleted;
@@ -283,15 +283,15 @@ async def test_the_database_walks_the_chains_exactly_as_python_does(pool: asyncp
         await conn.execute(
             "UPDATE events SET value = $1, content_hash = $2 WHERE event_id = $3",
             rewritten,
-            store.content_hash(rewritten),
+            chains.content_hash(rewritten),
             cases[3].event_id,
         )
         await conn.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
     async with pool.acquire() as conn, conn.transaction():
-        in_python = await store.check_chains(conn)
+        in_python = await chains.check_chains(conn)
     async with pool.acquire() as conn, pool.acquire() as other:
-        assert await store.check_chains_in_database(conn) == in_python
-        assert await store.check_chains_in_database(conn, other) == in_python
+        assert await chains.check_chains_in_database(conn) == in_python
+        assert await chains.check_chains_in_database(conn, other) == in_python
     assert {v.event_id for v in in_python} == {
         cases[0].event_id,
         cases[1].event_id,

@@ -10,7 +10,7 @@ from collections.abc import Container
 
 import asyncpg
 
-from services.audit import store
+from services.audit import chains, store
 from services.audit.ingest import VERDICT_SIGNER
 from services.audit.verifier.report import Violation
 from shared.messaging.signing import Signer, SigningKeyError, verdict_mac_key
@@ -67,7 +67,7 @@ async def chain_breaks(settings: Settings) -> list[Violation] | None:
     try:
         if not await conn.fetchval("SELECT to_regclass('events') IS NOT NULL"):
             return None
-        return await store.check_chains_in_database(conn, other)
+        return await chains.check_chains_in_database(conn, other)
     finally:
         await conn.close()
         if other is not None:
