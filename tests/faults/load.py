@@ -25,6 +25,7 @@ from shared.contracts.topology import CASES_ROUTING, dlq
 from shared.messaging.kafka import read_to_end
 from shared.platform.settings import Settings
 from tests.e2e.harness import Pipeline
+from tests.support.waiting import wait_for
 
 
 @dataclass
@@ -41,6 +42,13 @@ class Load:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    async def accepted_more(self, n: int, what: str, seconds: float = 60) -> int:
+        """Wait until ``n`` more cases than now were accepted (``what``: the phase of the
+        scenario they stand for); return how many are accepted then."""
+        target = len(self.accepted) + n
+        await wait_for(lambda: len(self.accepted) >= target, seconds, f"{n} more cases {what}")
+        return len(self.accepted)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -64,22 +72,24 @@ class Load:
                 await asyncio.gather(*pending)
 
     async def _submit(self, client: httpx.AsyncClient, body: dict[str, Any], key: str) -> None:
-        """Like a window: keep retrying the same request with the same key until answered."""
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        """Like a window: keep retrying the same request with the same key (every 0.25 s)
+        until answered."""
+
+        async def answered() -> bool:
             try:
                 resp = await client.post("/cases", json=body, headers={"Idempotency-Key": key})
             except httpx.HTTPError:
                 resp = None
             if resp is not None and resp.status_code in (200, 201):
                 self.accepted[key] = resp.json()["case_id"]
-                return
+                return True
             if resp is not None and resp.status_code == 422:
                 self.refused += 1
-                return
+                return True
             self.retries += 1
-            await asyncio.sleep(0.25)
-        raise AssertionError(f"request {key} never answered in 120 s")
+            return False
+
+        await wait_for(answered, 120, f"request {key} answered", interval=0.25)
 
 
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
@@ -119,10 +129,12 @@ async def account(
     settings = pipeline.settings
     wanted = {UUID(c) for c in load.accepted.values()}
     deadline = time.monotonic() + deadline_s
-    while True:
-        # Distinct close events per case: a relay re-send repeats an event id (harmless);
-        # two different close events for one case would be a doubled case.
-        closes: dict[UUID, set[UUID]] = defaultdict(set)
+    # Distinct close events per case: a relay re-send repeats an event id (harmless);
+    # two different close events for one case would be a doubled case.
+    closes: dict[UUID, set[UUID]] = defaultdict(set)
+
+    async def all_closed() -> bool:
+        closes.clear()
         for record in await read_topic(settings, CASES_ROUTING):
             try:
                 event = parse_event(record.value)
@@ -130,9 +142,11 @@ async def account(
                 continue  # poison written by the poison scenario; the DLQ count covers it
             if isinstance(event, CaseClosed):
                 closes[event.case_id].add(event.event_id)
-        if wanted <= closes.keys() or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.5)
+        return wanted <= closes.keys()
+
+    # Past the deadline the counts below say what is missing, in the scenario's FAULT line.
+    with contextlib.suppress(AssertionError):
+        await wait_for(all_closed, deadline_s, "every accepted case closed", interval=0.5)
     closed_cases = set(closes)
     duplicates = sum(1 for c in wanted if len(closes[c]) > 1)
     audited = await _audited_cases(database_url, wanted, deadline)
@@ -150,14 +164,25 @@ async def account(
 
 async def _audited_cases(database_url: str, wanted: set[UUID], deadline: float) -> set[UUID]:
     conn = await asyncpg.connect(database_url)
+    seen: set[UUID] = set()
+
+    async def all_audited() -> bool:
+        rows = await conn.fetch(
+            "SELECT case_id FROM audit.events WHERE event_type = 'CaseAccepted'"
+        )
+        seen.clear()
+        seen.update(r["case_id"] for r in rows)
+        return wanted <= seen
+
     try:
-        while True:
-            rows = await conn.fetch(
-                "SELECT case_id FROM audit.events WHERE event_type = 'CaseAccepted'"
+        # Past the deadline the caller counts what is missing from the audit store.
+        with contextlib.suppress(AssertionError):
+            await wait_for(
+                all_audited,
+                max(0.0, deadline - time.monotonic()),
+                "every case audited",
+                interval=0.5,
             )
-            seen = {r["case_id"] for r in rows}
-            if wanted <= seen or time.monotonic() > deadline:
-                return seen
-            await asyncio.sleep(0.5)
+        return seen
     finally:
         await conn.close()

@@ -7,20 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
-import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from deploy import stack as local_stack
-from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.contracts.topology import (
+    CASES_ACCEPTED,
+    CASES_ROUTING,
+    dept_outcomes,
+    dept_tasks,
+    dlq,
+)
 from shared.messaging.kafka import make_producer
 from tests.conftest import Stack
 from tests.e2e.harness import Pipeline, free_port, run_services
-from tests.faults.load import Load, Outcome, account
+from tests.faults.load import Load, Outcome, account, read_topic
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -57,22 +65,23 @@ def report(outcome: Outcome, scenario: str, injected: str) -> None:
     assert outcome.missing_from_audit == 0, outcome
 
 
-async def under_load(pipeline: Pipeline, seconds: float, rate: float = 20.0) -> Load:
+async def under_load(pipeline: Pipeline, cases: int, rate: float = 20.0) -> Load:
+    """Windows submitting ``rate`` cases a second, once ``cases`` of them were accepted."""
     load = Load(pipeline, rate_per_s=rate)
     load.start()
-    await asyncio.sleep(seconds)
+    await load.accepted_more(cases, "accepted before the fault")
     return load
 
 
 async def test_router_killed_mid_load(pipeline: Pipeline, database_url: str) -> None:
-    load = await under_load(pipeline, 4)
+    load = await under_load(pipeline, 60)
     pipeline.kill("router")
-    await asyncio.sleep(3)
+    await load.accepted_more(40, "accepted while the router is down")
     pipeline.start("router")
-    await asyncio.sleep(4)
+    await load.accepted_more(60, "accepted after the router's restart")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
-    report(outcome, "router kill -9", "kill -9 router, restarted after 3 s")
+    report(outcome, "router kill -9", "kill -9 router, restarted after 40 more cases")
     assert outcome.dlq == 0
 
 
@@ -93,11 +102,11 @@ async def test_adapter_dies_inside_its_transaction(
     pipeline.start(
         service, extra_env={"ONEDOOR_FAULT_CRASH_POINT": point, "ONEDOOR_FAULT_CRASH_AFTER": "3"}
     )
-    load = await under_load(pipeline, 3)
+    load = await under_load(pipeline, 40)
     code = await asyncio.to_thread(pipeline.procs[service].wait, 60)
     assert code == -signal.SIGKILL, f"{service} did not reach {point}"
     pipeline.start(service)
-    await asyncio.sleep(4)
+    await load.accepted_more(60, f"accepted after {service}'s restart")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
     report(outcome, f"{service} crash", f"kill -9 at {point}")
@@ -114,28 +123,48 @@ async def test_intake_dies_between_insert_and_publish(
             "ONEDOOR_FAULT_CRASH_AFTER": "5",
         },
     )
-    load = await under_load(pipeline, 1)
+    # It dies after a few cases: start the load without waiting for accepted ones.
+    load = await under_load(pipeline, 0)
     code = await asyncio.to_thread(pipeline.procs["intake"].wait, 60)
     assert code == -signal.SIGKILL
-    await asyncio.sleep(2)  # the windows keep retrying meanwhile
+    retries = load.retries
+    # The windows keep retrying meanwhile.
+    await wait_for(lambda: load.retries >= retries + 20, 30, "windows retrying a dead intake")
     pipeline.start("intake")
-    await asyncio.sleep(5)
+    await load.accepted_more(60, "accepted after intake's restart")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
     report(outcome, "intake crash", "kill -9 after the case insert, before the relay publish")
     assert load.retries > 0  # requests really met a dead intake and were retried
 
 
+async def health(client: httpx.AsyncClient, port: int) -> dict[str, Any] | None:
+    """The instance's health, or None while it does not answer (yet)."""
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        resp = await client.get(f"http://127.0.0.1:{port}/health")
+        if resp.status_code == 200:
+            body: dict[str, Any] = resp.json()
+            return body
+    return None
+
+
 async def wait_healthy(ports: Iterable[int], deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
     async with httpx.AsyncClient(timeout=2) as client:
         for port in ports:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, f"instance on {port} not healthy"
-                await asyncio.sleep(0.2)
+            answers = functools.partial(health, client, port)
+            await wait_for(answers, deadline_s, f"instance on {port} healthy", interval=0.2)
+
+
+async def wait_consuming(ports: Iterable[int], deadline_s: float = 60) -> None:
+    """Until each instance has consumed records: it holds partitions and works on them."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        for port in ports:
+
+            async def consumed(port: int = port) -> bool:
+                body = await health(client, port)
+                return body is not None and body["consumed_records"] > 0
+
+            await wait_for(consumed, deadline_s, f"instance on {port} consuming", interval=0.2)
 
 
 def local(stack: Stack) -> local_stack.StackConfig:
@@ -148,15 +177,15 @@ async def test_broker_down_for_ten_seconds(
     pipeline: Pipeline, database_url: str, stack: Stack
 ) -> None:
     cfg = local(stack)
-    load = await under_load(pipeline, 3)
+    load = await under_load(pipeline, 40)
     # SIGTERM to the broker, 10 s with no broker at all, then a start on the same data.
     restart = asyncio.create_task(asyncio.to_thread(local_stack.restart_kafka, cfg, 10.0))
-    await asyncio.sleep(4)
-    accepted_while_down = len(load.accepted)
-    await asyncio.sleep(4)
-    assert len(load.accepted) > accepted_while_down  # intake kept accepting: the outbox holds them
+    await wait_for(lambda: local_stack.kafka_running(cfg) is None, 60, "the broker stopped")
+    # Intake keeps accepting: its outbox holds the cases until the broker is back.
+    await load.accepted_more(40, "accepted while the broker is down")
+    assert not restart.done(), "the broker came back before intake accepted more cases"
     await restart
-    await asyncio.sleep(4)
+    await load.accepted_more(60, "accepted after the broker's restart")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=180)
     report(outcome, "broker down", "Kafka stopped for 10 s under load, then restarted")
@@ -167,9 +196,9 @@ async def test_database_restarted_under_load(
     pipeline: Pipeline, database_url: str, stack: Stack
 ) -> None:
     cfg = local(stack)
-    load = await under_load(pipeline, 3)
+    load = await under_load(pipeline, 40)
     await asyncio.to_thread(local_stack.restart_postgres, cfg)
-    await asyncio.sleep(5)
+    await load.accepted_more(60, "accepted after the database's restart")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=180)
     report(outcome, "database restart", "PostgreSQL stopped (fast) and started under load")
@@ -177,15 +206,15 @@ async def test_database_restarted_under_load(
 
 
 async def test_rebalance_with_second_instances(pipeline: Pipeline, database_url: str) -> None:
-    load = await under_load(pipeline, 3)
+    load = await under_load(pipeline, 40)
     ports = {name: free_port() for name in ("router-2", "hr_registration-2")}
     for name, port in ports.items():
         pipeline.start(name, like=name[:-2], extra_env={"ONEDOOR_HEALTH_PORT": str(port)})
-    await wait_healthy(ports.values())  # both joined their groups mid-load
-    await asyncio.sleep(4)
+    await wait_healthy(ports.values())
+    await wait_consuming(ports.values())  # both joined their groups mid-load and share it
     pipeline.kill("router-2", signal.SIGTERM)
     pipeline.kill("hr_registration-2", signal.SIGTERM)
-    await asyncio.sleep(3)
+    await load.accepted_more(40, "accepted after the second instances left")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
     report(outcome, "rebalance", "second router and hr_registration joined mid-load, then left")
@@ -195,7 +224,7 @@ async def test_rebalance_with_second_instances(pipeline: Pipeline, database_url:
 async def test_slow_department(pipeline: Pipeline, database_url: str) -> None:
     pipeline.kill("social_security", signal.SIGTERM)
     pipeline.start("social_security", extra_env={"ONEDOOR_FAULT_SLOW_ACTION_S": "0.5"})
-    load = await under_load(pipeline, 8)
+    load = await under_load(pipeline, 160)
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=240)
     report(outcome, "slow department", "social_security handlers sleep 0.5 s per task")
@@ -204,7 +233,7 @@ async def test_slow_department(pipeline: Pipeline, database_url: str) -> None:
 async def test_poison_records_go_to_each_dead_letter_queue(
     pipeline: Pipeline, database_url: str
 ) -> None:
-    load = await under_load(pipeline, 2)
+    load = await under_load(pipeline, 40)
     poison = [
         b"\x8f\x00 random bytes",
         b'{"shape": "wrong"}',
@@ -219,13 +248,18 @@ async def test_poison_records_go_to_each_dead_letter_queue(
                 await (await producer.send(pipeline.settings.topic(topic), value, key=b"poison"))
     finally:
         await producer.stop()
-    await asyncio.sleep(3)
-    await load.stop()
-    outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
-    print(outcome.line("poison", f"{len(poison)} poison records on each of {len(CONSUMED)} topics"))
     # Each consumer of a topic dead-letters its copy: dept.hr_registration.outcomes has
     # two consumers (the router, and social security learning HR's decisions).
     consumers = len(CONSUMED) + 1
+
+    async def all_dead_lettered() -> bool:
+        dead = sum([len(await read_topic(pipeline.settings, dlq(t))) for t in CONSUMED])
+        return dead >= len(poison) * consumers
+
+    await wait_for(all_dead_lettered, 60, "every consumer's copy of the poison dead-lettered")
+    await load.stop()
+    outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED)
+    print(outcome.line("poison", f"{len(poison)} poison records on each of {len(CONSUMED)} topics"))
     assert outcome.dlq == len(poison) * consumers
     assert outcome.closed == outcome.accepted
     assert outcome.duplicates == 0
@@ -283,14 +317,15 @@ async def test_three_broker_cluster_loses_a_broker(
     cluster_pipeline: Pipeline, cluster: local_stack.StackConfig, database_url: str
 ) -> None:
     pipeline = cluster_pipeline
-    load = await under_load(pipeline, 4)
+    load = await under_load(pipeline, 60)
     victim = local_stack.kafka_running(cluster, 1)
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
-    await asyncio.sleep(6)  # two of three brokers: still min.insync.replicas=2
+    # Two of three brokers: still min.insync.replicas=2, the pipeline keeps going.
+    await load.accepted_more(80, "accepted with two brokers of three")
     await asyncio.to_thread(local_stack.start_kafka, cluster)  # brings node 2 back
-    await asyncio.sleep(4)
+    await load.accepted_more(60, "accepted after broker 2's restart")
     await load.stop()
     outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=180)
-    report(outcome, "three brokers", "kill -9 of broker 2 of 3 under load, restarted after 6 s")
+    report(outcome, "three brokers", "kill -9 of broker 2 of 3, restarted after 80 more cases")
     assert sorted(pipeline.alive()) == sorted(SERVICES)
