@@ -45,7 +45,13 @@ from shared.contracts.events import (
     utcnow,
 )
 from shared.contracts.identity import make_resident_id
-from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, all_topics
+from shared.contracts.topology import (
+    CASES_ACCEPTED,
+    CASES_ROUTING,
+    all_topics,
+    dept_outcomes,
+    dept_tasks,
+)
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.messaging.kafka import make_producer
@@ -206,7 +212,7 @@ class Flow:
     def decide(self, decision: Decision, *, route_it: bool = True) -> StepOutcome:
         task = self.task()
         outcome = outcome_event(task.department, task, decision)
-        self.emit([(f"dept.{task.department}.outcomes", outcome)])
+        self.emit([(dept_outcomes(task.department), outcome)])
         if route_it:
             self.state, emits = router_on_outcome(self.state, outcome, outcome.occurred_at)
             self.emit(emits)
@@ -271,7 +277,7 @@ Fault = Callable[[LogWriter, Catalogue], Expected]
 def duplicate_event_conflict(log: LogWriter, catalogue: Catalogue) -> Expected:
     case = flow(log, catalogue)
     outcome = case.decide(Approve("HR-1"))
-    log.add(f"dept.{outcome.department}.outcomes", outcome.model_copy(update={"reference": "X"}))
+    log.add(dept_outcomes(outcome.department), outcome.model_copy(update={"reference": "X"}))
     return Expected("duplicate_event_conflict", case.case_id, outcome.event_id)
 
 
@@ -307,7 +313,7 @@ def step_out_of_order(log: LogWriter, catalogue: Catalogue) -> Expected:
         department="social_security",
         action="benefit_claim",
     )
-    log.add("dept.social_security.tasks", early)
+    log.add(dept_tasks("social_security"), early)
     case.decide(Reject("already_registered", "m"))
     return Expected("step_out_of_order", case.case_id, early.event_id)
 
@@ -316,7 +322,7 @@ def unassigned_outcome(log: LogWriter, catalogue: Catalogue) -> Expected:
     case = flow(log, catalogue)
     elsewhere = case.task().model_copy(update={"department": "social_security"})
     stray = outcome_event("social_security", elsewhere, Approve("X"))
-    log.add("dept.social_security.outcomes", stray)
+    log.add(dept_outcomes("social_security"), stray)
     case.decide(Reject("already_registered", "m"))
     return Expected("unassigned_outcome", case.case_id, stray.event_id)
 
@@ -325,7 +331,7 @@ def duplicate_outcome(log: LogWriter, catalogue: Catalogue) -> Expected:
     case = flow(log, catalogue)
     case.decide(Reject("already_registered", "m"))
     second = outcome_event("hr_registration", case.task(), Reject("already_registered", "again"))
-    log.add("dept.hr_registration.outcomes", second)
+    log.add(dept_outcomes("hr_registration"), second)
     return Expected("duplicate_outcome", case.case_id, second.event_id)
 
 
@@ -382,7 +388,7 @@ def bad_signature(log: LogWriter, catalogue: Catalogue) -> Expected:
     value = outcome.to_json()
     signed_other_bytes = log.signers["hr_registration"].headers(value + b" ")
     log.add_raw(
-        "dept.hr_registration.outcomes",
+        dept_outcomes("hr_registration"),
         value,
         [(k, v.encode()) for k, v in signed_other_bytes],
         key=str(case.case_id).encode(),

@@ -71,7 +71,7 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError:
         _err(f"not a case id: {args.case_id!r} (a UUID, as returned by POST /cases)")
         return 2
-    async with queries.read_only_store(settings) as conn:
+    async with queries.migrated_store(settings) as conn:
         view = await queries.history(conn, case_id)
     if view is None:
         _err(f"no case {case_id} in the audit store (is the audit service running?)")
@@ -105,7 +105,7 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_rebuild(settings: Settings, _: argparse.Namespace) -> int:
-    async with queries.read_only_store(settings) as conn, conn.transaction():
+    async with queries.migrated_store(settings) as conn, conn.transaction():
         live = store.views_digest(await store.live_views(conn))
         rebuilt = await store.rebuild(conn)
     out = Terminal()
@@ -119,7 +119,7 @@ async def cmd_rebuild(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
-    async with queries.read_only_store(settings) as conn:
+    async with queries.migrated_store(settings) as conn:
         data = await queries.statistics(conn)
     if args.json:
         print(json.dumps(data, indent=2))

@@ -43,10 +43,11 @@ async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[s
 
 
 @asynccontextmanager
-async def read_only_store(settings: Settings) -> AsyncIterator[Connection]:
-    """A connection to the audit store for read-only questions, once the store is
-    known to be migrated (:class:`store.StoreNotReadyError` otherwise). Nothing is
-    created or migrated here: that is the audit service's business."""
+async def migrated_store(settings: Settings) -> AsyncIterator[Connection]:
+    """A connection to the audit store, once the store is known to be migrated
+    (:class:`store.StoreNotReadyError` otherwise). Nothing is created or migrated here:
+    that is the audit service's business, so a role that may only read the schema can
+    ask every read-only question through it."""
     conn = await connect(settings.dsn(), store.SCHEMA, name="onedoor-audit")
     try:
         await store.check_migrated(conn)

@@ -373,11 +373,15 @@ async def view_figures(
 ) -> tuple[list[CaseFigures], dict[tuple[str, str], int]]:
     """What the statistics need of the live projection, read from ``case_views`` alone
     (never from ``events``): each case's figures, and per department and outcome event
-    type (of ``outcome_types``) how many the views' timelines hold. One snapshot; call it
-    outside a transaction or inside one of the caller's."""
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
+    type (of ``outcome_types``) how many the views' timelines hold, from one snapshot
+    (the caller's transaction, or a read-only one of its own)."""
+    if conn.is_in_transaction():
         rows = await conn.fetch(_VIEW_FIGURES)
         counts = await conn.fetch(_VIEW_OUTCOMES, list(outcome_types))
+    else:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(_VIEW_FIGURES)
+            counts = await conn.fetch(_VIEW_OUTCOMES, list(outcome_types))
     figures = [CaseFigures(**dict(r)) for r in rows]
     return figures, {(r["department"], r["event_type"]): r["n"] for r in counts}
 
