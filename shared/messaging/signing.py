@@ -24,22 +24,12 @@ import binascii
 import hashlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
 
 SIGNER_HEADER = "onedoor-signer"
 SIGNATURE_HEADER = "onedoor-signature"
@@ -69,30 +59,24 @@ def generate_keys(keys_dir: Path, service: str, *, overwrite: bool = False) -> P
     private_path = keys_dir / f"{service}.key"
     if private_path.exists() and not overwrite:
         return private_path
-    key = Ed25519PrivateKey.generate()
-    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    key = nacl.signing.SigningKey.generate()
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
-        fh.write(raw)
-    (keys_dir / f"{service}.pub").write_bytes(
-        key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    )
+        fh.write(bytes(key))  # the raw 32-byte seed
+    (keys_dir / f"{service}.pub").write_bytes(bytes(key.verify_key))
     return private_path
 
 
 @dataclass(frozen=True)
 class Signer:
-    """Signs record values as one service."""
+    """Signs record values as one service (Ed25519 through libsodium)."""
 
     service: str
-    key: Ed25519PrivateKey
-    # The same key in libsodium, which signs and verifies faster than OpenSSL here
-    # (docs/performance.md); signatures are identical (Ed25519 is deterministic).
-    _sodium: nacl.signing.SigningKey = field(init=False, repr=False, compare=False)
+    key: nacl.signing.SigningKey = field(repr=False)
 
-    def __post_init__(self) -> None:
-        seed = self.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        object.__setattr__(self, "_sodium", nacl.signing.SigningKey(seed))
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key, as ``onedoor-keys`` writes it to ``<service>.pub``."""
+        return bytes(self.key.verify_key)
 
     @classmethod
     def load(cls, keys_dir: Path, service: str, *, create: bool = True) -> Signer:
@@ -102,10 +86,10 @@ class Signer:
             if not create:
                 raise SigningKeyError(f"no signing key for {service} at {path}; run onedoor-keys")
             generate_keys(keys_dir, service)
-        return cls(service, Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
+        return cls(service, nacl.signing.SigningKey(path.read_bytes()))
 
     def sign(self, value: bytes) -> str:
-        return base64.b64encode(self._sodium.sign(value).signature).decode()
+        return base64.b64encode(self.key.sign(value).signature).decode()
 
     def headers(self, value: bytes) -> list[tuple[str, str]]:
         return self.batch_headers([value])[0]
@@ -121,7 +105,7 @@ class Signer:
                 out.append(self.sign(chunk[0]))
                 continue
             root, paths = merkle_tree([merkle_leaf(v) for v in chunk])
-            signature = self._sodium.sign(batch_message(len(chunk), root)).signature
+            signature = self.key.sign(batch_message(len(chunk), root)).signature
             sig = base64.b64encode(signature).decode()
             out += [
                 f"{BATCH_PREFIX}{i}.{len(chunk)}.{sig}.{base64.b64encode(b''.join(path)).decode()}"
@@ -247,8 +231,7 @@ def verdict_mac_key(signer: Signer) -> bytes:
     accepts: the replay recomputes the MAC with the same secret, read from the keys
     folder, and ignores (re-checks) every verdict whose MAC does not match.
     """
-    raw = signer.key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    return hashlib.sha256(_MAC_KEY_TAG + raw).digest()
+    return hashlib.sha256(_MAC_KEY_TAG + bytes(signer.key)).digest()
 
 
 def verdict_mac(mac_key: bytes, event_id: bytes, record_hash: bytes, valid: bool) -> bytes:
@@ -266,11 +249,9 @@ def key_fingerprint(public_key: bytes) -> bytes:
 class PublicKeys:
     """The registry of public keys: every ``*.pub`` in the keys folder."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey]) -> None:
-        self._keys = keys
-        self._raw = {
-            name: key.public_bytes(Encoding.Raw, PublicFormat.Raw) for name, key in keys.items()
-        }
+    def __init__(self, keys: Mapping[str, bytes]) -> None:
+        """``keys``: each signer's raw 32-byte Ed25519 public key."""
+        self._raw = dict(keys)
         self._sodium = {name: nacl.signing.VerifyKey(raw) for name, raw in self._raw.items()}
         # (signer, signature, size, root) -> the Ed25519 answer: the records of one batch
         # share it, so the signature is checked once per batch, not once per record.
@@ -278,18 +259,14 @@ class PublicKeys:
 
     @classmethod
     def load(cls, keys_dir: Path) -> PublicKeys:
-        keys = {
-            p.stem: Ed25519PublicKey.from_public_bytes(p.read_bytes())
-            for p in sorted(keys_dir.glob("*.pub"))
-        }
-        return cls(keys)
+        return cls({p.stem: p.read_bytes() for p in sorted(keys_dir.glob("*.pub"))})
 
     def raw(self, signer: str) -> bytes | None:
         """The signer's raw 32-byte public key, or ``None`` when the registry has none."""
         return self._raw.get(signer)
 
     def signers(self) -> frozenset[str]:
-        return frozenset(self._keys)
+        return frozenset(self._raw)
 
     def verify(self, signer: str, value: bytes, signature_b64: str) -> bool:
         """Whether ``signer`` signed ``value``: alone, or as part of a batch."""

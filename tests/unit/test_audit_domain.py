@@ -1215,8 +1215,8 @@ def test_a_verdict_never_covers_bytes_it_was_not_computed_on(
     # Same bytes and headers, but the registry holds another key for the signer now:
     # the digest names the key, so the old verdict does not apply.
     log.records[index] = original
-    registry = {name: signer.key.public_key() for name, signer in log.keys.signers.items()}
-    rotated = PublicKeys(registry | {"router": impostor.key.public_key()})
+    registry = {name: signer.public_key() for name, signer in log.keys.signers.items()}
+    rotated = PublicKeys(registry | {"router": impostor.public_key()})
     report = verify(
         log.records, catalogue=log.catalogue, keys=rotated, now=LATER, verified=verified
     )
