@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from bench.bench import stack_pids, tree_cpu_seconds
 from deploy import stack as local_stack
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
-from shared.contracts.topology import OPS_REDRIVES, dlq
+from shared.contracts.topology import CASES_ROUTING, OPS_REDRIVES, dept_tasks, dlq
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.messaging.kafka import make_producer
@@ -43,7 +43,10 @@ from shared.platform.db import create_database, create_pool, drop_database, migr
 from shared.platform.settings import Settings
 
 SCHEMA = "engine"
-TOPIC = "in"
+# Declared topics of the topology, in the bench's own namespace (prefix): the loop reads
+# one and emits onto another it does not read.
+TOPIC = CASES_ROUTING
+OUT = dept_tasks("engine")
 
 
 class _ConsumeOnly:
@@ -53,7 +56,7 @@ class _ConsumeOnly:
 
 async def _emit_one(tx: Tx, event: Event) -> None:
     tx.emit(
-        "out",
+        OUT,
         CaseReviewFlagged(
             **event.caused(),
             producer="engine",
@@ -102,7 +105,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
     )
     await migrate_dsn(database_url, SCHEMA, [MESSAGING_MIGRATIONS])
     pool = await create_pool(database_url, SCHEMA)
-    await ensure_topics(settings, [TOPIC, dlq(TOPIC), "out", OPS_REDRIVES])
+    await ensure_topics(settings, [TOPIC, dlq(TOPIC), OUT, OPS_REDRIVES])
     relay = OutboxRelay(settings, pool, name="engine") if variant == "full" else None
     processor = (
         _ConsumeOnly()

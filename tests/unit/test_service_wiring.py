@@ -226,7 +226,7 @@ class FakeLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.dies:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # dies once the runner is waiting on it
             raise RuntimeError("the loop died")
         await stop.wait()
         self.events.append("batch committed")
