@@ -30,8 +30,9 @@ from typing import Any, Protocol, cast
 from uuid import UUID
 
 from shared.contracts.events import Event
-from shared.messaging.consumer import Record, UnitOfWork
+from shared.messaging.consumer import Record
 from shared.messaging.outbox import OutboxRow
+from shared.messaging.store import UnitOfWork
 from shared.platform.db import Connection
 
 Row = dict[str, Any]
