@@ -5,9 +5,9 @@ fast path and careful mode alike, without Kafka or PostgreSQL::
 
     store = MemoryStore(MyTables())
     processor = BatchProcessor(settings, store, OutboxWriter(signer), handler,
-                               consumer_name="parks")
-    result = await processor.process([record_of("dept.parks.tasks", task)])
-    assert [row.topic for row in store.outbox] == ["dept.parks.outcomes"]
+                               consumer_name="libraries")
+    result = await processor.process([record_of("dept.libraries.tasks", task)])
+    assert [row.topic for row in store.outbox] == ["dept.libraries.outcomes"]
 
 The store keeps the inbox and the outbox as the engine writes them, and gives the
 handler a :class:`MemoryConnection`. Transactions and savepoints behave as in
