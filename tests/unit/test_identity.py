@@ -134,6 +134,13 @@ def test_birth_in_future_uses_today() -> None:
     assert "out of range" in problem
 
 
+def test_resident_id_birth_date_does_not_depend_on_the_day_it_is_asked() -> None:
+    # A rule replayed decides alike: the birth date is read, not judged against the
+    # wall clock (a date after today used to be refused, so the answer changed with it).
+    value = make_resident_id("110105", date(9000, 1, 2), 1)
+    assert resident_id_birth_date(value) == date(9000, 1, 2)
+
+
 def test_resident_id_birth_date_rejects_invalid() -> None:
     with pytest.raises(ValueError, match="check character"):
         resident_id_birth_date("110105194912310021")
