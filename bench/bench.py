@@ -65,15 +65,20 @@ console = Console()
 
 
 async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]:
-    """(hop msgs/s, consume msgs/s) with plain aiokafka on this broker, 200-byte records."""
-    await ensure_topics(settings, ["raw.a", "raw.b"])
+    """(hop msgs/s, consume msgs/s) with plain aiokafka on this broker, 200-byte records.
+
+    It hops from one declared topic to another (``cases.accepted`` to ``cases.routing``)
+    in a namespace of its own (``<prefix>raw.``), which no service of the run reads."""
+    settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}raw."})
+    source, sink_topic = CASES_ACCEPTED, CASES_ROUTING
+    await ensure_topics(settings, [source, sink_topic])
     payload = b"x" * 200
     producer = make_producer(settings, linger_ms=5)
     await producer.start()
     forwarder_in = make_consumer(
-        settings, settings.topic("raw.a"), group_id=f"fwd-{uuid4().hex[:6]}"
+        settings, settings.topic(source), group_id=f"fwd-{uuid4().hex[:6]}"
     )
-    sink = make_consumer(settings, settings.topic("raw.b"), group_id=f"sink-{uuid4().hex[:6]}")
+    sink = make_consumer(settings, settings.topic(sink_topic), group_id=f"sink-{uuid4().hex[:6]}")
     await forwarder_in.start()
     await sink.start()
     forward_out = make_producer(settings, linger_ms=5)
@@ -86,7 +91,7 @@ async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]
         while moved < messages:
             batch = await forwarder_in.getmany(timeout_ms=100, max_records=5000)
             futures = [
-                await forward_out.send(settings.topic("raw.b"), r.value, key=r.key)
+                await forward_out.send(settings.topic(sink_topic), r.value, key=r.key)
                 for records in batch.values()
                 for r in records
             ]
@@ -107,7 +112,7 @@ async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]
     chunk = 5000
     for i in range(0, messages, chunk):
         futures = [
-            await producer.send(settings.topic("raw.a"), payload, key=str(j % 64).encode())
+            await producer.send(settings.topic(source), payload, key=str(j % 64).encode())
             for j in range(i, min(messages, i + chunk))
         ]
         await asyncio.gather(*futures)
@@ -125,7 +130,7 @@ async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]
         max_partition_fetch_bytes=16 * 1024 * 1024,
     )
     await reader.start()
-    parts = [TopicPartition(settings.topic("raw.a"), p) for p in range(settings.topic_partitions)]
+    parts = [TopicPartition(settings.topic(source), p) for p in range(settings.topic_partitions)]
     reader.assign(parts)
     count = 0
     started = time.perf_counter()

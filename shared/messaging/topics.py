@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from shared.contracts import topology
 from shared.platform.settings import Settings
 
 
@@ -27,6 +28,13 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
 
     Safe to run from every service at every start: an existing topic is left as it is.
     """
+    names = list(names)
+    undeclared = sorted(n for n in names if not topology.is_declared(n))
+    if undeclared:
+        raise topology.UndeclaredTopicError(
+            f"not topics of the topology: {', '.join(undeclared)}; declare them in"
+            " shared/contracts/topology.py first"
+        )
     wanted = sorted({settings.topic(n) for n in names})
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from services.audit import dlq
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
-from shared.contracts.topology import CASES_ROUTING, OPS_REDRIVES
+from shared.contracts.topology import (
+    CASES_ROUTING,
+    OPS_REDRIVES,
+    dept_outcomes,
+    dept_tasks,
+    event_log_pattern,
+)
 from shared.contracts.topology import dlq as dlq_of
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
@@ -37,6 +42,7 @@ SCHEMA = "engine"
 # only); cases.routing carries the CaseClosed events the handler below applies.
 IN = CASES_ROUTING
 IN_DLQ = dlq_of(IN)
+OUT = dept_tasks("engine")  # a declared topic the engine under test does not read
 
 
 @dataclass
@@ -59,7 +65,7 @@ async def handler(tx: Tx, event: Event) -> None:
         raise ValueError("the handler cannot take this one")
     await tx.conn.execute("INSERT INTO effects (message) VALUES ($1)", event.message)
     tx.emit(
-        "out",
+        OUT,
         CaseReviewFlagged(
             **event.caused(),
             producer="engine",
@@ -81,7 +87,7 @@ async def engine(settings: Settings, database_url: str, tmp_path: Path) -> Async
     await migrate_dsn(database_url, SCHEMA, [MESSAGING_MIGRATIONS, own])
     pool = await create_pool(database_url, SCHEMA)
     await pool.execute("TRUNCATE effects, inbox, outbox")
-    await ensure_topics(settings, [IN, IN_DLQ, "out", OPS_REDRIVES])
+    await ensure_topics(settings, [IN, IN_DLQ, OUT, OPS_REDRIVES])
     BUG["present"] = True
     writer = OutboxWriter(Signer.load(settings.keys_dir, "engine"))
     relay = OutboxRelay(settings, pool, name="engine")
@@ -175,7 +181,7 @@ async def test_a_redelivered_event_changes_nothing(engine: Engine) -> None:
     event = closed("once")
     await produce(engine.settings, [event.to_json(), event.to_json(), closed("marker").to_json()])
     await eventually(lambda: _equals(engine.effects(), ["once", "marker"]))
-    out = await read_all(engine.settings, "out", 2)
+    out = await read_all(engine.settings, OUT, 2)
     # Keyed by case: the two follow-ups may sit in different partitions, in any order.
     assert sorted(json.loads(r.value)["message"] for r in out) == ["marker", "once"]
 
@@ -195,7 +201,7 @@ async def test_a_failing_handler_dead_letters_only_its_record(engine: Engine) ->
 
 async def test_emitted_events_are_signed_by_the_service(engine: Engine) -> None:
     await produce(engine.settings, [closed("signed").to_json()])
-    out = await read_all(engine.settings, "out", 1)
+    out = await read_all(engine.settings, OUT, 1)
     headers = {k: v.decode() for k, v in out[0].headers}
     assert headers[SIGNER_HEADER] == "engine"
     keys = PublicKeys.load(engine.settings.keys_dir)
@@ -249,20 +255,21 @@ async def test_a_pattern_consumer_reads_a_topic_created_after_it_started(
     # The audit subscribes by pattern. A department added while it runs must be read
     # within the refresh interval, not after the client's default five minutes.
     settings = settings.model_copy(update={"consumer_pattern_refresh_ms": 500})
-    await ensure_topics(settings, ["early"])
+    early, late = dept_outcomes("early"), dept_outcomes("late")
+    await ensure_topics(settings, [early])
     collector = Collector()
-    pattern = rf"^{re.escape(settings.topic_prefix)}(early|late)$"
+    pattern = event_log_pattern(settings.topic_prefix)
     loop = ConsumerLoop(settings, [], group_id="watcher", processor=collector, pattern=pattern)
     stop = asyncio.Event()
     started = asyncio.Event()
     task = asyncio.create_task(loop.run(stop, on_ready=started.set))
     try:
         await asyncio.wait_for(started.wait(), 30)
-        await ensure_topics(settings, ["late"])
+        await ensure_topics(settings, [late])
         producer = make_producer(settings)
         await producer.start()
         try:
-            await (await producer.send(settings.topic("late"), b"from the late topic"))
+            await (await producer.send(settings.topic(late), b"from the late topic"))
         finally:
             await producer.stop()
 

@@ -8,6 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.kafka import make_consumer, make_producer
 from shared.messaging.topics import ensure_topics
 from shared.platform.settings import Settings
@@ -33,8 +34,8 @@ async def _consume(settings: Settings, topic: str, group: str, n: int, commit: b
 
 
 async def test_idempotent_producer_and_manual_commit_in_a_group(settings: Settings) -> None:
-    await ensure_topics(settings, ["plumbing"])
-    topic = settings.topic("plumbing")
+    await ensure_topics(settings, [CASES_ACCEPTED])
+    topic = settings.topic(CASES_ACCEPTED)
     producer = make_producer(settings)
     await producer.start()
     try:

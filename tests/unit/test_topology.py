@@ -10,6 +10,8 @@ import pytest
 
 from shared.contracts import topology
 from shared.contracts.events import registry
+from shared.messaging.topics import ensure_topics
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -20,12 +22,27 @@ _TOPIC_LIKE = re.compile(r"^(?:cases|dept|ops)\.[a-z0-9_.]+$")
 
 
 def _string_constants(path: Path) -> list[tuple[int, str]]:
+    """Every string constant, and every f-string with each placeholder read as ``x``
+    (``f"dept.{name}.tasks"`` is checked as ``dept.x.tasks``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return [
+    found: list[tuple[int, str]] = []
+    in_fstrings: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = []
+            for part in node.values:
+                in_fstrings.add(id(part))
+                text = part.value if isinstance(part, ast.Constant) else None
+                parts.append(text if isinstance(text, str) else "x")
+            found.append((node.lineno, "".join(parts)))
+    found += [
         (node.lineno, node.value)
         for node in ast.walk(tree)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in in_fstrings
     ]
+    return found
 
 
 def test_every_topic_named_in_the_code_is_declared() -> None:
@@ -40,10 +57,21 @@ def test_every_topic_named_in_the_code_is_declared() -> None:
 
 def test_the_scan_would_see_an_undeclared_topic(tmp_path: Path) -> None:
     source = tmp_path / "rogue.py"
-    source.write_text('TOPIC = "cases.shadow"\nOK = "dept.parks.tasks.dlq"\n', encoding="utf-8")
-    found = [v for _, v in _string_constants(source) if _TOPIC_LIKE.match(v)]
-    assert found == ["cases.shadow", "dept.parks.tasks.dlq"]
-    assert [topology.is_declared(v) for v in found] == [False, True]
+    source.write_text(
+        'TOPIC = "cases.shadow"\nOK = "dept.parks.tasks.dlq"\n'
+        'ROGUE = f"dept.{name}.inbox"\nFINE = f"dept.{name}.outcomes"\n',
+        encoding="utf-8",
+    )
+    found = sorted(v for _, v in _string_constants(source) if _TOPIC_LIKE.match(v))
+    assert found == ["cases.shadow", "dept.parks.tasks.dlq", "dept.x.inbox", "dept.x.outcomes"]
+    assert [topology.is_declared(v) for v in found] == [False, True, False, True]
+
+
+async def test_provisioning_refuses_an_undeclared_topic() -> None:
+    # Refused before any broker is asked: the address below is never dialled.
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9")
+    with pytest.raises(topology.UndeclaredTopicError, match=r"cases\.shadow"):
+        await ensure_topics(settings, [topology.CASES_ACCEPTED, "cases.shadow"])
 
 
 def test_every_event_type_travels_on_exactly_one_topic() -> None:
