@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import HTTPException
 
 from services.intake import store
 from services.intake.domain import CaseRequest
+from shared.contracts.calendar import centre_day
 from shared.contracts.events import CaseAccepted, utcnow
 from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
@@ -36,7 +36,6 @@ from shared.messaging.outbox import OutboxWriter
 from shared.platform.db import Connection
 from shared.platform.settings import Settings
 
-CENTRE_TZ = ZoneInfo("Asia/Shanghai")  # receipt days follow the centre's calendar
 PRODUCER = "intake"
 
 
@@ -219,7 +218,7 @@ class Acceptor:
 
     async def _store(self, conn: Connection, fresh: list[_New], now: datetime) -> None:
         centre = self._settings.centre_id
-        day = now.astimezone(CENTRE_TZ).date()
+        day = centre_day(now)  # receipt days follow the centre's calendar
         last = await store.take_receipts(conn, centre, day, len(fresh))
         first = last - len(fresh) + 1
         events = []

@@ -14,7 +14,9 @@ the audit replay.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
+
+from shared.contracts.calendar import CENTRE_TZ
 
 __all__ = [
     "make_resident_id",
@@ -29,7 +31,6 @@ __all__ = [
 
 # China has a single time zone and no daylight saving, so a fixed offset is exact
 # and avoids depending on the system tz database.
-_CHINA_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 # --- resident identity number (GB 11643-1999) -------------------------------
 
@@ -91,7 +92,7 @@ def _resident_birth_problem(value: str, today: date | None) -> str | None:
     birth = _parse_birth(value[6:14])
     if birth is None:
         return f"resident ID birth date {value[6:14]} is not a calendar date"
-    reference = today if today is not None else datetime.now(_CHINA_TZ).date()
+    reference = today if today is not None else datetime.now(CENTRE_TZ).date()
     if birth < _EARLIEST_BIRTH or birth > reference:
         return f"resident ID birth date {birth.isoformat()} is out of range"
     return None

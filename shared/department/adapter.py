@@ -5,7 +5,8 @@ A department is one package under ``services/`` with:
 - ``catalogue.yaml``: its items (the router and intake discover it by itself);
 - ``department.py``: a :class:`Department` with one handler per action, and optionally
   learners for other departments' outcomes;
-- ``__main__.py``: ``run(department)``.
+- ``main.py``: ``build(settings)``, which is ``create_service(department, settings)``, and
+  the ``__main__.py`` every service has (``run_service(build)``).
 
 The SDK does the rest: it subscribes to ``dept.<name>.tasks`` (and the outcome topics
 the department learns from), parses records with the event registry, runs the handler
@@ -34,6 +35,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from shared.contracts.calendar import centre_day
 from shared.contracts.events import (
     Event,
     StepApproved,
@@ -42,8 +44,8 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.contracts.topology import dept_outcomes, dept_tasks
-from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts, centre_day
+from shared.contracts.topology import dept_outcomes
+from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
 from shared.department.rules import UnknownActionError
 from shared.messaging.consumer import (
     BatchProcessor,
@@ -180,7 +182,6 @@ class Department:
     migrations: Sequence[Path] = ()
     actions: dict[str, ActionHandler] = field(default_factory=dict)
     learners: dict[str, Learner] = field(default_factory=dict)
-    slow_s: float = 0.0
 
     def action(self, name: str) -> Callable[[ActionHandler], ActionHandler]:
         """Register the handler of one action (``@department.action("benefit_claim")``)."""
@@ -202,15 +203,14 @@ class Department:
 
         return register
 
-    @property
-    def topics(self) -> list[str]:
-        return [dept_tasks(self.name), *(dept_outcomes(d) for d in sorted(self.learners))]
+    def handler(self, *, slow_s: float = 0.0) -> StatefulHandler:
+        """The batch handler the consumer loop runs for every parsed event (``slow_s``:
+        the fault suite's slow department, see ``ONEDOOR_FAULT_SLOW_ACTION_S``)."""
+        return _DepartmentHandler(self, slow_s)
 
-    def handler(self) -> StatefulHandler:
-        """The batch handler the consumer loop runs for every parsed event."""
-        return _DepartmentHandler(self)
-
-    async def decide(self, ctx: StepContext, tx: Tx, task: StepAssigned, *, ready: bool) -> None:
+    async def decide(
+        self, ctx: StepContext, tx: Tx, task: StepAssigned, *, ready: bool, slow_s: float = 0.0
+    ) -> None:
         """Decide one task and emit its outcome (``ready``: the approval that released it,
         if any, is in this department's inbox)."""
         if task.department != self.name:
@@ -220,8 +220,8 @@ class Department:
         handler = self.actions.get(task.action)
         if handler is None:
             raise UnknownActionError(f"{self.name} has no action {task.action!r}")
-        if self.slow_s:
-            await asyncio.sleep(self.slow_s)  # fault suite only: a department past its deadline
+        if slow_s:
+            await asyncio.sleep(slow_s)  # fault suite only: a department past its deadline
         decision = await handler(ctx, task)
         tx.emit(dept_outcomes(self.name), outcome_event(self.name, task, decision))
 
@@ -237,8 +237,9 @@ class _DepartmentHandler(StatefulHandler):
     """Runs a department over a batch: its subjects and the approvals its tasks wait for
     are read in one query each; changed subjects are written back in one."""
 
-    def __init__(self, department: Department) -> None:
+    def __init__(self, department: Department, slow_s: float = 0.0) -> None:
         self.department = department
+        self.slow_s = slow_s
         self.subjects = SubjectCache()
         self.seen: set[UUID] = set()
 
@@ -253,7 +254,8 @@ class _DepartmentHandler(StatefulHandler):
                     waits.append(approval)
             elif isinstance(event, StepOutcome) and event.applicant_id:
                 # Learners usually update the applicant's record: read it with the rest.
-                keys += [("person", event.applicant_id), ("company", event.applicant_id)]
+                kind = "person" if event.applicant_kind == "natural" else "company"
+                keys.append((kind, event.applicant_id))
         await self.subjects.prefetch(conn, keys)
         self.seen = set()
         if waits:
@@ -267,7 +269,8 @@ class _DepartmentHandler(StatefulHandler):
         ctx = StepContext(department.name, tx.conn, self.subjects)
         if isinstance(event, StepAssigned):
             approval = department.waits_for(event)
-            await department.decide(ctx, tx, event, ready=approval is None or approval in self.seen)
+            ready = approval is None or approval in self.seen
+            await department.decide(ctx, tx, event, ready=ready, slow_s=self.slow_s)
         elif isinstance(event, StepOutcome) and event.department in department.learners:
             await department.learners[event.department](ctx, event)
             # A task later in this batch may wait for exactly this approval.
@@ -345,7 +348,7 @@ def wire_department(department: Department, plumbing: Plumbing) -> ServiceContex
         plumbing.settings,
         plumbing.pool,
         plumbing.writer,
-        department.handler(),
+        department.handler(slow_s=plumbing.settings.fault_slow_action_s),
         consumer_name=department.name,
         first_topics=[dept_outcomes(d) for d in department.learners],
     )
@@ -361,7 +364,6 @@ def wire_department(department: Department, plumbing: Plumbing) -> ServiceContex
 
 async def create_service(department: Department, settings: Settings) -> ServiceContext:
     """Build a department adapter: schema, topics, relay and its consumer loop."""
-    department.slow_s = settings.fault_slow_action_s
     plumbing = await open_service(
         department.name,
         settings,

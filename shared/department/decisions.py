@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
 from typing import Any
 
 
@@ -37,16 +37,6 @@ class NeedsInfo:
 
 
 Decision = Approve | Reject | NeedsInfo
-
-
-# The centres' time zone: China has one, without daylight saving, so a fixed offset is
-# exact and needs no tz database.
-CENTRE_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
-
-
-def centre_day(at: datetime) -> date:
-    """The centre's calendar day at the instant ``at`` (an aware datetime)."""
-    return at.astimezone(CENTRE_TZ).date()
 
 
 @dataclass(frozen=True)
