@@ -251,19 +251,7 @@ def on_outcome(
         return _needs_info(state, step, outcome)
     if isinstance(outcome, StepRejected):
         if state.on_spot:
-            return replace(state, current_step=None), [
-                (
-                    CASES_ROUTING,
-                    CaseReviewFlagged(
-                        **env,
-                        producer=PRODUCER,
-                        step_index=step.index,
-                        department=step.department,
-                        reason_code=outcome.reason_code,
-                        message=outcome.message,
-                    ),
-                )
-            ]
+            return _review_flagged(state, step, outcome, outcome.reason_code, outcome.message)
         return replace(state, status="closed", outcome="rejected", current_step=None), [
             (
                 CASES_ROUTING,
@@ -294,6 +282,22 @@ def on_outcome(
     ]
 
 
+def _review_flagged(
+    state: CaseState, step: RoutedStep, outcome: StepOutcome, reason_code: str, message: str
+) -> tuple[CaseState, list[Emit]]:
+    """An on-the-spot case's review did not pass: flagged for follow-up, the case stays
+    closed as approved, and no later review step is assigned."""
+    flagged = CaseReviewFlagged(
+        **outcome.caused(),
+        producer=PRODUCER,
+        step_index=step.index,
+        department=step.department,
+        reason_code=reason_code,
+        message=message,
+    )
+    return replace(state, current_step=None), [(CASES_ROUTING, flagged)]
+
+
 def _needs_info(
     state: CaseState, step: RoutedStep, outcome: StepNeedsInfo
 ) -> tuple[CaseState, list[Emit]]:
@@ -307,20 +311,8 @@ def _needs_info(
     """
     env = outcome.caused()
     if state.on_spot:
-        missing = ", ".join(outcome.missing)
-        return replace(state, current_step=None), [
-            (
-                CASES_ROUTING,
-                CaseReviewFlagged(
-                    **env,
-                    producer=PRODUCER,
-                    step_index=step.index,
-                    department=step.department,
-                    reason_code=REVIEW_NEEDS_INFO,
-                    message=f"{outcome.message} (missing: {missing})",
-                ),
-            )
-        ]
+        message = f"{outcome.message} (missing: {', '.join(outcome.missing)})"
+        return _review_flagged(state, step, outcome, REVIEW_NEEDS_INFO, message)
     return replace(state, status="waiting_info"), [
         (
             CASES_ROUTING,

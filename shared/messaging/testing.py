@@ -1,4 +1,4 @@
-"""An in-memory :class:`~shared.messaging.consumer.Store`, for unit tests of handlers.
+"""An in-memory :class:`~shared.messaging.store.Store`, for unit tests of handlers.
 
 A handler runs through the real :class:`~shared.messaging.consumer.BatchProcessor`,
 fast path and careful mode alike, without Kafka or PostgreSQL::
@@ -174,7 +174,7 @@ class MemoryUnitOfWork:
 
 
 class MemoryStore:
-    """A :class:`~shared.messaging.consumer.Store` in memory (see the module docstring).
+    """A :class:`~shared.messaging.store.Store` in memory (see the module docstring).
 
     ``state`` holds what is committed (and, inside a transaction, what is written so
     far); ``commits`` and ``rollbacks`` count the outermost transactions.
