@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
+from services.audit.timeline import last_wait, order_key
 from shared.contracts.events import (
     CaseAccepted,
     CaseAdvanced,
@@ -25,7 +26,6 @@ from shared.contracts.events import (
     CaseRejected,
     CaseReviewFlagged,
     CaseRouted,
-    DeadLetterRedriven,
     Event,
     StepApproved,
     StepAssigned,
@@ -35,24 +35,6 @@ from shared.contracts.events import (
 )
 
 E = TypeVar("E", bound=Event)
-
-# Ties of occurred_at within a case, broken by the order a case lives its life.
-_TYPE_ORDER: Mapping[str, float] = {
-    CaseAccepted.event_type: 0,
-    CaseRouted.event_type: 1,
-    CaseRejected.event_type: 2,
-    StepAssigned.event_type: 3,
-    CaseAdvanced.event_type: 4,
-    StepApproved.event_type: 5,
-    StepRejected.event_type: 5,
-    StepNeedsInfo.event_type: 5,
-    CaseAwaitingInfo.event_type: 5.5,
-    CaseClosed.event_type: 6,
-    CaseReviewFlagged.event_type: 7,
-}
-
-# Events after a wait that do not end it: the outcome that caused it, an operator's redrive.
-_KEEPS_WAITING = (StepNeedsInfo, DeadLetterRedriven)
 
 
 def iso(at: datetime) -> str:
@@ -123,7 +105,8 @@ class CaseView:
     departments: tuple[str, ...]  # the slip's departments, in order
     review_flags: tuple[str, ...]  # "dept: reason_code" for failed reviews
     timeline: tuple[TimelineEntry, ...]
-    # Set while the case waits for information (a CaseAwaitingInfo is its last word).
+    # Set while the case waits for information (its last word is a CaseAwaitingInfo, as
+    # services.audit.timeline.last_wait decides for verify too).
     waiting_info: WaitingInfo | None = None
 
     @property
@@ -163,7 +146,11 @@ class CaseView:
 
 
 def _event_key(event: Event) -> tuple[datetime, float, UUID]:
-    return (event.occurred_at, _TYPE_ORDER.get(event.event_type, 99), event.event_id)
+    return order_key(event.occurred_at, event.event_type, event.event_id)
+
+
+def _event_type(event: Event) -> str:
+    return event.event_type
 
 
 def _describe(event: Event) -> tuple[int | None, str | None, str]:  # noqa: PLR0911 - one per type
@@ -245,7 +232,6 @@ def _view(accepted: CaseAccepted, ordered: list[Event]) -> CaseView:
     secrets = (accepted.applicant.id_number, accepted.applicant.phone)
     flags: set[tuple[int, str, str]] = set()
     timeline: list[TimelineEntry] = []
-    waiting: CaseAwaitingInfo | None = None
     for event in ordered:
         step_index, department, detail = _describe(event)
         timeline.append(
@@ -262,10 +248,8 @@ def _view(accepted: CaseAccepted, ordered: list[Event]) -> CaseView:
             isinstance(event, StepRejected) and event.review
         ):
             flags.add((event.step_index, event.department, event.reason_code))
-        if isinstance(event, CaseAwaitingInfo):
-            waiting = event
-        elif not isinstance(event, _KEEPS_WAITING):
-            waiting = None  # something else happened: the case moved on
+    waiting = last_wait(ordered, _event_type)
+    assert waiting is None or isinstance(waiting, CaseAwaitingInfo)
     version = (
         routed.catalogue_version
         if routed is not None

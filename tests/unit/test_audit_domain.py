@@ -50,6 +50,7 @@ from shared.contracts.events import (
     CaseAccepted,
     CaseAwaitingInfo,
     CaseClosed,
+    CaseReviewFlagged,
     CaseRouted,
     Event,
     EventDecodeError,
@@ -827,6 +828,72 @@ def test_a_case_that_moves_on_after_waiting_is_no_longer_waiting(log: LogBuilder
     promised = log.find(accepted.case_id, CaseRouted).promised_by
     late = log.verify(now=promised + timedelta(seconds=1))
     assert OVERDUE in {v.kind for v in late.violations}
+
+
+def _after_the_wait(log: LogBuilder, accepted: CaseAccepted, then: str) -> None:
+    """What happens to a waiting case next, as ``then`` says."""
+    wait = log.find(accepted.case_id, CaseAwaitingInfo)
+    task = log.tasks[accepted.case_id]
+    if then.startswith("advanced"):
+        # The step assigned again; at the wait's instant, with an event id above the
+        # wait's, the assignment still comes first in the case's life (by type).
+        same = then.endswith("same instant")
+        again = task.model_copy(
+            update={
+                "event_id": UUID(int=2**128 - 1) if same else uuid4(),
+                "occurred_at": wait.occurred_at if same else log.tick(),
+            }
+        )
+        log.publish(dept_tasks(task.department), again)
+    elif then == "flagged":
+        flag = CaseReviewFlagged(
+            **wait.caused(),
+            occurred_at=log.tick(),
+            producer="router",
+            step_index=wait.step_index,
+            department=wait.department,
+            reason_code="needs_info",
+            message="flagged for follow-up",
+        )
+        log.publish(CASES_ROUTING, flag)
+    elif then == "closed":
+        close = CaseClosed(
+            **wait.caused(),
+            occurred_at=log.tick(),
+            producer="router",
+            outcome="rejected",
+            reason_code="applicant_withdrew",
+        )
+        log.publish(CASES_ROUTING, close)
+
+
+@pytest.mark.parametrize(
+    ("then", "waits"),
+    [
+        ("nothing", True),
+        ("advanced", False),
+        ("advanced at the same instant", True),
+        ("flagged", False),
+        ("closed", False),
+    ],
+)
+def test_the_projection_and_verify_agree_on_whether_a_case_waits(
+    log: LogBuilder, then: str, waits: bool
+) -> None:
+    """One definition of "still waiting" (services.audit.timeline): ``stats`` lists a
+    case open past its promise exactly when ``verify`` reports it ``overdue``."""
+    clean_log(log)
+    accepted = log.waiting_for_info()
+    _after_the_wait(log, accepted, then)
+    views = _views(log)
+    assert (views[accepted.case_id].status == "waiting_info") == waits
+    after = log.find(accepted.case_id, CaseRouted).promised_by + timedelta(days=1)
+    late = str(accepted.case_id) in stats(views, now=after).open_past_promise
+    overdue = any(
+        v.kind == OVERDUE and v.case_id == accepted.case_id
+        for v in log.verify(now=after).violations
+    )
+    assert late == overdue == (not waits and then != "closed")
 
 
 def test_unrouted_case_uses_the_catalogue_promise(log: LogBuilder) -> None:

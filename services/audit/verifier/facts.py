@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
 
+from services.audit.timeline import order_key
 from services.audit.verifier.report import Violation
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
@@ -29,6 +30,7 @@ from shared.contracts.events import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from uuid import UUID
 
     from services.audit.verifier.log import LogRecord
 
@@ -192,8 +194,13 @@ class Fact:
         )
 
 
-def time_key(fact: Fact) -> tuple[datetime, int]:
-    return (fact.at, fact.event_id.int)
+def time_key(fact: Fact) -> tuple[datetime, float, UUID]:
+    """Where the fact sits in its case's timeline, as the projection orders it."""
+    return order_key(fact.at, fact.event_type, fact.event_id)
+
+
+def fact_type(fact: Fact) -> str:
+    return fact.event_type
 
 
 def in_time_order(facts: list[Fact]) -> list[Fact]:

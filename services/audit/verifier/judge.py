@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.audit.timeline import WAIT, last_wait
 from services.audit.verifier.facts import (
     Accepted,
     CaseLog,
@@ -12,6 +13,7 @@ from services.audit.verifier.facts import (
     Fact,
     Rejected,
     Routed,
+    fact_type,
     in_time_order,
     time_key,
 )
@@ -321,15 +323,16 @@ class CaseJudge:
             )
         return problems
 
-    def _still_waiting(self, waits: list[Fact]) -> bool:
-        """Whether an explained wait is the case's last word: nothing moved it on since."""
-        if not waits:
+    def _still_waiting(self, explained: list[Fact]) -> bool:
+        """Whether an explained wait is the case's last word (``timeline.last_wait``, as
+        the projection's ``waiting_info``): the waits that are not explained neither
+        start nor end one."""
+        if not explained:
             return False
-        since = max(time_key(w) for w in waits)
-        log = self.log
-        moves = [*log.assigned, *log.advanced, *log.closed]
-        moves += (f for f in log.outcomes if f.event_type != StepNeedsInfo.event_type)
-        return all(time_key(f) < since for f in moves)
+        timeline = [f for f in self.log.everything() if f.event_type != WAIT]
+        timeline += explained
+        timeline.sort(key=time_key)
+        return last_wait(timeline, fact_type) is not None
 
     def _check_close(self, close: Fact) -> None:
         closed = close.payload(Closed)
