@@ -250,12 +250,6 @@ class LogBuilder:
         self.publish(dept_outcomes(task.department), outcome)
         state, emits = on_outcome(self.states[case_id], outcome, self.clock)
         self.states[case_id] = state
-        if isinstance(outcome, StepNeedsInfo) and not any(
-            isinstance(e, CaseAwaitingInfo) for _, e in emits
-        ):
-            # What the router writes for a StepNeedsInfo (one that predates the explicit
-            # wait wrote nothing).
-            emits = [*emits, (CASES_ROUTING, awaiting_info(outcome))]
         self.emit_all(emits)
         return outcome
 
@@ -811,6 +805,85 @@ def test_a_wait_on_an_unassigned_departments_needs_info_is_unexplained(
     assert sorted(v.kind for v in report.violations) == [UNASSIGNED_OUTCOME, UNEXPLAINED_WAIT]
     detail = next(v.detail for v in report.violations if v.kind == UNEXPLAINED_WAIT)
     assert "social_security was not assigned step 0" in detail
+
+
+def test_a_second_wait_for_one_step_needs_info_is_unexplained(log: LogBuilder) -> None:
+    clean_log(log)
+    accepted = log.waiting_for_info()
+    first = log.find(accepted.case_id, CaseAwaitingInfo)
+    asked = log.find(accepted.case_id, StepNeedsInfo)
+    # The router's event written twice (under two event ids), as a doubled assignment.
+    again = log.retime(awaiting_info(asked))
+    record = log.publish(CASES_ROUTING, again)
+    promised = log.find(accepted.case_id, CaseRouted).promised_by
+    for records in [log.records, *shuffled(log.records, seed=17)]:
+        report = verify(records, catalogue=log.catalogue, keys=log.keys.public, now=LATER)
+        violation = only(report, UNEXPLAINED_WAIT, flagged=1)
+        assert_at(violation, record, again)
+        assert f"already waits at step 0 on this StepNeedsInfo (by {first.event_id})" in (
+            violation.detail
+        )
+    # The first wait is explained and still the case's last word: not overdue.
+    late = log.verify(now=promised + timedelta(days=1))
+    assert [v.kind for v in late.errors()] == [UNEXPLAINED_WAIT]
+
+
+def _on_spot_wait(log: LogBuilder) -> tuple[CaseAccepted, CaseAwaitingInfo]:
+    """An on-the-spot case whose review needs information (the router flags it), and a
+    CaseAwaitingInfo written for it all the same."""
+    accepted = log.accept("HR-EMPLOYMENT-REGISTRATION", EMPLOYMENT_FORM)
+    log.route(accepted)
+    asked = log.decide(accepted.case_id, NeedsInfo(("contract",), "bring the contract"))
+    assert [type(e).__name__ for e in log.events][-1] == "CaseReviewFlagged"
+    wait = log.retime(awaiting_info(asked))
+    log.publish(CASES_ROUTING, wait)
+    return accepted, wait
+
+
+def test_a_wait_on_a_case_settled_on_the_spot_is_unexplained(log: LogBuilder) -> None:
+    clean_log(log)
+    accepted, wait = _on_spot_wait(log)
+    violation = only(log.verify(), UNEXPLAINED_WAIT, flagged=1)
+    assert_at(violation, log.record_of(wait), wait)
+    assert "settled on the spot" in violation.detail
+    close = log.find(accepted.case_id, CaseClosed)
+    assert f"waits after the case was closed by {close.event_id}" in violation.detail
+    # Without its close, the case runs out of time: such a wait does not stop the clock.
+    log.records.remove(log.record_of(close))
+    promised = log.find(accepted.case_id, CaseRouted).promised_by  # promised_days 0
+    violation = only(log.verify(now=promised), UNEXPLAINED_WAIT, flagged=1)
+    assert "closed" not in violation.detail
+    late = log.verify(now=promised + timedelta(seconds=1))
+    assert sorted(v.kind for v in late.errors() if v.case_id == accepted.case_id) == [
+        OVERDUE,
+        UNEXPLAINED_WAIT,
+    ]
+
+
+def test_a_wait_after_the_case_was_closed_is_unexplained(log: LogBuilder) -> None:
+    accepted = log.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+    log.route(accepted)
+    asked = log.decide(accepted.case_id, NeedsInfo(("separation_letter",), "bring it"))
+    on_time = log.find(accepted.case_id, CaseAwaitingInfo)
+    log.records.remove(log.record_of(on_time))
+    close = log.retime(
+        CaseClosed(
+            **accepted.caused(),
+            producer="router",
+            outcome="rejected",
+            reason_code="applicant_withdrew",
+        )
+    )
+    log.publish(CASES_ROUTING, close)
+    # The same wait, written after the close.
+    late = log.retime(awaiting_info(asked))
+    record = log.publish(CASES_ROUTING, late)
+    for records in [log.records, *shuffled(log.records, seed=23)]:
+        report = verify(records, catalogue=log.catalogue, keys=log.keys.public, now=LATER)
+        assert sorted(v.kind for v in report.violations) == [INCONSISTENT_CLOSE, UNEXPLAINED_WAIT]
+        violation = next(v for v in report.violations if v.kind == UNEXPLAINED_WAIT)
+        assert_at(violation, record, late)
+        assert violation.detail == f"waits after the case was closed by {close.event_id}"
 
 
 def test_a_case_that_moves_on_after_waiting_is_no_longer_waiting(log: LogBuilder) -> None:

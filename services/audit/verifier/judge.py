@@ -92,8 +92,8 @@ class CaseJudge:
         self._check_steps(self.log.assigned)
         self._check_steps(self.log.advanced)
         self._check_outcomes()
-        waits = self._check_waits() if self.log.waiting else []
         closes = in_time_order(self.log.closed)
+        waits = self._check_waits(closes[0] if closes else None) if self.log.waiting else []
         if closes:
             first = closes[0].event_id
             if len(closes) > 1:
@@ -104,7 +104,8 @@ class CaseJudge:
             self._check_close(closes[0])
         else:
             deadline = self._deadline()
-            # Waiting for the applicant stops the centre's clock: no overdue then.
+            # Waiting for the applicant stops the centre's clock, but only an explained
+            # wait that is still the case's last word does.
             if deadline is not None and now > deadline and not self._still_waiting(waits):
                 self.found.append(
                     self.accepted.violation(
@@ -288,24 +289,57 @@ class CaseJudge:
             problems.append(f"outcome of {outcome.department} published on {outcome.topic}")
         return problems
 
-    def _check_waits(self) -> list[Fact]:
+    def _check_waits(self, close: Fact | None) -> list[Fact]:
         """CaseAwaitingInfo records: each follows (is caused by) a StepNeedsInfo of the
-        same step, from the department assigned that step. Returns the explained ones."""
+        same step, from the department assigned that step, on a case not settled on the
+        spot (its review is flagged instead) and not closed before (``close``: the
+        case's first close); one wait per StepNeedsInfo, a second being reported as a
+        step's second assignment is. Returns the explained ones."""
         outcomes = {f.event_id.int: f for f in self.log.outcomes}
-        explained: list[Fact] = []
+        fitting: dict[int, list[Fact]] = {}
         for wait in self.log.waiting:
-            problems = self._wait_problems(wait, outcomes)
+            problems = self._wait_problems(wait, outcomes, close)
             if problems:
                 self.found.append(wait.violation(UNEXPLAINED_WAIT, "; ".join(problems)))
             else:
-                explained.append(wait)
+                assert wait.causation_id is not None
+                fitting.setdefault(wait.causation_id.int, []).append(wait)
+        explained: list[Fact] = []
+        for group in fitting.values():
+            ordered = in_time_order(group)
+            explained.append(ordered[0])
+            first = ordered[0].event_id
+            self.found.extend(
+                extra.violation(
+                    UNEXPLAINED_WAIT,
+                    f"the case already waits at step {extra.step_index} on this "
+                    f"StepNeedsInfo (by {first})",
+                )
+                for extra in ordered[1:]
+            )
         return explained
 
-    def _wait_problems(self, wait: Fact, outcomes: dict[int, Fact]) -> list[str]:
+    def _wait_problems(
+        self, wait: Fact, outcomes: dict[int, Fact], close: Fact | None
+    ) -> list[str]:
+        problems: list[str] = []
         cause = wait.causation_id
         asked = outcomes.get(cause.int) if cause is not None else None
         if asked is None or asked.event_type != StepNeedsInfo.event_type:
-            return [f"waits at step {wait.step_index} without a StepNeedsInfo behind it"]
+            problems.append(f"waits at step {wait.step_index} without a StepNeedsInfo behind it")
+        else:
+            problems += self._asked_problems(wait, asked)
+        if self.routed is not None and self.routed.settle_on_spot:
+            problems.append(
+                "the case was settled on the spot: a review that needs information is "
+                "flagged, the case never waits"
+            )
+        if close is not None and time_key(close) < time_key(wait):
+            problems.append(f"waits after the case was closed by {close.event_id}")
+        return problems
+
+    def _asked_problems(self, wait: Fact, asked: Fact) -> list[str]:
+        """A wait against the StepNeedsInfo it names as its cause."""
         problems: list[str] = []
         if (asked.step_index, asked.department) != (wait.step_index, wait.department):
             problems.append(

@@ -57,8 +57,10 @@ def verify(
       same slip and causation rules;
     - an outcome must also match its assignment's action and review flag;
     - a CaseAwaitingInfo must be caused by a StepNeedsInfo of the same step from the
-      department assigned that step, else ``unexplained_wait``; a case whose last word
-      is such a wait waits for the applicant and is not ``overdue``;
+      department assigned that step, be the only one for it, and come on a case not
+      settled on the spot and not closed before it, else ``unexplained_wait``; a case
+      whose last word is an explained wait (``services.audit.timeline.last_wait``, as
+      the projection decides) waits for the applicant and is not ``overdue``;
     - ``catalogue_mismatch`` also covers a CaseRouted for another item or with
       another promise than the catalogue's, and a CaseRejected for an application the
       catalogue routes (and, where both exist, a CaseRouted for one it rejects);
