@@ -30,13 +30,9 @@ import asyncpg
 
 from services.audit import dlq, queries, store
 from services.audit.output import Terminal, print_verify_report, progress_bar, verify_json
-from services.audit.verifier.run import run_verify, verify_log
+from services.audit.verifier.run import verify_log
 from shared.contracts.topology import OPS_REDRIVES
 from shared.platform.settings import Settings, get_settings
-
-# run_verify stays importable from here for tests/faults/load.py; new code imports it from
-# services.audit.verifier.run.
-__all__ = ["main", "parser", "run_verify"]
 
 
 def _err(text: str) -> None:
@@ -105,13 +101,12 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_rebuild(settings: Settings, _: argparse.Namespace) -> int:
-    async with queries.migrated_store(settings) as conn, conn.transaction():
-        live = store.views_digest(await store.live_views(conn))
-        rebuilt = await store.rebuild(conn)
+    async with queries.migrated_store(settings) as conn:
+        result = await queries.rebuild_projection(conn)
     out = Terminal()
-    out.line(f"live projection digest    {live}")
-    out.line(f"rebuilt projection digest {rebuilt}")
-    if live != rebuilt:
+    out.line(f"live projection digest    {result.live}")
+    out.line(f"rebuilt projection digest {result.rebuilt}")
+    if not result.identical:
         out.line("[red]the rebuilt projection differs from the live one[/]")
         return 1
     out.line("[green]identical[/]")

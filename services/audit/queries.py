@@ -1,12 +1,14 @@
-"""Read-only questions auditors ask, answered from the store (shared by CLI and HTTP).
+"""The questions auditors ask, answered from the store (shared by CLI and HTTP).
 
-Every query only reads: the CLI runs them as a role that may only read the audit schema.
+Every query but ``rebuild_projection`` only reads: the CLI runs them as a role that may
+only read the audit schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -33,6 +35,29 @@ async def all_views(conn: Connection) -> dict[UUID, CaseView]:
     async with conn.transaction():
         events = [parse_event(row["value"]) async for row in store.stream_events(conn)]
     return project(events)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """The projection's digests before and after ``rebuild_projection``."""
+
+    live: str
+    rebuilt: str
+
+    @property
+    def identical(self) -> bool:
+        return self.live == self.rebuilt
+
+
+async def rebuild_projection(conn: Connection) -> Rebuilt:
+    """Rebuild the projection (``case_views``) from every stored event, in one
+    transaction, and return the live projection's digest from before and the rebuilt
+    one's: they must be equal. The one query here that writes (the projection only,
+    never the evidence tables)."""
+    async with conn.transaction():
+        live = store.views_digest(await store.live_views(conn))
+        rebuilt = await store.rebuild(conn)
+    return Rebuilt(live=live, rebuilt=rebuilt)
 
 
 async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[str, Any]:

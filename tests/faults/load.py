@@ -18,7 +18,7 @@ import httpx
 from aiokafka import TopicPartition
 
 from deploy.demo import build_requests
-from services.audit.cli import run_verify
+from services.audit.verifier.run import verify_log
 from services.catalogue import default_catalogue
 from shared.contracts.events import CaseClosed, EventDecodeError, parse_event
 from shared.contracts.topology import CASES_ROUTING, dlq
@@ -150,7 +150,7 @@ async def account(
     closed_cases = set(closes)
     duplicates = sum(1 for c in wanted if len(closes[c]) > 1)
     audited = await _audited_cases(database_url, wanted, deadline)
-    report, _, _ = await run_verify(settings, check_signatures=True, quiet=True)
+    report = await verify_log(settings, check_signatures=True)
     dead = sum([len(await read_topic(settings, dlq(t))) for t in dlq_topics])
     return Outcome(
         accepted=len(wanted),

@@ -12,7 +12,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from services.audit import chains, store
+from services.audit import chains, queries, store
 from services.audit.ingest import SignatureJudge
 from services.audit.verifier.log import LogRecord
 from shared.contracts.decoding import decode_record
@@ -142,12 +142,21 @@ async def test_rebuild_gives_the_live_digest_twice(pool: asyncpg.Pool) -> None:
         **events[0].caused(), producer="router", outcome="rejected", reason_code="r"
     )
     await ingest(pool, [record(closed, 10)])
-    async with pool.acquire() as conn, conn.transaction():
-        live = store.views_digest(await store.live_views(conn))
-        first = await store.rebuild(conn)
-        second = await store.rebuild(conn)
-    assert live == first == second
+    async with pool.acquire() as conn:
+        first = await queries.rebuild_projection(conn)
+        second = await queries.rebuild_projection(conn)
+    assert first.identical
+    assert second.identical
+    assert first.rebuilt == second.live == second.rebuilt
     assert await pool.fetchval("SELECT count(*) FROM case_views") == 5
+    # A live view that drifted from the events: the rebuild says so, and repairs it.
+    await pool.execute("UPDATE case_views SET view = jsonb_set(view, '{community_code}', '\"x\"')")
+    async with pool.acquire() as conn:
+        drifted = await queries.rebuild_projection(conn)
+        repaired = await queries.rebuild_projection(conn)
+    assert not drifted.identical
+    assert drifted.rebuilt == first.rebuilt
+    assert repaired.identical
 
 
 async def test_views_refreshed_with_parsed_events_match_a_rebuild(pool: asyncpg.Pool) -> None:

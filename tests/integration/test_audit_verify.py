@@ -13,7 +13,7 @@ from services.audit import store
 from services.audit.ingest import SignatureJudge
 from services.audit.verifier.log import LogRecord, read_log
 from services.audit.verifier.report import BROKEN_HASH_CHAIN, VIOLATION_KINDS, VerifyReport
-from services.audit.verifier.run import run_verify
+from services.audit.verifier.run import verify_log
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event, EventDecodeError, parse_event
 from shared.department.decisions import Reject
@@ -44,7 +44,7 @@ def log(settings: Settings) -> LogWriter:
 async def test_a_clean_log_has_no_violations(log: LogWriter, catalogue: Catalogue) -> None:
     clean_cases(log, catalogue)
     await log.flush()
-    report, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
+    report = await verify_log(log.settings)
     assert report.violations == []
     assert report.cases == 4  # one of them waits for the applicant's information
 
@@ -56,7 +56,7 @@ async def test_identical_redelivery_is_not_a_violation(
     outcome = case.decide(Reject("already_registered", "m"))
     log.add(f"dept.{outcome.department}.outcomes", outcome)
     await log.flush()
-    report, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
+    report = await verify_log(log.settings)
     assert report.violations == []
 
 
@@ -65,7 +65,7 @@ async def test_each_fault_is_found_exactly(kind: str, log: LogWriter, catalogue:
     clean_cases(log, catalogue)
     expected = FAULTS[kind](log, catalogue)
     await log.flush()
-    report, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
+    report = await verify_log(log.settings)
     assert [(v.kind, v.severity, v.case_id) for v in report.violations] == [
         (expected.kind, expected.severity, expected.case_id)
     ], report.violations
@@ -105,10 +105,8 @@ async def test_rechecking_every_signature_gives_the_same_report(
     await log.flush()
     stored = await store_verdicts(log.settings)
     assert stored > 0
-    default, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
-    recheck, _, _ = await run_verify(
-        log.settings, check_signatures=True, quiet=True, recheck_signatures=True
-    )
+    default = await verify_log(log.settings)
+    recheck = await verify_log(log.settings, recheck_signatures=True)
     assert default.violations == recheck.violations == []
     assert default.records == recheck.records == stored
     assert (default.signatures_checked, default.signatures_reused) == (0, stored)
@@ -129,7 +127,7 @@ async def test_a_record_altered_after_ingest_is_not_covered_by_its_verdict(
     altered = outcome.model_copy(update={"message": "changed after ingest"}).to_json()
     log.add_raw(topic, altered, headers)
     await log.flush()
-    report, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True)
+    report = await verify_log(log.settings)
     assert sorted((v.kind, v.event_id) for v in report.violations) == [
         ("bad_signature", outcome.event_id),
         ("duplicate_event_conflict", outcome.event_id),
@@ -153,8 +151,8 @@ async def test_two_processes_find_every_fault_one_process_finds(
     clean_cases(log, catalogue)
     expected = [fault(log, catalogue) for fault in FAULTS.values()]
     await log.flush()
-    one, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=1)
-    two, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=2)
+    one = await verify_log(log.settings, processes=1)
+    two = await verify_log(log.settings, processes=2)
     assert (one.processes, two.processes) == (1, 2)
     assert all(found(two, item) for item in expected)
     _same_report(two, one)
@@ -181,8 +179,8 @@ async def test_a_case_across_two_processes_is_checked_in_one(
         partition=1 if record.partition % 2 == 0 else 0,  # process 1 reads the odd ones
     )
     await log.flush()
-    one, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=1)
-    two, _, _ = await run_verify(log.settings, check_signatures=True, quiet=True, processes=2)
+    one = await verify_log(log.settings, processes=1)
+    two = await verify_log(log.settings, processes=2)
     assert two.processes == 1  # the merge was refused; the whole log was checked at once
     assert one.errors() == []
     assert one.events == one.records - 1  # the copy is the same event, not a second one

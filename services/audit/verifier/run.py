@@ -1,6 +1,6 @@
 """``verify_log``: verify a deployment's whole event log, as ``onedoor-audit verify``
-does, and return the report (the CLI and the demo print it; the drill and the bench
-read it)."""
+does, and return the report (the CLI and the demo print it; the drill, the bench and
+the fault suite read it: its ``seconds`` and ``read_seconds`` say how long it took)."""
 
 from __future__ import annotations
 
@@ -130,23 +130,3 @@ async def _verify_here(
         verified=await verdicts,
     )
     return report, read_s
-
-
-async def run_verify(
-    settings: Settings,
-    *,
-    check_signatures: bool,
-    quiet: bool = True,
-    recheck_signatures: bool = False,
-    processes: int | None = None,
-) -> tuple[VerifyReport, float, float]:
-    """:func:`verify_log` without progress, as ``(report, seconds reading, seconds in
-    all)``: the form the bench reads."""
-    del quiet  # nothing is printed here
-    report = await verify_log(
-        settings,
-        processes=processes,
-        check_signatures=check_signatures,
-        recheck_signatures=recheck_signatures,
-    )
-    return report, report.read_seconds, report.seconds
