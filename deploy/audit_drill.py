@@ -216,12 +216,6 @@ class Flow:
         if route_it:
             self.state, emits = router_on_outcome(self.state, outcome, outcome.occurred_at)
             self.emit(emits)
-            if isinstance(decision, NeedsInfo) and not any(
-                isinstance(e, CaseAwaitingInfo) for _, e in emits
-            ):
-                # The router's explicit wait, as it writes it (a router that predates it
-                # wrote nothing for a StepNeedsInfo).
-                self.emit([(CASES_ROUTING, awaiting_info(outcome))])
         return outcome
 
 

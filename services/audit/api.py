@@ -8,7 +8,6 @@ GET /health                    liveness, ingest counters
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -18,8 +17,6 @@ from fastapi.responses import JSONResponse
 from services.audit import queries
 from services.audit.ingest import AuditIngest
 from shared.platform.runtime import RunningService
-
-MIGRATIONS = [Path(__file__).parent / "migrations"]  # the audit store's schema
 
 
 def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:

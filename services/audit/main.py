@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from services.audit.api import MIGRATIONS, create_app
+from services.audit import store
+from services.audit.api import create_app
 from services.audit.ingest import AuditIngest, event_log_pattern
 from services.catalogue import default_catalogue
 from shared.contracts.topology import AUDIT, all_topics
@@ -48,7 +49,7 @@ async def build(settings: Settings) -> ServiceContext:
         NAME,
         settings,
         schema=NAME,
-        migrations=MIGRATIONS,
+        migrations=[store.MIGRATIONS_DIR],
         topics=topics(catalogue.departments()),
     )
     nice = os.getpriority(os.PRIO_PROCESS, 0)

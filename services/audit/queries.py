@@ -16,7 +16,7 @@ from uuid import UUID
 from services.audit import store
 from services.audit.projection import CaseView, project
 from services.audit.statistics import OUTCOME_COUNTER, tally
-from shared.contracts.events import parse_event, utcnow
+from shared.contracts.events import utcnow
 from shared.platform.db import Connection, connect
 from shared.platform.settings import Settings
 
@@ -28,13 +28,6 @@ async def case_view(conn: Connection, case_id: UUID) -> CaseView | None:
 async def history(conn: Connection, case_id: UUID) -> dict[str, Any] | None:
     view = await case_view(conn, case_id)
     return None if view is None else view.to_json()
-
-
-async def all_views(conn: Connection) -> dict[UUID, CaseView]:
-    """Every case's view rebuilt from every stored event (a replay of the store)."""
-    async with conn.transaction():
-        events = [parse_event(row["value"]) async for row in store.stream_events(conn)]
-    return project(events)
 
 
 @dataclass(frozen=True)

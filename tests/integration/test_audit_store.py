@@ -26,6 +26,7 @@ from shared.contracts.events import (
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.signing import PublicKeys, Signer, verdict_mac_key
 from shared.platform.db import create_pool, migrate_dsn
+from tests.support import builders
 
 pytestmark = pytest.mark.integration
 
@@ -47,27 +48,9 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def accepted(n: int = 1) -> CaseAccepted:
-    eid = uuid4()
-    return CaseAccepted.model_validate(
-        {
-            "event_id": eid,
-            "case_id": uuid4(),
-            "correlation_id": eid,
-            "producer": "intake",
-            "item_code": "HR-JOB-REGISTRATION",
-            "applicant": {
-                "kind": "natural",
-                "name": "Li",
-                "id_number": "11010519491231002X",
-                "phone": "13800138000",
-            },
-            "community_code": "110105001001",
-            "form": {"education": "a", "desired_occupation": "b"},
-            "centre_id": "C01",
-            "window_id": "W01",
-            "channel": "window",
-            "receipt_no": f"C01-20261127-{n:06d}",
-        }
+    receipt_no = f"C01-20261127-{n:06d}"
+    return builders.accepted(
+        "HR-JOB-REGISTRATION", builders.applicant(n), builders.JOB_FORM, receipt_no=receipt_no
     )
 
 

@@ -12,7 +12,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from shared.contracts.events import Applicant, CaseAccepted, StepAssigned, StepOutcome
+from shared.contracts.events import (
+    Applicant,
+    CaseAccepted,
+    CaseAwaitingInfo,
+    StepAssigned,
+    StepOutcome,
+)
 from shared.contracts.identity import make_resident_id
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -101,3 +107,19 @@ def outcome(task: StepAssigned, cls: type[StepOutcome], **kw: Any) -> StepOutcom
     if "applicant_kind" in cls.model_fields:
         fields["applicant_kind"] = task.applicant.kind
     return cls(**fields, **kw)
+
+
+def awaiting_info(cause: StepOutcome | StepAssigned, **changes: Any) -> CaseAwaitingInfo:
+    """The router's CaseAwaitingInfo for a department's StepNeedsInfo ``cause``: its
+    step, department, missing fields and message. ``changes``: a wait wrong in those
+    fields; a ``cause`` that is no StepNeedsInfo (a StepAssigned, say) gives a wait
+    nobody asked for."""
+    fields: dict[str, Any] = {
+        **cause.caused(),
+        "producer": "router",
+        "step_index": cause.step_index,
+        "department": cause.department,
+        "missing": getattr(cause, "missing", ("separation_letter",)),
+        "message": getattr(cause, "message", "bring the letter"),
+    }
+    return CaseAwaitingInfo(**(fields | changes))

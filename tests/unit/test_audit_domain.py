@@ -73,6 +73,8 @@ from shared.messaging.signing import (
     record_digest,
     signer_digest,
 )
+from tests.support import builders
+from tests.support.builders import awaiting_info
 
 pytestmark = pytest.mark.unit
 
@@ -103,21 +105,6 @@ def decode(record: LogRecord) -> Event | None:
         return parse_event(record.value)
     except EventDecodeError:
         return None
-
-
-def awaiting_info(outcome: StepOutcome | StepAssigned, **changes: Any) -> CaseAwaitingInfo:
-    """The router's explicit wait for a department's StepNeedsInfo (``changes``: a wait
-    wrong in those fields)."""
-    fields: dict[str, Any] = {
-        **outcome.caused(),
-        "occurred_at": outcome.occurred_at,
-        "producer": "router",
-        "step_index": outcome.step_index,
-        "department": outcome.department,
-        "missing": getattr(outcome, "missing", ("separation_letter",)),
-        "message": getattr(outcome, "message", "bring the letter"),
-    }
-    return CaseAwaitingInfo(**(fields | changes))
 
 
 @dataclass(frozen=True)
@@ -201,29 +188,11 @@ class LogBuilder:
         )
 
     def accept(
-        self,
-        item_code: str,
-        form: Mapping[str, object],
-        applicant: Applicant = PERSON,
-        community: str = "110105001001",
+        self, item_code: str, form: Mapping[str, object], applicant: Applicant = PERSON
     ) -> CaseAccepted:
-        event_id = uuid4()
-        accepted = CaseAccepted(
-            event_id=event_id,
-            case_id=uuid4(),
-            correlation_id=event_id,
-            occurred_at=self.tick(),
-            producer="intake",
-            item_code=item_code,
-            applicant=applicant,
-            community_code=community,
-            form=dict(form),
-            centre_id="C01",
-            window_id="W01",
-            operator_id="op-1",
-            channel="window",
-            receipt_no=f"C01-20261127-{len(self.states) + 1:06d}",
-        )
+        receipt_no = f"C01-20261127-{len(self.states) + 1:06d}"
+        accepted = builders.accepted(item_code, applicant, form, receipt_no=receipt_no)
+        accepted = accepted.model_copy(update={"occurred_at": self.tick()})
         self.publish(CASES_ACCEPTED, accepted)
         self.states[accepted.case_id] = None
         return accepted

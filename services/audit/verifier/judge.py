@@ -3,8 +3,9 @@ and step indexes, whatever order the log came in (the replay's second pass)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
 from services.audit.verifier.facts import (
     Accepted,
@@ -39,10 +40,6 @@ from shared.contracts.events import (
     StepRejected,
 )
 from shared.contracts.topology import dept_outcomes, dept_tasks
-
-
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat()
 
 
 def _routable(item: Item | None, accepted: Fact) -> bool:
@@ -108,9 +105,7 @@ class CaseJudge:
             # wait that is still the case's last word does.
             if deadline is not None and now > deadline and not self._still_waiting(waits):
                 self.found.append(
-                    self.accepted.violation(
-                        OVERDUE, f"open past its promised time {_iso(deadline)}"
-                    )
+                    self.accepted.violation(OVERDUE, f"open past its promised time {iso(deadline)}")
                 )
 
     def _one(self, facts: list[Fact], what: str) -> Fact | None:
@@ -154,8 +149,7 @@ class CaseJudge:
             promised = self.accepted.at + timedelta(days=item.promised_days)
             if routed.promised_by != promised:
                 problems.append(
-                    f"promised by {_iso(routed.promised_by)}, "
-                    f"the catalogue promises {_iso(promised)}"
+                    f"promised by {iso(routed.promised_by)}, the catalogue promises {iso(promised)}"
                 )
             if item.applicant_kind != self.accepted.payload(Accepted).applicant_kind or (
                 # The form check is the costly part: run it where it settles a dispute.
