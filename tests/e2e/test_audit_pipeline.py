@@ -3,11 +3,9 @@ HTTP, then onedoor-audit (the installed CLI) and the audit's read-only HTTP API.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +16,7 @@ from deploy.demo import build_requests
 from services.catalogue import default_catalogue
 from tests.conftest import Stack
 from tests.e2e.harness import Pipeline, free_port, run_services, wait_closed
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -58,15 +57,19 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
                 ids.append(resp.json()["case_id"])
         for case_id in ids:
             await wait_closed(client, case_id)
+    unseen = list(ids)  # not seen closed by the audit yet
+
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{audit_port}", timeout=10) as audit:
-        deadline = time.monotonic() + 60
-        for case_id in ids:
-            while True:
-                resp = await audit.get(f"/cases/{case_id}/history")
-                if resp.status_code == 200 and resp.json()["closed_at"] is not None:
-                    break
-                assert time.monotonic() < deadline, f"audit never saw {case_id} closed"
-                await asyncio.sleep(0.2)
+
+        async def audit_has_every_close() -> bool:
+            while unseen:
+                resp = await audit.get(f"/cases/{unseen[0]}/history")
+                if resp.status_code != 200 or resp.json()["closed_at"] is None:
+                    return False
+                unseen.pop(0)
+            return True
+
+        await wait_for(audit_has_every_close, 60, "the audit has every case closed", interval=0.2)
     return ids
 
 
