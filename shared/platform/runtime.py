@@ -383,6 +383,9 @@ async def serve(service: ServiceContext, stop: asyncio.Event) -> bool:
                 )
             )
             watched.append(await _serve_http(server))
+            # The app and what uvicorn loaded to serve it live as long as the process:
+            # set them aside from the collector too, as start() did with the rest.
+            freeze_heap()
         service.log.info(
             "service started",
             loops=len(service.loops),
