@@ -546,12 +546,19 @@ def _let_user_reach(path: Path) -> None:
 
 
 def _run_pg(tool: str, args: list[str], user: str | None, timeout: float = 60) -> str:
+    # As the PostgreSQL user entirely: its own group and no supplementary groups. With
+    # only the user switched, the process kept root's group, and a root-owned folder of
+    # mode 0700 (root's home, a private checkout) then refused it through its group bits
+    # although "others" may traverse it.
+    group = pwd.getpwnam(user).pw_gid if user is not None else None
     result = subprocess.run(
         [str(_pg_bin() / tool), *args],
         capture_output=True,
         text=True,
         check=False,
         user=user,
+        group=group,
+        extra_groups=[] if user is not None else None,
         timeout=timeout,
     )
     if result.returncode != 0:
