@@ -29,6 +29,7 @@ from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
 from shared.messaging.consumer import StatefulHandler, Tx
 from shared.platform.db import DB_AWAY, Connection
+from shared.platform.limits import Limits
 from shared.platform.runtime import RunningService
 
 
@@ -49,10 +50,14 @@ def store_away(exc: BaseException) -> Answer:
 
 
 async def submit(
-    acceptor: Acceptor, catalogue: Catalogue, request: domain.CaseRequest, key: str | None
+    acceptor: Acceptor,
+    catalogue: Catalogue,
+    request: domain.CaseRequest,
+    key: str | None,
+    limits: Limits | None = None,
 ) -> Answer:
     """POST /cases once the body has its shape: check it, store it, say how it went."""
-    errors = domain.check(request, catalogue)
+    errors = domain.check(request, catalogue, limits)
     if errors:
         return 422, _error_body(errors), {}
     # Only a request with an Idempotency-Key is ever compared with another.
@@ -75,6 +80,7 @@ def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -
     """Intake's HTTP app around the running service (built by
     :func:`services.intake.main.build`): the front for POST /cases, FastAPI behind it."""
     app = FastAPI(title="onedoor intake", version="1")
+    limits = Limits.of(live.service.settings)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_shape(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -96,7 +102,7 @@ def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -
     ) -> dict[str, Any]:
         # The documented contract of POST /cases. The front (CasesFront) answers such
         # requests itself with the same submit(); a test holds the two answers equal.
-        status, body, headers = await submit(acceptor, catalogue, request, idempotency_key)
+        status, body, headers = await submit(acceptor, catalogue, request, idempotency_key, limits)
         if status >= 400:
             return JSONResponse(status_code=status, content=body, headers=headers)  # type: ignore[return-value]
         response.status_code = status
@@ -116,7 +122,11 @@ def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -
         body = await live.health()
         return JSONResponse(status_code=200 if body["database"] else 503, content=body)
 
-    return CasesFront(app, lambda request, key: submit(acceptor, catalogue, request, key))
+    return CasesFront(
+        app,
+        lambda request, key: submit(acceptor, catalogue, request, key, limits),
+        max_body=limits.body,
+    )
 
 
 class CasesFront:
@@ -154,7 +164,7 @@ class CasesFront:
             status, content, headers = (
                 await self._answer(scope, body)
                 if len(body) <= self._max_body
-                else (413, {"detail": f"the body is over {self._max_body} bytes"}, {})
+                else (413, {"detail": f"the body is over the limit of {self._max_body} bytes"}, {})
             )
         except DB_AWAY as exc:
             status, content, headers = store_away(exc)

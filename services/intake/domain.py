@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Applicant
 from shared.contracts.identity import validate_mobile, validate_resident_id, validate_uscc
+from shared.platform.limits import Limits, form_size, json_size
 
 FieldError = tuple[tuple[str | int, ...], str, str]  # (location, message, type)
 
@@ -38,9 +39,12 @@ class CaseRequest(BaseModel):
         return hashlib.sha256(body.encode()).hexdigest()
 
 
-def check(request: CaseRequest, catalogue: Catalogue) -> list[FieldError]:
-    """Every problem of the request beyond its shape (which pydantic already checked)."""
-    errors: list[FieldError] = []
+def check(
+    request: CaseRequest, catalogue: Catalogue, limits: Limits | None = None
+) -> list[FieldError]:
+    """Every problem of the request beyond its shape (which pydantic already checked),
+    its size against ``limits`` (shared.platform.limits) included."""
+    errors: list[FieldError] = [] if limits is None else size_errors(request.form, limits)
     applicant = request.applicant
     id_error = (
         validate_resident_id(applicant.id_number)
@@ -73,4 +77,26 @@ def check(request: CaseRequest, catalogue: Catalogue) -> list[FieldError]:
     for name, message in sorted(item.validate_form(request.form).items()):
         kind = "missing" if "required" in message else "value_error.form"
         errors.append((("body", "form", name), message, kind))
+    return errors
+
+
+def size_errors(form: dict[str, Any], limits: Limits) -> list[FieldError]:
+    """The form, and each of its fields, against the size budget, measured as the events
+    will carry them: a case whose form fits travels the whole pipeline."""
+    size = form_size(form)
+    if size <= limits.form_field:
+        return []  # the usual case: one measure, no field is larger than the whole
+    errors: list[FieldError] = [
+        (
+            ("body", "form", name),
+            f"the field is {n} bytes, over the limit of {limits.form_field} bytes"
+            " for one form field",
+            "value_error.too_large",
+        )
+        for name, value in form.items()
+        if (n := json_size(value)) > limits.form_field
+    ]
+    if size > limits.form:
+        message = f"the form is {size} bytes, over the limit of {limits.form} bytes"
+        errors.append((("body", "form"), message, "value_error.too_large"))
     return errors

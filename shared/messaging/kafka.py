@@ -66,7 +66,10 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "acks": "all",
         # A relay sends its whole round before awaiting it: no lingering needed to batch.
         "linger_ms": settings.producer_linger_ms,
-        "max_batch_size": 256 * 1024,
+        "max_batch_size": min(256 * 1024, settings.max_record_bytes),
+        # The one size budget (shared.platform.limits): a larger record is refused here,
+        # before it reaches the broker; every topic takes records of this size.
+        "max_request_size": settings.max_record_bytes,
         "request_timeout_ms": 30_000,
     }
     options.update(overrides)

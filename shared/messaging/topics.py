@@ -13,10 +13,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from shared.contracts import topology
+from shared.platform.limits import Limits
 from shared.platform.settings import Settings
+
+MAX_MESSAGE_BYTES = "max.message.bytes"
 
 
 class TopicProvisioningError(RuntimeError):
@@ -26,7 +30,9 @@ class TopicProvisioningError(RuntimeError):
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
     """Create the missing topics (logical names); return the deployed names created now.
 
-    Safe to run from every service at every start: an existing topic is left as it is.
+    Safe to run from every service at every start: an existing topic is left as it is,
+    but one that takes smaller records than ``ONEDOOR_MAX_RECORD_BYTES`` (created earlier
+    with a smaller ``max.message.bytes``) raises :class:`shared.platform.limits.LimitsError`.
     """
     names = list(names)
     undeclared = sorted(n for n in names if not topology.is_declared(n))
@@ -42,11 +48,13 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         existing = set(await admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if not missing:
+            await _check_sizes(admin, settings, wanted)
             return []
         config = {
             "retention.ms": "-1",
             "retention.bytes": "-1",
             "min.insync.replicas": str(settings.topic_min_insync_replicas),
+            MAX_MESSAGE_BYTES: str(settings.max_record_bytes),
         }
         response = await admin.create_topics(
             [
@@ -77,9 +85,30 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         # (the audit) that looked in that moment would not see them until its next
         # metadata refresh, so return only once every partition is served by a leader.
         await _wait_until_served(admin, missing)
+        await _check_sizes(admin, settings, wanted)
         return created
     finally:
         await admin.close()
+
+
+async def max_message_bytes(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Each topic's effective ``max.message.bytes`` (its own, or the broker's default)."""
+    found: dict[str, int] = {}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n, {MAX_MESSAGE_BYTES: None}) for n in names]
+    )
+    for response in responses:
+        for resource in response.resources:
+            for entry in resource[4]:
+                if entry[0] == MAX_MESSAGE_BYTES and entry[1] is not None:
+                    found[resource[3]] = int(entry[1])
+    return found
+
+
+async def _check_sizes(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
+    limits = Limits.of(settings)
+    for name, size in sorted((await max_message_bytes(admin, names)).items()):
+        limits.check_topic(name, size)
 
 
 async def _wait_until_served(

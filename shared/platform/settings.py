@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="Relay poll period when nothing woke it up."
     )
     outbox_batch_size: int = Field(default=1000, ge=1)
+    max_record_bytes: int = Field(
+        default=1 << 20,
+        ge=256 * 1024,
+        description="The one size budget (shared.platform.limits): the largest record a "
+        "service may publish (value, key and headers), the producers' max_request_size and "
+        "the topics' max.message.bytes. Intake's body limit and the form's limits are "
+        "derived from it, with room left for what a case grows into on its way.",
+    )
     audit_nice: int = Field(
         default=19,
         ge=0,

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
@@ -19,6 +21,7 @@ from shared.contracts.events import (
     StepRejected,
 )
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.platform.limits import Limits, form_size
 from shared.platform.settings import Settings
 from tests.conftest import Stack
 from tests.e2e.harness import (
@@ -249,3 +252,40 @@ async def test_redelivered_records_change_nothing(
     ]
     assert [type(e) for e in outcomes] == [StepApproved]
     assert (await client.get(f"/cases/{case_id}")).json()["outcome"] == "approved"
+
+
+def _body_at_the_limits(extra: int = 0) -> tuple[bytes, Limits]:
+    """A request whose form is exactly as large as the budget allows (plus ``extra``
+    bytes), its JSON padded with spaces to exactly intake's body limit."""
+    limits = Limits.of(Settings())
+    form: dict[str, Any] = {**BENEFIT_FORM, "notes_a": "", "notes_b": ""}
+    room = limits.form - form_size(form) + extra
+    form["notes_a"], form["notes_b"] = "a" * (room // 2), "b" * (room - room // 2)
+    assert form_size(form) == limits.form + extra
+    body = json.dumps(case_body("SS-UNEMPLOYMENT-BENEFIT", person(), form)).encode()
+    return body + b" " * (limits.body - len(body)), limits
+
+
+async def test_the_largest_accepted_request_closes_and_one_over_it_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    """Issue 17: intake's limits and every hop's agree (one setting): a request at the
+    limit travels the whole pipeline (a StepAssigned carries its form again), and one just
+    over it is refused by intake, naming the limit, instead of wedging a relay."""
+    json_type = {"content-type": "application/json"}
+    body, limits = _body_at_the_limits()
+    assert len(body) == limits.body
+    resp = await client.post("/cases", content=body, headers=json_type)
+    assert resp.status_code == 201, resp.text[:500]
+    closed = await wait_closed(client, resp.json()["case_id"], deadline_s=90)
+    assert closed["outcome"] == "approved", closed
+
+    over = await client.post("/cases", content=body + b" ", headers=json_type)
+    assert over.status_code == 413
+    assert f"over the limit of {limits.body} bytes" in over.json()["detail"]
+
+    big_form, _ = _body_at_the_limits(extra=1)
+    refused = await client.post("/cases", content=big_form.rstrip(), headers=json_type)
+    assert refused.status_code == 422, refused.text[:500]
+    problems = {tuple(d["loc"]): d["msg"] for d in refused.json()["detail"]}
+    assert f"over the limit of {limits.form} bytes" in problems[("body", "form")]

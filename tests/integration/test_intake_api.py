@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from services.intake.acceptor import Acceptor
 from services.intake.api import CasesFront
 from services.intake.main import build
+from shared.platform.limits import Limits
 from shared.platform.runtime import running
 from shared.platform.settings import Settings
 from tests.e2e.harness import case_body, person
@@ -143,9 +144,10 @@ async def test_the_front_refuses_a_body_over_its_limit_and_passes_other_routes_o
     settings: Settings,
 ) -> None:
     async with intake(settings) as front, client(front) as http:
-        big = await http.post("/cases", content=b"x" * (1 << 20 | 1))
+        limit = Limits.of(settings).body  # derived from ONEDOOR_MAX_RECORD_BYTES
+        big = await http.post("/cases", content=b"x" * (limit + 1))
         assert big.status_code == 413
-        assert "1048576" in big.json()["detail"]
+        assert f"over the limit of {limit} bytes" in big.json()["detail"]
         assert (await http.get("/health")).status_code == 200
         assert (await http.get(f"/cases/{uuid4()}")).status_code == 404
         assert (await http.put("/cases", content=b"{}")).status_code == 405
