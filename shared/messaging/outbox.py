@@ -17,6 +17,8 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -25,6 +27,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.contracts.events import Event
+from shared.contracts.topology import (
+    DLQ_CONSUMER,
+    DLQ_ERROR,
+    DLQ_FAILED_AT,
+    DLQ_ORIGINAL_HEADERS,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_REASON,
+    DLQ_SUFFIX,
+    dlq,
+)
 from shared.messaging.kafka import make_producer
 from shared.messaging.signing import Signer
 from shared.platform.aio import sleep_or_stop, wait_any
@@ -36,6 +50,17 @@ log = structlog.get_logger("outbox")
 # A statement of the relay that takes longer is taken for a connection gone bad: the
 # relay reconnects (the rows stay unsent until then, nothing is lost).
 STATEMENT_TIMEOUT_S = 30.0
+# Broker and client errors that sending the same record again will never cure: the
+# record is too large (MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE), corrupt or invalid
+# (CORRUPT_MESSAGE, INVALID_RECORD), or its topic name is invalid (INVALID_TOPIC_EXCEPTION).
+UNPUBLISHABLE_ERRNOS = frozenset({2, 10, 17, 18, 87})
+TOO_LARGE_ERRNOS = frozenset({10, 18})
+
+
+def unpublishable(exc: BaseException) -> bool:
+    """Whether the broker (or the client, for a record over max_request_size) refused a
+    record for a reason that will not change."""
+    return isinstance(exc, KafkaError) and getattr(exc, "errno", None) in UNPUBLISHABLE_ERRNOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +149,8 @@ class OutboxRelay:
         self._locked = False
         self._faults = FaultInjector.from_settings(settings)
         self.published = 0
+        self.dead_lettered = 0
+        self.retries = 0
         self.last_error: str | None = None
 
     def wake(self) -> None:
@@ -204,27 +231,155 @@ class OutboxRelay:
             self._faults.reach("before_relay_publish")
         # Send the whole batch, then await it: one round of broker acknowledgements
         # instead of one per record. The idempotent producer keeps per-partition order.
-        futures = [
-            await producer.send(
-                self._settings.topic(r["topic"]),
-                value=r["value"],
-                key=r["key"],
-                headers=[(k, v.encode()) for k, v in r["headers"]],
-            )
-            for r in rows
-        ]
-        await asyncio.gather(*futures)
+        sent: list[asyncio.Future[Any] | BaseException] = []
+        for r in rows:
+            try:
+                sent.append(await self._send(producer, r))
+            except KafkaError as exc:  # over max_request_size: refused before sending
+                if not unpublishable(exc):
+                    raise
+                sent.append(exc)
+        futures = [f for f in sent if not isinstance(f, BaseException)]
+        if futures:
+            await asyncio.wait(futures)
+        failures = [f if isinstance(f, BaseException) else f.exception() for f in sent]
+        if any(failures):
+            return await self._settle(conn, rows, failures)
         if self._faults is not None:
             self._faults.reach("after_relay_publish")
+        await self._delete(conn, [r["id"] for r in rows])
+        return len(rows)
+
+    async def _settle(
+        self,
+        conn: asyncpg.Connection,
+        rows: Sequence[asyncpg.Record],
+        failures: Sequence[BaseException | None],
+    ) -> int:
+        """The careful mode, after a round where some sends failed: delete what the broker
+        has; send each refused row again alone, in id order (the broker refuses a whole
+        batch for one record too large), and move the rows it refuses again aside as dead
+        letters (:meth:`_dead_letter`). The first transient failure stops the round and is
+        raised: that row and the later ones are sent again after a back-off."""
+        done = [r["id"] for r, failure in zip(rows, failures, strict=True) if failure is None]
+        await self._delete(conn, done)
+        transient: BaseException | None = None
+        for row, failure in zip(rows, failures, strict=True):
+            if failure is None:
+                continue
+            if not unpublishable(failure):
+                transient = failure
+                break
+            # The refused batches used sequence numbers the broker never saw: a new
+            # producer (a new producer id) starts its partitions' sequences afresh.
+            await self._drop_producer()
+            producer = await self._ensure_producer()
+            try:
+                await (await self._send(producer, row))
+            except KafkaError as exc:
+                if not unpublishable(exc):
+                    transient = exc
+                    break
+                await self._dead_letter(conn, producer, row, exc)
+            else:
+                await self._delete(conn, [row["id"]])
+        await self._drop_producer()
+        if transient is not None:
+            raise transient
+        return len(rows)
+
+    async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record) -> asyncio.Future[Any]:
+        return await producer.send(
+            self._settings.topic(row["topic"]),
+            value=row["value"],
+            key=row["key"],
+            headers=[(k, v.encode()) for k, v in row["headers"]],
+        )
+
+    async def _delete(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         # Delete rather than mark: an UPDATE writes a new version of every row, value and
         # all; a DELETE only flags the old one. Kafka holds what was sent.
         await conn.execute(
-            "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
-            [r["id"] for r in rows],
-            timeout=STATEMENT_TIMEOUT_S,
+            "DELETE FROM outbox WHERE id = ANY($1::bigint[])", ids, timeout=STATEMENT_TIMEOUT_S
         )
-        self.published += len(rows)
-        return len(rows)
+        self.published += len(ids)
+
+    async def _dead_letter(
+        self,
+        conn: asyncpg.Connection,
+        producer: AIOKafkaProducer,
+        row: asyncpg.Record,
+        exc: BaseException,
+    ) -> None:
+        """Move one unpublishable row aside: onto its topic's DLQ when it may fit there (it
+        was not refused for its size, and it is not a dead letter already), else into
+        ``outbox_dead_letters`` with its exact bytes; both with the reason."""
+        errno = getattr(exc, "errno", None)
+        reason = "too_large" if errno in TOO_LARGE_ERRNOS else "refused_by_broker"
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        topic: str = row["topic"]
+        where: tuple[str, int, int] | None = None
+        if reason != "too_large" and not topic.endswith(DLQ_SUFFIX):
+            headers = [
+                *((k, v.encode()) for k, v in row["headers"]),
+                *(
+                    (k, v.encode())
+                    for k, v in (
+                        (DLQ_REASON, f"relay_{reason}"),
+                        (DLQ_ERROR, error),
+                        (DLQ_ORIGINAL_TOPIC, topic),
+                        (DLQ_ORIGINAL_PARTITION, "-1"),  # it never reached its topic
+                        (DLQ_ORIGINAL_OFFSET, "-1"),
+                        (DLQ_ORIGINAL_HEADERS, json.dumps(dict(row["headers"]), sort_keys=True)),
+                        (DLQ_CONSUMER, f"{self._name}-relay"),
+                        (DLQ_FAILED_AT, datetime.now(UTC).isoformat()),
+                    )
+                ),
+            ]
+            try:
+                meta = await (
+                    await producer.send(
+                        self._settings.topic(dlq(topic)),
+                        row["value"],
+                        key=row["key"],
+                        headers=headers,
+                    )
+                )
+                where = (dlq(topic), meta.partition, meta.offset)
+            except KafkaError as dlq_exc:
+                if not unpublishable(dlq_exc):
+                    raise
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO outbox_dead_letters (outbox_id, event_id, topic, key, value,"
+                " value_size, headers, reason, error, dlq_topic, dlq_partition, dlq_offset,"
+                " created_at) SELECT id, event_id, topic, key, CASE WHEN $2::text IS NULL"
+                " THEN value END, length(value), headers, $3, $4, $2, $5, $6, created_at"
+                " FROM outbox WHERE id = $1",
+                row["id"],
+                where and where[0],
+                reason,
+                error,
+                where and where[1],
+                where and where[2],
+                timeout=STATEMENT_TIMEOUT_S,
+            )
+            await conn.execute("DELETE FROM outbox WHERE id = $1", row["id"])
+        self.dead_lettered += 1
+        log.error(
+            "outbox row dead-lettered",
+            relay=self._name,
+            topic=topic,
+            size=len(row["value"]),
+            reason=reason,
+            error=error,
+            moved_to="/".join(map(str, where)) if where else "outbox_dead_letters",
+        )
+
+    async def dead_letters(self) -> int:
+        """Rows moved aside because no broker will ever take them (an alert figure)."""
+        value = await self._pool.fetchval("SELECT count(*) FROM outbox_dead_letters")
+        return int(value or 0)
 
     async def backlog(self) -> int:
         """Rows not published yet: every row, since published rows are deleted."""
@@ -247,6 +402,7 @@ class OutboxRelay:
                 # Kafka or PostgreSQL is away (or went away mid-exchange, which asyncpg
                 # reports as InternalClientError): the rows stay unsent and are retried.
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self.retries += 1
                 known = isinstance(exc, (KafkaError, *DB_AWAY))
                 (log.warning if known else log.error)(
                     "outbox relay waiting", relay=self._name, error=self.last_error

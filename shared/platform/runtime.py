@@ -49,6 +49,7 @@ from shared.messaging.signing import Signer
 from shared.messaging.topics import ensure_topics
 from shared.platform import aio
 from shared.platform.db import create_pool, migrate_dsn
+from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
 from shared.platform.settings import Settings, get_settings
 
@@ -170,9 +171,10 @@ class RunningService:
         service = self.service
         try:
             backlog: int | None = await service.relay.backlog()
+            dead: int | None = await service.relay.dead_letters()
             db_ok = True
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            backlog, db_ok = None, False
+            backlog, dead, db_ok = None, None, False
         candidates = [service.relay.last_error, *(loop.last_error for loop in service.loops)]
         errors = [e for e in candidates if e]
         errors += [
@@ -184,6 +186,9 @@ class RunningService:
             "database": db_ok,
             "outbox_backlog": backlog,
             "published": service.relay.published,
+            # An alert figure: outbox rows no broker will ever take, moved aside.
+            "outbox_dead_letters": dead,
+            "outbox_retries": service.relay.retries,
             "consumed_records": sum(loop.records for loop in service.loops),
             "consumed_batches": sum(loop.batches for loop in service.loops),
             "consumer_lag_records": _total([await loop.lag() for loop in service.loops]),
@@ -266,7 +271,11 @@ async def open_service(
     )
     if applied:
         log.info("migrations applied", schema=schema, applied=applied)
-    created = await _retry(lambda: ensure_topics(settings, topics.provisions), log)
+    try:
+        created = await _retry(lambda: ensure_topics(settings, topics.provisions), log)
+    except LimitsError as exc:
+        log.error("refusing to start: the size limits do not agree", error=str(exc))  # noqa: TRY400
+        raise
     if created:
         log.info("topics created", topics=created)
     pool = await create_pool(

@@ -34,12 +34,13 @@ async def test_migrations_applied_twice_are_a_no_op(database_url: str, tmp_path:
         "001_outbox_inbox.sql",
         "002_inbox_dead_letter.sql",
         "003_outbox_without_sent_at.sql",
+        "004_outbox_dead_letters.sql",
         "001_things.sql",
     ]
     assert await migrate_dsn(database_url, "svc_a", [MESSAGING_MIGRATIONS, own]) == []
 
     # The same files in another schema are that schema's own tables.
-    assert len(await migrate_dsn(database_url, "svc_b", [MESSAGING_MIGRATIONS, own])) == 4
+    assert len(await migrate_dsn(database_url, "svc_b", [MESSAGING_MIGRATIONS, own])) == 5
 
     (own / "001_things.sql").write_text("CREATE TABLE things (id bigint PRIMARY KEY);")
     with pytest.raises(MigrationError, match="changed after it was applied"):
