@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+import structlog
 
 from services.audit import store
 from services.audit.verifier.log import LogRecord
@@ -27,6 +28,11 @@ from shared.platform.settings import Settings
 
 # The service whose private key keys the MACs over stored verdicts (the audit's own).
 VERDICT_SIGNER = "audit"
+# PostgreSQL refusing a value for what it holds (class 22: a NUL character, an
+# untranslatable character, a value out of range): retrying cannot cure it.
+UNSTORABLE = (asyncpg.DataError,)
+
+log = structlog.get_logger("audit.ingest")
 
 
 def event_log_pattern(settings: Settings) -> str:
@@ -133,10 +139,61 @@ class AuditIngest:
                 await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
                 # Views replay each case's stored events: earlier batches' are parsed.
                 await store.refresh_views(conn, cases, self._parsed)
+        except UNSTORABLE as exc:
+            self._parsed.discard()
+            log.warning("batch refused by the database; storing record by record", error=str(exc))
+            result = await self._careful(batch, verdicts)
         except BaseException:
             self._parsed.discard()
             raise
         self._parsed.commit()
-        for name in ("stored", "duplicates", "conflicts", "malformed"):
+        for name in ("stored", "duplicates", "conflicts", "malformed", "unstorable"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
         return BatchResult(processed=result.stored, duplicates=result.duplicates)
+
+    async def _careful(
+        self,
+        batch: Sequence[tuple[LogRecord, Event | None]],
+        verdicts: Sequence[store.Verdict],
+    ) -> store.IngestResult:
+        """The careful mode, after the database refused a batch for what it holds: each
+        record in a savepoint of its own; one it refuses again is kept in ``malformed``
+        with the reason, the others are stored. Any other failure rolls the whole batch
+        back for the consumer loop to retry, as on the normal path."""
+        by_record: dict[tuple[str, int, int], list[store.Verdict]] = {}
+        for verdict in verdicts:
+            by_record.setdefault((verdict.topic, verdict.partition, verdict.offset), []).append(
+                verdict
+            )
+        total = store.IngestResult()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                for entry, event in batch:
+                    try:
+                        async with conn.transaction():
+                            result, cases = await store.ingest(conn, [(entry, event)], self._parsed)
+                            await store.record_verdicts(
+                                conn,
+                                self._settings.topic_prefix,
+                                by_record.get((entry.topic, entry.partition, entry.offset), []),
+                            )
+                            await store.refresh_views(conn, cases, self._parsed)
+                    except UNSTORABLE as exc:
+                        if event is not None:
+                            self._parsed.drop(event.event_id)
+                        reason = f"{type(exc).__name__}: {exc}"
+                        result = store.IngestResult()
+                        result.unstorable = int(await store.keep_unstorable(conn, entry, reason))
+                        log.warning(
+                            "record kept as unstorable evidence",
+                            topic=entry.topic,
+                            partition=entry.partition,
+                            offset=entry.offset,
+                            error=store.printable(reason),
+                        )
+                    for name in ("stored", "duplicates", "conflicts", "malformed", "unstorable"):
+                        setattr(total, name, getattr(total, name) + getattr(result, name))
+        except BaseException:
+            self._parsed.discard()
+            raise
+        return total

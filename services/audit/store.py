@@ -65,6 +65,7 @@ class IngestResult:
     duplicates: int = 0
     conflicts: int = 0
     malformed: int = 0
+    unstorable: int = 0
 
 
 async def ingest(
@@ -197,6 +198,29 @@ async def ingest(
     return result, set(cases)
 
 
+def printable(text: str) -> str:
+    """``text`` as PostgreSQL's text type takes it: NUL characters spelt out."""
+    return text.replace("\x00", "\\u0000")
+
+
+async def keep_unstorable(conn: Connection, record: LogRecord, reason: str) -> bool:
+    """Keep a record the database refused to store as an event (see migration 004) in
+    ``malformed``, with its exact bytes, origin, signature headers and the reason (inside
+    the caller's transaction); whether it is new there."""
+    inserted = await conn.fetchval(
+        "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value, reason, signer,"
+        " signature) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+        record.topic,
+        record.partition,
+        record.offset,
+        record.value,
+        printable(reason)[:2000],
+        None if record.signer is None else record.signer.encode(),
+        None if record.signature is None else record.signature.encode(),
+    )
+    return inserted is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """One Ed25519 check made at ingest (migration 002, ``signing.record_digest``)."""
@@ -308,6 +332,10 @@ class ParsedEvents:
 
     def discard(self) -> None:
         self._pending = {}
+
+    def drop(self, event_id: UUID) -> None:
+        """Forget a pending event whose storing was rolled back (to a savepoint)."""
+        self._pending.pop(event_id, None)
 
 
 async def case_events(

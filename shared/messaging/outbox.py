@@ -289,12 +289,13 @@ class OutboxRelay:
         return len(rows)
 
     async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record) -> asyncio.Future[Any]:
-        return await producer.send(
+        future: asyncio.Future[Any] = await producer.send(
             self._settings.topic(row["topic"]),
             value=row["value"],
             key=row["key"],
             headers=[(k, v.encode()) for k, v in row["headers"]],
         )
+        return future
 
     async def _delete(self, conn: asyncpg.Connection, ids: list[int]) -> None:
         # Delete rather than mark: an UPDATE writes a new version of every row, value and

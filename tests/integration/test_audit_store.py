@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from services.audit import chains, queries, store
-from services.audit.ingest import SignatureJudge
+from services.audit.ingest import AuditIngest, SignatureJudge
 from services.audit.verifier.log import LogRecord
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
@@ -24,8 +24,16 @@ from shared.contracts.events import (
     EventDecodeError,
 )
 from shared.messaging import MESSAGING_MIGRATIONS
-from shared.messaging.signing import PublicKeys, Signer, verdict_mac_key
+from shared.messaging.consumer import Record
+from shared.messaging.signing import (
+    SIGNATURE_HEADER,
+    SIGNER_HEADER,
+    PublicKeys,
+    Signer,
+    verdict_mac_key,
+)
 from shared.platform.db import create_pool, migrate_dsn
+from shared.platform.settings import Settings
 from tests.support import builders
 
 pytestmark = pytest.mark.integration
@@ -291,3 +299,45 @@ async def test_the_database_walks_the_chains_exactly_as_python_does(pool: asyncp
         closes[2].event_id,
         cases[3].event_id,
     }
+
+
+async def test_records_the_database_refuses_are_kept_as_evidence_and_the_rest_stored(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Issue 17: one event with U+0000 in ``producer``, one with it in a signature header.
+    PostgreSQL refuses the batch (text holds no NUL); the careful mode stores the other
+    records, keeps the two in ``malformed`` with their bytes and the reason, and a
+    redelivery of the batch changes nothing."""
+    good, nul_producer, nul_header, last = (accepted(n) for n in (1, 2, 3, 4))
+    nul_producer = nul_producer.model_copy(update={"producer": "int\x00ake"})
+    topic = settings.topic("cases.accepted")
+    plain = ((SIGNER_HEADER, b"intake"), (SIGNATURE_HEADER, b"sig"))
+    records = [
+        Record(topic, 0, 0, None, good.to_json(), plain),
+        Record(topic, 0, 1, None, nul_producer.to_json(), plain),
+        Record(topic, 0, 2, None, nul_header.to_json(), ((SIGNER_HEADER, b"in\x00take"),)),
+        Record(topic, 0, 3, None, last.to_json(), plain),
+    ]
+    audit = AuditIngest(settings, pool)
+    result = await audit.process(records)
+    assert result.processed == 2
+    assert audit.totals.stored == 2
+    assert audit.totals.unstorable == 2
+    stored = await pool.fetch("SELECT event_id FROM events ORDER BY kafka_offset")
+    assert [r["event_id"] for r in stored] == [good.event_id, last.event_id]
+    kept = await pool.fetch(
+        "SELECT kafka_offset, value, reason, signer FROM malformed ORDER BY kafka_offset"
+    )
+    assert [(r["kafka_offset"], bytes(r["value"])) for r in kept] == [
+        (1, records[1].value),
+        (2, records[2].value),
+    ]
+    assert all("DataError" in r["reason"] or "Error" in r["reason"] for r in kept)
+    assert bytes(kept[1]["signer"]) == b"in\x00take"
+    async with pool.acquire() as conn:
+        assert await queries.history(conn, good.case_id) is not None
+        assert await queries.history(conn, last.case_id) is not None
+    # Redelivered: nothing new, nothing lost.
+    await audit.process(records)
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
+    assert await pool.fetchval("SELECT count(*) FROM malformed") == 2
