@@ -175,8 +175,11 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             f"recorded as DeadLetterRedriven {recorded.event_id} on {OPS_REDRIVES}"
         )
         return 0
-    done = await dlq.redrives(settings)
+    junk: list[str] = []
+    done = await dlq.redrives(settings, junk)
     rows = [letter.summary(done) for letter in await dlq.dead_letters(settings)]
+    for line in junk:
+        _err(f"skipped on {OPS_REDRIVES}, records no re-drive: {line}")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -190,10 +193,20 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
                 row["event_type"] or "-",
                 row["error"],
                 row["redriven_by"] or "",
+                "; ".join(row["problems"]),
             )
             for row in rows
         ],
-        columns=("dlq record", "original", "reason", "consumer", "event", "error", "re-driven"),
+        columns=(
+            "dlq record",
+            "original",
+            "reason",
+            "consumer",
+            "event",
+            "error",
+            "re-driven",
+            "problems",
+        ),
         title=f"dead letters ({len(rows)})",
     )
     return 0

@@ -44,8 +44,19 @@ class RedriveError(RuntimeError):
     """The record cannot be re-driven; the message says why and what to do."""
 
 
+def _number(text: str | None) -> int | None:
+    """A partition or offset header as a number; None when absent or not a number."""
+    try:
+        return None if text is None else int(text)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class DeadLetter:
+    """One record of a DLQ as it is: any value, any headers. What cannot be read from it
+    is said in :attr:`problems`, never raised: an operator's tool survives any record."""
+
     topic: str  # logical DLQ topic
     partition: int
     offset: int
@@ -55,19 +66,48 @@ class DeadLetter:
 
     @property
     def original(self) -> tuple[str, int, int]:
+        """Where the record came from; -1 for a partition or offset not known."""
         h = self.headers
+        partition = _number(h.get(DLQ_ORIGINAL_PARTITION))
+        offset = _number(h.get(DLQ_ORIGINAL_OFFSET))
         return (
             h.get(DLQ_ORIGINAL_TOPIC, self.topic.removesuffix(DLQ_SUFFIX)),
-            int(h.get(DLQ_ORIGINAL_PARTITION, "-1")),
-            int(h.get(DLQ_ORIGINAL_OFFSET, "-1")),
+            -1 if partition is None else partition,
+            -1 if offset is None else offset,
         )
 
-    def summary(self, redriven: dict[tuple[str, int, int], str]) -> dict[str, Any]:
+    def event(self) -> tuple[Any, str | None]:
+        """The dead letter's value as an event, or None and what is wrong with it."""
         try:
-            event = parse_event(self.value)
-            event_type, case = event.event_type, str(event.case_id)
-        except EventDecodeError:
-            event_type, case = None, None
+            return parse_event(self.value), None
+        except Exception as exc:  # noqa: BLE001 - a dead letter may hold anything
+            return None, f"value is not an event: {str(exc)[:200]}"
+
+    @property
+    def problems(self) -> list[str]:
+        """What is missing or malformed in this dead letter's headers."""
+        found = []
+        for name in (DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_OFFSET):
+            text = self.headers.get(name)
+            if text is None:
+                found.append(f"header {name} missing")
+            elif _number(text) is None:
+                found.append(f"header {name} is not a number: {text[:40]!r}")
+        if DLQ_REASON not in self.headers:
+            found.append(f"header {DLQ_REASON} missing")
+        text = self.headers.get(DLQ_ORIGINAL_HEADERS)
+        if text is not None:
+            try:
+                json.loads(text)
+            except ValueError:
+                found.append(f"header {DLQ_ORIGINAL_HEADERS} is not JSON")
+        return found
+
+    def summary(self, redriven: dict[tuple[str, int, int], str]) -> dict[str, Any]:
+        event, wrong = self.event()
+        event_type = None if event is None else event.event_type
+        case = None if event is None else str(event.case_id)
+        problems = [*self.problems, *([wrong] if wrong else [])]
         return {
             "dlq": f"{self.topic}/{self.partition}@{self.offset}",
             "original": "{}/{}@{}".format(*self.original),
@@ -78,6 +118,7 @@ class DeadLetter:
             "event_type": event_type,
             "case_id": case,
             "redriven_by": redriven.get((self.topic, self.partition, self.offset)),
+            "problems": problems,
         }
 
 
@@ -101,13 +142,27 @@ async def dead_letters(settings: Settings) -> list[DeadLetter]:
     ]
 
 
-async def redrives(settings: Settings) -> dict[tuple[str, int, int], str]:
-    """Which DLQ records were re-driven already: (dlq topic, partition, offset) -> by whom."""
+async def redrives(
+    settings: Settings, junk: list[str] | None = None
+) -> dict[tuple[str, int, int], str]:
+    """Which DLQ records were re-driven already: (dlq topic, partition, offset) -> by whom.
+
+    A record of ``ops.redrives`` that is not a ``DeadLetterRedriven`` event is skipped
+    (and described in ``junk`` when given): it records no re-drive."""
     done: dict[tuple[str, int, int], str] = {}
     parts = await partitions_matching(settings, rf"^{re.escape(settings.topic(OPS_REDRIVES))}$")
     for r in await read_to_end(settings, parts):
-        event = parse_event(r.value)
-        if isinstance(event, DeadLetterRedriven):
+        try:
+            event = parse_event(r.value or b"")
+        except Exception as exc:  # noqa: BLE001 - anyone may have written anything there
+            if junk is not None:
+                where = f"{OPS_REDRIVES}/{r.partition}@{r.offset}"
+                junk.append(f"{where}: not an event ({str(exc)[:200]})")
+            continue
+        if not isinstance(event, DeadLetterRedriven):
+            if junk is not None:
+                junk.append(f"{OPS_REDRIVES}/{r.partition}@{r.offset}: a {event.event_type}")
+        else:
             done[(event.dlq_topic, event.dlq_partition, event.dlq_offset)] = (
                 f"{event.operator} at {event.occurred_at.isoformat()}: {event.reason}"
             )
@@ -115,7 +170,15 @@ async def redrives(settings: Settings) -> dict[tuple[str, int, int], str]:
 
 
 def _original_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    stored = json.loads(letter.headers.get(DLQ_ORIGINAL_HEADERS, "{}"))
+    try:
+        stored = json.loads(letter.headers.get(DLQ_ORIGINAL_HEADERS, "{}"))
+    except ValueError:
+        stored = None
+    if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+        raise RedriveError(
+            f"the dead letter's {DLQ_ORIGINAL_HEADERS} header is malformed: its original"
+            " headers (its signature among them) cannot be restored"
+        )
     out = []
     for key, value in stored.items():
         out.append((key, bytes.fromhex(value[4:]) if value.startswith("hex:") else value.encode()))
