@@ -98,3 +98,55 @@ async def test_the_relay_moves_unpublishable_rows_aside_and_publishes_the_rest_i
         await pool.close()
     published = await read_to_end(settings, [TopicPartition(settings.topic(CASES_ROUTING), 0)])
     assert [json.loads(r.value)["n"] for r in published] == [0, 2, 4, 5]
+
+
+async def test_a_row_the_broker_refuses_for_its_content_goes_to_the_topics_dlq(
+    settings: Settings, database_url: str
+) -> None:
+    """A keyless record on a compacted topic is refused (INVALID_RECORD) whatever its
+    size: it fits its DLQ, so it goes there with the reason; the table says where."""
+    schema = f"relay_dlq_{uuid4().hex[:8]}"
+    await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS])
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    settings.topic(CASES_ROUTING),
+                    num_partitions=1,
+                    replication_factor=1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            ],
+            timeout_ms=30_000,
+        )
+    finally:
+        await admin.close()
+    await ensure_topics(settings, [dlq(CASES_ROUTING)])
+    pool = await create_pool(database_url, schema)
+    relay = OutboxRelay(settings, pool, name=schema)
+    keyless = OutboxRow(uuid4(), CASES_ROUTING, None, b'{"n": 1}', (("event_type", "Test"),))
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await insert_rows(conn, [_row(0), keyless, _row(2)])
+        assert await relay.publish_pending() == 3
+        kept = await pool.fetchrow("SELECT * FROM outbox_dead_letters")
+        assert kept["event_id"] == keyless.event_id
+        assert kept["reason"] == "refused_by_broker"
+        assert kept["value"] is None  # on the DLQ, not kept twice
+        assert kept["dlq_topic"] == dlq(CASES_ROUTING)
+    finally:
+        await relay._drop_producer()
+        await relay._drop_connection()
+        await pool.close()
+    name = settings.topic(dlq(CASES_ROUTING))
+    parked = await read_to_end(
+        settings, [TopicPartition(name, p) for p in range(settings.topic_partitions)]
+    )
+    assert [r.value for r in parked] == [keyless.value]
+    headers = {k: v.decode() for k, v in parked[0].headers}
+    assert headers["dlq.reason"] == "relay_refused_by_broker"
+    assert headers["dlq.original.topic"] == CASES_ROUTING
+    published = await read_to_end(settings, [TopicPartition(settings.topic(CASES_ROUTING), 0)])
+    assert [json.loads(r.value)["n"] for r in published] == [0, 2]
