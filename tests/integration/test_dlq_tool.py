@@ -51,8 +51,8 @@ async def test_dlq_list_and_redrive_survive_junk_and_malformed_letters(
 ) -> None:
     routing_dlq = dlq_of(CASES_ROUTING)
     await ensure_topics(settings, [CASES_ROUTING, routing_dlq, OPS_REDRIVES])
-    for junk in (b"\xff junk", b'{"not": "an event"}', None):
-        await _put(settings, OPS_REDRIVES, junk, {})
+    for value in (b"\xff junk", b'{"not": "an event"}', None):
+        await _put(settings, OPS_REDRIVES, value, {})
     case = builders.accepted("HR-JOB-REGISTRATION", builders.applicant(1), builders.JOB_FORM)
     closed = CaseClosed(
         case_id=case.case_id, correlation_id=case.case_id, producer="router", outcome="approved"

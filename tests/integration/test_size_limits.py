@@ -132,6 +132,7 @@ async def test_a_row_the_broker_refuses_for_its_content_goes_to_the_topics_dlq(
             await insert_rows(conn, [_row(0), keyless, _row(2)])
         assert await relay.publish_pending() == 3
         kept = await pool.fetchrow("SELECT * FROM outbox_dead_letters")
+        assert kept is not None
         assert kept["event_id"] == keyless.event_id
         assert kept["reason"] == "refused_by_broker"
         assert kept["value"] is None  # on the DLQ, not kept twice
