@@ -3,12 +3,14 @@ service's start, and the relay moves a row no broker will take aside and goes on
 
 from __future__ import annotations
 
+import asyncio
 import json
 from uuid import uuid4
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaTimeoutError
 
 from shared.contracts.topology import CASES_ROUTING, dlq
 from shared.messaging import MESSAGING_MIGRATIONS
@@ -18,6 +20,7 @@ from shared.messaging.topics import ensure_topics
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.settings import Settings
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +154,57 @@ async def test_a_row_the_broker_refuses_for_its_content_goes_to_the_topics_dlq(
     assert headers["dlq.original.topic"] == CASES_ROUTING
     published = await read_to_end(settings, [TopicPartition(settings.topic(CASES_ROUTING), 0)])
     assert [json.loads(r.value)["n"] for r in published] == [0, 2]
+
+
+class _FlakyProducer:
+    """Fails the row ``n == 1`` with a transient error ``failures`` times."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[int] = []
+
+    async def send(self, topic: str, value: bytes, **_: object) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        n = json.loads(value)["n"]
+        if n == 1 and self.failures:
+            self.failures -= 1
+            future.set_exception(KafkaTimeoutError())
+        else:
+            self.sent.append(n)
+            future.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_a_row_failing_for_a_transient_reason_is_retried_with_back_off_never_dropped(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = f"relay_retry_{uuid4().hex[:8]}"
+    await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS])
+    pool = await create_pool(database_url, schema)
+    relay = OutboxRelay(settings, pool, name=schema)
+    producer = _FlakyProducer(failures=2)
+
+    async def flaky() -> _FlakyProducer:
+        return producer
+
+    monkeypatch.setattr(relay, "_ensure_producer", flaky)
+    stop = asyncio.Event()
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await insert_rows(conn, [_row(0), _row(1), _row(2)])
+        running = asyncio.create_task(relay.run(stop))
+
+        async def drained() -> bool:
+            return await relay.backlog() == 0
+
+        await wait_for(drained, 30, "the outbox drained")
+        stop.set()
+        await running
+    finally:
+        await pool.close()
+    assert relay.retries == 2  # visible in /health as outbox_retries
+    assert sorted(producer.sent) == [0, 1, 2]
+    assert relay.dead_lettered == 0
