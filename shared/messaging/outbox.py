@@ -267,16 +267,18 @@ class OutboxRelay:
         done = [r["id"] for r, failure in zip(rows, failures, strict=True) if failure is None]
         await self._delete(conn, done)
         transient: BaseException | None = None
+        producer: AIOKafkaProducer | None = None
         for row, failure in zip(rows, failures, strict=True):
             if failure is None:
                 continue
             if not unpublishable(failure):
                 transient = failure
                 break
-            # The refused batches used sequence numbers the broker never saw: a new
-            # producer (a new producer id) starts its partitions' sequences afresh.
-            await self._drop_producer()
-            producer = await self._ensure_producer()
+            if producer is None:
+                # A refused batch used sequence numbers the broker never saw: a new
+                # producer (a new producer id) starts its partitions' sequences afresh.
+                await self._drop_producer()
+                producer = await self._ensure_producer()
             try:
                 await (await self._send(producer, row))
             except KafkaError as exc:
@@ -284,6 +286,7 @@ class OutboxRelay:
                     transient = exc
                     break
                 await self._dead_letter(conn, producer, row, exc)
+                producer = None
             else:
                 await self._delete(conn, [row["id"]])
         await self._drop_producer()
