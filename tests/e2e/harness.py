@@ -21,6 +21,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from deploy import stack as local_stack
 from shared.contracts.events import Event, parse_event
 from shared.messaging.kafka import make_producer, read_to_end
 from shared.messaging.topics import delete_topics_with_prefix
@@ -115,6 +116,9 @@ def run_services(
     """Start each service as its own process on a fresh topic prefix, wait until intake is
     healthy, yield, then stop them with SIGTERM and check each stopped cleanly."""
     port = free_port()
+    # Every signer of the stack, and any other service started here (a third department),
+    # gets its key and a place in this run's registry before anything starts.
+    local_stack.ensure_keys(logs / "keys", extra=tuple(commands))
     settings = Settings(
         kafka_bootstrap_servers=bootstrap_servers,
         database_url=SecretStr(database_url),
