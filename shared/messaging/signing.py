@@ -310,6 +310,10 @@ class PublicKeys:
     def signers(self) -> frozenset[str]:
         return frozenset(self._entries)
 
+    def knows(self, signer: str) -> bool:
+        """Whether the registry has any key of ``signer``."""
+        return signer in self._entries
+
     def verify(
         self, signer: str, value: bytes, signature_b64: str, at: datetime | None = None
     ) -> bool:

@@ -82,6 +82,7 @@ class Gate:
     def __init__(self, keys: PublicKeys, topic_prefix: str) -> None:
         self._keys = keys
         self._prefix = topic_prefix
+        self._writers: dict[str, str | None] = {}  # deployed topic -> its one writer
 
     def check(self, parsed: Parsed) -> Parsed:
         """``parsed`` with each event that may not be trusted replaced by its
@@ -123,10 +124,12 @@ class Gate:
         signature = _text(header(headers, SIGNATURE_HEADER))
         if not signer or not signature:
             return MissingSignatureError(f"{logical}: record is not signed")
-        expected = writer(logical)
+        expected = self._writers.get(topic, "")
+        if expected == "":
+            expected = self._writers[topic] = writer(logical)
         if signer != expected:
             return WrongSignerError(f"{logical} is written by {expected}, not by {signer}")
-        if signer not in self._keys.signers():
+        if not self._keys.knows(signer):
             return UnknownSignerError(f"the key registry has no key of {signer}")
         if not self._keys.verify(signer, value, signature, item.occurred_at):
             return BadSignatureError(
