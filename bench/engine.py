@@ -36,8 +36,9 @@ from shared.contracts.topology import CASES_ROUTING, OPS_REDRIVES, dept_tasks, d
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
 from shared.messaging.kafka import make_producer
+from shared.messaging.keyring import generate_all
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
-from shared.messaging.signing import Signer
+from shared.messaging.signing import PublicKeys, Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.db import create_database, create_pool, drop_database, migrate_dsn
 from shared.platform.settings import Settings
@@ -72,9 +73,11 @@ async def _emit_nothing(_: Tx, __: Event) -> None:
     return None
 
 
-async def produce(bootstrap: str, prefix: str, rate: float, seconds: float) -> None:
-    """Run in the child process: CaseClosed records at ``rate`` per second."""
+async def produce(bootstrap: str, prefix: str, rate: float, seconds: float, keys: Path) -> None:
+    """Run in the child process: CaseClosed records at ``rate`` per second, signed by the
+    topic's writer as the router signs them (the engine checks every signature)."""
     settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
+    signer = Signer.load(keys, "router")
     producer = make_producer(settings)
     await producer.start()
     try:
@@ -84,7 +87,11 @@ async def produce(bootstrap: str, prefix: str, rate: float, seconds: float) -> N
             event = CaseClosed(
                 case_id=case, correlation_id=case, producer="bench", outcome="approved"
             )
-            await producer.send(settings.topic(TOPIC), event.to_json(), key=str(case).encode())
+            value = event.to_json()
+            headers = [(k, v.encode()) for k, v in signer.headers(value)]
+            await producer.send(
+                settings.topic(TOPIC), value, key=str(case).encode(), headers=headers
+            )
             sent += 1
             await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
         await producer.flush()
@@ -103,6 +110,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
         topic_prefix=f"{name}.",
         keys_dir=keys,
     )
+    generate_all(keys, ["router", "engine"])
     await migrate_dsn(database_url, SCHEMA, [MESSAGING_MIGRATIONS])
     pool = await create_pool(database_url, SCHEMA)
     await ensure_topics(settings, [TOPIC, dlq(TOPIC), OUT, OPS_REDRIVES])
@@ -116,6 +124,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
             OutboxWriter(Signer.load(keys, "engine")),
             _emit_one if variant == "full" else _emit_nothing,
             consumer_name="engine",
+            keys=PublicKeys.load(keys),
         )
     )
     loop = ConsumerLoop(settings, [TOPIC], group_id="engine", processor=processor, relay=relay)
@@ -139,6 +148,8 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
             str(rate),
             "--seconds",
             str(seconds),
+            "--keys",
+            str(keys),
             stdout=subprocess.DEVNULL,
         )
         await child.wait()
@@ -172,10 +183,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="records per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--produce", metavar="PREFIX", help=argparse.SUPPRESS)
+    parser.add_argument("--keys", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce is not None:
         bootstrap = local_stack.StackConfig.from_env().bootstrap_servers
-        asyncio.run(produce(bootstrap, args.produce, args.rate, args.seconds))
+        asyncio.run(produce(bootstrap, args.produce, args.rate, args.seconds, args.keys))
         return
     print(asyncio.run(measure(args.variant, args.rate, args.seconds)))
 

@@ -246,6 +246,7 @@ def start_services(
     """Start every service; return the processes and each one's health URL (intake on
     ``http_port``, the consumer services on the ports after it)."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    local_stack.ensure_keys_from_env(env)  # services refuse to start without their keys
     procs: dict[str, subprocess.Popen[bytes]] = {}
     health: dict[str, str] = {}
     for offset, name in enumerate(["intake", *SERVICES]):

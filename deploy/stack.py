@@ -706,11 +706,36 @@ def restart_kafka(cfg: StackConfig, down_s: float = 0.0) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+# Every signer of the local stack: its services (the audit's key keys its verdict MACs)
+# and the operator who re-drives dead letters.
+SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit", "operator")
+
+
+def ensure_keys(keys_dir: Path, registry: Path | None = None, extra: tuple[str, ...] = ()) -> Path:
+    """Each signer's private key (kept when it exists) and the registry of their public
+    keys: what the services need before they start. Returns the registry's path."""
+    from shared.messaging.keyring import generate_all  # noqa: PLC0415 - not for stack-only use
+
+    return generate_all(keys_dir, [*SIGNERS, *extra], registry=registry)
+
+
+def ensure_keys_from_env(env: dict[str, str] | None = None) -> Path:
+    """:func:`ensure_keys` for the keys folder and registry the environment names (the
+    services' defaults otherwise)."""
+    env = dict(os.environ) if env is None else env
+    registry = env.get("ONEDOOR_KEY_REGISTRY")
+    return ensure_keys(
+        Path(env.get("ONEDOOR_KEYS_DIR", ".data/keys")), Path(registry) if registry else None
+    )
+
+
 def up(cfg: StackConfig) -> None:
-    """Start PostgreSQL and Kafka (each only if not already running) and print the settings."""
+    """Start PostgreSQL and Kafka (each only if not already running), make the local
+    stack's signing keys when missing, and print the settings."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     start_postgres(cfg)
     start_kafka(cfg)
+    print(f"# signing keys: {ensure_keys_from_env()}", file=sys.stderr)
     print_env(cfg)
 
 

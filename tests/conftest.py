@@ -94,7 +94,9 @@ async def topic_prefix(stack: Stack) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(stack: Stack, database_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
-    """Settings pointing at the real stack, this module's database and this test's topics."""
+    """Settings pointing at the real stack, this module's database and this test's topics,
+    with the stack's signing keys and registry in this test's own keys folder."""
+    local_stack.ensure_keys(tmp_path / "keys")
     return Settings(
         kafka_bootstrap_servers=stack.bootstrap_servers,
         database_url=SecretStr(database_url),

@@ -3,11 +3,14 @@
     onedoor-audit dlq list [--json]
     onedoor-audit dlq redrive DLQ_TOPIC PARTITION OFFSET --reason TEXT [--operator ID]
 
-A re-drive puts the record's original bytes, key and headers back on its original topic
-with a ``onedoor-redrive`` header, and first publishes a signed ``DeadLetterRedriven``
-event on ``ops.redrives``, so the audit log shows who re-drove what, when and why. The
-consumer that dead-lettered the record claims it once more (its inbox remembers it was
-dead-lettered); a plain redelivery of the same record stays a no-op.
+A re-drive first publishes a ``DeadLetterRedriven`` event signed with the operator's key
+on ``ops.redrives``, so the audit log shows who re-drove what, when and why, then puts
+the record's original bytes, key and headers back on its original topic with that
+event's exact bytes and signature in the ``onedoor-redrive`` and
+``onedoor-redrive-signature`` headers. The consumer that dead-lettered the record claims
+it once more (its inbox remembers it was dead-lettered) only when that proof verifies
+against the key registry's ``operator`` keys and names the record (its event id and
+original topic); a header without it, and a plain redelivery, stay no-ops.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from shared.contracts.topology import (
     OPERATOR,
     OPS_REDRIVES,
     REDRIVE_HEADER,
+    REDRIVE_SIGNATURE_HEADER,
 )
 from shared.messaging.kafka import make_producer, partitions_matching, read_to_end
 from shared.messaging.signing import Signer
+from shared.messaging.trust import redrive_headers
 from shared.platform.settings import Settings
 
 NIL = UUID(int=0)
+REDRIVE_HEADERS = (REDRIVE_HEADER, REDRIVE_SIGNATURE_HEADER)
 
 
 class RedriveError(RuntimeError):
@@ -223,7 +229,7 @@ async def redrive(
         operator=operator,
         reason=reason,
     )
-    signer = Signer.load(settings.keys_dir, OPERATOR)
+    signer = Signer.load(settings.keys_dir, OPERATOR, key_file=settings.signing_key_file)
     value = recorded.to_json()
     producer = make_producer(settings)
     await producer.start()
@@ -243,8 +249,9 @@ async def redrive(
                 letter.value,
                 key=letter.key,
                 headers=[
-                    *_original_headers(letter),
-                    (REDRIVE_HEADER, str(recorded.event_id).encode()),
+                    *(h for h in _original_headers(letter) if h[0] not in REDRIVE_HEADERS),
+                    # The proof consumers check: the operator's signed act, naming it.
+                    *redrive_headers(signer, recorded),
                 ],
             )
         )

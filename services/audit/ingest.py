@@ -63,10 +63,14 @@ class SignatureJudge:
     :class:`store.Verdict` keyed by the record's digest (see ``record_digest``)."""
 
     def __init__(
-        self, keys_dir: Path, keys: PublicKeys | None = None, mac_key: bytes | None = None
+        self,
+        keys_dir: Path,
+        keys: PublicKeys | None = None,
+        mac_key: bytes | None = None,
+        registry: Path | None = None,
     ) -> None:
-        self._keys_dir = keys_dir
-        self._keys = keys if keys is not None else PublicKeys.load(keys_dir)
+        """``keys``: the key registry (default: ``registry``, else the keys folder's)."""
+        self._keys = keys if keys is not None else PublicKeys.load_or_empty(registry or keys_dir)
         self._mac_key = (
             mac_key
             if mac_key is not None
@@ -75,8 +79,7 @@ class SignatureJudge:
 
     def _reload(self) -> None:
         # A service started after the audit: its public key may be new since load.
-        if self._keys_dir.is_dir():
-            self._keys = PublicKeys.load(self._keys_dir)
+        self._keys.refresh()
 
     def verdicts(self, batch: Sequence[tuple[LogRecord, Event | None]]) -> list[store.Verdict]:
         """A verdict for each signed event whose signer has a key; none for the rest
@@ -122,7 +125,10 @@ class AuditIngest:
     ) -> None:
         self._settings = settings
         self._pool = pool
-        self._judge = SignatureJudge(settings.keys_dir, keys)
+        own = Signer.load(settings.keys_dir, VERDICT_SIGNER, key_file=settings.signing_key_file)
+        self._judge = SignatureJudge(
+            settings.keys_dir, keys, verdict_mac_key(own), registry=settings.registry_path()
+        )
         self._parsed = store.ParsedEvents()
         self.totals = store.IngestResult()
 

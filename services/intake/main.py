@@ -30,7 +30,12 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
     loop that keeps its status view current."""
     settings = plumbing.settings
     processor = BatchProcessor(
-        settings, plumbing.pool, plumbing.writer, StatusViews(), consumer_name=NAME
+        settings,
+        plumbing.pool,
+        plumbing.writer,
+        StatusViews(),
+        consumer_name=NAME,
+        keys=plumbing.keys,
     )
     views = ConsumerLoop(settings, plumbing.topics.consumes, group_id=NAME, processor=processor)
     acceptor = Acceptor(settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake)

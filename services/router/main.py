@@ -32,6 +32,7 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
         plumbing.writer,
         RouterHandler(catalogue),
         consumer_name=NAME,
+        keys=plumbing.keys,
     )
     loop = ConsumerLoop(
         plumbing.settings,

@@ -60,8 +60,10 @@ DLQ_ORIGINAL_OFFSET: Final = "dlq.original.offset"
 DLQ_ORIGINAL_HEADERS: Final = "dlq.original.headers"
 DLQ_CONSUMER: Final = "dlq.consumer"
 DLQ_FAILED_AT: Final = "dlq.failed_at"
-# On a re-driven record: the id of the DeadLetterRedriven event that allowed it.
+# On a re-driven record: the exact bytes of the operator's DeadLetterRedriven event that
+# allowed it, and that event's signature (as in SIGNATURE_HEADER, by the operator).
 REDRIVE_HEADER: Final = "onedoor-redrive"
+REDRIVE_SIGNATURE_HEADER: Final = "onedoor-redrive-signature"
 
 _NAME = r"[a-z0-9_]+"
 

@@ -350,6 +350,7 @@ def wire_department(department: Department, plumbing: Plumbing) -> ServiceContex
         plumbing.writer,
         department.handler(slow_s=plumbing.settings.fault_slow_action_s),
         consumer_name=department.name,
+        keys=plumbing.keys,
         first_topics=[dept_outcomes(d) for d in department.learners],
     )
     loop = ConsumerLoop(

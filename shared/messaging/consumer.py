@@ -50,12 +50,13 @@ from shared.contracts.topology import (
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
     DLQ_REASON,
-    REDRIVE_HEADER,
     dlq,
 )
 from shared.messaging.kafka import make_consumer
 from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter, headers_json
+from shared.messaging.signing import PublicKeys
 from shared.messaging.store import PgStore, Store, UnitOfWork
+from shared.messaging.trust import Gate
 from shared.platform.aio import sleep_or_stop
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.faults import FaultInjector
@@ -158,9 +159,13 @@ class BatchProcessor:
         handler: Handler,
         *,
         consumer_name: str,
+        keys: PublicKeys,
         first_topics: Iterable[str] = (),
     ) -> None:
+        """``keys``: the key registry; a record is acted on only when its topic's writer
+        signed it (``shared.messaging.trust``), else it is dead-lettered."""
         self._settings = settings
+        self._gate = Gate(keys, settings.topic_prefix)
         # Services hand in their pool; unit tests a store of their own.
         self._store: Store = PgStore(store) if isinstance(store, asyncpg.Pool) else store
         self._writer = writer
@@ -181,6 +186,7 @@ class BatchProcessor:
                 parsed.append((record, parse_event(record.value or b"")))
             except EventDecodeError as exc:
                 parsed.append((record, exc))
+        parsed = self._gate.check(parsed)
         try:
             return await self._fast(parsed)
         except _RetryCarefullyError:
@@ -226,8 +232,9 @@ class BatchProcessor:
     ) -> set[UUID]:
         """Record every id in the inbox; return the ids not seen before.
 
-        A re-driven record (REDRIVE_HEADER) whose id was dead-lettered is claimed once
-        more; every other id already in the inbox is a redelivery and stays a no-op.
+        A re-driven record whose id was dead-lettered is claimed once more, when its
+        redrive header proves an operator's signed DeadLetterRedriven naming it; every
+        other id already in the inbox is a redelivery and stays a no-op.
         """
         entries: list[tuple[UUID, Record]] = []
         redriven: list[UUID] = []
@@ -236,7 +243,9 @@ class BatchProcessor:
                 record.dead_letter_id() if isinstance(item, EventDecodeError) else item.event_id
             )
             entries.append((event_id, record))
-            if any(key == REDRIVE_HEADER for key, _ in record.headers):
+            if isinstance(item, Event) and self._gate.redrive_proven(
+                record.topic, record.headers, item
+            ):
                 redriven.append(event_id)
         reclaimed = await uow.reclaim(redriven) if redriven else set()
         return await uow.claim(entries) | reclaimed

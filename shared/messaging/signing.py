@@ -1,10 +1,11 @@
 """Ed25519 signatures on every event a service produces.
 
-Each service has its own key pair in the keys folder (``ONEDOOR_KEYS_DIR``):
-``<service>.key`` (private, raw 32 bytes, mode 0600) and ``<service>.pub`` (public,
-raw 32 bytes). The public keys form the registry the audit service verifies against:
-an outcome on ``dept.X.outcomes`` must be signed by X. The signature covers the exact
-record value bytes and travels in the record headers.
+Each service signs with its own private key (``<service>.key`` in ``ONEDOOR_KEYS_DIR``,
+raw 32 bytes, mode 0600); the public keys, with their validity periods, are in the key
+registry (``shared.messaging.keyring``) that consumers and the audit verify against: an
+outcome on ``dept.X.outcomes`` must be signed by X with a key of X valid when the event
+occurred. The signature covers the exact record value bytes and travels in the record
+headers.
 
 Events written in one transaction are signed together (:meth:`Signer.sign_batch`): one
 Ed25519 signature over the root of a Merkle tree of their values (RFC 9162 hashing), and
@@ -18,18 +19,27 @@ record signed alone carries the plain base64 signature of its value.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hashlib
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
+
+from shared.messaging.keyring import (
+    KeyEntry,
+    SigningKeyError,
+    generate,
+    load_private_key,
+    main,
+    private_key_path,
+    read_registry,
+)
 
 SIGNER_HEADER = "onedoor-signer"
 SIGNATURE_HEADER = "onedoor-signature"
@@ -49,22 +59,13 @@ _HASH = 32
 _ROOT_CACHE = 4096  # answers kept per verifier for roots met again
 
 
-class SigningKeyError(LookupError):
-    """A key file is missing or unreadable."""
+__all__ = ["SigningKeyError", "main"]
 
 
-def generate_keys(keys_dir: Path, service: str, *, overwrite: bool = False) -> Path:
-    """Create a key pair for ``service``; return the private key's path."""
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    private_path = keys_dir / f"{service}.key"
-    if private_path.exists() and not overwrite:
-        return private_path
-    key = nacl.signing.SigningKey.generate()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(bytes(key))  # the raw 32-byte seed
-    (keys_dir / f"{service}.pub").write_bytes(bytes(key.verify_key))
-    return private_path
+def generate_keys(keys_dir: Path, service: str) -> Path:
+    """A private key for ``service`` (kept when it exists) and its public key in the
+    keys folder's registry; return the private key's path (``onedoor-keys generate``)."""
+    return generate(keys_dir, service)
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,17 @@ class Signer:
     key: nacl.signing.SigningKey = field(repr=False)
 
     def public_key(self) -> bytes:
-        """The raw 32-byte public key, as ``onedoor-keys`` writes it to ``<service>.pub``."""
+        """The raw 32-byte public key, as ``onedoor-keys`` writes it to the registry."""
         return bytes(self.key.verify_key)
 
     @classmethod
-    def load(cls, keys_dir: Path, service: str, *, create: bool = True) -> Signer:
-        """Load the service's key; with ``create``, make one on first start."""
-        path = keys_dir / f"{service}.key"
-        if not path.exists():
-            if not create:
-                raise SigningKeyError(f"no signing key for {service} at {path}; run onedoor-keys")
-            generate_keys(keys_dir, service)
-        return cls(service, nacl.signing.SigningKey(path.read_bytes()))
+    def load(cls, keys_dir: Path, service: str, *, key_file: Path | None = None) -> Signer:
+        """The service's own key (``key_file``, else ``<keys_dir>/<service>.key``).
+        Raises :class:`SigningKeyError` (with the fix) when it is missing or readable by
+        group or others: keys are made by ``onedoor-keys generate``, never here."""
+        return cls(
+            service, load_private_key(key_file or private_key_path(keys_dir, service), service)
+        )
 
     def sign(self, value: bytes) -> str:
         return base64.b64encode(self.key.sign(value).signature).decode()
@@ -247,42 +247,95 @@ def key_fingerprint(public_key: bytes) -> bytes:
 
 
 class PublicKeys:
-    """The registry of public keys: every ``*.pub`` in the keys folder."""
+    """The registry of public keys (``shared.messaging.keyring``): each signer's keys and
+    when each was valid."""
 
-    def __init__(self, keys: Mapping[str, bytes]) -> None:
-        """``keys``: each signer's raw 32-byte Ed25519 public key."""
-        self._raw = dict(keys)
-        self._sodium = {name: nacl.signing.VerifyKey(raw) for name, raw in self._raw.items()}
-        # (signer, signature, size, root) -> the Ed25519 answer: the records of one batch
+    def __init__(
+        self, keys: Mapping[str, bytes | Sequence[KeyEntry]], path: Path | None = None
+    ) -> None:
+        """``keys``: each signer's raw 32-byte Ed25519 public key (valid at all times), or
+        its registry entries. ``path``: the registry file, for :meth:`refresh`."""
+        self._entries: dict[str, tuple[KeyEntry, ...]] = {
+            name: (KeyEntry(value, datetime.min.replace(tzinfo=UTC)),)
+            if isinstance(value, bytes)
+            else tuple(value)
+            for name, value in keys.items()
+        }
+        self._sodium = {
+            entry.key: nacl.signing.VerifyKey(entry.key)
+            for entries in self._entries.values()
+            for entry in entries
+        }
+        self._path = path
+        self._stamp = _stamp(path)
+        # (key, signature, size, root) -> the Ed25519 answer: the records of one batch
         # share it, so the signature is checked once per batch, not once per record.
-        self._roots: dict[tuple[str, bytes, int, bytes], bool] = {}
+        self._roots: dict[tuple[bytes, bytes, int, bytes], bool] = {}
 
     @classmethod
-    def load(cls, keys_dir: Path) -> PublicKeys:
-        return cls({p.stem: p.read_bytes() for p in sorted(keys_dir.glob("*.pub"))})
+    def load(cls, path: Path) -> PublicKeys:
+        """The registry file at ``path`` (a folder means its ``registry.json``); raises
+        :class:`SigningKeyError` when there is none."""
+        if path.is_dir():
+            path = path / "registry.json"
+        return cls(read_registry(path), path)
 
-    def raw(self, signer: str) -> bytes | None:
-        """The signer's raw 32-byte public key, or ``None`` when the registry has none."""
-        return self._raw.get(signer)
-
-    def signers(self) -> frozenset[str]:
-        return frozenset(self._raw)
-
-    def verify(self, signer: str, value: bytes, signature_b64: str) -> bool:
-        """Whether ``signer`` signed ``value``: alone, or as part of a batch."""
-        key = self._sodium.get(signer)
-        if key is None:
-            return False
-        if signature_b64.startswith(BATCH_PREFIX):
-            return self._verify_batched(signer, key, value, signature_b64)
+    @classmethod
+    def load_or_empty(cls, path: Path) -> PublicKeys:
+        """:meth:`load`, or an empty registry when there is none yet (the audit, which
+        only observes, reports every signer unknown rather than refuse to start)."""
         try:
-            key.verify(value, base64.b64decode(signature_b64, validate=True))
-        except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+            return cls.load(path)
+        except SigningKeyError:
+            return cls({}, path if path.suffix else path / "registry.json")
+
+    def refresh(self) -> bool:
+        """Re-read the registry when its file changed since it was read (a key added or
+        rotated meanwhile); whether it did."""
+        stamp = _stamp(self._path)
+        if self._path is None or stamp == self._stamp or stamp is None:
             return False
+        fresh = PublicKeys.load(self._path)
+        self._entries, self._sodium, self._stamp = fresh._entries, fresh._sodium, stamp
+        self._roots.clear()
         return True
 
+    def raw(self, signer: str) -> bytes | None:
+        """The signer's public key material: its raw 32-byte key, or every key of it in
+        registry order when it has several (so a digest over it changes with a
+        rotation); ``None`` when the registry has none."""
+        entries = self._entries.get(signer)
+        return b"".join(e.key for e in entries) if entries else None
+
+    def signers(self) -> frozenset[str]:
+        return frozenset(self._entries)
+
+    def knows(self, signer: str) -> bool:
+        """Whether the registry has any key of ``signer``."""
+        return signer in self._entries
+
+    def verify(
+        self, signer: str, value: bytes, signature_b64: str, at: datetime | None = None
+    ) -> bool:
+        """Whether ``signer`` signed ``value`` (alone, or as part of a batch) with one of
+        its keys valid at ``at`` (any of its keys when ``at`` is None)."""
+        for entry in self._entries.get(signer, ()):
+            if at is not None and not _valid_at(entry, at):
+                continue
+            key = self._sodium[entry.key]
+            if signature_b64.startswith(BATCH_PREFIX):
+                if self._verify_batched(entry.key, key, value, signature_b64):
+                    return True
+                continue
+            try:
+                key.verify(value, base64.b64decode(signature_b64, validate=True))
+            except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+                continue
+            return True
+        return False
+
     def _verify_batched(
-        self, signer: str, key: nacl.signing.VerifyKey, value: bytes, header: str
+        self, raw: bytes, key: nacl.signing.VerifyKey, value: bytes, header: str
     ) -> bool:
         parts = header[len(BATCH_PREFIX) :].split(".")
         if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts[:2]):
@@ -299,7 +352,7 @@ class PublicKeys:
         root = merkle_root(index, size, merkle_leaf(value), path)
         if root is None:
             return False
-        checked = (signer, signature, size, root)
+        checked = (raw, signature, size, root)
         answer = self._roots.get(checked)
         if answer is None:
             try:
@@ -313,21 +366,16 @@ class PublicKeys:
         return answer
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``onedoor-keys generate SERVICE...``: create signing keys in the keys folder."""
-    from shared.platform.settings import get_settings  # noqa: PLC0415 - CLI only
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ino) if st else None
 
-    parser = argparse.ArgumentParser(prog="onedoor-keys", description=main.__doc__)
-    parser.add_argument("command", choices=["generate"])
-    parser.add_argument("services", nargs="+")
-    parser.add_argument("--dir", type=Path, default=None, help="keys folder (ONEDOOR_KEYS_DIR)")
-    parser.add_argument("--force", action="store_true", help="replace existing keys")
-    args = parser.parse_args(argv)
-    keys_dir = args.dir or get_settings().keys_dir
-    for service in args.services:
-        path = generate_keys(keys_dir, service, overwrite=args.force)
-        print(f"{service}: {path}")
-    return 0
+
+def _valid_at(entry: KeyEntry, at: datetime) -> bool:
+    return entry.valid_at(at if at.tzinfo else at.replace(tzinfo=UTC))
 
 
 if __name__ == "__main__":

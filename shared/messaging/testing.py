@@ -3,10 +3,12 @@
 A handler runs through the real :class:`~shared.messaging.consumer.BatchProcessor`,
 fast path and careful mode alike, without Kafka or PostgreSQL::
 
+    keys = keys_for(tmp_path / "keys", "router", "libraries")
     store = MemoryStore(MyTables())
     processor = BatchProcessor(settings, store, OutboxWriter(signer), handler,
-                               consumer_name="libraries")
-    result = await processor.process([record_of("dept.libraries.tasks", task)])
+                               consumer_name="libraries", keys=keys)
+    router = Signer.load(tmp_path / "keys", "router")
+    result = await processor.process([record_of("dept.libraries.tasks", task, signer=router)])
     assert [row.topic for row in store.outbox] == ["dept.libraries.outcomes"]
 
 The store keeps the inbox and the outbox as the engine writes them, and gives the
@@ -26,12 +28,15 @@ import contextlib
 import copy
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast
 from uuid import UUID
 
 from shared.contracts.events import Event
 from shared.messaging.consumer import Record
+from shared.messaging.keyring import generate_all
 from shared.messaging.outbox import OutboxRow
+from shared.messaging.signing import PublicKeys, Signer
 from shared.messaging.store import UnitOfWork
 from shared.platform.db import Connection
 
@@ -233,11 +238,26 @@ def record_of(
     offset: int = 0,
     partition: int = 0,
     headers: tuple[tuple[str, bytes], ...] = (),
+    signer: Signer | None = None,
 ) -> Record:
     """A record as the consumer loop hands it over: ``event`` (or raw bytes) on ``topic``
-    (the deployed name), keyed by its case like every producer of ours keys it."""
-    if isinstance(event, Event):
-        return Record(
-            topic, partition, offset, str(event.case_id).encode(), event.to_json(), headers
-        )
-    return Record(topic, partition, offset, b"raw", event, headers)
+    (the deployed name), keyed by its case like every producer of ours keys it, and
+    signed by ``signer`` when given (its headers before ``headers``)."""
+    value = event.to_json() if isinstance(event, Event) else event
+    if signer is not None:
+        headers = (*((k, v.encode()) for k, v in signer.headers(value)), *headers)
+    key = str(event.case_id).encode() if isinstance(event, Event) else b"raw"
+    return Record(topic, partition, offset, key, value, headers)
+
+
+def keys_for(keys_dir: Path, *services: str) -> PublicKeys:
+    """Private keys for ``services`` in a keys folder of a test's own (kept when they
+    exist) and the registry over them, loaded."""
+    return PublicKeys.load(generate_all(keys_dir, services))
+
+
+def signer_for(keys_dir: Path, service: str) -> Signer:
+    """``service``'s signer from a test's keys folder, its key made (and registered there)
+    when missing."""
+    generate_all(keys_dir, [service])
+    return Signer.load(keys_dir, service)

@@ -32,6 +32,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from shared.contracts import topology
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import ConsumerLoop
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
-from shared.messaging.signing import Signer
+from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
 from shared.platform import aio
 from shared.platform.db import create_pool, migrate_dsn
@@ -95,6 +96,7 @@ class Plumbing:
     log: structlog.stdlib.BoundLogger
     pool: asyncpg.Pool
     signer: Signer
+    keys: PublicKeys
     writer: OutboxWriter
     relay: OutboxRelay
     topics: Topics
@@ -266,6 +268,7 @@ async def open_service(
     """Configure logging, migrate, provision ``topics.provisions``, open the pool, load
     the key, build the relay."""
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
+    signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
     applied = await _retry(
         lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
     )
@@ -281,17 +284,31 @@ async def open_service(
     pool = await create_pool(
         settings.dsn(), schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max
     )
-    signer = Signer.load(settings.keys_dir, name)
     return Plumbing(
         name=name,
         settings=settings,
         log=log,
         pool=pool,
         signer=signer,
+        keys=keys,
         writer=OutboxWriter(signer),
         relay=OutboxRelay(settings, pool, name=name),
         topics=topics,
     )
+
+
+def load_keys(settings: Settings, name: str) -> tuple[Signer, PublicKeys]:
+    """The service's own private key and the key registry. Either missing, a private key
+    readable by group or others, or a key the registry does not list as valid now stops
+    start-up with the fix (``SigningKeyError``); keys are made by ``onedoor-keys``."""
+    signer = Signer.load(settings.keys_dir, name, key_file=settings.signing_key_file)
+    keys = PublicKeys.load(settings.registry_path())
+    if not keys.verify(name, b"start-up", signer.sign(b"start-up"), datetime.now(UTC)):
+        raise SigningKeyError(
+            f"the key registry {settings.registry_path()} has no key of {name} valid now "
+            f"matching its private key; run onedoor-keys generate {name}"
+        )
+    return signer, keys
 
 
 async def _retry(fn: Callable[[], Awaitable[Any]], log: Any, attempts: int = 30) -> Any:
@@ -329,6 +346,9 @@ def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None
         died = aio.run(_main(build, settings))
     except KeyboardInterrupt:  # before the handlers were in place
         sys.exit(130)
+    except SigningKeyError as exc:  # a configuration error: say the fix, no traceback
+        structlog.get_logger().error("cannot start: signing keys", error=str(exc))
+        sys.exit(2)
     if died:
         # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
         sys.exit(1)

@@ -116,7 +116,18 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=8, ge=1)
     keys_dir: Path = Field(
-        default=Path(".data/keys"), description="Ed25519 signing keys, one pair per service."
+        default=Path(".data/keys"),
+        description="Ed25519 private keys (<service>.key, mode 0600) and, by default, "
+        "the key registry (registry.json); made by onedoor-keys generate.",
+    )
+    key_registry: Path | None = Field(
+        default=None,
+        description="The registry of public keys every verifier trusts (default: "
+        "registry.json in the keys folder).",
+    )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="This service's private key file (default: <keys dir>/<service>.key).",
     )
     catalogue_dirs: tuple[Path, ...] = Field(
         default=(),
@@ -140,6 +151,10 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1")
     http_port: int = Field(default=8080)
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+
+    def registry_path(self) -> Path:
+        """The key registry's file."""
+        return self.key_registry or self.keys_dir / "registry.json"
 
     def topic(self, name: str) -> str:
         """The deployed name of a logical topic."""

@@ -21,8 +21,11 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from deploy import stack as local_stack
 from shared.contracts.events import Event, parse_event
+from shared.contracts.topology import writer
 from shared.messaging.kafka import make_producer, read_to_end
+from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.platform.settings import Settings
 from tests.support.builders import case_body, person
@@ -115,6 +118,9 @@ def run_services(
     """Start each service as its own process on a fresh topic prefix, wait until intake is
     healthy, yield, then stop them with SIGTERM and check each stopped cleanly."""
     port = free_port()
+    # Every signer of the stack, and any other service started here (a third department),
+    # gets its key and a place in this run's registry before anything starts.
+    local_stack.ensure_keys(logs / "keys", extra=tuple(commands))
     settings = Settings(
         kafka_bootstrap_servers=bootstrap_servers,
         database_url=SecretStr(database_url),
@@ -288,11 +294,19 @@ async def wait_group_past(
         await admin.close()
 
 
-async def republish(settings: Settings, topic: str, value: bytes, key: bytes) -> tuple[int, int]:
+async def republish(
+    settings: Settings, topic: str, value: bytes, key: bytes, *, signer: Signer | None = None
+) -> tuple[int, int]:
+    """Publish ``value`` on ``topic`` (logical) signed as its writer signs it (with the
+    run's key of the topology's writer), or by ``signer``."""
+    signer = signer or Signer.load(settings.keys_dir, writer(topic) or "nobody")
+    headers = [(k, v.encode()) for k, v in signer.headers(value)]
     producer = make_producer(settings)
     await producer.start()
     try:
-        meta = await (await producer.send(settings.topic(topic), value=value, key=key))
+        meta = await (
+            await producer.send(settings.topic(topic), value=value, key=key, headers=headers)
+        )
     finally:
         await producer.stop()
     return meta.partition, meta.offset

@@ -29,9 +29,9 @@ from shared.messaging.signing import (
     SIGNATURE_HEADER,
     SIGNER_HEADER,
     PublicKeys,
-    Signer,
     verdict_mac_key,
 )
+from shared.messaging.testing import signer_for
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.settings import Settings
 from tests.support import builders
@@ -237,11 +237,11 @@ async def test_signature_verdicts_are_append_only(pool: asyncpg.Pool) -> None:
 async def test_a_replay_loads_only_good_verdicts_whose_mac_checks(
     pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
-    mac_key = verdict_mac_key(Signer.load(tmp_path, "audit"))
+    mac_key = verdict_mac_key(signer_for(tmp_path, "audit"))
     events = [accepted(n) for n in range(5)]
     records = [record(e, i) for i, e in enumerate(events)]
     signed = [
-        (replace(r, signature=Signer.load(tmp_path, "intake").sign(r.value)), e) for r, e in records
+        (replace(r, signature=signer_for(tmp_path, "intake").sign(r.value)), e) for r, e in records
     ]
     judge = SignatureJudge(tmp_path, PublicKeys.load(tmp_path), mac_key)
     good = judge.verdicts(signed[:2])

@@ -30,6 +30,7 @@ from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop,
 from shared.messaging.kafka import make_producer
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.messaging.testing import signer_for
 from shared.messaging.topics import ensure_topics
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.settings import Settings
@@ -89,9 +90,16 @@ async def engine(settings: Settings, database_url: str, tmp_path: Path) -> Async
     await pool.execute("TRUNCATE effects, inbox, outbox")
     await ensure_topics(settings, [IN, IN_DLQ, OUT, OPS_REDRIVES])
     BUG["present"] = True
-    writer = OutboxWriter(Signer.load(settings.keys_dir, "engine"))
+    writer = OutboxWriter(signer_for(settings.keys_dir, "engine"))
     relay = OutboxRelay(settings, pool, name="engine")
-    processor = BatchProcessor(settings, pool, writer, handler, consumer_name="engine")
+    processor = BatchProcessor(
+        settings,
+        pool,
+        writer,
+        handler,
+        consumer_name="engine",
+        keys=PublicKeys.load(settings.registry_path()),
+    )
     loop = ConsumerLoop(settings, [IN], group_id="engine", processor=processor, relay=relay)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(loop.run(stop))]
@@ -115,7 +123,17 @@ async def produce(settings: Settings, values: list[bytes]) -> None:
     await producer.start()
     try:
         # One key: one partition, so the order below is the order consumed.
-        futures = [await producer.send(settings.topic(IN), v, key=b"k") for v in values]
+        # Signed by the topic's writer, as the router signs it (poison included).
+        router = Signer.load(settings.keys_dir, "router")
+        futures = [
+            await producer.send(
+                settings.topic(IN),
+                v,
+                key=b"k",
+                headers=[(k, h.encode()) for k, h in router.headers(v)],
+            )
+            for v in values
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -17,7 +17,8 @@ from shared.contracts.topology import CASES_ROUTING
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.kafka import read_to_end
 from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter
-from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
+from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys
+from shared.messaging.testing import signer_for
 from shared.messaging.topics import ensure_topics
 from shared.platform.db import MigrationError, create_pool, migrate_dsn
 from shared.platform.settings import Settings
@@ -83,7 +84,7 @@ async def test_outbox_batch_keeps_its_order_and_headers(database_url: str, tmp_p
             OutboxRow(uuid4(), f"topic.{i % 3}", f"k{i}".encode(), b"v" * i, (("n", str(i)),))
             for i in range(40)
         ]
-        writer = OutboxWriter(Signer.load(tmp_path, "svc"))
+        writer = OutboxWriter(signer_for(tmp_path, "svc"))
         async with pool.acquire() as conn, conn.transaction():
             await writer.write(conn, rows)
         stored = await pool.fetch("SELECT event_id, value, headers FROM outbox ORDER BY id")
@@ -101,7 +102,7 @@ async def test_events_written_together_are_signed_as_one_batch(
     rows beside them (a dead letter keeps its original headers) are left unsigned."""
     await migrate_dsn(database_url, "svc_signed", [MESSAGING_MIGRATIONS])
     pool = await create_pool(database_url, "svc_signed")
-    writer = OutboxWriter(Signer.load(tmp_path, "router"))
+    writer = OutboxWriter(signer_for(tmp_path, "router"))
     events = [
         CaseClosed(case_id=case, correlation_id=case, producer="router", outcome="approved")
         for case in (uuid4() for _ in range(5))
@@ -140,7 +141,7 @@ async def test_the_relay_deletes_what_it_published_and_the_outbox_holds_only_uns
     await ensure_topics(settings, [CASES_ROUTING])
     pool = await create_pool(database_url, "svc_relay")
     relay = OutboxRelay(settings, pool, name="svc_relay")
-    writer = OutboxWriter(Signer.load(settings.keys_dir, "router"))
+    writer = OutboxWriter(signer_for(settings.keys_dir, "router"))
     events = [
         CaseClosed(case_id=case, correlation_id=case, producer="router", outcome="approved")
         for case in (uuid4() for _ in range(7))

@@ -24,8 +24,16 @@ from shared.contracts.events import (
     StepRejected,
     parse_event,
 )
-from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks, dlq
+from shared.contracts.topology import (
+    CASES_ACCEPTED,
+    CASES_ROUTING,
+    dept_outcomes,
+    dept_tasks,
+    dlq,
+    writer,
+)
 from shared.messaging.kafka import make_producer
+from shared.messaging.signing import Signer
 from shared.platform.runtime import RunningService, running
 from shared.platform.settings import Settings
 from tests.support.builders import BENEFIT_FORM, accepted, applicant, outcome
@@ -74,12 +82,18 @@ def event_of(record: Any) -> Event:
 
 
 async def publish(settings: Settings, topic: str, event: Event) -> None:
+    """``event`` on ``topic``, signed by the topic's writer as the services sign it."""
+    value = event.to_json()
+    signer = Signer.load(settings.keys_dir, writer(topic) or "nobody")
     producer = make_producer(settings)
     await producer.start()
     try:
         await (
             await producer.send(
-                settings.topic(topic), event.to_json(), key=str(event.case_id).encode()
+                settings.topic(topic),
+                value,
+                key=str(event.case_id).encode(),
+                headers=[(k, v.encode()) for k, v in signer.headers(value)],
             )
         )
     finally:

@@ -73,6 +73,7 @@ from shared.messaging.signing import (
     record_digest,
     signer_digest,
 )
+from shared.messaging.testing import signer_for
 from tests.support import builders
 from tests.support.builders import awaiting_info
 
@@ -118,7 +119,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     folder = tmp_path_factory.mktemp("keys")
     for service in SERVICES:
         generate_keys(folder, service)
-    return Keys({s: Signer.load(folder, s) for s in SERVICES}, PublicKeys.load(folder))
+    return Keys({s: signer_for(folder, s) for s in SERVICES}, PublicKeys.load(folder))
 
 
 class LogBuilder:
@@ -962,7 +963,7 @@ def test_bad_signature(log: LogBuilder, tmp_path: Path) -> None:
     closed = log.find(accepted.case_id, CaseClosed)
     original = log.record_of(closed)
     index = log.records.index(original)
-    impostor = Signer.load(tmp_path, "router")  # a router key nobody registered
+    impostor = signer_for(tmp_path, "router")  # a router key nobody registered
     log.records[index] = replace(original, signature=impostor.sign(original.value))
     assert_at(only(log.verify(), BAD_SIGNATURE), original, closed)
     assert log.verify(check_signatures=False).violations == []
@@ -995,7 +996,7 @@ def test_batch_signed_records_verify_alone_and_fail_alone(log: LogBuilder) -> No
 def test_bad_signature_from_an_unknown_signer(log: LogBuilder, tmp_path: Path) -> None:
     accepted = log.benefit_approved()
     closed = log.find(accepted.case_id, CaseClosed)
-    ghost = Signer.load(tmp_path, "ghost")
+    ghost = signer_for(tmp_path, "ghost")
     value = closed.model_copy(update={"event_id": uuid4()}).to_json()
     record = log.append(CASES_ROUTING, value, 0, "ghost", ghost.sign(value))
     report = log.verify()
@@ -1007,7 +1008,7 @@ def test_bad_signature_from_an_unknown_signer(log: LogBuilder, tmp_path: Path) -
 def test_a_record_that_is_not_an_event_is_only_malformed(log: LogBuilder, tmp_path: Path) -> None:
     log.benefit_approved()
     value = b"{}"
-    ghost = Signer.load(tmp_path, "ghost")
+    ghost = signer_for(tmp_path, "ghost")
     record = log.append(CASES_ROUTING, value, 0, "ghost", ghost.sign(value))
     assert_at(only(log.verify(), MALFORMED_RECORD), record, None)
 
@@ -1318,7 +1319,7 @@ def test_a_verdict_never_covers_bytes_it_was_not_computed_on(
     assert_at(only(report, BAD_SIGNATURE), original, closed)
     assert report.signatures_checked == 1
     # Same value, another signature header (a key nobody registered).
-    impostor = Signer.load(tmp_path, "router")
+    impostor = signer_for(tmp_path, "router")
     log.records[index] = replace(original, signature=impostor.sign(original.value))
     assert_at(only(log.verify(verified=verified), BAD_SIGNATURE), original, closed)
     # Same bytes and headers, but the registry holds another key for the signer now:
@@ -1341,7 +1342,7 @@ def test_a_bad_verdict_is_checked_again_not_trusted(log: LogBuilder, tmp_path: P
     accepted = log.benefit_approved()
     closed = log.find(accepted.case_id, CaseClosed)
     original = log.record_of(closed)
-    impostor = Signer.load(tmp_path, "router")
+    impostor = signer_for(tmp_path, "router")
     forged = replace(original, signature=impostor.sign(original.value))
     log.records[log.records.index(original)] = forged
     verdicts = ingest_verdicts(log.records, log.keys.public)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from services.router.handlers import RouterHandler
 from shared.contracts.catalogue import Catalogue
-from shared.contracts.events import CaseAccepted, parse_event
+from shared.contracts.events import CaseAccepted, DeadLetterRedriven, Event, parse_event
 from shared.contracts.topology import (
     CASES_ACCEPTED,
     CASES_ROUTING,
@@ -25,17 +26,18 @@ from shared.contracts.topology import (
     DLQ_ORIGINAL_PARTITION,
     DLQ_ORIGINAL_TOPIC,
     DLQ_REASON,
-    REDRIVE_HEADER,
+    OPERATOR,
     dept_tasks,
     dlq,
 )
 from shared.messaging.consumer import BatchProcessor, Record, Tx
 from shared.messaging.outbox import OutboxWriter
-from shared.messaging.signing import Signer
-from shared.messaging.testing import MemoryStore, record_of
+from shared.messaging.testing import MemoryStore
+from shared.messaging.trust import redrive_headers
 from shared.platform.settings import Settings
 from tests.support.builders import JOB_FORM, accepted, applicant
 from tests.support.fakes import RouterTables
+from tests.support.signed import registry, signed, signer
 
 pytestmark = pytest.mark.unit
 
@@ -50,8 +52,15 @@ def store() -> MemoryStore:
 
 @pytest.fixture
 def router(store: MemoryStore, catalogue: Catalogue, tmp_path: Path) -> BatchProcessor:
-    writer = OutboxWriter(Signer.load(tmp_path, "router"))
-    return BatchProcessor(SETTINGS, store, writer, RouterHandler(catalogue), consumer_name="router")
+    writer = OutboxWriter(signer("router"))
+    return BatchProcessor(
+        SETTINGS, store, writer, RouterHandler(catalogue), consumer_name="router", keys=registry()
+    )
+
+
+def record_of(topic: str, event: Event | bytes, **kwargs: Any) -> Record:
+    """A record on ``topic`` signed by its writer."""
+    return signed(topic, event, prefix=SETTINGS.topic_prefix, **kwargs)
 
 
 def batch() -> tuple[list[Record], CaseAccepted, CaseAccepted, CaseAccepted]:
@@ -99,7 +108,8 @@ async def test_a_failing_record_is_dead_lettered_and_the_rest_applied_once(
     assert "accepted twice" in headers[DLQ_ERROR]
     assert headers[DLQ_ORIGINAL_TOPIC] == CASES_ACCEPTED  # logical: without the prefix
     assert (headers[DLQ_ORIGINAL_PARTITION], headers[DLQ_ORIGINAL_OFFSET]) == ("0", "11")
-    assert json.loads(headers[DLQ_ORIGINAL_HEADERS]) == {"trace": "t-2"}
+    assert json.loads(headers[DLQ_ORIGINAL_HEADERS])["trace"] == "t-2"
+    assert json.loads(headers[DLQ_ORIGINAL_HEADERS])["onedoor-signer"] == "intake"
     assert headers[DLQ_CONSUMER] == "router"
     assert headers[DLQ_FAILED_AT]
     assert store.inbox[twin.event_id].dead_letter
@@ -119,7 +129,23 @@ async def test_a_redriven_dead_letter_is_handled_once_more(
     records, _, twin, _ = batch()
     await router.process(records)
     dead_letters = len(store.outbox)
-    redriven = record_of(TOPIC, twin, offset=40, headers=((REDRIVE_HEADER, b"ops-1"),))
+    act = DeadLetterRedriven(
+        case_id=twin.case_id,
+        correlation_id=twin.case_id,
+        producer=OPERATOR,
+        dlq_topic=dlq(CASES_ACCEPTED),
+        dlq_partition=0,
+        dlq_offset=0,
+        original_topic=CASES_ACCEPTED,
+        original_partition=0,
+        original_offset=11,
+        redriven_event_id=twin.event_id,
+        operator="ops-1",
+        reason="fixed in 1.3",
+    )
+    redriven = record_of(
+        TOPIC, twin, offset=40, headers=tuple(redrive_headers(signer(OPERATOR), act))
+    )
 
     # Still a bug: it fails again and goes back to the DLQ, once.
     result = await router.process([redriven])
@@ -159,7 +185,7 @@ async def test_a_database_failure_rolls_the_whole_batch_back_for_a_retry(
             raise asyncpg.DeadlockDetectedError("deadlock detected")
 
     processor = BatchProcessor(
-        SETTINGS, store, OutboxWriter(Signer.load(tmp_path, "t")), handler, consumer_name="t"
+        SETTINGS, store, OutboxWriter(signer("router")), handler, consumer_name="t", keys=registry()
     )
     records = [
         record_of(TOPIC, accepted("HR-JOB-REGISTRATION", applicant(n), JOB_FORM)) for n in (1, 2)

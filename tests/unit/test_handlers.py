@@ -28,8 +28,8 @@ from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcom
 from shared.department.adapter import Department
 from shared.messaging.consumer import BatchProcessor, Record
 from shared.messaging.outbox import OutboxWriter
-from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
-from shared.messaging.testing import MemoryStore, record_of
+from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER
+from shared.messaging.testing import MemoryStore
 from shared.platform.settings import Settings
 from tests.support.builders import (
     BENEFIT_FORM,
@@ -40,6 +40,7 @@ from tests.support.builders import (
     outcome,
 )
 from tests.support.fakes import IntakeTables, RouterTables, SubjectTables
+from tests.support.signed import registry, signed, signer
 
 pytestmark = pytest.mark.unit
 
@@ -58,11 +59,11 @@ def kinds(rows: list[tuple[str, Event]]) -> list[tuple[str, str]]:
 
 
 def on(topic: str, event: Event, offset: int = 0) -> Record:
-    return record_of(SETTINGS.topic(topic), event, offset=offset)
+    return signed(SETTINGS.topic(topic), event, prefix=SETTINGS.topic_prefix, offset=offset)
 
 
 def writer(tmp_path: Path, service: str) -> OutboxWriter:
-    return OutboxWriter(Signer.load(tmp_path, service))
+    return OutboxWriter(signer(service))
 
 
 def department_processor(
@@ -75,6 +76,7 @@ def department_processor(
         writer(tmp_path, department.name),
         department.handler(),
         consumer_name=department.name,
+        keys=registry(),
         first_topics=[dept_outcomes(d) for d in department.learners],
     )
 
@@ -84,14 +86,19 @@ async def test_router_drives_a_two_step_slip_to_the_close(
 ) -> None:
     store = MemoryStore(RouterTables())
     router = BatchProcessor(
-        SETTINGS, store, writer(tmp_path, "router"), RouterHandler(catalogue), consumer_name="r"
+        SETTINGS,
+        store,
+        writer(tmp_path, "router"),
+        RouterHandler(catalogue),
+        consumer_name="r",
+        keys=registry(),
     )
     case = accepted("SS-UNEMPLOYMENT-BENEFIT", applicant(1), BENEFIT_FORM)
 
     result = await router.process([on(CASES_ACCEPTED, case)])
     assert (result.processed, result.emitted) == (1, 2)
     assert kinds(sent(store)) == [(CASES_ROUTING, "CaseRouted"), (dept_tasks(HR), "StepAssigned")]
-    keys = PublicKeys.load(tmp_path)
+    keys = registry()
     for row in store.outbox:  # signed as the relay will publish them, keyed by case
         headers = dict(row.headers)
         assert headers[SIGNER_HEADER] == "router"
@@ -126,7 +133,12 @@ async def test_router_rejects_an_unknown_item_once_and_remembers_it(
 ) -> None:
     store = MemoryStore(RouterTables())
     router = BatchProcessor(
-        SETTINGS, store, writer(tmp_path, "router"), RouterHandler(catalogue), consumer_name="r"
+        SETTINGS,
+        store,
+        writer(tmp_path, "router"),
+        RouterHandler(catalogue),
+        consumer_name="r",
+        keys=registry(),
     )
     case = accepted("NO-SUCH-ITEM", applicant(2), {})
     await router.process([on(CASES_ACCEPTED, case)])
@@ -213,7 +225,12 @@ async def test_intake_status_views_follow_the_routing_topic(
 ) -> None:
     store = MemoryStore(IntakeTables())
     views = BatchProcessor(
-        SETTINGS, store, writer(tmp_path, "intake"), StatusViews(), consumer_name="intake"
+        SETTINGS,
+        store,
+        writer(tmp_path, "intake"),
+        StatusViews(),
+        consumer_name="intake",
+        keys=registry(),
     )
     case = accepted("HR-JOB-REGISTRATION", applicant(5), JOB_FORM)
     other = accepted("HR-JOB-REGISTRATION", applicant(6), JOB_FORM)  # another centre's

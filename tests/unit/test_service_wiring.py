@@ -31,7 +31,8 @@ from shared.contracts import topology
 from shared.contracts.catalogue import Catalogue
 from shared.department.adapter import department_topics, wire_department
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
-from shared.messaging.signing import Signer
+from shared.messaging.signing import PublicKeys
+from shared.messaging.testing import signer_for
 from shared.platform.runtime import (
     Builder,
     Plumbing,
@@ -143,13 +144,14 @@ class NoPool:
 def plumbing(name: str, topics: Topics, tmp_path: Path) -> Plumbing:
     settings = Settings(keys_dir=tmp_path)
     pool = cast(Any, NoPool())
-    signer = Signer.load(tmp_path, name)
+    signer = signer_for(tmp_path, name)
     return Plumbing(
         name=name,
         settings=settings,
         log=structlog.get_logger(name),
         pool=pool,
         signer=signer,
+        keys=PublicKeys.load(tmp_path),
         writer=OutboxWriter(signer),
         relay=OutboxRelay(settings, pool, name=name),
         topics=topics,

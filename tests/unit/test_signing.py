@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.messaging.keyring import generate_all
 from shared.messaging.signing import (
     BATCH_LEAVES,
     BATCH_PREFIX,
@@ -23,8 +24,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def keys_dir(tmp_path: Path) -> Path:
-    Signer.load(tmp_path, "router")
-    Signer.load(tmp_path, "intake")
+    generate_all(tmp_path, ["router", "intake"])
     return tmp_path
 
 

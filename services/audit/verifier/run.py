@@ -124,7 +124,7 @@ async def _verify_here(
     report = verify(
         records,
         catalogue=catalogue,
-        keys=PublicKeys.load(settings.keys_dir),
+        keys=PublicKeys.load_or_empty(settings.registry_path()),
         now=now,
         check_signatures=check_signatures,
         verified=await verdicts,

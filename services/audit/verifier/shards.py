@@ -262,7 +262,7 @@ async def _check_shard(job: ShardJob, progress: Any) -> tuple[ShardReport, float
     part = verify_shard(
         records,
         catalogue=default_catalogue(settings.catalogue_dirs),
-        keys=PublicKeys.load(settings.keys_dir),
+        keys=PublicKeys.load_or_empty(settings.registry_path()),
         now=job.now,
         check_signatures=job.check_signatures,
         verified=await verdicts,

@@ -33,7 +33,9 @@ async def verified_digests(settings: Settings, shard: tuple[int, int] = (1, 0)) 
     signature checked here) when the store is not reachable or predates verdicts, or when
     this keys folder holds no audit key."""
     try:
-        mac_key = verdict_mac_key(Signer.load(settings.keys_dir, VERDICT_SIGNER, create=False))
+        mac_key = verdict_mac_key(
+            Signer.load(settings.keys_dir, VERDICT_SIGNER, key_file=settings.signing_key_file)
+        )
     except (SigningKeyError, OSError, ValueError):
         return frozenset()
     conn = await _connect(settings)
