@@ -27,7 +27,8 @@ from shared.contracts.topology import (
     DLQ_REASON,
 )
 from shared.messaging.outbox import unpublishable
-from shared.messaging.signing import BATCH_LEAVES, Signer
+from shared.messaging.signing import BATCH_LEAVES
+from shared.messaging.testing import signer_for
 from shared.platform.limits import (
     HEADERS_ROOM,
     Limits,
@@ -104,7 +105,7 @@ def test_the_largest_case_fits_its_largest_event_and_record(tmp_path: Path) -> N
     )
     value = task.to_json()
     assert len(value) <= LIMITS.event
-    signer = Signer.load(tmp_path, "router")
+    signer = signer_for(tmp_path, "router")
     signed = signer.batch_headers([value] * BATCH_LEAVES)
     own = [*signed[-1], ("event_type", "StepAssigned"), ("content-type", "application/json")]
     dead_letter = [
