@@ -53,8 +53,10 @@ class RateLimiter:
     def failed(self, key: str, now: float | None = None) -> None:
         moment = time.monotonic() if now is None else now
         if len(self._failures) >= self._max_keys:
-            for stale in [k for k in self._failures if self.retry_after(k, moment) == 0]:
-                self._failures.pop(stale, None)
+            # Bounded memory under a spray of names: drop keys with no recent failure.
+            horizon = moment - self.window_s
+            for stale in [k for k, seen in self._failures.items() if seen[-1] <= horizon]:
+                del self._failures[stale]
         self._failures.setdefault(key, deque()).append(moment)
 
     def forget(self, key: str) -> None:
