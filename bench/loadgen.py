@@ -36,12 +36,14 @@ class Answer:
         return json.loads(self.body)
 
 
-def encode_post(host: str, path: str, body: dict[str, Any]) -> bytes:
-    """One whole POST request, ready to write on a keep-alive connection."""
+def encode_post(host: str, path: str, body: dict[str, Any], *, token: str | None = None) -> bytes:
+    """One whole POST request, ready to write on a keep-alive connection (with the
+    clerk's ``Authorization: Bearer`` header when ``token`` is given)."""
     payload = json.dumps(body, separators=(",", ":")).encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
+        f"{auth}Content-Length: {len(payload)}\r\n\r\n"
     )
     return head.encode() + payload
 

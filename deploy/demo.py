@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ from deploy import stack as local_stack
 from services.audit.output import Terminal, print_verify_report, progress_bar
 from services.audit.verifier.run import verify_log
 from services.catalogue import default_catalogue
+from services.intake.admin import provision
 from shared.contracts.catalogue import Catalogue, Item
 from shared.contracts.events import (
     CaseAccepted,
@@ -116,6 +118,9 @@ def build_requests(
     for i in range(n):
         item = rng.choice(items)
         who = rng.choice(people if item.applicant_kind == "natural" else companies)
+        # The window and the clerk come from the clerk's sign-in, not the body; the two
+        # draws that picked them stay, so a seed still gives the same mix as before.
+        rng.randrange(1, 9), rng.randrange(1, 30)
         body: dict[str, Any] = {
             "item_code": item.code,
             "applicant": {
@@ -126,8 +131,6 @@ def build_requests(
             },
             "community_code": _community(rng),
             "form": _form(item, rng),
-            "window_id": f"W{rng.randrange(1, 9):02d}",
-            "operator_id": f"op-{rng.randrange(1, 30)}",
             "channel": "mobile" if rng.random() < 0.25 else "window",
         }
         roll = rng.random()
@@ -150,7 +153,23 @@ class Run:
     retried_other_case: int = 0
 
 
-async def submit_all(base: str, requests: list[tuple[dict[str, Any], str | None]]) -> Run:
+async def clerk_tokens(base: str, dsn: str, centre: str, windows: int = 8) -> list[str]:
+    """Access tokens of ``windows`` clerks of ``centre`` (``demo-<centre>-W01``...), made
+    (or given a fresh random password) in intake's schema, then signed in over HTTP."""
+    tokens = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for n in range(1, windows + 1):
+            name, password = f"demo-{centre}-W{n:02d}", secrets.token_urlsafe(18)
+            await provision(dsn, name, "clerk", password, centre_id=centre, window_id=f"W{n:02d}")
+            resp = await client.post("/auth/token", json={"name": name, "password": password})
+            resp.raise_for_status()
+            tokens.append(resp.json()["access_token"])
+    return tokens
+
+
+async def submit_all(
+    base: str, requests: list[tuple[dict[str, Any], str | None]], tokens: list[str]
+) -> Run:
     run = Run()
     rng = random.Random(7)
     sem = asyncio.Semaphore(16)
@@ -163,8 +182,12 @@ async def submit_all(base: str, requests: list[tuple[dict[str, Any], str | None]
     ) as progress:
         task = progress.add_task("submit", total=len(requests))
 
-        async def one(client: httpx.AsyncClient, body: dict[str, Any], key: str | None) -> None:
-            headers = {"Idempotency-Key": key} if key else {}
+        async def one(
+            client: httpx.AsyncClient, body: dict[str, Any], key: str | None, n: int
+        ) -> None:
+            headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
+            if key:
+                headers["Idempotency-Key"] = key
             async with sem:
                 resp = await client.post(f"{base}/cases", json=body, headers=headers)
                 if resp.status_code == 422:
@@ -183,7 +206,7 @@ async def submit_all(base: str, requests: list[tuple[dict[str, Any], str | None]
             progress.advance(task)
 
         async with httpx.AsyncClient(timeout=30) as client:
-            await asyncio.gather(*(one(client, b, k) for b, k in requests))
+            await asyncio.gather(*(one(client, b, k, n) for n, (b, k) in enumerate(requests)))
     return run
 
 
@@ -401,7 +424,11 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
             )
         )
         await asyncio.wait_for(ready.wait(), 30)
-        run = await submit_all(base, build_requests(catalogue, cases, seed))
+        run = await submit_all(
+            base,
+            build_requests(catalogue, cases, seed),
+            await clerk_tokens(base, cfg.database_url, Settings().centre_id),
+        )
         dead = await wait_closed(run, obs, procs, deadline_s)
         console.print(summary(run, obs, catalogue, started))
         still_open = [c for c in run.accepted if c not in obs.closed]

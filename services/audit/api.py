@@ -1,30 +1,76 @@
 """The audit's read-only HTTP API, around the running service:
 
-GET /cases/{case_id}/history   the case's timeline (JSON)
-GET /stats                     statistics from the projection (JSON)
-GET /health                    liveness, ingest counters
+GET /cases/{case_id}/history   the case's timeline (JSON; auditor or admin)
+GET /stats                     statistics from the projection (JSON; auditor or admin)
+GET /health                    liveness, ingest counters (open, no personal data)
+
+Tokens are intake's (``POST /auth/token`` there), checked with the public half of its
+token key (``Settings.token_public_key_path()``): none or a bad one answers 401, another
+role 403, before anything is read.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import FastAPI, HTTPException
+import structlog
+from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 
 from services.audit import queries
 from services.audit.ingest import AuditIngest
 from shared.platform.runtime import RunningService
+from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_key
+
+log = structlog.get_logger("audit.api")
+READERS = ("auditor", "admin")
+
+
+class IntakeTokens:
+    """Verifies intake's tokens; reads the public key when first needed (intake creates
+    the key pair at its first start, maybe after the audit started)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._verifier: TokenVerifier | None = None
+
+    def verifier(self) -> TokenVerifier:
+        if self._verifier is None:
+            try:
+                key = load_verify_key(self._path)
+            except (OSError, ValueError):
+                return TokenVerifier(None)  # every token refused until the key is there
+            self._verifier = TokenVerifier(key)
+        return self._verifier
 
 
 def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:
     """The audit's HTTP app (built by :func:`services.audit.main.build`)."""
-    app = FastAPI(title="onedoor audit (read-only)", version="1")
+    settings = live.service.settings
+    docs = settings.api_docs
+    app = FastAPI(
+        title="onedoor audit (read-only)",
+        version="1",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     pool = live.service.pool
+    tokens = IntakeTokens(settings.token_public_key_path())
 
-    @app.get("/cases/{case_id}/history")
+    def auditor(authorization: Annotated[str | None, Header()] = None) -> Claims:
+        claims = decide(tokens.verifier(), authorization, READERS)
+        if isinstance(claims, Claims):
+            return claims
+        status, detail = claims
+        log.warning("request refused", status=status, reason=detail)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        raise HTTPException(status_code=status, detail=detail, headers=headers)
+
+    @app.get("/cases/{case_id}/history", dependencies=[Depends(auditor)])
     async def history(case_id: UUID) -> dict[str, Any]:
         async with pool.acquire() as conn:
             view = await queries.history(conn, case_id)
@@ -32,7 +78,7 @@ def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:
             raise HTTPException(status_code=404, detail=f"no case {case_id} in the audit store")
         return view
 
-    @app.get("/stats")
+    @app.get("/stats", dependencies=[Depends(auditor)])
     async def statistics() -> dict[str, Any]:
         async with pool.acquire() as conn:
             return await queries.statistics(conn)

@@ -60,9 +60,19 @@ def receipt(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Clerk:
+    """Who files the case, from the clerk's access token: never from the body."""
+
+    centre_id: str
+    window_id: str
+    operator_id: str
+
+
 @dataclass(slots=True)
 class _Pending:
     request: CaseRequest
+    clerk: Clerk
     fingerprint: str
     key: str | None
     answer: asyncio.Future[dict[str, Any]] = field(
@@ -119,7 +129,7 @@ class Acceptor:
         self._task: asyncio.Task[None] | None = None
 
     async def accept(
-        self, request: CaseRequest, fingerprint: str, key: str | None
+        self, request: CaseRequest, clerk: Clerk, fingerprint: str, key: str | None
     ) -> dict[str, Any]:
         """Store the case (or find the one its key already holds); answer after commit.
 
@@ -128,7 +138,7 @@ class Acceptor:
         """
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="intake-acceptor")
-        pending = _Pending(request, fingerprint, key)
+        pending = _Pending(request, clerk, fingerprint, key)
         self._queue.append(pending)
         self._more.set()
         return await pending.answer
@@ -217,6 +227,7 @@ class Acceptor:
         return answers, bool(fresh)
 
     async def _store(self, conn: Connection, fresh: list[_New], now: datetime) -> None:
+        # The API lets only clerks of this intake's centre file (403 for another's).
         centre = self._settings.centre_id
         day = centre_day(now)  # receipt days follow the centre's calendar
         last = await store.take_receipts(conn, centre, day, len(fresh))
@@ -238,8 +249,8 @@ class Acceptor:
                     community_code=request.community_code,
                     form=request.form,
                     centre_id=centre,
-                    window_id=request.window_id,
-                    operator_id=request.operator_id,
+                    window_id=new.pending.clerk.window_id,
+                    operator_id=new.pending.clerk.operator_id,
                     channel=request.channel,
                     receipt_no=new.receipt_no,
                 )
@@ -253,7 +264,7 @@ class Acceptor:
                     new.pending.request.item_code,
                     new.pending.request.applicant.kind,
                     centre,
-                    new.pending.request.window_id,
+                    new.pending.clerk.window_id,
                     new.pending.request.channel,
                     now,
                 )

@@ -1,8 +1,13 @@
 """Intake's HTTP API for windows and the mobile terminal.
 
-    POST /cases           accept a case (Idempotency-Key header honoured)
-    GET  /cases/{id}      where the case stands, from intake's own view
-    GET  /health          liveness and readiness
+    POST /cases           accept a case (a clerk's token; Idempotency-Key honoured)
+    GET  /cases/{id}      where the case stands (a clerk of the centre, auditor, admin)
+    POST /auth/token, /auth/refresh, /auth/revoke   sign-in (services.intake.signin)
+    GET  /health          liveness and readiness (open, no personal data)
+
+Every other endpoint decides from the caller's access token: none or a bad one answers
+401, a good one of the wrong role or of another centre 403, before anything is read or
+written.
 
 The case row and its CaseAccepted outbox row are written in one transaction. The relay
 publishes the outbox; when Kafka is down intake keeps accepting and the relay catches
@@ -17,20 +22,25 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
-from fastapi import FastAPI, Header, HTTPException, Request, Response
+import structlog
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from services.intake import domain, store
-from services.intake.acceptor import Acceptor
+from services.intake.acceptor import Acceptor, Clerk
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
 from shared.messaging.consumer import StatefulHandler, Tx
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.limits import Limits
 from shared.platform.runtime import RunningService
+from shared.platform.tokens import Claims, TokenVerifier, decide
+
+log = structlog.get_logger("intake.api")
+READERS = ("clerk", "auditor", "admin")  # GET /cases/{id}; a clerk of the case's centre only
 
 
 def _error_body(errors: list[domain.FieldError]) -> dict[str, Any]:
@@ -49,11 +59,48 @@ def store_away(exc: BaseException) -> Answer:
     return 503, {"detail": detail}, {"Retry-After": "1"}
 
 
+def refused(status: int, detail: str, path: str) -> Answer:
+    """A 401 or 403: logged with the path and why, never with the body or the token."""
+    log.warning("request refused", status=status, path=path, reason=detail)
+    extra = {"www-authenticate": "Bearer"} if status == 401 else {}
+    return status, {"detail": detail}, extra
+
+
+def authorization(authorization: Annotated[str | None, Header()] = None) -> str | None:
+    """The Authorization header, as a dependency (module level: FastAPI resolves the
+    routes' string annotations in this module's namespace)."""
+    return authorization
+
+
+def filing_clerk(request: Request, token: Annotated[str | None, Depends(authorization)]) -> Clerk:
+    """POST /cases' dependency: the clerk, or 401/403. Solved before FastAPI reports the
+    body's problems, so the refusal comes first, as from the front."""
+    clerk: Clerk | Answer = request.app.state.clerk_of(token)
+    if isinstance(clerk, Clerk):
+        return clerk
+    status, body, headers = clerk
+    raise HTTPException(status_code=status, detail=body["detail"], headers=headers)
+
+
+def clerk_of(
+    verifier: TokenVerifier, authorization: str | bytes | None, centre: str
+) -> Clerk | Answer:
+    """The clerk filing a case, from the token: a clerk of this intake's centre."""
+    claims = decide(verifier, authorization, ("clerk",))
+    if not isinstance(claims, Claims):
+        return refused(*claims, "/cases")
+    if claims.centre != centre or not claims.window:
+        return refused(403, "a clerk of another centre may not file here", "/cases")
+    return Clerk(centre, claims.window, claims.sub)
+
+
 async def submit(
     acceptor: Acceptor,
     catalogue: Catalogue,
     request: domain.CaseRequest,
     key: str | None,
+    clerk: Clerk,
+    *,
     limits: Limits | None = None,
 ) -> Answer:
     """POST /cases once the body has its shape: check it, store it, say how it went."""
@@ -61,10 +108,10 @@ async def submit(
     if errors:
         return 422, _error_body(errors), {}
     # Only a request with an Idempotency-Key is ever compared with another.
-    fingerprint = request.fingerprint() if key is not None else ""
+    fingerprint = request.fingerprint(clerk.operator_id) if key is not None else ""
     for _attempt in range(2):
         try:
-            result = await acceptor.accept(request, fingerprint, key)
+            result = await acceptor.accept(request, clerk, fingerprint, key)
         except asyncpg.UniqueViolationError:
             # A concurrent request with the same key won the race: answer with its case.
             continue
@@ -76,11 +123,30 @@ async def submit(
     return 409, {"detail": "concurrent requests with one Idempotency-Key"}, {}
 
 
-def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -> CasesFront:
+def create_app(
+    live: RunningService,
+    acceptor: Acceptor,
+    catalogue: Catalogue,
+    verifier: TokenVerifier,
+    add_auth_routes: Callable[[FastAPI], None] = lambda _: None,
+) -> CasesFront:
     """Intake's HTTP app around the running service (built by
-    :func:`services.intake.main.build`): the front for POST /cases, FastAPI behind it."""
-    app = FastAPI(title="onedoor intake", version="1")
-    limits = Limits.of(live.service.settings)
+    :func:`services.intake.main.build`): the front for POST /cases, FastAPI behind it.
+    The API pages (/docs, /redoc, /openapi.json) only with ``ONEDOOR_API_DOCS``."""
+    settings = live.service.settings
+    limits = Limits.of(settings)
+    centre = settings.centre_id
+    docs = settings.api_docs
+    app = FastAPI(
+        title="onedoor intake",
+        version="1",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    add_auth_routes(app)
+
+    app.state.clerk_of = lambda header: clerk_of(verifier, header, centre)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_shape(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,15 +160,28 @@ def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -
     for away in DB_AWAY:
         app.add_exception_handler(away, database_away)
 
-    @app.post("/cases", status_code=201)
+    @app.post(
+        "/cases",
+        status_code=201,
+        responses={
+            401: {"description": "no or bad token"},
+            403: {"description": "not a clerk of this centre"},
+        },
+    )
     async def submit_case(
         request: domain.CaseRequest,
         response: Response,
+        clerk: Annotated[Clerk, Depends(filing_clerk)],
         idempotency_key: Annotated[str | None, Header(max_length=MAX_KEY_LENGTH)] = None,
     ) -> dict[str, Any]:
+        """File a case as the signed-in clerk (``Authorization: Bearer``). The centre,
+        window and clerk of the case come from the token: a body that still sends
+        ``window_id`` or ``operator_id`` is refused with 422 (``extra_forbidden``)."""
         # The documented contract of POST /cases. The front (CasesFront) answers such
         # requests itself with the same submit(); a test holds the two answers equal.
-        status, body, headers = await submit(acceptor, catalogue, request, idempotency_key, limits)
+        status, body, headers = await submit(
+            acceptor, catalogue, request, idempotency_key, clerk, limits=limits
+        )
         if status >= 400:
             return JSONResponse(status_code=status, content=body, headers=headers)  # type: ignore[return-value]
         response.status_code = status
@@ -110,11 +189,24 @@ def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -
         return body
 
     @app.get("/cases/{case_id}")
-    async def case_status(case_id: UUID) -> dict[str, Any]:
+    async def case_status(
+        case_id: UUID, token: Annotated[str | None, Depends(authorization)]
+    ) -> dict[str, Any]:
+        """Where a case stands: for a clerk of the centre that accepted it, an auditor or
+        an admin."""
+        claims = decide(verifier, token, READERS)
+        if isinstance(claims, Claims) and claims.role == "clerk" and claims.centre != centre:
+            claims = (403, "a clerk of another centre may not read this centre's cases")
+        if not isinstance(claims, Claims):
+            status, body, headers = refused(*claims, "/cases/{case_id}")
+            return JSONResponse(status_code=status, content=body, headers=headers)  # type: ignore[return-value]
         async with live.service.pool.acquire() as conn:
             row = await store.get_case(conn, case_id)
         if row is None:
             raise HTTPException(status_code=404, detail=f"no case {case_id}")
+        if claims.role == "clerk" and row["centre_id"] != claims.centre:
+            status, body, headers = refused(403, "another centre's case", "/cases/{case_id}")
+            return JSONResponse(status_code=status, content=body, headers=headers)  # type: ignore[return-value]
         return _status(row)
 
     @app.get("/health")
@@ -124,7 +216,8 @@ def create_app(live: RunningService, acceptor: Acceptor, catalogue: Catalogue) -
 
     return CasesFront(
         app,
-        lambda request, key: submit(acceptor, catalogue, request, key, limits),
+        lambda request, key, clerk: submit(acceptor, catalogue, request, key, clerk, limits=limits),
+        lambda header: clerk_of(verifier, header, centre),
         max_body=limits.body,
     )
 
@@ -145,29 +238,44 @@ class CasesFront:
     def __init__(
         self,
         app: FastAPI,
-        submit: Callable[[domain.CaseRequest, str | None], Awaitable[Answer]],
+        submit: Callable[[domain.CaseRequest, str | None, Clerk], Awaitable[Answer]],
+        clerk: Callable[[bytes | None], Clerk | Answer],
         *,
         max_body: int = 1 << 20,
     ) -> None:
         self.app = app
         self._submit = submit
+        self._clerk = clerk
         self._max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/cases" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body = await self._body(receive)
-        if body is None:
-            return  # the client went away
-        try:
-            status, content, headers = (
-                await self._answer(scope, body)
-                if len(body) <= self._max_body
-                else (413, {"detail": f"the body is over the limit of {self._max_body} bytes"}, {})
-            )
-        except DB_AWAY as exc:
-            status, content, headers = store_away(exc)
+        authorization: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+                break
+        clerk = self._clerk(authorization)  # decided before the body is read
+        if isinstance(clerk, Clerk):
+            body = await self._body(receive)
+            if body is None:
+                return  # the client went away
+            try:
+                status, content, headers = (
+                    await self._answer(scope, body, clerk)
+                    if len(body) <= self._max_body
+                    else (
+                        413,
+                        {"detail": f"the body is over the limit of {self._max_body} bytes"},
+                        {},
+                    )
+                )
+            except DB_AWAY as exc:
+                status, content, headers = store_away(exc)
+        else:
+            status, content, headers = clerk
         # Encoded as FastAPI's JSONResponse encodes.
         raw = json.dumps(
             content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
@@ -199,7 +307,7 @@ class CasesFront:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _answer(self, scope: Scope, body: bytes) -> Answer:
+    async def _answer(self, scope: Scope, body: bytes, clerk: Clerk) -> Answer:
         key = content_type = None
         for name, value in scope["headers"]:
             if name == b"idempotency-key" and key is None:
@@ -219,7 +327,7 @@ class CasesFront:
         errors += body_errors
         if request is None or errors:
             return 422, _error_body(errors), {}
-        return await self._submit(request, key)
+        return await self._submit(request, key, clerk)
 
 
 def _case_request(

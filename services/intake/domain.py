@@ -21,7 +21,9 @@ FieldError = tuple[tuple[str | int, ...], str, str]  # (location, message, type)
 
 
 class CaseRequest(BaseModel):
-    """What a window or the mobile terminal submits."""
+    """What a window or the mobile terminal submits. The window and the clerk come from
+    the clerk's access token: a body that names ``window_id`` or ``operator_id`` is
+    refused (422, ``extra_forbidden``), so nobody files in another window's name."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,13 +31,13 @@ class CaseRequest(BaseModel):
     applicant: Applicant
     community_code: str = Field(pattern=r"^\d{9,12}$", examples=["110105001001"])
     form: dict[str, Any] = Field(default_factory=dict)
-    window_id: str = Field(min_length=1, max_length=40, examples=["W03"])
-    operator_id: str | None = Field(default=None, max_length=40)
     channel: Literal["window", "mobile"] = "window"
 
-    def fingerprint(self) -> str:
-        """Hash of the request, to tell a retry from a different request under one key."""
-        body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    def fingerprint(self, clerk: str = "") -> str:
+        """Hash of the request and who sent it, to tell a retry from a different request
+        under one key (another clerk's request with the same body is a different one)."""
+        fields = self.model_dump(mode="json") | {"_clerk": clerk}
+        body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from services.catalogue import default_catalogue
+from services.intake import signin
 from services.intake.acceptor import Acceptor
 from services.intake.api import StatusViews, create_app
 from shared.contracts.catalogue import Catalogue
@@ -13,6 +14,7 @@ from shared.contracts.topology import INTAKE, all_topics
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
 from shared.platform.settings import Settings
+from shared.platform.tokens import TokenIssuer, TokenVerifier, generate_key, load_signing_key
 
 NAME = INTAKE
 MIGRATIONS = [Path(__file__).parent / "migrations"]
@@ -39,9 +41,20 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
     )
     views = ConsumerLoop(settings, plumbing.topics.consumes, group_id=NAME, processor=processor)
     acceptor = Acceptor(settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake)
+    key_path = settings.token_key_path()
+    if generate_key(key_path):  # or ahead of time: onedoor-admin token-key
+        plumbing.log.info("token signing key created", path=str(key_path))
+    issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
+    verifier = TokenVerifier(issuer.verify_key)
     return plumbing.service(
         loops=[views],
-        http=lambda live: create_app(live, acceptor, catalogue),
+        http=lambda live: create_app(
+            live,
+            acceptor,
+            catalogue,
+            verifier,
+            lambda app: signin.add_routes(app, settings, plumbing.pool, issuer),
+        ),
         on_close=[acceptor.close],
     )
 

@@ -151,6 +151,32 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1")
     http_port: int = Field(default=8080)
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+    token_key_file: Path | None = Field(
+        default=None,
+        description="Intake's private Ed25519 key for staff access tokens (hex seed, mode "
+        "0600); default <keys_dir>/tokens/access-token.key (a folder of its own: "
+        "the *.pub files of keys_dir are the event signers' registry). Its public "
+        "half is the same path with .pub.",
+    )
+    token_public_key_file: Path | None = Field(
+        default=None,
+        description="The public half the audit verifies intake's tokens with; default "
+        "the token key file's path with .pub.",
+    )
+    access_token_ttl_s: int = Field(default=900, ge=30, description="Access token lifetime.")
+    refresh_token_ttl_s: int = Field(
+        default=43_200, ge=60, description="Refresh token lifetime (a working day)."
+    )
+    signin_max_failures: int = Field(
+        default=5, ge=1, description="Failed sign-ins per account within signin_window_s."
+    )
+    signin_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed sign-ins per client address within the window."
+    )
+    signin_window_s: int = Field(default=300, ge=1, description="Sign-in rate limit window.")
+    api_docs: bool = Field(
+        default=False, description="Serve /docs, /redoc and /openapi.json (off by default)."
+    )
 
     def registry_path(self) -> Path:
         """The key registry's file."""
@@ -164,6 +190,12 @@ class Settings(BaseSettings):
         """The deployed consumer group id of a service: prefixed like the topics, so two
         deployments (or two test runs) on one cluster never share a group's members."""
         return f"{self.topic_prefix}{name}"
+
+    def token_key_path(self) -> Path:
+        return self.token_key_file or self.keys_dir / "tokens" / "access-token.key"
+
+    def token_public_key_path(self) -> Path:
+        return self.token_public_key_file or self.token_key_path().with_suffix(".pub")
 
     def dsn(self) -> str:
         return self.database_url.get_secret_value()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import random
@@ -29,6 +30,7 @@ from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.platform.settings import Settings
 from tests.support.builders import case_body, person
+from tests.support.staff import AUDITOR, CLERK, bearer, make_staff, sign_in_sync
 from tests.support.waiting import wait_for, wait_for_sync
 
 __all__ = [  # case_body and person stay importable from here for the tests that do
@@ -69,6 +71,14 @@ class Pipeline:
     commands: dict[str, list[str]] = field(default_factory=dict)
     logs: Path = Path()
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    auth: dict[str, str] = field(default_factory=dict)  # a clerk of C01 at window W01
+    auditor: dict[str, str] = field(default_factory=dict)  # an auditor (the audit's API)
+
+    def sign_in(self) -> None:
+        """Sign the clerk and the auditor in (again: after intake restarted, the tokens
+        still verify; this is for a test that wants fresh ones)."""
+        self.auth = bearer(sign_in_sync(self.base, CLERK))
+        self.auditor = bearer(sign_in_sync(self.base, AUDITOR))
 
     def health_urls(self) -> dict[str, str]:
         """The JSON health endpoint of each service that has one: intake's ``/health``,
@@ -134,6 +144,8 @@ def run_services(
         "ONEDOOR_HTTP_PORT": str(port),
         "ONEDOOR_KEYS_DIR": str(logs / "keys"),
         "ONEDOOR_LOG_JSON": "true",
+        # One sign-in lasts a whole module's tests and a fault scenario's restarts.
+        "ONEDOOR_ACCESS_TOKEN_TTL_S": "7200",
         **(extra_env or {}),
     }
     base = f"http://127.0.0.1:{port}"
@@ -161,6 +173,11 @@ def run_services(
 
     try:
         wait_for_sync(intake_healthy, 90, "intake healthy", interval=0.2)
+        if "intake" in commands:
+            # Intake has migrated its schema: the staff the tests sign in as.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, make_staff(database_url, CLERK, AUDITOR)).result()
+            pipeline.sign_in()
         yield pipeline
         completed = True
     finally:

@@ -48,7 +48,9 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
     """Submit a realistic mix, wait until every case is closed and the audit has it all."""
     requests = [(b, k) for b, k in build_requests(default_catalogue(), CASES, seed=11)]
     ids: list[str] = []
-    async with httpx.AsyncClient(base_url=pipeline.base, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=pipeline.base, timeout=30, headers=pipeline.auth
+    ) as client:
         for body, key in requests:
             resp = await client.post(
                 "/cases", json=body, headers={"Idempotency-Key": key} if key else {}
@@ -59,7 +61,9 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
             await wait_closed(client, case_id)
     unseen = list(ids)  # not seen closed by the audit yet
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{audit_port}", timeout=10) as audit:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{audit_port}", timeout=10, headers=pipeline.auditor
+    ) as audit:
 
         async def audit_has_every_close() -> bool:
             while unseen:
@@ -129,8 +133,12 @@ def test_history_and_stats_from_the_cli(pipeline: Pipeline, closed_cases: list[s
     assert table.stdout.splitlines()[0] == "dimension,key,measure,value"
 
 
-async def test_history_and_stats_over_http(audit_port: int, closed_cases: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{audit_port}") as audit:
+async def test_history_and_stats_over_http(
+    pipeline: Pipeline, audit_port: int, closed_cases: list[str]
+) -> None:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{audit_port}", headers=pipeline.auditor
+    ) as audit:
         view = (await audit.get(f"/cases/{closed_cases[-1]}/history")).json()
         stats = (await audit.get("/stats")).json()
         missing = await audit.get("/cases/00000000-0000-0000-0000-000000000000/history")

@@ -64,7 +64,7 @@ def pipeline(
 
 @pytest.fixture
 async def client(pipeline: Pipeline) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=pipeline.base, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=pipeline.base, timeout=30, headers=pipeline.auth) as c:
         yield c
 
 
@@ -176,7 +176,7 @@ async def test_retried_post_gives_one_case(client: httpx.AsyncClient) -> None:
     assert first.json()["case_id"] == second.json()["case_id"]
     third = await client.post("/cases", json=body, headers=key)
     assert third.json()["case_id"] == first.json()["case_id"]
-    other = await client.post("/cases", json=body | {"window_id": "W09"}, headers=key)
+    other = await client.post("/cases", json=body | {"channel": "mobile"}, headers=key)
     assert other.status_code == 422
     assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
 
@@ -195,7 +195,7 @@ async def test_concurrent_posts_share_commits_without_losing_order(
         *(client.post("/cases", json=b) for b in bodies[1:]),
         client.post("/cases", json=twin, headers={"Idempotency-Key": key}),
         client.post("/cases", json=twin, headers={"Idempotency-Key": key}),
-        client.post("/cases", json=twin | {"window_id": "W09"}, headers={"Idempotency-Key": key}),
+        client.post("/cases", json=twin | {"channel": "mobile"}, headers={"Idempotency-Key": key}),
     )
     *plain, keyed_a, keyed_b, keyed_other = answers
     assert all(r.status_code == 201 for r in plain), [r.text for r in plain]

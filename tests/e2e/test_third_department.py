@@ -82,7 +82,9 @@ def parks_pipeline(
 
 @pytest.fixture
 async def client(parks_pipeline: Pipeline) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=parks_pipeline.base, timeout=30) as c:
+    async with httpx.AsyncClient(
+        base_url=parks_pipeline.base, timeout=30, headers=parks_pipeline.auth
+    ) as c:
         yield c
 
 

@@ -25,6 +25,7 @@ from shared.contracts.topology import CASES_ROUTING, dlq
 from shared.messaging.kafka import read_to_end
 from shared.platform.settings import Settings
 from tests.e2e.harness import Pipeline
+from tests.support.staff import CLERK, bearer, sign_in
 from tests.support.waiting import wait_for
 
 
@@ -59,7 +60,9 @@ class Load:
         requests = build_requests(default_catalogue(), 100_000, seed=int(time.time()))
         tag = uuid4().hex[:8]
         pending: set[asyncio.Task[None]] = set()
-        async with httpx.AsyncClient(base_url=self.pipeline.base, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=self.pipeline.base, timeout=10, headers=self.pipeline.auth
+        ) as client:
             for n, (body, _) in enumerate(requests):
                 if self._stop.is_set():
                     break
@@ -83,6 +86,10 @@ class Load:
             if resp is not None and resp.status_code in (200, 201):
                 self.accepted[key] = resp.json()["case_id"]
                 return True
+            if resp is not None and resp.status_code == 401:
+                # The window's sign-in ran out: sign in again, then retry.
+                token = (await sign_in(client, CLERK))["access_token"]
+                client.headers.update(bearer(token))
             if resp is not None and resp.status_code == 422:
                 self.refused += 1
                 return True

@@ -54,14 +54,12 @@ def person() -> dict[str, str]:
 
 
 def case_body(item: str, applicant: Mapping[str, str], form: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON body of ``POST /cases`` at window W01."""
+    """The JSON body of ``POST /cases`` (the window and the clerk come from the token)."""
     return {
         "item_code": item,
         "applicant": dict(applicant),
         "community_code": COMMUNITY,
         "form": dict(form),
-        "window_id": "W01",
-        "operator_id": "op-1",
         "channel": "window",
     }
 

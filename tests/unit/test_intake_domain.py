@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from services.intake.domain import CaseRequest, check
 from shared.contracts.catalogue import Catalogue
@@ -29,7 +30,6 @@ def request(item: str = "HR-JOB-REGISTRATION", **changes: Any) -> CaseRequest:
         },
         "community_code": "110105001001",
         "form": JOB_FORM,
-        "window_id": "W01",
     }
     applicant_changes = changes.pop("applicant", {})
     body["applicant"] = body["applicant"] | applicant_changes
@@ -126,4 +126,12 @@ def test_mistyped_form_field(catalogue: Catalogue) -> None:
 
 def test_fingerprint_tells_a_retry_from_another_request() -> None:
     assert request().fingerprint() == request().fingerprint()
-    assert request().fingerprint() != request(window_id="W02").fingerprint()
+    assert request().fingerprint() != request(channel="mobile").fingerprint()
+    # The same body from another clerk is another request (keys are global).
+    assert request().fingerprint("clerk-a") != request().fingerprint("clerk-b")
+
+
+def test_the_window_and_the_clerk_never_come_from_the_body() -> None:
+    for field in ("window_id", "operator_id"):
+        with pytest.raises(ValidationError, match="extra_forbidden"):
+            request(**{field: "W09"})
