@@ -57,7 +57,9 @@ async def dead_letter_reasons(pipeline: Pipeline, expected: int) -> list[str]:
 
 async def test_forged_outcomes_close_no_case(pipeline: Pipeline, tmp_path: Path) -> None:
     settings = pipeline.settings
-    async with httpx.AsyncClient(base_url=pipeline.base, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=pipeline.base, timeout=30, headers=pipeline.auth
+    ) as client:
         body = case_body(
             "HR-JOB-REGISTRATION", person(), {"education": "none", "desired_occupation": "cook"}
         )
