@@ -13,6 +13,7 @@ from services.audit.verifier.log import LogRecord
 from shared.contracts import topology
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import Event, EventDecodeError
+from shared.messaging import kafka
 from shared.messaging.consumer import BatchResult, Record
 from shared.messaging.signing import (
     SIGNATURE_HEADER,
@@ -41,10 +42,9 @@ def event_log_pattern(settings: Settings) -> str:
 
 
 def header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode(errors="replace")
-    return None
+    """The first value of header ``name`` as text (undecodable bytes replaced)."""
+    value = kafka.header(headers, name)
+    return None if value is None else value.decode(errors="replace")
 
 
 def log_record(settings: Settings, record: Record) -> LogRecord:

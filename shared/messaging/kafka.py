@@ -57,6 +57,14 @@ def key_partitioner(key: bytes | None, partitions: list[int], available: list[in
     return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
+def header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
+    """The first value of record header ``name``, or None when the record has none."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all producer (not started)."""
     options: dict[str, Any] = {

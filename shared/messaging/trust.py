@@ -29,6 +29,7 @@ from shared.contracts.topology import (
     REDRIVE_SIGNATURE_HEADER,
     writer,
 )
+from shared.messaging.kafka import header
 from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
 
 if TYPE_CHECKING:
@@ -57,13 +58,6 @@ class UnknownSignerError(UntrustedRecordError):
 
 class BadSignatureError(UntrustedRecordError):
     reason = "bad_signature"
-
-
-def header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def _text(raw: bytes | None) -> str | None:
