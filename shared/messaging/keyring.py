@@ -28,7 +28,6 @@ import contextlib
 import fcntl
 import json
 import os
-import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import nacl.signing
+
+from shared.platform.secret_files import shared_mode
 
 REGISTRY_FILE = "registry.json"
 # Validity of a key registered for a private key made before the registry existed: it
@@ -138,15 +139,15 @@ def load_private_key(path: Path, service: str) -> nacl.signing.SigningKey:
     """The service's private key from ``path``; refuses a missing key and one that group
     or others may read, saying how to fix it."""
     try:
-        mode = path.stat().st_mode
+        mode = shared_mode(path)
     except FileNotFoundError:
         raise SigningKeyError(
             f"no signing key for {service} at {path}; run onedoor-keys generate {service}"
         ) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode is not None:
         raise SigningKeyError(
             f"signing key {path} is accessible by group or others (mode "
-            f"{stat.S_IMODE(mode):04o}); run chmod 600 {path}"
+            f"{mode:04o}); run chmod 600 {path}"
         )
     seed = path.read_bytes()
     if len(seed) != 32:

@@ -15,7 +15,6 @@ import binascii
 import json
 import os
 import secrets
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+
+from shared.platform.secret_files import shared_mode
 
 ISSUER = "onedoor-intake"
 ROLES = ("clerk", "department_officer", "auditor", "operator", "admin")
@@ -77,8 +78,8 @@ def generate_key(path: Path) -> bool:
 
 def load_signing_key(path: Path) -> SigningKey:
     """The private key; refuses a file others may read."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
+    mode = shared_mode(path)
+    if mode is not None:
         raise PermissionError(f"{path} is mode {mode:o}: the token signing key must be 0600")
     try:
         return SigningKey(bytes.fromhex(path.read_text().strip()))
