@@ -16,10 +16,13 @@ from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseAwaitingInfo,
+    DeadLetterRedriven,
+    Event,
     StepAssigned,
     StepOutcome,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.topology import OPERATOR, dlq
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 COMMUNITY = "110105001001"
@@ -121,3 +124,24 @@ def awaiting_info(cause: StepOutcome | StepAssigned, **changes: Any) -> CaseAwai
         "message": getattr(cause, "message", "bring the letter"),
     }
     return CaseAwaitingInfo(**(fields | changes))
+
+
+def redriven(
+    event: Event, topic: str, *, original_offset: int, operator: str = "ops-1"
+) -> DeadLetterRedriven:
+    """An operator's DeadLetterRedriven for ``event``, dead-lettered from ``topic`` (its
+    DLQ at partition 0, offset 0) after it was read at ``original_offset``."""
+    return DeadLetterRedriven(
+        case_id=event.case_id,
+        correlation_id=event.case_id,
+        producer=OPERATOR,
+        dlq_topic=dlq(topic),
+        dlq_partition=0,
+        dlq_offset=0,
+        original_topic=topic,
+        original_partition=0,
+        original_offset=original_offset,
+        redriven_event_id=event.event_id,
+        operator=operator,
+        reason="fixed in 1.3",
+    )

@@ -14,7 +14,7 @@ import pytest
 
 from services.router.handlers import RouterHandler
 from shared.contracts.catalogue import Catalogue
-from shared.contracts.events import CaseAccepted, DeadLetterRedriven, Event, parse_event
+from shared.contracts.events import CaseAccepted, Event, parse_event
 from shared.contracts.topology import (
     CASES_ACCEPTED,
     CASES_ROUTING,
@@ -35,6 +35,7 @@ from shared.messaging.outbox import OutboxWriter
 from shared.messaging.testing import MemoryStore
 from shared.messaging.trust import redrive_headers
 from shared.platform.settings import Settings
+from tests.support import builders
 from tests.support.builders import JOB_FORM, accepted, applicant
 from tests.support.fakes import RouterTables
 from tests.support.signed import registry, signed, signer
@@ -129,20 +130,7 @@ async def test_a_redriven_dead_letter_is_handled_once_more(
     records, _, twin, _ = batch()
     await router.process(records)
     dead_letters = len(store.outbox)
-    act = DeadLetterRedriven(
-        case_id=twin.case_id,
-        correlation_id=twin.case_id,
-        producer=OPERATOR,
-        dlq_topic=dlq(CASES_ACCEPTED),
-        dlq_partition=0,
-        dlq_offset=0,
-        original_topic=CASES_ACCEPTED,
-        original_partition=0,
-        original_offset=11,
-        redriven_event_id=twin.event_id,
-        operator="ops-1",
-        reason="fixed in 1.3",
-    )
+    act = builders.redriven(twin, CASES_ACCEPTED, original_offset=11)
     redriven = record_of(
         TOPIC, twin, offset=40, headers=tuple(redrive_headers(signer(OPERATOR), act))
     )

@@ -12,7 +12,6 @@ import pytest
 from services.router.handlers import RouterHandler
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import (
-    DeadLetterRedriven,
     Event,
     StepAssigned,
     StepOutcome,
@@ -33,7 +32,7 @@ from shared.messaging.signing import PublicKeys
 from shared.messaging.testing import MemoryStore, record_of, signer_for
 from shared.messaging.trust import redrive_headers
 from shared.platform.settings import Settings
-from tests.support.builders import BENEFIT_FORM, accepted, applicant, outcome
+from tests.support.builders import BENEFIT_FORM, accepted, applicant, outcome, redriven
 from tests.support.fakes import RouterTables
 from tests.support.signed import registry, signed, signer
 
@@ -174,23 +173,6 @@ async def test_the_genuine_outcome_still_closes_the_case(catalogue: Catalogue) -
     assert routed.status() == "closed"
 
 
-def redriven_by(task_outcome: Event, *, topic: str = dept_outcomes(HR)) -> DeadLetterRedriven:
-    return DeadLetterRedriven(
-        case_id=task_outcome.case_id,
-        correlation_id=task_outcome.case_id,
-        producer=OPERATOR,
-        dlq_topic=dlq(topic),
-        dlq_partition=0,
-        dlq_offset=0,
-        original_topic=topic,
-        original_partition=0,
-        original_offset=1,
-        redriven_event_id=task_outcome.event_id,
-        operator="ops-7",
-        reason="fixed in 1.3",
-    )
-
-
 async def dead_lettered_outcome(routed: Routed) -> tuple[StepOutcome, Record]:
     """A genuine rejection dead-lettered by a handler failure (the router marks it dead)."""
     task = await routed.start()
@@ -216,7 +198,7 @@ async def dead_lettered_outcome(routed: Routed) -> tuple[StepOutcome, Record]:
 async def test_an_unproven_redrive_header_does_nothing(catalogue: Catalogue, proof: str) -> None:
     routed = Routed(catalogue)
     real, _ = await dead_lettered_outcome(routed)
-    act = redriven_by(real)
+    act = redriven(real, dept_outcomes(HR), original_offset=1, operator="ops-7")
     headers: tuple[tuple[str, bytes], ...]
     if proof == "bare":
         headers = ((REDRIVE_HEADER, str(act.event_id).encode()),)
@@ -239,7 +221,11 @@ async def test_an_unproven_redrive_header_does_nothing(catalogue: Catalogue, pro
 async def test_an_operators_signed_redrive_is_handled_once(catalogue: Catalogue) -> None:
     routed = Routed(catalogue)
     real, _ = await dead_lettered_outcome(routed)
-    headers = tuple(redrive_headers(signer(OPERATOR), redriven_by(real)))
+    headers = tuple(
+        redrive_headers(
+            signer(OPERATOR), redriven(real, dept_outcomes(HR), original_offset=1, operator="ops-7")
+        )
+    )
     record = on(dept_outcomes(HR), real, 40, headers=headers)
     result = await routed.router.process([record])
     assert (result.processed, result.dead_lettered) == (1, 0)
