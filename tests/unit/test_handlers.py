@@ -81,11 +81,9 @@ def department_processor(
     )
 
 
-async def test_router_drives_a_two_step_slip_to_the_close(
-    catalogue: Catalogue, tmp_path: Path
-) -> None:
-    store = MemoryStore(RouterTables())
-    router = BatchProcessor(
+def router_processor(catalogue: Catalogue, store: MemoryStore, tmp_path: Path) -> BatchProcessor:
+    """Wired as services.router.main wires it."""
+    return BatchProcessor(
         SETTINGS,
         store,
         writer(tmp_path, "router"),
@@ -93,6 +91,13 @@ async def test_router_drives_a_two_step_slip_to_the_close(
         consumer_name="r",
         keys=registry(),
     )
+
+
+async def test_router_drives_a_two_step_slip_to_the_close(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    store = MemoryStore(RouterTables())
+    router = router_processor(catalogue, store, tmp_path)
     case = accepted("SS-UNEMPLOYMENT-BENEFIT", applicant(1), BENEFIT_FORM)
 
     result = await router.process([on(CASES_ACCEPTED, case)])
@@ -132,14 +137,7 @@ async def test_router_rejects_an_unknown_item_once_and_remembers_it(
     catalogue: Catalogue, tmp_path: Path
 ) -> None:
     store = MemoryStore(RouterTables())
-    router = BatchProcessor(
-        SETTINGS,
-        store,
-        writer(tmp_path, "router"),
-        RouterHandler(catalogue),
-        consumer_name="r",
-        keys=registry(),
-    )
+    router = router_processor(catalogue, store, tmp_path)
     case = accepted("NO-SUCH-ITEM", applicant(2), {})
     await router.process([on(CASES_ACCEPTED, case)])
     assert kinds(sent(store)) == [(CASES_ROUTING, "CaseRejected"), (CASES_ROUTING, "CaseClosed")]
