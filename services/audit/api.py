@@ -50,14 +50,7 @@ class IntakeTokens:
 def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:
     """The audit's HTTP app (built by :func:`services.audit.main.build`)."""
     settings = live.service.settings
-    docs = settings.api_docs
-    app = FastAPI(
-        title="onedoor audit (read-only)",
-        version="1",
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    app = FastAPI(title="onedoor audit (read-only)", version="1", **settings.api_pages())
     pool = live.service.pool
     tokens = IntakeTokens(settings.token_public_key_path())
 

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TypedDict
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:29092"
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:25432/onedoor"
+
+
+class ApiPages(TypedDict):
+    """FastAPI's arguments for its interactive API pages (None: not served)."""
+
+    docs_url: str | None
+    redoc_url: str | None
+    openapi_url: str | None
 
 
 class Settings(BaseSettings):
@@ -177,6 +186,16 @@ class Settings(BaseSettings):
     api_docs: bool = Field(
         default=False, description="Serve /docs, /redoc and /openapi.json (off by default)."
     )
+
+    def api_pages(self) -> ApiPages:
+        """FastAPI's ``docs_url``, ``redoc_url`` and ``openapi_url``: the interactive API
+        pages only when ``api_docs`` turns them on."""
+        on = self.api_docs
+        return {
+            "docs_url": "/docs" if on else None,
+            "redoc_url": "/redoc" if on else None,
+            "openapi_url": "/openapi.json" if on else None,
+        }
 
     def registry_path(self) -> Path:
         """The key registry's file."""
