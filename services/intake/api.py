@@ -101,7 +101,7 @@ async def submit(
     key: str | None,
     clerk: Clerk,
     *,
-    limits: Limits | None = None,
+    limits: Limits,
 ) -> Answer:
     """POST /cases once the body has its shape: check it, store it, say how it went."""
     errors = domain.check(request, catalogue, limits)
@@ -136,14 +136,7 @@ def create_app(
     settings = live.service.settings
     limits = Limits.of(settings)
     centre = settings.centre_id
-    docs = settings.api_docs
-    app = FastAPI(
-        title="onedoor intake",
-        version="1",
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
+    app = FastAPI(title="onedoor intake", version="1", **settings.api_pages())
     add_auth_routes(app)
 
     app.state.clerk_of = lambda header: clerk_of(verifier, header, centre)
