@@ -115,8 +115,8 @@ async def create(
 
 
 async def get(conn: Connection, name: str) -> Account | None:
-    row = await conn.fetchrow("SELECT * FROM accounts WHERE name = $1", name)
-    return None if row is None else _account(row)
+    account, _ = await stored_hash(conn, name)
+    return account
 
 
 async def listing(conn: Connection) -> list[Account]:
