@@ -48,9 +48,9 @@ log = structlog.get_logger("intake.citizen")
 
 RECEIPT = r"^[A-Za-z0-9]{1,16}-\d{8}-\d{6}$"
 SENT = (
-    "如受理编号与证件号码后四位相符，验证码已发送至办件预留的手机，5分钟内有效。 / "
+    "如受理编号与证件号码后四位相符，验证码已发送至办件预留的手机，{minutes}分钟内有效。 / "
     "If the receipt number and the last four characters of the ID number match, a code "
-    "has been sent to the phone on the case; it is valid for 5 minutes."
+    "has been sent to the phone on the case; it is valid for {minutes} minutes."
 )
 WRONG = "验证码错误或已失效。 / The code is wrong, used or expired."
 LOCKED = "尝试次数过多，请稍后再试。 / Too many attempts: try again later."
@@ -311,7 +311,8 @@ class CitizenDesk:
             )
         least = self.settings.citizen_code_answer_s
         await asyncio.sleep(max(0.0, least - (time.monotonic() - started)))
-        return JSONResponse(status_code=202, content={"detail": SENT})
+        minutes = max(1, self.settings.citizen_code_ttl_s // 60)
+        return JSONResponse(status_code=202, content={"detail": SENT.format(minutes=minutes)})
 
     async def _send_code(self, body: CodeRequest) -> None:
         now = utcnow()
@@ -334,8 +335,10 @@ class CitizenDesk:
                 now=now,
                 settings=self.settings,
             )
+            # Counts nobody touched for a day, and whose lock (if any) has passed, go.
             await conn.execute(
-                "DELETE FROM citizen_attempts WHERE touched_at < $1 AND locked_until IS NULL",
+                """DELETE FROM citizen_attempts
+                   WHERE touched_at < $1 AND coalesce(locked_until, '-infinity') < $1""",
                 now - timedelta(days=1),
             )
         if not stored:
