@@ -1,7 +1,8 @@
 """A citizen reads their own case with receipt number + last four ID characters + a
 one-time code from the file notifier, on the real PostgreSQL and broker: the full flow,
 the neutral answer, the lock after wrong codes, single use, one case only, no staff
-endpoint, and no ID number or phone unmasked in any answer or log line."""
+endpoint, no ID number or phone unmasked in any answer or log line; an SMS gateway that
+fails answers 503 and does not hold back the retry.
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.e2e.test_pipeline import BENEFIT_FORM
 from tests.support.builders import case_body, person
 from tests.support.staff import CLERK, bearer, make_staff, sign_in
 from tests.support.waiting import wait_for
+from tests.unit.test_notifier import Gateway, gateway
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +242,33 @@ async def test_a_resend_is_throttled_and_a_new_code_replaces_the_old(
             assert len(d.messages()) == 1  # the second request within citizen_resend_s sent none
             opened = await session(http, case["receipt_no"], last4(applicant), code)
             assert opened.status_code == 200, opened.text
+
+
+async def test_a_failing_sms_gateway_answers_503_and_a_retry_sends_at_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    applicant = person()
+    with gateway() as url:
+        Gateway.status = 502
+        settings = settings.model_copy(
+            update={"notifier": "sms_gateway", "sms_gateway_url": url, "citizen_code_answer_s": 0}
+        )
+        async with running(await build(settings)) as live:
+            front = live.http_app()
+            assert isinstance(front, CasesFront)
+            await make_staff(settings.dsn(), CLERK)
+            d = Desk(front, tmp_path / "unused.jsonl")
+            case = await d.file(applicant)
+            body = {"receipt_no": case["receipt_no"], "id_last4": last4(applicant)}
+            async with d.client() as http:
+                failed = await http.post("/citizen/code", json=body)
+                Gateway.status = 200
+                retried = await http.post("/citizen/code", json=body)
+    assert failed.status_code == 503, failed.text
+    assert "验证码暂时无法发送" in failed.json()["detail"]
+    assert "502" in failed.json()["detail"]
+    assert applicant["phone"] not in failed.text
+    # The code that was not delivered does not hold back the retry (no resend wait).
+    assert retried.status_code == 202, retried.text
+    assert [m["to"] for m in Gateway.received] == [applicant["phone"]] * 2
+    assert re.search(r"验证码为 \d{6}", Gateway.received[1]["text"])
