@@ -2,7 +2,7 @@
 one-time code from the file notifier, on the real PostgreSQL and broker: the full flow,
 the neutral answer, the lock after wrong codes, single use, one case only, no staff
 endpoint, no ID number or phone unmasked in any answer or log line; an SMS gateway that
-fails answers 503 and does not hold back the retry.
+fails answers 503 and does not hold back the retry."""
 
 from __future__ import annotations
 
