@@ -30,6 +30,7 @@ from services.intake import store
 from services.intake.domain import CaseRequest
 from shared.contracts.calendar import centre_day
 from shared.contracts.events import CaseAccepted, utcnow
+from shared.contracts.identity import mask_resident_id
 from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
 from shared.messaging.outbox import OutboxWriter
@@ -267,6 +268,8 @@ class Acceptor:
                     new.pending.clerk.window_id,
                     new.pending.request.channel,
                     now,
+                    mask_resident_id(new.pending.request.applicant.id_number),
+                    new.pending.request.applicant.phone,
                 )
                 for new in fresh
             ],

@@ -52,7 +52,7 @@ from shared.platform import aio
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
-from shared.platform.settings import Settings, get_settings
+from shared.platform.settings import ConfigError, Settings, get_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +348,9 @@ def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None
         sys.exit(130)
     except SigningKeyError as exc:  # a configuration error: say the fix, no traceback
         structlog.get_logger().error("cannot start: signing keys", error=str(exc))
+        sys.exit(2)
+    except ConfigError as exc:
+        structlog.get_logger().error("cannot start: settings", error=str(exc))
         sys.exit(2)
     if died:
         # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
