@@ -22,6 +22,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -203,10 +204,18 @@ async def _until(what: str, check: object, timeout_s: float) -> None:
 
 
 async def wait_infra() -> None:
-    async def up() -> bool:
-        return await local_stack._kafka_answers(f"127.0.0.1:{KAFKA}") and local_stack._port_open(PG)
+    async def up() -> bool:  # ports first: a Kafka client logs every refused connection
+        if not all(_listening(port) for port in (KAFKA, PG)):
+            return False
+        return await local_stack._kafka_answers(f"127.0.0.1:{KAFKA}")
 
     await _until("Kafka and PostgreSQL in the infra pod", up, 180)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def wait_services() -> None:
