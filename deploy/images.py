@@ -99,6 +99,10 @@ def _require(tool: str, package: str) -> str:
     return path
 
 
+def _data_dir() -> Path:
+    return local_stack.StackConfig.from_env().data_dir
+
+
 def image_exists(name: str) -> bool:
     return attempt(["podman", "image", "exists", name]).returncode == 0
 
@@ -115,7 +119,7 @@ def build(timings: Timings) -> None:
     if not image_exists(BASE):
         _require("mmdebstrap", "mmdebstrap")
         with timings.part(f"base image {BASE} (mmdebstrap + podman import)"):
-            tar = REPO / ".data" / "images" / "base.tar"
+            tar = _data_dir() / "images" / "base.tar"
             tar.parent.mkdir(parents=True, exist_ok=True)
             run(["mmdebstrap", "--variant=minbase", "--include=python3", "bookworm", str(tar)])
             run(["podman", "import", str(tar), BASE])
@@ -131,7 +135,7 @@ def build(timings: Timings) -> None:
     with timings.part(f"infrastructure test image {INFRA}"):
         cfg = local_stack.StackConfig.from_env()
         local_stack.ensure_kafka_jars(cfg)
-        context = REPO / ".data" / "images" / "infra"
+        context = _data_dir() / "images" / "infra"
         shutil.rmtree(context, ignore_errors=True)
         shutil.copytree(cfg.jars_dir, context / "jars", ignore=shutil.ignore_patterns(".*"))
         run(
@@ -280,7 +284,7 @@ def verify_from_image(smoke: Path) -> str:
 
 def check(cases: int) -> int:
     timings = Timings()
-    smoke = REPO / ".data" / "smoke"
+    smoke = _data_dir() / "smoke"
     played: list[Path] = []
     try:
         build(timings)
