@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .DEFAULT_GOAL := help
 .PHONY: help venv stack-up stack-down stack-status demo bench bench-engine audit-verify audit-drill test \
         test-unit test-integration test-e2e test-faults lint fmt clean \
-        images images-check tools
+        images images-check deploy-check tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ tools: .data/bin/kustomize ## the Go-built tools images-check needs (kustomize),
 
 images: venv ## build the container images with podman (base by mmdebstrap, service, infra test)
 	$(PY) -m deploy.images build
+
+deploy-check: venv tools ## offline validators: hadolint, kubernetes-validate --strict, compose-spec
+	$(PY) -m deploy.images validate
 
 images-check: venv tools ## build, lint and play the images (podman kube play), post cases, verify
 	$(PY) -m deploy.images check $(if $(CASES),--cases $(CASES))

