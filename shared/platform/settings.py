@@ -165,6 +165,21 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1")
     http_port: int = Field(default=8080)
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections and requests intake or the audit serves at once; "
+        "past it a request gets 503.",
+    )
+    http_read_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        description="How long a request may take to arrive (headers and body, from its "
+        "first byte or the connection) before the connection is closed.",
+    )
+    http_keepalive_s: int = Field(
+        default=5, ge=1, description="How long an idle keep-alive connection stays open."
+    )
     token_key_file: Path | None = Field(
         default=None,
         description="Intake's private Ed25519 key for staff access tokens (hex seed, mode "
