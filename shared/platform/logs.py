@@ -17,16 +17,21 @@ from typing import Any
 
 import structlog
 
-# An 18-character resident ID (17 digits + digit or X) and an 11-digit mainland mobile
-# number. Matched anywhere in a line, not only in known fields: a message text or an
-# exception may carry one too. Both are kept recognisable by their ends only.
-_RESIDENT_ID = re.compile(r"(?<![0-9A-Za-z])(\d{3})\d{11}(\d{3}[0-9Xx])(?![0-9A-Za-z])")
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# An 18-character resident ID (17 digits + digit or X), a 15-digit one of the old
+# format, and an 11-digit mainland mobile number, also after the country code (86,
+# +86). Matched anywhere in a line, not only in known fields, and right after a letter
+# ("ID110105..."): a message text or an exception may carry one too. ASCII digits only
+# ([0-9], not \d, which takes every script's digits). Each is kept recognisable by its
+# ends only.
+_RESIDENT_ID = re.compile(r"(?<![0-9])([0-9]{3})[0-9]{11}([0-9]{3}[0-9Xx])(?![0-9])")
+_OLD_RESIDENT_ID = re.compile(r"(?<![0-9])([0-9]{3})[0-9]{8}([0-9]{4})(?![0-9])")
+_PHONE = re.compile(r"(?<![0-9])((?:\+?86[- ]?)?1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
 
 
 def mask_text(text: str) -> str:
     """Mask every resident ID number and mobile phone number found in text."""
     text = _RESIDENT_ID.sub(lambda m: f"{m.group(1)}{'*' * 11}{m.group(2)}", text)
+    text = _OLD_RESIDENT_ID.sub(lambda m: f"{m.group(1)}{'*' * 8}{m.group(2)}", text)
     return _PHONE.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
 
 
