@@ -84,24 +84,25 @@ def _resident_shape_problem(value: str) -> str | None:
     if not (_is_ascii_digits(check) or check == "X"):
         return "resident ID check character must be a digit or 'X'"
     if body[:2] not in _PROVINCE_CODES:
-        return f"resident ID region code {body[:6]} has unknown province {body[:2]}"
+        return "resident ID region code has an unknown province (characters 1-2)"
     return None
 
 
 def _resident_birth_problem(value: str, today: date | None) -> str | None:
     birth = _parse_birth(value[6:14])
     if birth is None:
-        return f"resident ID birth date {value[6:14]} is not a calendar date"
+        return "resident ID birth date (characters 7-14) is not a calendar date"
     reference = today if today is not None else datetime.now(CENTRE_TZ).date()
     if birth < _EARLIEST_BIRTH or birth > reference:
-        return f"resident ID birth date {birth.isoformat()} is out of range"
+        return "resident ID birth date (characters 7-14) is out of range (1900 to today)"
     return None
 
 
 def _resident_check_problem(value: str) -> str | None:
-    expected = _resident_check_char(value[:17])
-    if value[17] != expected:
-        return f"resident ID check character is {value[17]!r}, expected {expected!r}"
+    # The message never repeats the number or the right check character: it would tell
+    # whoever reads the answer (or a log) most of a person's ID.
+    if value[17] != _resident_check_char(value[:17]):
+        return "resident ID check character does not match characters 1-17 (a mistyped digit?)"
     return None
 
 
