@@ -272,8 +272,9 @@ def _course(task: TaskFacts, done: tuple[str, ...]) -> tuple[str, int] | Decisio
         message = f"The course lasted {hours} hours; a subsidy needs at least {MIN_COURSE_HOURS}."
         return Reject(COURSE_TOO_SHORT, message)
     if normalise_name(course) in done:
+        # Form text is not repeated in messages (they reach the case view and the log).
         return Reject(
-            SUBSIDY_ALREADY_GRANTED, f"The course {course!r} has already been subsidised."
+            SUBSIDY_ALREADY_GRANTED, "The course in the form has already been subsidised."
         )
     return course, hours
 

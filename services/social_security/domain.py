@@ -406,7 +406,8 @@ def _survivor_pension(task: TaskFacts, person: PersonRecord) -> tuple[Decision, 
     if deceased is None:
         return needs_info(task, "deceased_name"), person
     if normalise_name(deceased) in person.survivor_grants:
-        message = f"The funeral grant and survivors' pension for {deceased} were already granted."
+        # Messages never repeat form text (a person's name): they reach the case view.
+        message = "The funeral grant and survivors' pension for this person were already granted."
         return Reject(BENEFIT_ALREADY_GRANTED, message), person
     reference = make_reference("SS-PC", task)
     facts: _Facts = {"benefit": "funeral_grant_and_survivor_pension", "deceased_name": deceased}
@@ -540,14 +541,14 @@ def _company_enrolment(task: TaskFacts, company: CompanyRecord) -> tuple[Decisio
     reference = make_reference("SS-IE", task)
     if task.item_code == _ITEM_EMPLOYEE_REMOVAL:
         if key not in company.enrolled_employees:
-            message = f"{employee} is not enrolled in the company's insurance."
+            message = "The employee named in the form is not enrolled in the company's insurance."
             return Reject(NOT_ENROLLED, message), company
         remaining = tuple(name for name in company.enrolled_employees if name != key)
         facts: _Facts = {"enrolment": "employee_removed", "employee_name": employee}
         removed = company.model_copy(update={"enrolled_employees": remaining})
         return Approve(reference, facts), removed
     if key in company.enrolled_employees:
-        message = f"{employee} is already enrolled in the company's insurance."
+        message = "The employee named in the form is already enrolled in the company's insurance."
         return Reject(ALREADY_ENROLLED, message), company
     facts = {"enrolment": "employee_added", "employee_name": employee}
     added = company.model_copy(update={"enrolled_employees": (*company.enrolled_employees, key)})

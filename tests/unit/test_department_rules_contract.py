@@ -85,3 +85,33 @@ def test_a_task_is_dated_by_its_assignment_in_china_time(occurred_at: datetime, 
         due_by=occurred_at,
     )
     assert facts(task).assigned_on == day
+
+
+@pytest.mark.parametrize(
+    ("department", "item_code"),
+    [
+        (department, code)
+        for department in sorted(DEPARTMENTS)
+        for code, item in sorted(catalogue().items.items())
+        if any(step.department == department for step in item.steps)
+    ],
+)
+def test_a_decision_message_repeats_no_form_text(department: str, item_code: str) -> None:
+    # Messages reach the case view, the citizen and the log: a name or number typed into
+    # the form must not come back in them. Decided twice, so "already granted" answers
+    # (which name what was granted) are covered too.
+    rules = harness(department)
+    task = rules.task(item_code, dict.fromkeys(_text_fields(item_code), "Wang Fang 13912345678"))
+    first, person, company = rules.run(task)
+    second, _, _ = rules.run(rules.task(item_code, dict(task.form), case=2), person, company)
+    for decision in (first, second):
+        message = getattr(decision, "message", "") or ""
+        assert "Wang Fang" not in message, (item_code, message)
+        assert "13912345678" not in message, (item_code, message)
+        assert PERSON not in message, (item_code, message)
+
+
+def _text_fields(item_code: str) -> list[str]:
+    """The item's free-text fields whose values are names of people."""
+    fields = catalogue().items[item_code].required_fields
+    return [spec.name for spec in fields if spec.name.endswith("_name") and spec.type == "str"]
