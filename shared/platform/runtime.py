@@ -266,7 +266,9 @@ async def open_service(
     topics: Topics,
 ) -> Plumbing:
     """Configure logging, migrate, provision ``topics.provisions``, open the pool, load
-    the key, build the relay."""
+    the key, build the relay. The service connects to Kafka as its own principal
+    (``Settings.for_service``): the brokers' ACLs allow it only its own topics."""
+    settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
     applied = await _retry(
