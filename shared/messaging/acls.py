@@ -8,8 +8,8 @@ nothing else grants a right:
 
 - READ on each topic it consumes, and on its consumer group (``Settings.group``);
 - WRITE on each topic it emits, and on the dead-letter queue of each topic it consumes
-  (its consumer loop parks bad records there) or emits (its relay parks records the
-  broker refuses);
+  (its consumer loop sets bad records aside there) or emits (its relay sets aside the
+  records the broker refuses);
 - CREATE, DESCRIBE and DESCRIBE_CONFIGS on each topic it provisions at start-up (its
   ``ensure_topics`` lists them and checks their size limit);
 - the operator (``onedoor-audit dlq``) READs every dead-letter queue and ``ops.redrives``
