@@ -45,6 +45,7 @@ from starlette.types import ASGIApp
 from shared.contracts import topology
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import ConsumerLoop
+from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
@@ -52,6 +53,7 @@ from shared.platform import aio
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
+from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import Settings, get_settings
 
 
@@ -350,6 +352,9 @@ def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None
         sys.exit(130)
     except SigningKeyError as exc:  # a configuration error: say the fix, no traceback
         structlog.get_logger().error("cannot start: signing keys", error=str(exc))
+        sys.exit(2)
+    except (SecretFileError, KafkaPrincipalError) as exc:  # the same, for Kafka's sign-in
+        structlog.get_logger().error("cannot start: Kafka credentials", error=str(exc))
         sys.exit(2)
     if died:
         # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
