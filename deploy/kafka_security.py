@@ -106,13 +106,19 @@ _QUIET = _LoopbackPlain()
 
 def admin_settings(cfg: StackConfig, **overrides: Any) -> Settings:
     """Settings that connect as the stack's ``admin`` (provisioning, tests' own tools)."""
+    return admin_at(cfg.bootstrap_servers, secrets_dir(cfg), **overrides)
+
+
+def admin_at(bootstrap: str, secrets: Path, **overrides: Any) -> Settings:
+    """Settings that connect as the ``admin`` of a stack launched elsewhere (the image
+    check's infrastructure pod), its passwords in ``secrets``."""
     logging.getLogger("aiokafka.conn").addFilter(_QUIET)  # the same filter once
     return Settings(
-        kafka_bootstrap_servers=cfg.bootstrap_servers,
+        kafka_bootstrap_servers=bootstrap,
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_mechanism="PLAIN",
         kafka_username=ADMIN,
-        kafka_secrets_dir=secrets_dir(cfg),
+        kafka_secrets_dir=secrets,
         **overrides,
     )
 

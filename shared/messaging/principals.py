@@ -162,7 +162,10 @@ def ensure_password_files(secrets_dir: Path, principals: Iterable[str]) -> dict[
     for principal in principals:
         path = password_path(secrets_dir, principal)
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another provisioner made it a moment ago: keep it
+                continue
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(32) + "\n")
         paths[principal] = path

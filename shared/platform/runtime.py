@@ -54,7 +54,7 @@ from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
 from shared.platform.secret_files import SecretFileError
-from shared.platform.settings import Settings, get_settings
+from shared.platform.settings import ConfigError, Settings, get_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +355,9 @@ def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None
         sys.exit(2)
     except (SecretFileError, KafkaPrincipalError) as exc:  # the same, for Kafka's sign-in
         structlog.get_logger().error("cannot start: Kafka credentials", error=str(exc))
+        sys.exit(2)
+    except ConfigError as exc:
+        structlog.get_logger().error("cannot start: settings", error=str(exc))
         sys.exit(2)
     if died:
         # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
