@@ -35,13 +35,12 @@ from uuid import uuid4
 import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from bench import loadgen
-from deploy import demo
+from deploy import demo, kafka_security
 from deploy import stack as local_stack
 from deploy.demo import build_requests
 from services.audit.ingest import event_log_pattern
@@ -50,7 +49,14 @@ from services.audit.verifier.run import verify_log
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING
-from shared.messaging.kafka import make_consumer, make_producer, partitions_matching
+from shared.messaging.kafka import (
+    client_options,
+    make_admin,
+    make_consumer,
+    make_producer,
+    partitions_matching,
+)
+from shared.messaging.principals import revoke_prefix
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform import aio
 from shared.platform.db import create_database, drop_database
@@ -123,7 +129,7 @@ async def raw_baseline(settings: Settings, messages: int) -> tuple[float, float]
         await client.stop()
 
     reader = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_bytes=64 * 1024 * 1024,
@@ -246,7 +252,7 @@ class Watcher:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            **client_options(self.settings),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             # At most ten fetches a second, however busy the topics: latencies come from
@@ -483,8 +489,8 @@ async def e2e_steps(
 async def audit_lag(settings: Settings) -> int:
     """Records of the run's event log that the audit service has not committed yet."""
     parts = await partitions_matching(settings, event_log_pattern(settings))
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
+    reader = AIOKafkaConsumer(**client_options(settings))
     await admin.start()
     await reader.start()
     try:
@@ -528,6 +534,25 @@ async def audit_replay(settings: Settings, watcher: Watcher, results: dict[str, 
 # --------------------------------------------------------------------------- main
 
 
+async def run_settings(cfg: local_stack.StackConfig, database_url: str, prefix: str) -> Settings:
+    """The run's settings: the bench's own tools connect as the stack's admin; the
+    services as themselves, with the ACLs of this run's topics (made here)."""
+    settings = kafka_security.admin_settings(
+        cfg, database_url=SecretStr(database_url), topic_prefix=prefix
+    )
+    departments = kafka_security.catalogue_departments()
+    await kafka_security.provision(settings, kafka_security.secrets_dir(cfg), prefix, departments)
+    return settings
+
+
+async def clean_up(cfg: local_stack.StackConfig, settings: Settings) -> None:
+    """Drop the run's topics, their ACLs and its database."""
+    prefix = settings.topic_prefix
+    await delete_topics_with_prefix(settings, prefix)
+    await revoke_prefix(settings, prefix)
+    await drop_database(cfg.database_url, prefix.rstrip("."))
+
+
 async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = False) -> int:
     cfg = local_stack.StackConfig.from_env()
     await asyncio.to_thread(local_stack.up, cfg)
@@ -535,11 +560,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
     # The run's own database and topics: verify and the audit store's chain check cover
     # this run only, and both are dropped at the end (the JSON keeps the figures).
     database_url = await create_database(cfg.database_url, prefix.rstrip("."))
-    settings = Settings(
-        kafka_bootstrap_servers=cfg.bootstrap_servers,
-        database_url=SecretStr(database_url),
-        topic_prefix=prefix,
-    )
+    settings = await run_settings(cfg, database_url, prefix)
     results: dict[str, Any] = {
         "prefix": prefix,
         "quick": quick,
@@ -553,14 +574,17 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
     console.print(f"   hop {hop:,.0f} msg/s, consume {consume:,.0f} msg/s")
 
     port = int(os.environ.get("ONEDOOR_BENCH_PORT", "18180"))
-    env = dict(os.environ) | {
-        "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
-        "DATABASE_URL": database_url,
-        "ONEDOOR_TOPIC_PREFIX": prefix,
-        "ONEDOOR_LOG_JSON": "true",
-        "ONEDOOR_LOG_LEVEL": "WARNING",
-        "ONEDOOR_ACCESS_TOKEN_TTL_S": "3600",  # the full ladder runs up to 20 minutes
-    }
+    env = (
+        kafka_security.without_principal(os.environ)
+        | kafka_security.client_env(cfg)
+        | {
+            "DATABASE_URL": database_url,
+            "ONEDOOR_TOPIC_PREFIX": prefix,
+            "ONEDOOR_LOG_JSON": "true",
+            "ONEDOOR_LOG_LEVEL": "WARNING",
+            "ONEDOOR_ACCESS_TOKEN_TTL_S": "3600",  # the full ladder runs up to 20 minutes
+        }
+    )
     logs = cfg.data_dir / "logs" / prefix.rstrip(".")
     procs, health = demo.start_services(env, logs, port)
     services = Services(procs, stack=stack_pids(cfg), health=health)
@@ -600,8 +624,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
         stop.set()
         demo.stop_services(procs)
         if not keep:
-            await delete_topics_with_prefix(settings, prefix)
-            await drop_database(cfg.database_url, prefix.rstrip("."))
+            await clean_up(cfg, settings)
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{prefix.rstrip('.')}.json"

@@ -30,6 +30,7 @@ from uuid import uuid4
 from pydantic import SecretStr
 
 from bench.bench import stack_pids, tree_cpu_seconds
+from deploy import kafka_security
 from deploy import stack as local_stack
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
 from shared.contracts.topology import CASES_ROUTING, OPS_REDRIVES, dept_tasks, dlq
@@ -41,7 +42,6 @@ from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.db import create_database, create_pool, drop_database, migrate_dsn
-from shared.platform.settings import Settings
 
 SCHEMA = "engine"
 # Declared topics of the topology, in the bench's own namespace (prefix): the loop reads
@@ -73,10 +73,12 @@ async def _emit_nothing(_: Tx, __: Event) -> None:
     return None
 
 
-async def produce(bootstrap: str, prefix: str, rate: float, seconds: float, keys: Path) -> None:
+async def produce(
+    cfg: local_stack.StackConfig, prefix: str, rate: float, seconds: float, keys: Path
+) -> None:
     """Run in the child process: CaseClosed records at ``rate`` per second, signed by the
     topic's writer as the router signs them (the engine checks every signature)."""
-    settings = Settings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
+    settings = kafka_security.admin_settings(cfg, topic_prefix=prefix)
     signer = Signer.load(keys, "router")
     producer = make_producer(settings)
     await producer.start()
@@ -104,8 +106,8 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
     name = f"engine{uuid4().hex[:6]}"
     database_url = await create_database(cfg.database_url, name)
     keys = Path(tempfile.mkdtemp(prefix="engine-keys-"))
-    settings = Settings(
-        kafka_bootstrap_servers=cfg.bootstrap_servers,
+    settings = kafka_security.admin_settings(
+        cfg,
         database_url=SecretStr(database_url),
         topic_prefix=f"{name}.",
         keys_dir=keys,
@@ -186,8 +188,8 @@ def main() -> None:
     parser.add_argument("--keys", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce is not None:
-        bootstrap = local_stack.StackConfig.from_env().bootstrap_servers
-        asyncio.run(produce(bootstrap, args.produce, args.rate, args.seconds, args.keys))
+        cfg = local_stack.StackConfig.from_env()
+        asyncio.run(produce(cfg, args.produce, args.rate, args.seconds, args.keys))
         return
     print(asyncio.run(measure(args.variant, args.rate, args.seconds)))
 

@@ -26,6 +26,8 @@ from uuid import UUID, uuid4
 from rich.console import Console
 from rich.table import Table
 
+from deploy import kafka_security
+from deploy import stack as local_stack
 from services.audit.verifier.report import VerifyReport
 from services.audit.verifier.run import verify_log
 from services.audit.verifier.signatures import allowed_signer
@@ -479,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     # Fresh topics answer "not leader" for a moment after creation; the producer retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    base = get_settings()
+    base = kafka_security.as_admin(get_settings(), local_stack.StackConfig.from_env())
     with tempfile.TemporaryDirectory(prefix="onedoor-drill-keys-") as keys:
         settings = base.model_copy(
             update={"topic_prefix": f"drill{uuid4().hex[:8]}.", "keys_dir": Path(keys)}

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from deploy import kafka_security
 from deploy import stack as local_stack
 from services.audit.output import Terminal, print_verify_report, progress_bar
 from services.audit.verifier.run import verify_log
@@ -45,7 +46,8 @@ from shared.contracts.events import (
     parse_event,
 )
 from shared.contracts.identity import make_resident_id, make_uscc
-from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
+from shared.contracts.topology import AUDIT, CASES_ACCEPTED, CASES_ROUTING, dept_outcomes
+from shared.messaging.kafka import client_options
 from shared.platform.settings import Settings
 
 console = Console()
@@ -226,7 +228,7 @@ class Watch:
 
 
 async def watch(
-    bootstrap: str, what: Watch, ready: asyncio.Event, obs: Observed, stop: asyncio.Event
+    kafka: Settings, what: Watch, ready: asyncio.Event, obs: Observed, stop: asyncio.Event
 ) -> None:
     """Follow the event log like an auditor: acceptance, closing and department outcomes."""
     prefix, departments = what.prefix, what.departments
@@ -234,7 +236,7 @@ async def watch(
         prefix + t
         for t in [CASES_ACCEPTED, CASES_ROUTING, *(dept_outcomes(d) for d in departments)]
     ]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         # The services create every topic with the configured partition count.
@@ -399,14 +401,18 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
     catalogue = default_catalogue(Settings().catalogue_dirs)
     http_port = int(os.environ.get("ONEDOOR_DEMO_HTTP_PORT", "18080"))
     prefix = os.environ.get("ONEDOOR_TOPIC_PREFIX", "")
-    env = dict(os.environ) | {
-        "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
-        "DATABASE_URL": cfg.database_url,
-        "ONEDOOR_LOG_JSON": "true",
-        # Citizens' one-time codes go to a file in the local stack (no SMS gateway).
-        "ONEDOOR_NOTIFIER": "file",
-        "ONEDOOR_NOTIFIER_FILE": str(cfg.data_dir / "notifier" / "sms.jsonl"),
-    }
+    # Each service connects to Kafka as its own principal (its ACLs: `up` made them).
+    env = (
+        kafka_security.without_principal(os.environ)
+        | kafka_security.client_env(cfg)
+        | {
+            "DATABASE_URL": cfg.database_url,
+            "ONEDOOR_LOG_JSON": "true",
+            # Citizens' one-time codes go to a file in the local stack (no SMS gateway).
+            "ONEDOOR_NOTIFIER": "file",
+            "ONEDOOR_NOTIFIER_FILE": str(cfg.data_dir / "notifier" / "sms.jsonl"),
+        }
+    )
     procs, health = start_services(env, cfg.data_dir / "logs", http_port)
     base = f"http://127.0.0.1:{http_port}"
     obs = Observed()
@@ -419,7 +425,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         ready = asyncio.Event()
         watcher = asyncio.create_task(
             watch(
-                cfg.bootstrap_servers,
+                kafka_security.admin_settings(cfg),
                 Watch(prefix, sorted(catalogue.departments()), Settings().topic_partitions),
                 ready,
                 obs,
@@ -447,11 +453,10 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         else:
             console.print(f"[green]OK[/]: all {len(run.accepted)} accepted cases closed")
             console.print("[bold]onedoor-audit verify[/] (replays every topic from the start):")
-            settings = Settings(
-                kafka_bootstrap_servers=cfg.bootstrap_servers,
-                database_url=SecretStr(cfg.database_url),
-                topic_prefix=prefix,
-            )
+            # As `onedoor-audit verify` runs: the audit's principal, which reads the log.
+            settings = kafka_security.admin_settings(
+                cfg, database_url=SecretStr(cfg.database_url), topic_prefix=prefix
+            ).as_principal(AUDIT)
             with progress_bar(quiet=False) as on_progress:
                 report = await verify_log(settings, on_progress=on_progress)
             print_verify_report(report, Terminal(console=console))

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import httpx
 
+from deploy import kafka_security
 from deploy import stack as local_stack
+from deploy.kafka_security import KafkaAccess
+from shared.platform.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "deploy" / "images"
@@ -206,13 +209,37 @@ async def _until(what: str, check: object, timeout_s: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def wait_infra() -> None:
+def infra_kafka(smoke: Path) -> KafkaAccess:
+    """The infra pod's broker as its admin: the pod's launcher keeps the passwords in its
+    secrets folder, a host folder of the smoke run (infra.yaml)."""
+    admin = kafka_security.admin_at(f"127.0.0.1:{KAFKA}", smoke / "infra-secrets" / "kafka")
+    return KafkaAccess(admin, secrets=admin.kafka_secrets_dir)
+
+
+async def wait_infra(smoke: Path) -> None:
+    admin = infra_kafka(smoke).admin
+
     async def up() -> bool:  # ports first: a Kafka client logs every refused connection
         if not all(_listening(port) for port in (KAFKA, PG)):
             return False
-        return await local_stack._kafka_answers(f"127.0.0.1:{KAFKA}")
+        if not admin.kafka_password_path(kafka_security.ADMIN).exists():
+            return False
+        return await local_stack._kafka_answers(admin)
 
     await _until("Kafka and PostgreSQL in the infra pod", up, 180)
+
+
+async def share_kafka_passwords(smoke: Path) -> None:
+    """Each service's Kafka principal with its ACLs (made by the pod's launcher too; the
+    call is idempotent) and its password in the service's own secrets folder, as its
+    Secret holds it in a cluster."""
+    kafka = infra_kafka(smoke)
+    await kafka.provision("", kafka_security.catalogue_departments({}))
+    for deployment, service in SIGNER.items():
+        target = smoke / "secrets" / deployment / f"{service}.password"
+        shutil.copy2(kafka.admin.kafka_password_path(service), target)
+        os.chown(target, UID, UID)
+        target.chmod(0o600)
 
 
 def _listening(port: int) -> bool:
@@ -237,7 +264,7 @@ async def wait_services() -> None:
     await _until("every service's /health", healthy, 180)
 
 
-async def post_and_close(cases: int) -> tuple[int, int]:
+async def post_and_close(cases: int, kafka: Settings) -> tuple[int, int]:
     """Post ``cases`` cases at intake like the demo's windows; wait until each accepted
     one is closed. Returns (accepted, closed)."""
     from deploy import demo  # noqa: PLC0415
@@ -248,7 +275,7 @@ async def post_and_close(cases: int) -> tuple[int, int]:
     dsn = f"postgresql://postgres@127.0.0.1:{PG}/onedoor"
     obs, stop, ready = demo.Observed(), asyncio.Event(), asyncio.Event()
     watch = demo.Watch("", sorted(catalogue.departments()), 4)
-    watcher = asyncio.create_task(demo.watch(f"127.0.0.1:{KAFKA}", watch, ready, obs, stop))
+    watcher = asyncio.create_task(demo.watch(kafka, watch, ready, obs, stop))
     try:
         await asyncio.wait_for(ready.wait(), 60)
         tokens = await demo.clerk_tokens(base, dsn, "C01", windows=2)
@@ -276,6 +303,9 @@ def verify_from_image(smoke: Path) -> str:
             "-e", f"DATABASE_URL=postgresql://postgres@127.0.0.1:{PG}/onedoor",
             "-e", "ONEDOOR_KEYS_DIR=/run/secrets/onedoor",
             "-e", "ONEDOOR_KEY_REGISTRY=/etc/onedoor/registry/registry.json",
+            # As the audit's Kafka principal, its password beside its key.
+            "-e", "ONEDOOR_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
+            "-e", "ONEDOOR_KAFKA_SECRETS_DIR=/run/secrets/onedoor",
             APP, "onedoor-audit", "verify",
         ]
     )  # fmt: skip
@@ -296,13 +326,14 @@ def check(cases: int) -> int:
         with timings.part("infra pod (podman kube play) until Kafka and PostgreSQL answer"):
             played.append(infra)
             run(["podman", "kube", "play", str(infra)])
-            asyncio.run(wait_infra())
+            asyncio.run(wait_infra(smoke))
+            asyncio.run(share_kafka_passwords(smoke))
         with timings.part("five service Deployments (podman kube play) until healthy"):
             played.append(services)
             run(["podman", "kube", "play", str(services)])
             asyncio.run(wait_services())
         with timings.part(f"{cases} cases posted over HTTP until closed"):
-            accepted, closed = asyncio.run(post_and_close(cases))
+            accepted, closed = asyncio.run(post_and_close(cases, infra_kafka(smoke).admin))
         with timings.part("onedoor-audit verify (from the image)"):
             report = verify_from_image(smoke)
     except ImagesError as exc:

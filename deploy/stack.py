@@ -37,7 +37,10 @@ from pathlib import Path
 
 import asyncpg
 import psutil
-from aiokafka.admin import AIOKafkaAdminClient
+
+from deploy import kafka_security
+from shared.messaging.kafka import make_admin
+from shared.platform.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -295,18 +298,17 @@ def _write_kafka_config(cfg: StackConfig, node: int) -> Path:
     min_isr = min(2, cfg.kafka_nodes)
     voters = ",".join(f"{n + 1}@127.0.0.1:{cfg.controller_port(n)}" for n in range(cfg.kafka_nodes))
     props = config_dir / "server.properties"
+    # It holds the static principals' passwords: its owner alone may read it.
+    props.touch(mode=0o600)
+    props.chmod(0o600)
     props.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
                 f"node.id={node + 1}",
                 f"controller.quorum.voters={voters}",
-                f"listeners=PLAINTEXT://127.0.0.1:{cfg.broker_port(node)},"
-                f"CONTROLLER://127.0.0.1:{cfg.controller_port(node)}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.broker_port(node)}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-                "inter.broker.listener.name=PLAINTEXT",
+                # SASL listeners, the authorizer, super users: deploy/kafka_security.py.
+                *kafka_security.listener_properties(cfg, node),
                 f"log.dirs={cfg.kafka_log_dir(node)}",
                 # Topics are provisioned by the services with explicit settings, never auto-created.
                 "auto.create.topics.enable=false",
@@ -382,8 +384,9 @@ def _format_kafka_storage(cfg: StackConfig, node: int, props: Path) -> None:
         raise StackError(f"kafka StorageTool format failed:\n{result.stdout}{result.stderr}")
 
 
-async def _kafka_answers(bootstrap: str, brokers: int = 1) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+async def _kafka_answers(settings: Settings, brokers: int = 1) -> bool:
+    """Whether ``brokers`` brokers answer a metadata request of ``settings``' principal."""
+    admin = make_admin(settings, request_timeout_ms=3000)
     try:
         await admin.start()
         cluster = await admin.describe_cluster()
@@ -451,7 +454,7 @@ def start_kafka_node(cfg: StackConfig, node: int) -> subprocess.Popen[bytes]:
 def start_kafka(cfg: StackConfig) -> None:
     """Start every node that is not running, then wait until all brokers answer."""
     if all(kafka_running(cfg, n) for n in range(cfg.kafka_nodes)):
-        if asyncio.run(_kafka_answers(cfg.bootstrap_servers, cfg.kafka_nodes)):
+        if asyncio.run(_kafka_answers(kafka_security.admin_settings(cfg), cfg.kafka_nodes)):
             _say(f"Kafka already running (pid {kafka_running(cfg)})")
             return
         _say("Kafka does not answer; restarting it")
@@ -473,7 +476,9 @@ def start_kafka(cfg: StackConfig) -> None:
                     f"--- kafka.out ---\n{_tail(cfg.node_dir(node) / 'logs' / 'kafka.out')}"
                 )
         listening = all(_port_open(cfg.broker_port(n)) for n in range(cfg.kafka_nodes))
-        if listening and asyncio.run(_kafka_answers(cfg.bootstrap_servers, cfg.kafka_nodes)):
+        if listening and asyncio.run(
+            _kafka_answers(kafka_security.admin_settings(cfg), cfg.kafka_nodes)
+        ):
             pids = ", ".join(str(p.pid) for p in procs.values())
             _say(
                 f"Apache Kafka {kafka_version(cfg)} (kafka.Kafka, KRaft, {cfg.kafka_nodes} "
@@ -740,8 +745,26 @@ def up(cfg: StackConfig) -> None:
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     start_postgres(cfg)
     start_kafka(cfg)
+    provision_kafka(cfg)
     print(f"# signing keys: {ensure_keys_from_env()}", file=sys.stderr)
     print_env(cfg)
+
+
+def provision_kafka(cfg: StackConfig, env: dict[str, str] | None = None) -> None:
+    """Every principal of the deployment the environment describes (its topic prefix,
+    its catalogue's departments) with its SCRAM credential and its ACLs."""
+    env = dict(os.environ) if env is None else env
+    prefix = env.get("ONEDOOR_TOPIC_PREFIX", "")
+    departments = kafka_security.catalogue_departments(env)
+    granted = asyncio.run(
+        kafka_security.provision(
+            kafka_security.admin_settings(cfg), kafka_security.secrets_dir(cfg), prefix, departments
+        )
+    )
+    _say(
+        f"Kafka principals and {len(granted)} ACLs provisioned for "
+        f"{', '.join(departments)} (passwords in {kafka_security.secrets_dir(cfg)})"
+    )
 
 
 def down(cfg: StackConfig) -> None:
@@ -777,7 +800,10 @@ def status(cfg: StackConfig) -> int:
 
 
 def print_env(cfg: StackConfig) -> None:
-    print(f"export KAFKA_BOOTSTRAP_SERVERS={cfg.bootstrap_servers}")
+    # A shell that runs a service: the service connects as its own name, its password
+    # read from the secrets folder (never printed). A tool sets ONEDOOR_KAFKA_USERNAME.
+    for name, value in kafka_security.client_env(cfg).items():
+        print(f"export {name}={value}")
     print(f"export DATABASE_URL={cfg.database_url}")
 
 

@@ -15,12 +15,13 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from deploy import kafka_security
 from deploy import stack as local_stack
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue
@@ -34,6 +35,15 @@ class Stack:
     bootstrap_servers: str
     database_url: str  # an existing database to connect to for CREATE DATABASE
     local: local_stack.StackConfig | None = None  # set when the tests run the local stack
+    # The Kafka principal of the tests' own tools and of provisioning (the local stack's
+    # super user); services started by a test connect as themselves (kafka.client_env).
+    kafka: kafka_security.KafkaAccess = field(
+        default_factory=lambda: kafka_security.KafkaAccess(Settings())
+    )
+
+    @property
+    def admin(self) -> Settings:
+        return self.kafka.admin
 
 
 def _from_testcontainers() -> Iterator[Stack]:
@@ -43,7 +53,11 @@ def _from_testcontainers() -> Iterator[Stack]:
 
     with KafkaContainer() as kafka, PostgresContainer("postgres:16") as pg:
         url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
-        yield Stack(kafka.get_bootstrap_server(), url)
+        # The container's broker has no authorizer: no principals, no ACLs.
+        bootstrap = kafka.get_bootstrap_server()
+        plain = {"ONEDOOR_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+        admin = Settings(kafka_bootstrap_servers=bootstrap, kafka_security_protocol="PLAINTEXT")
+        yield Stack(bootstrap, url, kafka=kafka_security.KafkaAccess(admin, plain))
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +65,8 @@ def stack() -> Iterator[Stack]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     if bootstrap and database_url:
-        yield Stack(bootstrap, database_url)
+        # An existing stack: the environment names the tools' principal (an admin).
+        yield Stack(bootstrap, database_url, kafka=kafka_security.KafkaAccess(Settings()))
         return
     if os.environ.get("ONEDOOR_TESTCONTAINERS") == "1":
         yield from _from_testcontainers()
@@ -60,7 +75,12 @@ def stack() -> Iterator[Stack]:
     already_up = bool(local_stack.kafka_running(cfg) and local_stack.pg_running(cfg))
     local_stack.up(cfg)
     try:
-        yield Stack(cfg.bootstrap_servers, cfg.database_url, cfg)
+        yield Stack(
+            cfg.bootstrap_servers,
+            cfg.database_url,
+            cfg,
+            kafka=kafka_security.KafkaAccess.of(cfg),
+        )
     finally:
         if not already_up:
             local_stack.down(cfg)
@@ -87,21 +107,23 @@ async def topic_prefix(stack: Stack) -> AsyncIterator[str]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield prefix
     with contextlib.suppress(Exception):
-        await delete_topics_with_prefix(
-            Settings(kafka_bootstrap_servers=stack.bootstrap_servers), prefix
-        )
+        await delete_topics_with_prefix(stack.admin, prefix)
 
 
 @pytest.fixture
 def settings(stack: Stack, database_url: str, topic_prefix: str, tmp_path: Path) -> Settings:
     """Settings pointing at the real stack, this module's database and this test's topics,
-    with the stack's signing keys and registry in this test's own keys folder."""
+    with the stack's signing keys and registry in this test's own keys folder. Kafka
+    clients built from them connect as the stack's admin (the test's own tools, and the
+    services a test builds in-process); services a test starts as processes connect as
+    themselves (tests/e2e/harness.py)."""
     local_stack.ensure_keys(tmp_path / "keys")
-    return Settings(
-        kafka_bootstrap_servers=stack.bootstrap_servers,
-        database_url=SecretStr(database_url),
-        topic_prefix=topic_prefix,
-        topic_partitions=3,
-        keys_dir=tmp_path / "keys",
-        log_json=True,
+    return stack.admin.model_copy(
+        update={
+            "database_url": SecretStr(database_url),
+            "topic_prefix": topic_prefix,
+            "topic_partitions": 3,
+            "keys_dir": tmp_path / "keys",
+            "log_json": True,
+        }
     )

@@ -31,7 +31,7 @@ import asyncpg
 from services.audit import dlq, queries, store
 from services.audit.output import Terminal, print_verify_report, progress_bar, verify_json
 from services.audit.verifier.run import verify_log
-from shared.contracts.topology import OPS_REDRIVES
+from shared.contracts.topology import AUDIT, OPERATOR, OPS_REDRIVES
 from shared.platform.settings import Settings, get_settings
 
 
@@ -280,7 +280,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = get_settings()
+    # Kafka principal: the audit's own (it reads every event-log topic), the operator's
+    # for the dead-letter tool (it reads the DLQs and re-drives); ONEDOOR_KAFKA_USERNAME wins.
+    settings = get_settings().for_service(OPERATOR if args.command == "dlq" else AUDIT)
     commands = {
         "verify": cmd_verify,
         "history": cmd_history,

@@ -3,12 +3,17 @@
 Producers are idempotent with acks=all, so a retried send never duplicates or reorders
 a record within a partition. Consumers never auto-commit: offsets are committed only
 after the database transaction holding the record's effects has committed.
+
+Every client is built here, from :func:`client_options`: each process connects as one
+principal (SASL SCRAM-SHA-512, over TLS in production) and the brokers' ACLs decide what
+it may read and write (``shared.messaging.acls``).
 """
 
 from __future__ import annotations
 
 import random
 import re
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -16,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.platform.secret_files import read_secret
 from shared.platform.settings import Settings
 
 _M = 0x5BD1E995
@@ -65,10 +71,59 @@ def header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
     return None
 
 
+class KafkaPrincipalError(RuntimeError):
+    """No principal to connect as; the message says which setting names it."""
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Where the brokers are and who this process is to them: the options every client
+    (producer, consumer, admin) is built with. The password is read from its file once
+    per process and goes nowhere but into the client."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": protocol,
+    }
+    if protocol.startswith("SASL_"):
+        principal = settings.kafka_principal()
+        if not principal:
+            raise KafkaPrincipalError(
+                "no Kafka principal to connect as: a service connects as its own name; a "
+                "tool needs ONEDOOR_KAFKA_USERNAME (and its password file)"
+            )
+        password = read_secret(settings.kafka_password_path(principal))
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": principal,
+            "sasl_plain_password": password.get_secret_value(),
+        }
+    if protocol == "SASL_SSL":
+        options["ssl_context"] = _tls(settings)
+    return options
+
+
+def _tls(settings: Settings) -> ssl.SSLContext:
+    """Verify the brokers' certificates (and host names) against the configured CA, or
+    the system's; present a client certificate when one is configured."""
+    cafile = settings.kafka_ssl_cafile
+    context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    if settings.kafka_ssl_certfile is not None:
+        keyfile = settings.kafka_ssl_keyfile
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile), None if keyfile is None else str(keyfile)
+        )
+    return context
+
+
+def make_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+    """An admin client (not started) of this process's principal."""
+    return AIOKafkaAdminClient(**(client_options(settings) | overrides))
+
+
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all producer (not started)."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **client_options(settings),
         "partitioner": key_partitioner,
         "enable_idempotence": True,
         "acks": "all",
@@ -89,7 +144,7 @@ def make_consumer(
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits, reading from the first offset of new groups."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        **client_options(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
@@ -102,7 +157,7 @@ def make_consumer(
 async def partitions_matching(settings: Settings, pattern: str) -> list[TopicPartition]:
     """Every partition of every topic whose deployed name matches ``pattern``."""
     regex = re.compile(pattern)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         topics = sorted(t for t in await admin.list_topics() if regex.match(t))
@@ -127,7 +182,7 @@ async def fetch_to_end(
     if not partitions:
         return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=16 * 1024 * 1024,

@@ -17,6 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from shared.contracts import topology
+from shared.messaging.kafka import make_admin
 from shared.platform.limits import Limits
 from shared.platform.settings import Settings
 
@@ -42,7 +43,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
             " shared/contracts/topology.py first"
         )
     wanted = sorted({settings.topic(n) for n in names})
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -142,7 +143,7 @@ async def delete_topics_with_prefix(settings: Settings, prefix: str) -> int:
     namespace); return how many. Refuses an empty prefix: the event log is kept forever."""
     if not prefix:
         raise ValueError("refusing to delete topics without a namespace prefix")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]

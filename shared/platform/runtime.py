@@ -45,6 +45,7 @@ from starlette.types import ASGIApp
 from shared.contracts import topology
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import ConsumerLoop
+from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
@@ -52,6 +53,7 @@ from shared.platform import aio, http_server
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
+from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import ConfigError, Settings, get_settings
 
 
@@ -266,7 +268,9 @@ async def open_service(
     topics: Topics,
 ) -> Plumbing:
     """Configure logging, migrate, provision ``topics.provisions``, open the pool, load
-    the key, build the relay."""
+    the key, build the relay. The service connects to Kafka as its own principal
+    (``Settings.for_service``): the brokers' ACLs allow it only its own topics."""
+    settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
     applied = await _retry(
@@ -348,6 +352,9 @@ def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None
         sys.exit(130)
     except SigningKeyError as exc:  # a configuration error: say the fix, no traceback
         structlog.get_logger().error("cannot start: signing keys", error=str(exc))
+        sys.exit(2)
+    except (SecretFileError, KafkaPrincipalError) as exc:  # the same, for Kafka's sign-in
+        structlog.get_logger().error("cannot start: Kafka credentials", error=str(exc))
         sys.exit(2)
     except ConfigError as exc:
         structlog.get_logger().error("cannot start: settings", error=str(exc))

@@ -1,9 +1,13 @@
-"""Files that hold secrets (signing keys, the token key): only their owner may read them."""
+"""Files that hold secrets (signing keys, the token key, Kafka passwords): only their owner
+may read them."""
 
 from __future__ import annotations
 
+import functools
 import stat
 from pathlib import Path
+
+from pydantic import SecretStr
 
 
 def shared_mode(path: Path) -> int | None:
@@ -28,3 +32,30 @@ def refused(mode: int, owner: int) -> bool:
     if owner == 0:
         return bool(mode & (stat.S_IWGRP | stat.S_IXGRP | stat.S_IRWXO))
     return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+class SecretFileError(RuntimeError):
+    """A secret file that is missing or that others may read; the message says the fix."""
+
+
+@functools.lru_cache(maxsize=64)
+def read_secret(path: Path) -> SecretStr:
+    """The secret held in ``path`` (surrounding whitespace stripped), read once per process.
+
+    Raises:
+        SecretFileError: no such file, an empty one, or one others than its owner may use
+            (:func:`shared_mode`).
+    """
+    try:
+        mode = shared_mode(path)
+    except FileNotFoundError:
+        raise SecretFileError(
+            f"no secret file at {path}; the local stack makes it (`python -m deploy.stack up`),"
+            " a deployment mounts it"
+        ) from None
+    if mode is not None:
+        raise SecretFileError(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}")
+    value = path.read_text().strip()
+    if not value:
+        raise SecretFileError(f"the secret file {path} is empty")
+    return SecretStr(value)

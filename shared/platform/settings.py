@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:29092"
+LOCAL_KAFKA_SECRETS = Path(".data/secrets/kafka")
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:25432/onedoor"
 
 
@@ -43,6 +44,39 @@ class Settings(BaseSettings):
         default=LOCAL_KAFKA,
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "ONEDOOR_KAFKA_BOOTSTRAP_SERVERS"),
         description="Comma-separated host:port list of Kafka brokers.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="SASL_PLAINTEXT",
+        description="How clients reach the brokers: SASL_SSL in production, SASL_PLAINTEXT "
+        "on the local stack's loopback listener; PLAINTEXT only for a broker without "
+        "authentication (no principals, no ACLs).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        description="SASL mechanism of this process's principal (the services: SCRAM-SHA-512).",
+    )
+    kafka_username: str | None = Field(
+        default=None,
+        description="The Kafka principal this process connects as. Default: a service's own "
+        "name (intake, router, audit, a department); a tool names its principal.",
+    )
+    kafka_password_file: Path | None = Field(
+        default=None,
+        description="The principal's password (a mounted secret, mode 0600, read once, "
+        "never logged); default <kafka_secrets_dir>/<principal>.password.",
+    )
+    kafka_secrets_dir: Path = Field(
+        default=LOCAL_KAFKA_SECRETS,
+        description="Folder of <principal>.password files (the local stack makes them).",
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="SASL_SSL: the CA bundle that signed the brokers' certificates."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="SASL_SSL: a client certificate, when the brokers ask for one."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="SASL_SSL: the client certificate's private key (mode 0600)."
     )
     database_url: SecretStr = Field(
         default=SecretStr(LOCAL_DATABASE_URL),
@@ -298,6 +332,36 @@ class Settings(BaseSettings):
         """The deployed consumer group id of a service: prefixed like the topics, so two
         deployments (or two test runs) on one cluster never share a group's members."""
         return f"{self.topic_prefix}{name}"
+
+    def kafka_principal(self, service: str | None = None) -> str | None:
+        """The principal this process connects as: ``kafka_username``, else ``service``."""
+        return self.kafka_username or service
+
+    def kafka_password_path(self, principal: str) -> Path:
+        return self.kafka_password_file or self.kafka_secrets_dir / f"{principal}.password"
+
+    def for_service(self, service: str) -> Settings:
+        """These settings for ``service``'s own process: its principal is its name unless
+        ``kafka_username`` names one (a deployment whose principals are named otherwise)."""
+        if self.kafka_username:
+            return self
+        return self.model_copy(update={"kafka_username": service})
+
+    def as_principal(
+        self,
+        principal: str,
+        *,
+        mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None,
+    ) -> Settings:
+        """These settings connecting as another principal (its password from the secrets
+        folder): a test or a provisioning step acting as one service."""
+        return self.model_copy(
+            update={
+                "kafka_username": principal,
+                "kafka_password_file": None,
+                "kafka_sasl_mechanism": mechanism or "SCRAM-SHA-512",
+            }
+        )
 
     def token_key_path(self) -> Path:
         return self.token_key_file or self.keys_dir / "tokens" / "access-token.key"

@@ -19,13 +19,14 @@ from uuid import UUID, uuid4
 
 import httpx
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from deploy import kafka_security
 from deploy import stack as local_stack
+from deploy.kafka_security import KafkaAccess
 from shared.contracts.events import Event, parse_event
 from shared.contracts.topology import writer
-from shared.messaging.kafka import make_producer, read_to_end
+from shared.messaging.kafka import make_admin, make_producer, read_to_end
 from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.platform.settings import Settings
@@ -119,7 +120,7 @@ class Pipeline:
 def run_services(
     commands: Mapping[str, Sequence[str]],
     *,
-    bootstrap_servers: str,
+    kafka: KafkaAccess,
     database_url: str,
     logs: Path,
     extra_env: Mapping[str, str] | None = None,
@@ -131,14 +132,20 @@ def run_services(
     # Every signer of the stack, and any other service started here (a third department),
     # gets its key and a place in this run's registry before anything starts.
     local_stack.ensure_keys(logs / "keys", extra=tuple(commands))
-    settings = Settings(
-        kafka_bootstrap_servers=bootstrap_servers,
-        database_url=SecretStr(database_url),
-        topic_prefix=f"e2e{uuid4().hex[:8]}.",
-        keys_dir=logs / "keys",
+    # The harness's own tools connect as the broker's admin; each service as itself,
+    # with the ACLs the topology gives it on this run's topics (a department added by
+    # the test's catalogue folder included).
+    settings = kafka.admin.model_copy(
+        update={
+            "database_url": SecretStr(database_url),
+            "topic_prefix": f"e2e{uuid4().hex[:8]}.",
+            "keys_dir": logs / "keys",
+        }
     )
-    env = dict(os.environ) | {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+    departments = kafka_security.catalogue_departments(dict(extra_env or {}))
+    asyncio.run(kafka.provision(settings.topic_prefix, departments))
+    env = kafka_security.without_principal(os.environ) | kafka.client_env
+    env |= {
         "DATABASE_URL": database_url,
         "ONEDOOR_TOPIC_PREFIX": settings.topic_prefix,
         "ONEDOOR_HTTP_PORT": str(port),
@@ -188,6 +195,8 @@ def run_services(
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(delete_topics_with_prefix(settings, settings.topic_prefix))
+            with contextlib.suppress(Exception):
+                asyncio.run(kafka.unprovision(settings.topic_prefix))
 
 
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]], logs: Path, *, check: bool) -> None:
@@ -297,7 +306,7 @@ async def wait_group_past(
 ) -> None:
     """Until the service's consumer group has committed past ``offset``: it has handled
     that record."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     tp = TopicPartition(settings.topic(topic), partition)
     try:

@@ -35,7 +35,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     with run_services(
         {name: ["-m", f"services.{name}"] for name in SERVICES},
-        bootstrap_servers=stack.bootstrap_servers,
+        kafka=stack.kafka,
         database_url=database_url,
         logs=tmp_path_factory.mktemp("logs"),
     ) as pipeline:

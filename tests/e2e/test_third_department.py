@@ -69,7 +69,7 @@ def parks_pipeline(
     services["parks"] = ["-m", "shared.department", "parks"]
     with run_services(
         services,
-        bootstrap_servers=stack.bootstrap_servers,
+        kafka=stack.kafka,
         database_url=database_url,
         logs=tmp_path_factory.mktemp("logs"),
         extra_env={

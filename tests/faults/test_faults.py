@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy import kafka_security
 from deploy import stack as local_stack
 from shared.contracts.topology import (
     CASES_ACCEPTED,
@@ -47,7 +48,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     with run_services(
         {name: ["-m", f"services.{name}"] for name in SERVICES},
-        bootstrap_servers=stack.bootstrap_servers,
+        kafka=stack.kafka,
         database_url=database_url,
         logs=tmp_path_factory.mktemp("faults"),
         service_env={"audit": {"ONEDOOR_HTTP_PORT": str(free_port())}},
@@ -300,7 +301,7 @@ def cluster_pipeline(
 ) -> Iterator[Pipeline]:
     with run_services(
         {name: ["-m", f"services.{name}"] for name in SERVICES},
-        bootstrap_servers=cluster.bootstrap_servers,
+        kafka=kafka_security.KafkaAccess.of(cluster),
         database_url=database_url,
         logs=tmp_path_factory.mktemp("faults-cluster"),
         service_env={"audit": {"ONEDOOR_HTTP_PORT": str(free_port())}},

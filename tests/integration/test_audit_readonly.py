@@ -15,6 +15,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from deploy import kafka_security
 from deploy.audit_drill import LogWriter, clean_cases, flow
 from services.audit import queries, store
 from services.audit.projection import project
@@ -90,7 +91,7 @@ def audit_cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        **kafka_security.env_of(settings),
         "DATABASE_URL": database_url,
         "ONEDOOR_TOPIC_PREFIX": settings.topic_prefix,
         "ONEDOOR_KEYS_DIR": str(settings.keys_dir),

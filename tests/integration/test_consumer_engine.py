@@ -13,7 +13,6 @@ from uuid import uuid4
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.audit import dlq
 from shared.contracts.events import CaseClosed, CaseReviewFlagged, Event
@@ -27,7 +26,7 @@ from shared.contracts.topology import (
 from shared.contracts.topology import dlq as dlq_of
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.consumer import BatchProcessor, BatchResult, ConsumerLoop, Record, Tx
-from shared.messaging.kafka import make_producer
+from shared.messaging.kafka import client_options, make_admin, make_producer
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER, PublicKeys, Signer
 from shared.messaging.testing import signer_for
@@ -142,7 +141,7 @@ async def produce(settings: Settings, values: list[bytes]) -> None:
 async def read_all(settings: Settings, topic: str, n: int) -> list[Any]:
     consumer = AIOKafkaConsumer(
         settings.topic(topic),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -308,7 +307,7 @@ async def test_consumer_groups_carry_the_deployment_prefix(engine: Engine) -> No
         return "grouped" in await engine.effects()
 
     await eventually(handled)
-    admin = AIOKafkaAdminClient(bootstrap_servers=engine.settings.kafka_bootstrap_servers)
+    admin = make_admin(engine.settings)
     await admin.start()
     try:
         groups = {g[0] for g in await admin.list_consumer_groups()}
@@ -381,7 +380,7 @@ async def test_the_last_batch_offsets_are_committed_before_the_loop_stops(
         stop.set()
         await task
     assert loop.batches >= 7  # 20 records, at most 3 a batch
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.group("committing"))

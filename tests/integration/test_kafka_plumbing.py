@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.contracts.topology import CASES_ACCEPTED
-from shared.messaging.kafka import make_consumer, make_producer
+from shared.messaging.kafka import make_admin, make_consumer, make_producer
 from shared.messaging.topics import ensure_topics
 from shared.platform.settings import Settings
 
@@ -67,7 +66,7 @@ async def test_topic_provisioning_is_idempotent(settings: Settings) -> None:
     assert sorted(created) == sorted(settings.topic(n) for n in names)
     assert await ensure_topics(settings, names) == []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         described = await admin.describe_topics([settings.topic("cases.accepted")])

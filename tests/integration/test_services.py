@@ -32,7 +32,7 @@ from shared.contracts.topology import (
     dlq,
     writer,
 )
-from shared.messaging.kafka import make_producer
+from shared.messaging.kafka import client_options, make_producer
 from shared.messaging.signing import Signer
 from shared.platform.runtime import RunningService, running
 from shared.platform.settings import Settings
@@ -50,7 +50,7 @@ class Topics:
         self.settings = settings
         self.consumer = AIOKafkaConsumer(
             *(settings.topic(t) for t in topics),
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+            **client_options(settings),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=f"observer-{uuid4().hex[:6]}",

@@ -9,12 +9,12 @@ from uuid import uuid4
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaTimeoutError
 
 from shared.contracts.topology import CASES_ROUTING, dlq
 from shared.messaging import MESSAGING_MIGRATIONS
-from shared.messaging.kafka import read_to_end
+from shared.messaging.kafka import make_admin, read_to_end
 from shared.messaging.outbox import OutboxRelay, OutboxRow, insert_rows
 from shared.messaging.topics import ensure_topics
 from shared.platform.db import create_pool, migrate_dsn
@@ -28,7 +28,7 @@ SMALL = 4096
 
 
 async def _create_small_topic(settings: Settings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         await admin.create_topics(
@@ -110,7 +110,7 @@ async def test_a_row_the_broker_refuses_for_its_content_goes_to_the_topics_dlq(
     size: it fits its DLQ, so it goes there with the reason; the table says where."""
     schema = f"relay_dlq_{uuid4().hex[:8]}"
     await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS])
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = make_admin(settings)
     await admin.start()
     try:
         await admin.create_topics(
