@@ -26,7 +26,7 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     with run_services(
         {"intake": ["-m", "services.intake"]},
-        bootstrap_servers=stack.bootstrap_servers,
+        kafka=stack.kafka,
         database_url=database_url,
         logs=tmp_path_factory.mktemp("logs"),
         extra_env={"ONEDOOR_HTTP_READ_TIMEOUT_S": str(READ_TIMEOUT_S)},
