@@ -11,6 +11,7 @@ from services.intake.acceptor import Acceptor
 from services.intake.api import StatusViews, create_app
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.topology import INTAKE, all_topics
+from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
 from shared.platform.settings import Settings
@@ -46,6 +47,9 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
         plumbing.log.info("token signing key created", path=str(key_path))
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
     verifier = TokenVerifier(issuer.verify_key)
+    recorder = AccessRecorder(
+        plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
+    )
     return plumbing.service(
         loops=[views],
         http=lambda live: create_app(
@@ -53,6 +57,7 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
             acceptor,
             catalogue,
             verifier,
+            recorder,
             lambda app: signin.add_routes(app, settings, plumbing.pool, issuer),
         ),
         on_close=[acceptor.close],
