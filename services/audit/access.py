@@ -29,6 +29,7 @@ from shared.messaging.access import AccessNotRecordedError
 from shared.messaging.kafka import make_producer
 from shared.messaging.signing import Signer, SigningKeyError
 from shared.platform.db import Connection
+from shared.platform.secret_files import shared_mode
 from shared.platform.settings import Settings
 from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_key
 
@@ -49,9 +50,14 @@ def cli_accessor(settings: Settings, token_file: str | None) -> Accessor:
     if not path:
         raise IdentityError(f"this command shows a case's data; say who you are: {SIGN_IN_FIX}")
     try:
+        mode = shared_mode(Path(path))
         token = Path(path).read_text(encoding="ascii", errors="replace").strip()
     except OSError as exc:
         raise IdentityError(f"cannot read the token file {path} ({exc.strerror})") from None
+    if mode is not None:
+        raise IdentityError(
+            f"the token file {path} is mode {mode:o}: others may read it; chmod 600 {path}"
+        )
     key_path = settings.token_public_key_path()
     try:
         key = load_verify_key(key_path)

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from services.audit import access, queries
@@ -54,10 +54,12 @@ class IntakeTokens:
         return self._verifier
 
 
-def authorization(authorization: Annotated[str | None, Header()] = None) -> str | None:
-    """The Authorization header, as a dependency (module level: FastAPI resolves the
-    routes' string annotations in this module's namespace)."""
-    return authorization
+def reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> Claims:
+    """The auditor or admin asking, or 401/403 before anything else is looked at; a
+    dependency at module level (FastAPI resolves the routes' string annotations in this
+    module's namespace), deciding with the app's token verifier."""
+    claims: Claims = request.app.state.reader(authorization)
+    return claims
 
 
 def create_app(live: RunningService, ingest: AuditIngest, recorder: AccessRecorder) -> FastAPI:
@@ -76,14 +78,15 @@ def create_app(live: RunningService, ingest: AuditIngest, recorder: AccessRecord
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         raise HTTPException(status_code=status, detail=detail, headers=headers)
 
+    app.state.reader = auditor
+
     @app.get("/cases/{case_id}/history")
     async def history(
         case_id: UUID,
-        token: Annotated[str | None, Depends(authorization)],
+        who: Annotated[Claims, Depends(reader)],
         onedoor_access_reason: Annotated[str | None, Header(max_length=1500)] = None,
         x_request_id: Annotated[str | None, Header(max_length=100)] = None,
     ) -> dict[str, Any]:
-        who = auditor(token)
         reason = (
             None
             if onedoor_access_reason is None

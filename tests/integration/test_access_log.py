@@ -207,6 +207,8 @@ async def test_the_audit_records_history_reads_and_answers_who_read_what(
         history = f"/cases/{s.case_id}/history"
         async with http(s.audit, s.tokens["admin-1"]) as client:
             before = (await client.get("/stats")).json()["accesses_by_role"]
+        async with http(s.audit) as client:
+            anonymous = await client.get("/cases/not-a-case/history")  # refused first
         async with http(s.audit, s.tokens["auditor-1"]) as client:
             unexplained = await client.get(history)
         async with http(s.audit, s.tokens["auditor-1"] | REASON) as client:
@@ -226,7 +228,9 @@ async def test_the_audit_records_history_reads_and_answers_who_read_what(
             by_account = (await client.get("/access/accounts/auditor-1")).json()
             stats = (await client.get("/stats")).json()
             refused = await client.get("/access/accounts/auditor-1", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
     assert unexplained.status_code == 422
+    assert unexplained.json()["detail"][0]["loc"] == ["header", "onedoor-access-reason"]
     assert view.status_code == 200
     assert_signed_by(settings, "audit", headers, value)
     assert (read.accessor, read.role, read.reason, read.channel) == (
@@ -285,6 +289,10 @@ async def test_the_cli_shows_a_case_only_to_someone_who_says_who_and_why(
             tokens[name].write_text(s.tokens[name]["Authorization"].removeprefix("Bearer "))
             tokens[name].chmod(0o600)
         anonymous = audit_cli(settings, "history", s.case_id)
+        shared = tmp_path / "shared.token"
+        shared.write_text(tokens["auditor-1"].read_text())
+        shared.chmod(0o644)
+        readable = audit_cli(settings, "history", s.case_id, "--reason", WHY, token_file=shared)
         clerk = audit_cli(
             settings, "history", s.case_id, "--reason", WHY, token_file=tokens["clerk-c01-w01"]
         )
@@ -304,6 +312,9 @@ async def test_the_cli_shows_a_case_only_to_someone_who_says_who_and_why(
     assert "ONEDOOR_TOKEN_FILE" in anonymous.stderr
     assert "POST /auth/token" in anonymous.stderr  # the fix
     assert anonymous.stdout == ""
+    assert readable.returncode == 2
+    assert "chmod 600" in readable.stderr
+    assert readable.stdout == ""
     assert clerk.returncode == 2
     assert "clerk may not" in clerk.stderr
     assert clerk.stdout == ""

@@ -96,6 +96,7 @@ def token_file(settings: Settings) -> str:
     )
     path = settings.keys_dir.parent / "auditor.token"
     path.write_text(token)
+    path.chmod(0o600)
     return str(path)
 
 
