@@ -11,7 +11,8 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv stack-up stack-down stack-status demo bench bench-engine audit-verify audit-drill test \
-        test-unit test-integration test-e2e test-faults lint fmt clean
+        test-unit test-integration test-e2e test-faults lint fmt clean \
+        images images-check deploy-check tools
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -70,6 +71,20 @@ lint: venv ## ruff + mypy (strict)
 fmt: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+tools: .data/bin/kustomize ## the Go-built tools images-check needs (kustomize), once
+
+.data/bin/kustomize:
+	GOBIN=$(abspath .data/bin) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@v5.7.1
+
+images: venv ## build the container images with podman (base by mmdebstrap, service, infra test)
+	$(PY) -m deploy.images build
+
+deploy-check: venv tools ## offline validators: hadolint, kubernetes-validate --strict, compose-spec
+	$(PY) -m deploy.images validate
+
+images-check: venv tools ## build, lint and play the images (podman kube play), post cases, verify
+	$(PY) -m deploy.images check $(if $(CASES),--cases $(CASES))
 
 clean: stack-down ## stop the stack and delete the data folder and the virtual environment
 	rm -rf .data $(VENV)

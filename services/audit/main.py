@@ -12,6 +12,7 @@ from services.catalogue import default_catalogue
 from shared.contracts.topology import AUDIT, all_topics
 from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import ConsumerLoop
+from shared.platform import oidc
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
 from shared.platform.settings import Settings
 
@@ -31,7 +32,7 @@ def niceness(settings: Settings) -> int:
     return settings.audit_nice
 
 
-def wire(plumbing: Plumbing) -> ServiceContext:
+def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) -> ServiceContext:
     """The audit on opened plumbing: one consumer loop that stores every event, and its
     read-only app. The loop subscribes by the event-log pattern, not by
     ``topics.consumes``: the pattern matches those and a department's topics created
@@ -44,12 +45,15 @@ def wire(plumbing: Plumbing) -> ServiceContext:
     recorder = AccessRecorder(
         plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
     )
-    return plumbing.service(loops=[loop], http=lambda live: create_app(live, ingest, recorder))
+    return plumbing.service(
+        loops=[loop], http=lambda live: create_app(live, ingest, recorder, issuer_of_oidc)
+    )
 
 
 async def build(settings: Settings) -> ServiceContext:
     """The audit: its schema, topics, relay, ingest loop and app."""
     catalogue = default_catalogue(settings.catalogue_dirs)
+    issuer_of_oidc = await oidc.load(settings)  # a configuration error stops here
     plumbing = await open_service(
         NAME,
         settings,
@@ -60,4 +64,4 @@ async def build(settings: Settings) -> ServiceContext:
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     if nice > 0:
         plumbing.log.info("running at lower CPU priority: the pipeline goes first", nice=nice)
-    return wire(plumbing)
+    return wire(plumbing, issuer_of_oidc)

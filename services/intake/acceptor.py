@@ -30,6 +30,7 @@ from services.intake import store
 from services.intake.domain import CaseRequest
 from shared.contracts.calendar import centre_day
 from shared.contracts.events import CaseAccepted, utcnow
+from shared.contracts.identity import mask_resident_id
 from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
 from shared.messaging.outbox import OutboxWriter
@@ -166,19 +167,18 @@ class Acceptor:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 results, wrote = await self._write(conn, batch)
-        except asyncpg.PostgresError as exc:
+        except Exception as exc:  # noqa: BLE001 - each waiting request gets its answer
             if isinstance(exc, TRANSIENT_ERRORS) or len(batch) == 1:
+                # The store is away (every request's answer is "retry"), or this one
+                # request is the one that failed.
                 for pending in batch:
                     pending.settle(exc)
                 return
-            # One request's problem (most often: another intake replica claimed one of
-            # these keys a moment ago) must not fail the others: store each on its own.
+            # One request's problem (another intake replica claimed one of these keys a
+            # moment ago; a value the database or the outbox refuses) must not fail the
+            # others: store each on its own, and only the culprit gets the error.
             for pending in batch:
                 await self._flush([pending])
-            return
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            for pending in batch:
-                pending.settle(exc)
             return
         finally:
             self._inflight = []
@@ -267,6 +267,8 @@ class Acceptor:
                     new.pending.clerk.window_id,
                     new.pending.request.channel,
                     now,
+                    mask_resident_id(new.pending.request.applicant.id_number),
+                    new.pending.request.applicant.phone,
                 )
                 for new in fresh
             ],

@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from services.intake import domain, store
+from services.intake import domain, inputs, store
 from services.intake.acceptor import Acceptor, Clerk
 from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
 from shared.contracts.catalogue import Catalogue
@@ -364,7 +364,10 @@ class CasesFront:
                     "string_too_long",
                 )
             )
-        request, body_errors = _case_request(body, content_type)
+        try:
+            request, body_errors = _case_request(body, content_type)
+        except inputs.BodyError as exc:
+            return 400, _error_body([(("body",), str(exc), "body_undecodable")]), {}
         errors += body_errors
         if request is None or errors:
             return 422, _error_body(errors), {}
@@ -375,8 +378,9 @@ def _case_request(
     body: bytes, content_type: str | None
 ) -> tuple[domain.CaseRequest | None, list[domain.FieldError]]:
     """The body as FastAPI reads a JSON body parameter: nothing is "missing", a JSON
-    content type is parsed with ``json.loads``, anything else is validated as it came
-    (and refused), and pydantic's errors come from its Python mode, under ``body``."""
+    content type is parsed (:func:`inputs.decode`: UTF-8, bounded depth and numbers,
+    else BodyError), anything else is validated as it came (and refused), and pydantic's
+    errors come from its Python mode, under ``body``."""
     if not body:
         return None, [(("body",), "Field required", "missing")]
     value: Any = body
@@ -384,7 +388,7 @@ def _case_request(
     main, _, sub = mime.partition("/")
     if main == "application" and (sub == "json" or sub.endswith("+json")):
         try:
-            value = json.loads(body)
+            value = inputs.decode(body)
         except json.JSONDecodeError as exc:
             return None, [(("body", exc.pos), "JSON decode error", "json_invalid")]
     try:

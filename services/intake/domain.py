@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.intake import inputs
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Applicant
 from shared.contracts.identity import validate_mobile, validate_resident_id, validate_uscc
 from shared.platform.limits import Limits, form_size, json_size
 
-FieldError = tuple[tuple[str | int, ...], str, str]  # (location, message, type)
+FieldError = inputs.FieldError  # (location, message, type)
 
 
 class CaseRequest(BaseModel):
@@ -29,7 +30,8 @@ class CaseRequest(BaseModel):
 
     item_code: str = Field(min_length=1, max_length=80, examples=["SS-UNEMPLOYMENT-BENEFIT"])
     applicant: Applicant
-    community_code: str = Field(pattern=r"^\d{9,12}$", examples=["110105001001"])
+    # ASCII digits only (\d would take full-width and other scripts' digits).
+    community_code: str = Field(pattern=r"^[0-9]{9,12}$", examples=["110105001001"])
     form: dict[str, Any] = Field(default_factory=dict)
     channel: Literal["window", "mobile"] = "window"
 
@@ -48,6 +50,15 @@ def check(
     its size against ``limits`` (shared.platform.limits) included."""
     errors: list[FieldError] = [] if limits is None else size_errors(request.form, limits)
     applicant = request.applicant
+    errors += inputs.text_errors(
+        {
+            ("body", "item_code"): request.item_code,
+            ("body", "applicant", "name"): applicant.name,
+            ("body", "applicant", "id_number"): applicant.id_number,
+            ("body", "applicant", "phone"): applicant.phone,
+        },
+        request.form,
+    )
     id_error = (
         validate_resident_id(applicant.id_number)
         if applicant.kind == "natural"
@@ -67,7 +78,7 @@ def check(
                 "value_error.unknown_item",
             )
         )
-        return errors
+        return _first_per_field(errors)
     if item.applicant_kind != applicant.kind:
         errors.append(
             (
@@ -79,7 +90,18 @@ def check(
     for name, message in sorted(item.validate_form(request.form).items()):
         kind = "missing" if "required" in message else "value_error.form"
         errors.append((("body", "form", name), message, kind))
-    return errors
+    return _first_per_field(errors)
+
+
+def _first_per_field(errors: list[FieldError]) -> list[FieldError]:
+    """One problem per field: a name with a NUL is not also reported as malformed."""
+    seen: set[tuple[str | int, ...]] = set()
+    kept = []
+    for error in errors:
+        if error[0] not in seen:
+            seen.add(error[0])
+            kept.append(error)
+    return kept
 
 
 def size_errors(form: dict[str, Any], limits: Limits) -> list[FieldError]:

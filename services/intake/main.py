@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from fastapi import FastAPI
+
 from services.catalogue import default_catalogue
-from services.intake import signin
+from services.intake import citizen, notifier, signin
 from services.intake.acceptor import Acceptor
 from services.intake.api import StatusViews, create_app
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.topology import INTAKE, all_topics
 from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
+from shared.platform import oidc
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
 from shared.platform.settings import Settings
 from shared.platform.tokens import TokenIssuer, TokenVerifier, generate_key, load_signing_key
@@ -28,10 +31,14 @@ def topics(departments: Iterable[str]) -> Topics:
     return Topics.of(NAME, departments, provisions=all_topics(departments))
 
 
-def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
+def wire(
+    plumbing: Plumbing, catalogue: Catalogue, issuer_of_oidc: oidc.OidcVerifier | None = None
+) -> ServiceContext:
     """Intake on opened plumbing: the acceptor behind its HTTP app, and one consumer
-    loop that keeps its status view current."""
+    loop that keeps its status view current. ``issuer_of_oidc``: an OpenID Connect
+    issuer whose staff tokens are accepted beside intake's own."""
     settings = plumbing.settings
+    sender = notifier.from_settings(settings)
     processor = BatchProcessor(
         settings,
         plumbing.pool,
@@ -46,10 +53,22 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
     if generate_key(key_path):  # or ahead of time: onedoor-admin token-key
         plumbing.log.info("token signing key created", path=str(key_path))
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
-    verifier = TokenVerifier(issuer.verify_key)
+    verifier = TokenVerifier(issuer.verify_key, oidc=issuer_of_oidc)
     recorder = AccessRecorder(
         plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
     )
+
+    def add_routes(app: FastAPI) -> None:
+        signin.add_routes(app, settings, plumbing.pool, issuer)
+        citizen.CitizenDesk(
+            settings,
+            plumbing.pool,
+            issuer=issuer,
+            verifier=verifier,
+            notifier=sender,
+            catalogue=catalogue,
+        ).add_routes(app)
+
     return plumbing.service(
         loops=[views],
         http=lambda live: create_app(
@@ -58,7 +77,7 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
             catalogue,
             verifier,
             recorder,
-            lambda app: signin.add_routes(app, settings, plumbing.pool, issuer),
+            add_routes,
         ),
         on_close=[acceptor.close],
     )
@@ -67,6 +86,7 @@ def wire(plumbing: Plumbing, catalogue: Catalogue) -> ServiceContext:
 async def build(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
     """Intake: its catalogue, schema, topics, relay, acceptor, status view and app."""
     catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
+    issuer_of_oidc = await oidc.load(settings)  # a configuration error stops here
     plumbing = await open_service(
         NAME,
         settings,
@@ -75,4 +95,4 @@ async def build(settings: Settings, catalogue: Catalogue | None = None) -> Servi
         topics=topics(catalogue.departments()),
     )
     plumbing.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
-    return wire(plumbing, catalogue)
+    return wire(plumbing, catalogue, issuer_of_oidc)

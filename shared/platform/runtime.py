@@ -48,11 +48,11 @@ from shared.messaging.consumer import ConsumerLoop
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
-from shared.platform import aio
+from shared.platform import aio, http_server
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
-from shared.platform.settings import Settings, get_settings
+from shared.platform.settings import ConfigError, Settings, get_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +349,9 @@ def run_service(build: Builder, *, nice: Callable[[Settings], int] | None = None
     except SigningKeyError as exc:  # a configuration error: say the fix, no traceback
         structlog.get_logger().error("cannot start: signing keys", error=str(exc))
         sys.exit(2)
+    except ConfigError as exc:
+        structlog.get_logger().error("cannot start: settings", error=str(exc))
+        sys.exit(2)
     if died:
         # Exit non-zero, so a supervisor (systemd, Kubernetes, the demo) sees the death.
         sys.exit(1)
@@ -401,16 +404,7 @@ async def serve(service: ServiceContext, stop: asyncio.Event) -> bool:
         if app is None:
             health = await _serve_health(live)
         else:
-            server = _Uvicorn(
-                uvicorn.Config(
-                    app,
-                    host=settings.http_host,
-                    port=settings.http_port,
-                    lifespan="off",  # the service runs already
-                    log_config=None,  # our structlog set-up (PII masking) takes its lines
-                    timeout_graceful_shutdown=20,
-                )
-            )
+            server = _Uvicorn(http_server.config(app, settings))
             watched.append(await _serve_http(server))
             # The app and what uvicorn loaded to serve it live as long as the process:
             # set them aside from the collector too, as start() did with the rest.

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_KAFKA = "127.0.0.1:29092"
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:25432/onedoor"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or inconsistent: the message names it (a service stops at
+    start-up with it, exit 2)."""
 
 
 class ApiPages(TypedDict):
@@ -160,6 +165,21 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1")
     http_port: int = Field(default=8080)
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections and requests intake or the audit serves at once; "
+        "past it a request gets 503.",
+    )
+    http_read_timeout_s: float = Field(
+        default=30,
+        gt=0,
+        description="How long a request may take to arrive (headers and body, from its "
+        "first byte or the connection) before the connection is closed.",
+    )
+    http_keepalive_s: int = Field(
+        default=5, ge=1, description="How long an idle keep-alive connection stays open."
+    )
     token_key_file: Path | None = Field(
         default=None,
         description="Intake's private Ed25519 key for staff access tokens (hex seed, mode "
@@ -186,6 +206,75 @@ class Settings(BaseSettings):
     api_docs: bool = Field(
         default=False, description="Serve /docs, /redoc and /openapi.json (off by default)."
     )
+    citizen_token_ttl_s: int = Field(
+        default=600, ge=30, description="A citizen's token (one case, read only) lifetime."
+    )
+    citizen_code_ttl_s: int = Field(
+        default=300, ge=30, description="How long a citizen's one-time code is valid."
+    )
+    citizen_max_wrong_codes: int = Field(
+        default=5,
+        ge=1,
+        description="Wrong codes per receipt (and, times four, per client address) "
+        "within citizen_lock_s before lookups of it are locked.",
+    )
+    citizen_lock_s: int = Field(
+        default=900, ge=1, description="How long a receipt or address stays locked."
+    )
+    citizen_resend_s: int = Field(
+        default=60, ge=1, description="Least time between two codes sent for one receipt."
+    )
+    citizen_code_answer_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="The least time POST /citizen/code takes to answer, matched or not: "
+        "the time spent sending a code does not tell a caller that the receipt matched.",
+    )
+    notifier: Literal["file", "sms_gateway"] = Field(
+        default="file",
+        description="How citizens' one-time codes are delivered: 'file' appends JSON lines "
+        "to notifier_file (the local stack, the tests), 'sms_gateway' posts them to "
+        "sms_gateway_url.",
+    )
+    notifier_file: Path = Field(
+        default=Path(".data/notifier/sms.jsonl"),
+        description="The file notifier's output: one JSON line per message.",
+    )
+    sms_gateway_url: str | None = Field(
+        default=None, description="The SMS gateway's endpoint (POST JSON {to, text})."
+    )
+    sms_gateway_token_file: Path | None = Field(
+        default=None, description="A file holding the gateway's bearer token (never logged)."
+    )
+    sms_gateway_timeout_s: float = Field(default=5.0, gt=0)
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="Accept staff tokens of this OpenID Connect issuer (its 'iss'), "
+        "beside intake's own; needs oidc_audience and oidc_jwks_url or oidc_jwks_file.",
+    )
+    oidc_jwks_url: str | None = Field(default=None, description="The issuer's JWKS URL.")
+    oidc_jwks_file: Path | None = Field(default=None, description="The issuer's JWKS, a file.")
+    oidc_audience: str | None = Field(default=None, description="The 'aud' tokens must name.")
+    oidc_roles_claim: str = Field(
+        default="roles", description="Claim holding the roles; a dotted path may go deeper."
+    )
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="The issuer's role names to onedoor's (JSON); unmapped names stand "
+        "for themselves, names that are no onedoor role grant nothing.",
+    )
+    oidc_subject_claim: str = Field(default="sub", description="Claim naming the person.")
+    oidc_centre_claim: str = Field(default="centre", description="A clerk's centre.")
+    oidc_window_claim: str = Field(default="window", description="A clerk's window.")
+    oidc_department_claim: str = Field(default="department", description="An officer's.")
+    oidc_leeway_s: float = Field(default=30.0, ge=0, le=300, description="Clock skew allowed.")
+    oidc_jwks_min_refresh_s: float = Field(
+        default=60.0, ge=0, description="Least time between two reads of the key set."
+    )
+    oidc_jwks_max_age_s: float = Field(
+        default=3600.0, gt=0, description="A key set older than this is read again."
+    )
+    oidc_jwks_timeout_s: float = Field(default=5.0, gt=0)
 
     def api_pages(self) -> ApiPages:
         """FastAPI's ``docs_url``, ``redoc_url`` and ``openapi_url``: the interactive API

@@ -6,6 +6,12 @@ Intake signs them (``POST /auth/token``) with the private key in
 0600; it is never logged. :class:`TokenVerifier` caches a verified token's claims until
 it expires, so a busy window's requests cost a dictionary look-up, not an Ed25519
 verification each.
+
+Two more kinds of token verify here: a citizen's (role ``citizen``, signed by intake with
+the same key, naming the one case it may read: every staff endpoint answers it 403), and,
+when an OpenID Connect issuer is configured (:mod:`shared.platform.oidc`), that issuer's
+staff tokens. Intake's own tokens carry exactly intake's header (no ``kid``); any other
+header is the issuer's.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from typing import Any
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from shared.platform.oidc import OidcError, OidcVerifier
 from shared.platform.secret_files import shared_mode
 
 ISSUER = "onedoor-intake"
 ROLES = ("clerk", "department_officer", "auditor", "operator", "admin")
+CITIZEN = "citizen"  # never a staff role: only intake's citizen sign-in issues it
 _HEADER = b'{"alg":"EdDSA","typ":"JWT"}'
 
 
@@ -55,6 +63,7 @@ class Claims:
     centre: str | None = None
     window: str | None = None
     department: str | None = None
+    case: str | None = None  # a citizen's token: the one case (its id) it may read
 
     def may(self, *roles: str) -> bool:
         return self.role in roles
@@ -102,13 +111,16 @@ class TokenIssuer:
     def verify_key(self) -> VerifyKey:
         return self._key.verify_key
 
-    def issue(self, claims: dict[str, Any], *, now: float | None = None) -> str:
+    def issue(
+        self, claims: dict[str, Any], *, now: float | None = None, ttl_s: int | None = None
+    ) -> str:
+        """A signed token with these claims, valid ``ttl_s`` (default: the issuer's)."""
         issued = int(time.time() if now is None else now)
         body = {
             **{k: v for k, v in claims.items() if v is not None},
             "iss": ISSUER,
             "iat": issued,
-            "exp": issued + self.ttl_s,
+            "exp": issued + (self.ttl_s if ttl_s is None else ttl_s),
             "jti": secrets.token_hex(8),
         }
         payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
@@ -120,8 +132,15 @@ class TokenIssuer:
 class TokenVerifier:
     """Verifies access tokens with the public key; caches good ones until they expire."""
 
-    def __init__(self, key: VerifyKey | None, *, cache_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        key: VerifyKey | None,
+        *,
+        cache_size: int = 20_000,
+        oidc: OidcVerifier | None = None,
+    ) -> None:
         self._key = key
+        self.oidc = oidc
         self._cache: dict[str, Claims] = {}
         self._cache_size = cache_size
 
@@ -142,9 +161,11 @@ class TokenVerifier:
         return claims
 
     def _check(self, token: str, moment: float) -> Claims:
+        parts = token.encode("ascii", "replace").split(b".")
+        if len(parts) == 3 and parts[0] != _HEADER_B64 and self.oidc is not None:
+            return self._check_oidc(self.oidc, token, moment)
         if self._key is None:
             raise TokenError("no token key is configured")
-        parts = token.encode("ascii", "replace").split(b".")
         if len(parts) != 3 or parts[0] != _HEADER_B64:
             raise TokenError("not an EdDSA JWT")
         try:
@@ -158,7 +179,9 @@ class TokenVerifier:
         exp, role, sub = body.get("exp"), body.get("role"), body.get("sub")
         if not isinstance(exp, int) or exp <= moment:
             raise TokenError("the token has expired")
-        if role not in ROLES or not isinstance(sub, str):
+        case = body.get("case")
+        known = role in ROLES or (role == CITIZEN and isinstance(case, str))
+        if not known or not isinstance(role, str) or not isinstance(sub, str):
             raise TokenError("the token names no known role")
         return Claims(
             sub=sub,
@@ -167,6 +190,22 @@ class TokenVerifier:
             centre=body.get("centre"),
             window=body.get("window"),
             department=body.get("department"),
+            case=case if role == CITIZEN else None,
+        )
+
+    @staticmethod
+    def _check_oidc(oidc: OidcVerifier, token: str, moment: float) -> Claims:
+        try:
+            who = oidc.verify(token, now=moment)
+        except OidcError as exc:
+            raise TokenError(str(exc)) from exc
+        return Claims(
+            sub=who.sub,
+            role=who.role,
+            exp=who.exp,
+            centre=who.centre,
+            window=who.window,
+            department=who.department,
         )
 
 
@@ -196,5 +235,7 @@ def decide(
     except TokenError as exc:
         return 401, str(exc)
     if claims.role not in roles:
+        if not claims.role:
+            return 403, "the token grants none of onedoor's roles"
         return 403, f"a {claims.role} may not do this"
     return claims

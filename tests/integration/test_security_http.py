@@ -1,8 +1,8 @@
 """Every HTTP endpoint of intake and the audit decides, on the real PostgreSQL: outsiders
 (no token, a garbage token, an expired one, one signed by another key, a revoked refresh
-token) get 401, staff of the wrong role or centre 403; none of them changes anything or
-sees personal data, in the answer or in a log line. Prints the matrix (actor x endpoint
-x status) the issue asks for."""
+token) get 401, staff of the wrong role or centre 403, a citizen 403 everywhere but their
+own case; none of them changes anything or sees personal data, in the answer or in a log
+line. Prints the matrix (actor x endpoint x status) the issue asks for."""
 
 from __future__ import annotations
 
@@ -104,9 +104,11 @@ ALLOWED = {
     "audit GET /access/cases/{id}": {"auditor-1", "admin-1"},
     "audit GET /access/accounts/{name}": {"auditor-1", "admin-1"},
     "audit GET /stats": {"auditor-1", "admin-1"},
+    "intake GET /citizen/case": {"citizen"},
 }
 # Every actor says why it reads (an auditor must): the refusals come before the reason.
 REASON = {"Onedoor-Access-Reason": "security matrix"}
+CITIZEN = "citizen"  # a citizen's token for the case filed (intake's /citizen/session)
 
 
 async def test_every_endpoint_refuses_outsiders_and_wrong_roles(
@@ -121,6 +123,9 @@ async def test_every_endpoint_refuses_outsiders_and_wrong_roles(
         assert made.status_code == 201, made.text
         case_id = made.json()["case_id"]
         before = await count_cases(settings)
+        key = load_signing_key(settings.token_key_path())
+        citizen = {"sub": "citizen:C01-x", "role": "citizen", "case": case_id}
+        actors[CITIZEN] = bearer(TokenIssuer(key, 600).issue(citizen))
 
         def calls(h: dict[str, str]) -> dict[str, Any]:
             other = case_body("SS-UNEMPLOYMENT-BENEFIT", person(), BENEFIT_FORM)
@@ -147,6 +152,7 @@ async def test_every_endpoint_refuses_outsiders_and_wrong_roles(
                     None,
                 ),
                 "audit GET /stats": (apps.audit, "GET", "/stats", None),
+                "intake GET /citizen/case": (apps.intake, "GET", "/citizen/case", None),
             }
 
         matrix: dict[str, dict[str, int]] = {}
@@ -161,7 +167,7 @@ async def test_every_endpoint_refuses_outsiders_and_wrong_roles(
                 if actor in ALLOWED[endpoint]:
                     assert answer.status_code in (200, 404), (actor, endpoint, answer.text)
                     continue
-                outsider = actor not in STAFF
+                outsider = actor not in STAFF and actor != CITIZEN
                 expected = 401 if outsider else 403
                 assert answer.status_code == expected, (actor, endpoint, answer.text)
                 assert applicant["id_number"] not in answer.text

@@ -20,6 +20,7 @@ from shared.messaging.keyring import (
 )
 from shared.messaging.signing import PublicKeys, Signer
 from shared.platform.runtime import load_keys
+from shared.platform.secret_files import refused
 from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -98,8 +99,29 @@ def test_a_missing_key_is_an_error_with_the_fix_and_is_never_created(tmp_path: P
 def test_a_private_key_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
     path = generate(tmp_path, "router")
     os.chmod(path, mode)
+    if os.geteuid() == 0:  # owned by a service's user, as on a host (root may differ)
+        os.chown(path, 10001, 10001)
     with pytest.raises(SigningKeyError, match="chmod 600"):
         Signer.load(tmp_path, "router")
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "too_open"),
+    [
+        (0o600, 10001, False),
+        (0o400, 10001, False),
+        (0o640, 10001, True),
+        (0o440, 10001, True),
+        # A Kubernetes Secret mounted for a non-root pod: root's file, the fsGroup reads.
+        (0o440, 0, False),
+        (0o640, 0, False),
+        (0o660, 0, True),
+        (0o644, 0, True),
+        (0o604, 0, True),
+    ],
+)
+def test_which_key_file_modes_are_too_open(mode: int, owner: int, too_open: bool) -> None:
+    assert refused(mode, owner) is too_open
 
 
 def test_start_up_refuses_missing_keys_and_a_key_the_registry_does_not_list(
