@@ -67,6 +67,7 @@ def wire(
             verifier=verifier,
             notifier=sender,
             catalogue=catalogue,
+            recorder=recorder,
         ).add_routes(app)
 
     return plumbing.service(

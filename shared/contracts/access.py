@@ -49,6 +49,11 @@ class Accessor:
     centre: str | None = None
 
 
+def citizen_name(receipt_no: str) -> str:
+    """The name a citizen reads under: their case's receipt number, never an ID number."""
+    return f"citizen:{receipt_no}"
+
+
 def needs_reason(role: str, accessor_centre: str | None, case_centre: str | None) -> bool:
     """Whether this reader must say why they read a case of ``case_centre``."""
     if role == CITIZEN:
@@ -79,9 +84,16 @@ def reason_problem(reason: str | None, *, required: bool) -> str | None:
 
 
 def role_problem(
-    service: str, role: str, accessor_centre: str | None, case_centre: str | None
+    service: str,
+    role: str,
+    accessor_centre: str | None,
+    case_centre: str | None,
+    *,
+    accessor: str | None = None,
+    case_receipt: str | None = None,
 ) -> str | None:
-    """Why this read should never have been shown (a sentence), or None."""
+    """Why this read should never have been shown (a sentence), or None. With
+    ``accessor`` and ``case_receipt``: a citizen reads only the case of their receipt."""
     readers = READERS.get(service)
     if readers is None:
         return f"{service} shows no personal data"
@@ -89,4 +101,6 @@ def role_problem(
         return f"{service} shows cases to {', '.join(sorted(readers))}, not to a {role}"
     if role == CLERK and (accessor_centre is None or accessor_centre != case_centre):
         return f"a clerk of {accessor_centre} read a case of centre {case_centre}"
+    if role == CITIZEN and case_receipt is not None and accessor != citizen_name(case_receipt):
+        return "a citizen read a case that is not theirs"
     return None

@@ -106,6 +106,11 @@ def test_who_each_service_shows_cases_to() -> None:
     assert role_problem("intake", "department_officer", None, "C01") is not None
     assert "C02" in (role_problem("intake", "clerk", "C02", "C01") or "")
     assert role_problem("router", "auditor", None, "C01") is not None
+    own = {"accessor": "citizen:C01-20261127-000001", "case_receipt": "C01-20261127-000001"}
+    assert role_problem("intake", "citizen", None, "C01", **own) is None
+    other = own | {"accessor": "citizen:C01-20261127-000002"}
+    assert role_problem("intake", "citizen", None, "C01", **other) is not None
+    assert role_problem("audit", "citizen", None, "C01", **own) is not None
 
 
 def test_a_read_never_carries_the_id_number() -> None:
@@ -157,6 +162,16 @@ def test_a_clerk_reading_another_centres_case(log: LogBuilder) -> None:
     unexplained = read(log, case.case_id, OTHER_CLERK)
     kinds = sorted(v.kind for v in log.verify().violations if v.event_id == unexplained.event_id)
     assert kinds == [ACCESS_BY_WRONG_ROLE, ACCESS_WITHOUT_REASON]
+
+
+def test_a_citizen_reads_only_their_own_case(log: LogBuilder) -> None:
+    case = log.benefit_approved()
+    own = read(log, case.case_id, Accessor(f"citizen:{case.receipt_no}", "citizen"))
+    assert log.verify().violations == []
+    stranger = read(log, case.case_id, Accessor("citizen:C01-20261127-999999", "citizen"))
+    found = only(log.verify(), ACCESS_BY_WRONG_ROLE)
+    assert_at(found, log.record_of(stranger), stranger)
+    assert found.event_id != own.event_id
 
 
 def test_a_read_recorded_by_another_signer_is_wrong_signer(log: LogBuilder) -> None:

@@ -40,6 +40,7 @@ class Accepted(NamedTuple):
     item_code: str
     applicant_kind: str
     centre_id: str
+    receipt_no: str
 
 
 class Access(NamedTuple):
@@ -160,7 +161,12 @@ class Fact:
         self.review = False
         if kind == _ACCEPTED:
             accepted = cast("CaseAccepted", event)
-            self.head = Accepted(accepted.item_code, accepted.applicant.kind, accepted.centre_id)
+            self.head = Accepted(
+                accepted.item_code,
+                accepted.applicant.kind,
+                accepted.centre_id,
+                accepted.receipt_no,
+            )
         elif kind == _ROUTED:
             routed = cast("CaseRouted", event)
             steps = tuple((s.index, s.department, s.action) for s in routed.steps)

@@ -394,9 +394,11 @@ class CaseJudge:
 
     def _check_accesses(self) -> None:
         """PersonalDataAccessed records: each read by a role its service shows cases to
-        (a clerk only its own centre's), with a reason where the reader must give one
-        (``shared.contracts.access``). Who signed it is the signer rule's business."""
-        centre = self.accepted.payload(Accepted).centre_id
+        (a clerk only its own centre's, a citizen only their own), with a reason where
+        the reader must give one (``shared.contracts.access``). Who signed it is the
+        signer rule's business."""
+        accepted = self.accepted.payload(Accepted)
+        centre = accepted.centre_id
         services = topology.access_topics()
         for fact in self.log.accesses:
             read = fact.payload(Access)
@@ -404,7 +406,14 @@ class CaseJudge:
             wrong = (
                 f"recorded on {fact.topic}, which is no access topic"
                 if service is None
-                else role_problem(service, read.role, read.accessor_centre, centre)
+                else role_problem(
+                    service,
+                    read.role,
+                    read.accessor_centre,
+                    centre,
+                    accessor=read.accessor,
+                    case_receipt=accepted.receipt_no,
+                )
             )
             if wrong is not None:
                 self.found.append(fact.violation(ACCESS_BY_WRONG_ROLE, f"{read.accessor}: {wrong}"))
