@@ -98,9 +98,10 @@ async def audit_has(settings: Settings, case_id: str) -> bool:
         await conn.close()
 
 
-async def reads_on(
-    settings: Settings, topic: str
-) -> list[tuple[PersonalDataAccessed, dict[str, str], bytes]]:
+Read = tuple[PersonalDataAccessed, dict[str, str], bytes]  # event, headers, exact bytes
+
+
+async def reads_on(settings: Settings, topic: str) -> list[Read]:
     """Every record of an access topic: the event, its headers, its exact bytes."""
     parts = await partitions_matching(settings, rf"^{re.escape(settings.topic(topic))}$")
     found = []
@@ -112,10 +113,8 @@ async def reads_on(
     return found
 
 
-async def published(
-    settings: Settings, topic: str, count: int
-) -> list[tuple[PersonalDataAccessed, dict[str, str], bytes]]:
-    async def enough() -> list[tuple[PersonalDataAccessed, dict[str, str], bytes]] | None:
+async def published(settings: Settings, topic: str, count: int) -> list[Read]:
+    async def enough() -> list[Read] | None:
         found = await reads_on(settings, topic)
         return found if len(found) >= count else None
 
