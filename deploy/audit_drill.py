@@ -34,6 +34,7 @@ from services.audit.verifier.signatures import allowed_signer
 from services.catalogue import default_catalogue
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
+from shared.contracts.access import Accessor
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import (
     Applicant,
@@ -42,12 +43,15 @@ from shared.contracts.events import (
     CaseClosed,
     CaseRouted,
     Event,
+    PersonalDataAccessed,
     StepAssigned,
     StepOutcome,
     utcnow,
 )
 from shared.contracts.identity import make_resident_id
 from shared.contracts.topology import (
+    ACCESS_AUDIT,
+    ACCESS_INTAKE,
     CASES_ACCEPTED,
     CASES_ROUTING,
     all_topics,
@@ -56,12 +60,13 @@ from shared.contracts.topology import (
 )
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
+from shared.messaging.access import access_event
 from shared.messaging.kafka import make_producer
 from shared.messaging.signing import Signer, generate_keys
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
 
-SIGNERS = ("intake", "router", "hr_registration", "social_security")
+SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit")
 BENEFIT_FORM = {
     "last_employer": "X Co.",
     "separation_date": "2026-09-30",
@@ -211,6 +216,21 @@ class Flow:
     def last(self, cls: type[Event]) -> Any:
         return [e for e in self.events if isinstance(e, cls)][-1]
 
+    def read(self, who: Accessor, reason: str | None, *, topic: str) -> PersonalDataAccessed:
+        """``who`` reads the case through the service that writes ``topic``."""
+        service = "audit" if topic == ACCESS_AUDIT else "intake"
+        read = access_event(
+            service,
+            who,
+            self.case_id,
+            fields=("status", "receipt_no", "item_code"),
+            reason=reason,
+            channel="http",
+            resource="GET /cases/{case_id}",
+        )
+        self.emit([(topic, read)])
+        return read
+
     def decide(self, decision: Decision, *, route_it: bool = True) -> StepOutcome:
         task = self.task()
         outcome = outcome_event(task.department, task, decision)
@@ -246,15 +266,24 @@ def flow(
     return Flow(log, catalogue, accepted(item, body, at=at)).start()
 
 
+CLERK = Accessor("clerk-c01-w01", "clerk", "C01")
+AUDITOR = Accessor("auditor-1", "auditor")
+
+
 def clean_cases(log: LogWriter, catalogue: Catalogue) -> None:
     """An approved two-step case, a rejected one, an unroutable one and one that waits
-    for the applicant's information."""
+    for the applicant's information; read by its centre's clerk, and by an auditor who
+    says why, at intake and through the audit."""
     approved = flow(log, catalogue)
     approved.decide(Approve("HR-1"))
+    approved.read(CLERK, None, topic=ACCESS_INTAKE)
     approved.decide(Approve("SS-1"))
+    approved.read(AUDITOR, "complaint 2026-118", topic=ACCESS_AUDIT)
     flow(log, catalogue).decide(Reject("already_registered", "registered already"))
     flow(log, catalogue, "NO-SUCH-ITEM")
-    flow(log, catalogue).decide(NeedsInfo(("separation_letter",), "bring the letter"))
+    waiting = flow(log, catalogue)
+    waiting.decide(NeedsInfo(("separation_letter",), "bring the letter"))
+    waiting.read(AUDITOR, "yearly sample", topic=ACCESS_INTAKE)
 
 
 @dataclass(frozen=True)
@@ -399,6 +428,23 @@ def wrong_signer(log: LogWriter, catalogue: Catalogue) -> Expected:
     return Expected("wrong_signer", case.case_id, outcome.event_id)
 
 
+def access_without_reason(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    # An auditor's read recorded without the reason every auditor owes.
+    read = case.read(AUDITOR, None, topic=ACCESS_AUDIT)
+    return Expected("access_without_reason", case.case_id, read.event_id)
+
+
+def access_by_wrong_role(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    # Intake showed a C01 case to a clerk of C02 (who even said why): a broken door.
+    other_clerk = Accessor("clerk-c02-w01", "clerk", "C02")
+    read = case.read(other_clerk, "asked by phone", topic=ACCESS_INTAKE)
+    return Expected("access_by_wrong_role", case.case_id, read.event_id)
+
+
 def malformed_record(log: LogWriter, catalogue: Catalogue) -> Expected:
     log.add_raw(CASES_ROUTING, b"\x00 not an event")
     return Expected("malformed_record", None, None)
@@ -423,6 +469,8 @@ FAULTS: dict[str, Fault] = {
         missing_signature,
         bad_signature,
         wrong_signer,
+        access_without_reason,
+        access_by_wrong_role,
         malformed_record,
     )
 }

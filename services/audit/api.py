@@ -1,6 +1,10 @@
 """The audit's read-only HTTP API, around the running service:
 
-GET /cases/{case_id}/history   the case's timeline (JSON; auditor or admin)
+GET /cases/{case_id}/history   the case's timeline (JSON; auditor or admin, with a reason
+                               in Onedoor-Access-Reason; recorded first as a signed
+                               PersonalDataAccessed on access.audit, else 503)
+GET /access/cases/{case_id}    who read this case's data (JSON; auditor or admin)
+GET /access/accounts/{name}    what this account read (JSON; auditor or admin)
 GET /stats                     statistics from the projection (JSON; auditor or admin)
 GET /health                    liveness, ingest counters (open, no personal data)
 
@@ -12,16 +16,19 @@ role 403, before anything is read.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from services.audit import queries
+from services.audit import access, queries
 from services.audit.ingest import AuditIngest
+from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
+from shared.messaging.access import AccessNotRecordedError, AccessRecorder
 from shared.platform.oidc import OidcVerifier
 from shared.platform.runtime import RunningService
 from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_key
@@ -51,8 +58,19 @@ class IntakeTokens:
         return self._verifier
 
 
+def reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> Claims:
+    """The auditor or admin asking, or 401/403 before anything else is looked at; a
+    dependency at module level (FastAPI resolves the routes' string annotations in this
+    module's namespace), deciding with the app's token verifier."""
+    claims: Claims = request.app.state.reader(authorization)
+    return claims
+
+
 def create_app(
-    live: RunningService, ingest: AuditIngest, issuer_of_oidc: OidcVerifier | None = None
+    live: RunningService,
+    ingest: AuditIngest,
+    recorder: AccessRecorder,
+    issuer_of_oidc: OidcVerifier | None = None,
 ) -> FastAPI:
     """The audit's HTTP app (built by :func:`services.audit.main.build`)."""
     settings = live.service.settings
@@ -69,13 +87,59 @@ def create_app(
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         raise HTTPException(status_code=status, detail=detail, headers=headers)
 
-    @app.get("/cases/{case_id}/history", dependencies=[Depends(auditor)])
-    async def history(case_id: UUID) -> dict[str, Any]:
+    app.state.reader = auditor
+
+    @app.get("/cases/{case_id}/history")
+    async def history(
+        case_id: UUID,
+        who: Annotated[Claims, Depends(reader)],
+        onedoor_access_reason: Annotated[str | None, Header(max_length=1500)] = None,
+        x_request_id: Annotated[str | None, Header(max_length=100)] = None,
+    ) -> dict[str, Any]:
+        reason = (
+            None
+            if onedoor_access_reason is None
+            else urllib.parse.unquote(onedoor_access_reason, errors="replace")
+        )
+        problem = reason_problem(reason, required=needs_reason(who.role, who.centre, None))
+        if problem is not None:
+            where = ["header", REASON_HEADER.lower()]
+            detail = [{"loc": where, "msg": problem, "type": "access_reason"}]
+            raise HTTPException(status_code=422, detail=detail)
         async with pool.acquire() as conn:
             view = await queries.history(conn, case_id)
         if view is None:
             raise HTTPException(status_code=404, detail=f"no case {case_id} in the audit store")
+        try:
+            await recorder.record(
+                Accessor(who.sub, who.role, who.centre),
+                case_id,
+                fields=tuple(view),
+                reason=reason,
+                channel="http",
+                resource="GET /cases/{case_id}/history",
+                request_id=x_request_id,
+            )
+        except AccessNotRecordedError as exc:
+            log.warning("read not recorded: nothing shown", error=str(exc))
+            raise HTTPException(
+                status_code=503,
+                detail=f"{exc}: nothing is shown until it is, retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
         return view
+
+    @app.get("/access/cases/{case_id}", dependencies=[Depends(auditor)])
+    async def reads_of_case(case_id: UUID) -> dict[str, Any]:
+        async with pool.acquire() as conn:
+            reads = await access.reads_of_case(conn, case_id)
+        return {"case_id": str(case_id), "reads": reads}
+
+    @app.get("/access/accounts/{name}", dependencies=[Depends(auditor)])
+    async def reads_by_account(name: str) -> dict[str, Any]:
+        async with pool.acquire() as conn:
+            reads = await access.reads_by_account(conn, name)
+        return {"account": name, "reads": reads}
 
     @app.get("/stats", dependencies=[Depends(auditor)])
     async def statistics() -> dict[str, Any]:

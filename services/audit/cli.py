@@ -2,7 +2,11 @@
 
     onedoor-audit verify [--json] [--recheck-signatures | --no-signatures]
                                                       replay the whole log, check every invariant
-    onedoor-audit history CASE_ID [--json]            one case's timeline
+    onedoor-audit history CASE_ID --reason TEXT [--json]   one case's timeline (needs who
+                                                      you are: ONEDOOR_TOKEN_FILE; the read is
+                                                      recorded on access.audit before it prints)
+    onedoor-audit access --case CASE_ID | --account NAME [--json]
+                                                      who read a case, what an account read
     onedoor-audit rebuild                             rebuild the projection, compare digests
     onedoor-audit stats [--json | --csv]              counts, shares, times
     onedoor-audit dlq list | redrive TOPIC P OFFSET --reason TEXT   dead letters
@@ -23,15 +27,18 @@ import asyncio
 import csv
 import json
 import sys
+import uuid
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from services.audit import dlq, queries, store
+from services.audit import access, dlq, queries, store
 from services.audit.output import Terminal, print_verify_report, progress_bar, verify_json
 from services.audit.verifier.run import verify_log
+from shared.contracts.access import Accessor, needs_reason, reason_problem
 from shared.contracts.topology import AUDIT, OPERATOR, OPS_REDRIVES
+from shared.messaging.access import AccessNotRecordedError, access_event
 from shared.platform.settings import Settings, get_settings
 
 
@@ -61,17 +68,49 @@ async def cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if not report.errors() else 1
 
 
+def _reader(settings: Settings, args: argparse.Namespace) -> Accessor | None:
+    """Who runs a command that shows a case, with a good reason; None (said why) if not."""
+    try:
+        who = access.cli_accessor(settings, args.token_file)
+    except access.IdentityError as exc:
+        _err(f"refused: {exc}")
+        return None
+    problem = reason_problem(args.reason, required=needs_reason(who.role, who.centre, None))
+    if problem is not None:
+        _err(f"refused: {problem}")
+        return None
+    return who
+
+
 async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     try:
         case_id = UUID(args.case_id)
     except ValueError:
         _err(f"not a case id: {args.case_id!r} (a UUID, as returned by POST /cases)")
         return 2
+    who = _reader(settings, args)
+    if who is None:
+        return 2
     async with queries.migrated_store(settings) as conn:
         view = await queries.history(conn, case_id)
     if view is None:
         _err(f"no case {case_id} in the audit store (is the audit service running?)")
         return 1
+    read = access_event(
+        AUDIT,
+        who,
+        case_id,
+        fields=tuple(view),
+        reason=args.reason,
+        channel="cli",
+        resource="onedoor-audit history",
+        request_id=uuid.uuid4().hex,
+    )
+    try:
+        await access.publish(settings, read)  # on the log before anything is shown
+    except AccessNotRecordedError as exc:
+        _err(f"nothing shown: {exc}")
+        return 2
     if args.json:
         print(json.dumps(view, indent=2))
         return 0
@@ -97,6 +136,42 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
         for entry in view["timeline"]
     ]
     out.table(rows, columns=("at", "event", "step", "department", "detail"))
+    return 0
+
+
+async def cmd_access(settings: Settings, args: argparse.Namespace) -> int:
+    """Who read a case (--case), what an account read (--account)."""
+    async with queries.migrated_store(settings) as conn:
+        if args.case is not None:
+            try:
+                case_id = UUID(args.case)
+            except ValueError:
+                _err(f"not a case id: {args.case!r} (a UUID, as returned by POST /cases)")
+                return 2
+            reads = await access.reads_of_case(conn, case_id)
+            title = f"reads of case {case_id} ({len(reads)})"
+        else:
+            reads = await access.reads_by_account(conn, args.account)
+            title = f"reads by {args.account} ({len(reads)})"
+    if args.json:
+        print(json.dumps(reads, indent=2, ensure_ascii=False))
+        return 0
+    Terminal().table(
+        [
+            (
+                r["at"],
+                r["case_id"],
+                r["accessor"],
+                r["role"],
+                ", ".join(r["fields"]),
+                r["reason"] or "",
+                f"{r['service']}/{r['channel']}",
+            )
+            for r in reads
+        ],
+        columns=("at", "case", "accessor", "role", "fields", "reason", "through"),
+        title=title,
+    )
     return 0
 
 
@@ -138,6 +213,7 @@ async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
     out.line(f"rejection reasons: {data['reasons']}")
     out.line(f"accept-to-close ms: {data['accept_to_close_ms']}")
     out.line(f"open past promised time: {len(data['open_past_promise'])}")
+    out.line(f"reads of personal data by role: {data['accesses_by_role']}")
     return 0
 
 
@@ -153,6 +229,8 @@ def _print_stats_csv(data: dict[str, Any]) -> None:
     for name, value in data["accept_to_close_ms"].items():
         writer.writerow(["accept_to_close_ms", "", name, value])
     writer.writerow(["on_spot_share", "", "share", data["on_spot_share"]])
+    for role, n in data["accesses_by_role"].items():
+        writer.writerow(["accesses_by_role", role, "reads", n])
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -257,9 +335,30 @@ def parser() -> argparse.ArgumentParser:
         "CPUs available, at most 8); 1 replays in this process alone. The report is the same "
         "either way",
     )
-    h = sub.add_parser("history", help="one case's timeline")
+    h = sub.add_parser(
+        "history",
+        help="one case's timeline (recorded as your read of the case)",
+        description="One case's timeline. It shows a case's data, so it needs who you are "
+        f"(an access token from intake's POST /auth/token in the file {access.TOKEN_FILE_ENV} "
+        "or --token-file names; an auditor or an admin) and why (--reason); the read is "
+        "recorded on access.audit, signed with the audit's key, before anything is printed.",
+    )
     h.add_argument("case_id")
     h.add_argument("--json", action="store_true")
+    h.add_argument("--reason", help="why you read this case (recorded with the read)")
+    h.add_argument(
+        "--token-file", help=f"your access token's file (default: ${access.TOKEN_FILE_ENV})"
+    )
+    a = sub.add_parser(
+        "access",
+        help="who read a case's data, what an account read",
+        description="Reads of personal data recorded on the log (PersonalDataAccessed): "
+        "who, role, fields, reason, when, through which service and channel.",
+    )
+    which = a.add_mutually_exclusive_group(required=True)
+    which.add_argument("--case", metavar="CASE_ID", help="who read this case's data")
+    which.add_argument("--account", metavar="NAME", help="what this account read")
+    a.add_argument("--json", action="store_true")
     sub.add_parser("rebuild", help="rebuild the projection from the store; compare digests")
     s = sub.add_parser("stats", help="statistics from the projection")
     fmt = s.add_mutually_exclusive_group()
@@ -286,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "verify": cmd_verify,
         "history": cmd_history,
+        "access": cmd_access,
         "rebuild": cmd_rebuild,
         "stats": cmd_stats,
         "dlq": cmd_dlq,

@@ -10,6 +10,7 @@ from services.audit.api import create_app
 from services.audit.ingest import AuditIngest, event_log_pattern
 from services.catalogue import default_catalogue
 from shared.contracts.topology import AUDIT, all_topics
+from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import ConsumerLoop
 from shared.platform import oidc
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
@@ -19,7 +20,8 @@ NAME = AUDIT
 
 
 def topics(departments: Iterable[str]) -> Topics:
-    """Reads every event-log topic and writes none; creates every topic."""
+    """Reads every event-log topic and writes its own access topic (the people who read
+    a case's history through it); creates every topic."""
     departments = sorted(set(departments))
     return Topics.of(NAME, departments, provisions=all_topics(departments))
 
@@ -40,8 +42,11 @@ def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) ->
     loop = ConsumerLoop(
         settings, [], group_id=NAME, processor=ingest, pattern=event_log_pattern(settings)
     )
+    recorder = AccessRecorder(
+        plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
+    )
     return plumbing.service(
-        loops=[loop], http=lambda live: create_app(live, ingest, issuer_of_oidc)
+        loops=[loop], http=lambda live: create_app(live, ingest, recorder, issuer_of_oidc)
     )
 
 

@@ -27,6 +27,7 @@ from shared.contracts.events import (
     CaseReviewFlagged,
     CaseRouted,
     Event,
+    PersonalDataAccessed,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -209,9 +210,13 @@ def project_case(events: Iterable[Event]) -> CaseView | None:
 
 def _distinct(events: Iterable[Event]) -> dict[UUID, Event]:
     """One event per event id; of two different copies the smaller canonical JSON wins,
-    so the choice never depends on order (verify reports the conflict)."""
+    so the choice never depends on order (verify reports the conflict). Reads of
+    personal data are left out: a read is no step of the case's life, and reading a
+    history must not change it (``onedoor-audit access`` lists them)."""
     distinct: dict[UUID, Event] = {}
     for event in events:
+        if isinstance(event, PersonalDataAccessed):
+            continue
         seen = distinct.setdefault(event.event_id, event)
         if seen is not event and event.to_json() < seen.to_json():
             distinct[event.event_id] = event

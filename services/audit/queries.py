@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from services.audit import store
+from services.audit import access, store
 from services.audit.projection import CaseView, project
 from services.audit.statistics import OUTCOME_COUNTER, tally
 from shared.contracts.events import utcnow
@@ -55,9 +55,13 @@ async def rebuild_projection(conn: Connection) -> Rebuilt:
 
 async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[str, Any]:
     """The statistics of the live projection (``case_views``, refreshed with every
-    ingested batch): one narrow row per case, never a replay of the stored events."""
+    ingested batch): one narrow row per case, never a replay of the stored events; and
+    the reads of personal data by role (``accesses_by_role``, from the stored
+    PersonalDataAccessed events)."""
     figures, outcomes = await store.view_figures(conn, list(OUTCOME_COUNTER))
-    return tally(figures, outcomes, now=utcnow() if now is None else now).to_json()
+    body = tally(figures, outcomes, now=utcnow() if now is None else now).to_json()
+    body["accesses_by_role"] = await access.counts_by_role(conn)
+    return body
 
 
 @asynccontextmanager

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from services.audit.access import keep_reads
 from services.audit.chains import GENESIS, chain_hash, content_hash
 from services.audit.projection import project
 from services.audit.statistics import CaseFigures
 from services.audit.verifier.log import LogRecord
-from shared.contracts.events import Event, parse_event
+from shared.contracts.events import Event, PersonalDataAccessed, parse_event
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.signing import verdict_mac
 from shared.platform.db import Connection, collect_migrations
@@ -75,7 +76,8 @@ async def ingest(
 ) -> tuple[IngestResult, set[UUID]]:
     """Append a batch to the store inside the caller's transaction.
 
-    Returns the counts and the ids of the cases that gained events. An event already
+    Returns the counts and the ids of the cases that gained events (reads of personal
+    data aside: they change no view, and go to ``access_reads``). An event already
     stored with the same bytes is a redelivery (skipped); with other bytes it is kept in
     ``conflicts`` as evidence. The events stored now go into ``parsed`` (pending until
     the caller commits it), so refreshing the views does not parse them a second time.
@@ -194,8 +196,12 @@ async def ingest(
         [heads[case][0] for case in cases],
         [heads[case][1] for case in cases],
     )
+    await keep_reads(
+        conn, [(e, r.signer) for r, e, _ in fresh if isinstance(e, PersonalDataAccessed)]
+    )
     result.stored = len(rows)
-    return result, set(cases)
+    # A read changes no case's view (the projection leaves reads out).
+    return result, {e.case_id for _, e, _ in fresh if not isinstance(e, PersonalDataAccessed)}
 
 
 def printable(text: str) -> str:
@@ -421,9 +427,18 @@ async def stream_events(conn: Connection, batch: int = 5000) -> AsyncIterator[An
 
 
 async def rebuild(conn: Connection) -> str:
-    """Drop the projection and rebuild it from the store; return the new digest."""
+    """Drop the projection (and the list of reads) and rebuild it from the store; return
+    the new digest (of the case views)."""
     await conn.execute("DELETE FROM case_views")
-    events = [parse_event(row["value"]) async for row in stream_events(conn)]
+    await conn.execute("DELETE FROM access_reads")
+    events: list[Event] = []
+    reads: list[tuple[PersonalDataAccessed, str | None]] = []
+    async for row in stream_events(conn):
+        event = parse_event(row["value"])
+        events.append(event)
+        if isinstance(event, PersonalDataAccessed):
+            reads.append((event, row["signer"]))
+    await keep_reads(conn, reads)
     views = project(events)
     await conn.executemany(
         "INSERT INTO case_views (case_id, view) VALUES ($1, $2)",

@@ -22,6 +22,7 @@ from shared.contracts.events import (
     CaseReviewFlagged,
     CaseRouted,
     DeadLetterRedriven,
+    PersonalDataAccessed,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -50,8 +51,15 @@ TYPE_ORDER: Mapping[str, float] = {
 _LAST = 99.0
 
 # Events after a wait that do not end it: the outcome that caused it, an operator's
-# redrive. Anything else (an assignment, an outcome, a close, a flag...) moves the case on.
-KEEPS_WAITING = frozenset({StepNeedsInfo.event_type, DeadLetterRedriven.event_type})
+# redrive, someone reading the case. Anything else (an assignment, an outcome, a close, a
+# flag...) moves the case on.
+KEEPS_WAITING = frozenset(
+    {
+        StepNeedsInfo.event_type,
+        DeadLetterRedriven.event_type,
+        PersonalDataAccessed.event_type,
+    }
+)
 
 
 def order_key(at: datetime, event_type: str, event_id: UUID) -> tuple[datetime, float, UUID]:

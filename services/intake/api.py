@@ -1,7 +1,8 @@
 """Intake's HTTP API for windows and the mobile terminal.
 
     POST /cases           accept a case (a clerk's token; Idempotency-Key honoured)
-    GET  /cases/{id}      where the case stands (a clerk of the centre, auditor, admin)
+    GET  /cases/{id}      where the case stands (a clerk of the centre, auditor, admin);
+                          every answer recorded first as a PersonalDataAccessed
     POST /auth/token, /auth/refresh, /auth/revoke   sign-in (services.intake.signin)
     GET  /health          liveness and readiness (open, no personal data)
 
@@ -17,6 +18,7 @@ up when it returns.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
@@ -31,8 +33,10 @@ from starlette.types import Receive, Scope, Send
 
 from services.intake import domain, inputs, store
 from services.intake.acceptor import Acceptor, Clerk
+from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
+from shared.messaging.access import AccessNotRecordedError, AccessRecorder
 from shared.messaging.consumer import StatefulHandler, Tx
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.limits import Limits
@@ -70,6 +74,20 @@ def authorization(authorization: Annotated[str | None, Header()] = None) -> str 
     """The Authorization header, as a dependency (module level: FastAPI resolves the
     routes' string annotations in this module's namespace)."""
     return authorization
+
+
+def access_reason(
+    onedoor_access_reason: Annotated[str | None, Header(max_length=1500)] = None,
+) -> str | None:
+    """Why the reader reads (``Onedoor-Access-Reason``; UTF-8 percent-encoded when it
+    is not ASCII, since a header travels as Latin-1)."""
+    if onedoor_access_reason is None:
+        return None
+    return urllib.parse.unquote(onedoor_access_reason, errors="replace")
+
+
+def request_id(x_request_id: Annotated[str | None, Header(max_length=100)] = None) -> str | None:
+    return x_request_id
 
 
 def filing_clerk(request: Request, token: Annotated[str | None, Depends(authorization)]) -> Clerk:
@@ -123,11 +141,12 @@ async def submit(
     return 409, {"detail": "concurrent requests with one Idempotency-Key"}, {}
 
 
-def create_app(
+def create_app(  # noqa: PLR0917 - the parts main.wire built, in the order it built them
     live: RunningService,
     acceptor: Acceptor,
     catalogue: Catalogue,
     verifier: TokenVerifier,
+    recorder: AccessRecorder,
     add_auth_routes: Callable[[FastAPI], None] = lambda _: None,
 ) -> CasesFront:
     """Intake's HTTP app around the running service (built by
@@ -183,10 +202,15 @@ def create_app(
 
     @app.get("/cases/{case_id}")
     async def case_status(
-        case_id: UUID, token: Annotated[str | None, Depends(authorization)]
+        case_id: UUID,
+        token: Annotated[str | None, Depends(authorization)],
+        reason: Annotated[str | None, Depends(access_reason)],
+        request: Annotated[str | None, Depends(request_id)],
     ) -> dict[str, Any]:
         """Where a case stands: for a clerk of the centre that accepted it, an auditor or
-        an admin."""
+        an admin. Anyone but a clerk of that centre says why (``Onedoor-Access-Reason``).
+        Every answer is first recorded as a signed PersonalDataAccessed (who, role, the
+        fields shown, the reason); when that cannot be recorded the answer is 503."""
         claims = decide(verifier, token, READERS)
         if isinstance(claims, Claims) and claims.role == "clerk" and claims.centre != centre:
             claims = (403, "a clerk of another centre may not read this centre's cases")
@@ -200,7 +224,31 @@ def create_app(
         if claims.role == "clerk" and row["centre_id"] != claims.centre:
             status, body, headers = refused(403, "another centre's case", "/cases/{case_id}")
             return JSONResponse(status_code=status, content=body, headers=headers)  # type: ignore[return-value]
-        return _status(row)
+        required = needs_reason(claims.role, claims.centre, row["centre_id"])
+        problem = reason_problem(reason, required=required)
+        if problem is not None:
+            where = ("header", REASON_HEADER.lower())
+            return JSONResponse(  # type: ignore[return-value]
+                status_code=422, content=_error_body([(where, problem, "access_reason")])
+            )
+        answer = _status(row)
+        try:
+            await recorder.record(
+                Accessor(claims.sub, claims.role, claims.centre),
+                case_id,
+                fields=tuple(answer),
+                reason=reason,
+                channel="http",
+                resource="GET /cases/{case_id}",
+                request_id=request,
+            )
+        except AccessNotRecordedError as exc:
+            log.warning("read not recorded: nothing shown", error=str(exc))
+            detail = f"查阅未能登记 请稍后重试 / {exc}: nothing is shown until it is, retry shortly"
+            return JSONResponse(  # type: ignore[return-value]
+                status_code=503, content={"detail": detail}, headers={"Retry-After": "1"}
+            )
+        return answer
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -37,9 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake.notifier import Notifier, NotifierError
 from services.intake.signin import RateLimiter
+from shared.contracts.access import Accessor, citizen_name
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import utcnow
 from shared.contracts.identity import mask_phone
+from shared.messaging.access import AccessNotRecordedError, AccessRecorder
 from shared.platform.db import Connection
 from shared.platform.settings import Settings
 from shared.platform.tokens import CITIZEN, Claims, TokenIssuer, TokenVerifier, decide
@@ -241,17 +243,6 @@ def citizen_view(row: Any, catalogue: Catalogue) -> dict[str, Any]:
     }
 
 
-def _record_citizen_read(claims: Claims, case_id: UUID, fields: list[str]) -> None:
-    """A citizen's read of their own case is a read of personal data (issue 16 item 6).
-
-    LEAD: wire the ``PersonalDataAccessed`` recorder (built on another branch) in here
-    when merging: who = ``claims.sub`` (``citizen:<receipt_no>``), role ``citizen``, the
-    case, these fields. It does nothing yet, on purpose: this branch builds no access
-    event of its own.
-    """
-    del claims, case_id, fields
-
-
 # ------------------------------------------------------------------------------ routes
 
 
@@ -274,7 +265,11 @@ class CitizenDesk:
         verifier: TokenVerifier,
         notifier: Notifier,
         catalogue: Catalogue,
+        recorder: AccessRecorder,
     ) -> None:
+        """``recorder``: where a citizen's read of their case is recorded before it is
+        shown (issue 16 item 6)."""
+        self.recorder = recorder
         self.settings = settings
         self.pool = pool
         self.issuer = issuer
@@ -384,7 +379,7 @@ class CitizenDesk:
             return _answer(401, WRONG)
         ttl = self.settings.citizen_token_ttl_s
         token = self.issuer.issue(
-            {"sub": f"citizen:{body.receipt_no}", "role": CITIZEN, "case": str(case_id)},
+            {"sub": citizen_name(body.receipt_no), "role": CITIZEN, "case": str(case_id)},
             ttl_s=ttl,
         )
         log.info("citizen signed in", receipt=body.receipt_no, client=address)
@@ -406,5 +401,22 @@ class CitizenDesk:
         if row is None:
             return _answer(404, "没有该办件。 / No such case.")
         view = citizen_view(row, self.catalogue)
-        _record_citizen_read(claims, case_id, ["status", "applicant.id_number", "applicant.phone"])
+        fields = [k for k in view if k != "applicant"]
+        fields += [f"applicant.{k}" for k in view["applicant"]]
+        try:
+            # A citizen's read of their own case is a read of personal data too: on the
+            # log (who = citizen:<receipt_no>) before it is shown.
+            await self.recorder.record(
+                Accessor(claims.sub, CITIZEN),
+                case_id,
+                fields=fields,
+                reason=None,
+                channel="http",
+                resource="GET /citizen/case",
+            )
+        except AccessNotRecordedError as exc:
+            log.warning("read not recorded: nothing shown", error=str(exc))
+            return _answer(
+                503, "查阅未能登记 请稍后重试 / Please retry shortly.", {"Retry-After": "1"}
+            )
         return JSONResponse(view)

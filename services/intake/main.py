@@ -13,6 +13,7 @@ from services.intake.acceptor import Acceptor
 from services.intake.api import StatusViews, create_app
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.topology import INTAKE, all_topics
+from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
 from shared.platform import oidc
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
@@ -53,6 +54,9 @@ def wire(
         plumbing.log.info("token signing key created", path=str(key_path))
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
     verifier = TokenVerifier(issuer.verify_key, oidc=issuer_of_oidc)
+    recorder = AccessRecorder(
+        plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
+    )
 
     def add_routes(app: FastAPI) -> None:
         signin.add_routes(app, settings, plumbing.pool, issuer)
@@ -63,6 +67,7 @@ def wire(
             verifier=verifier,
             notifier=sender,
             catalogue=catalogue,
+            recorder=recorder,
         ).add_routes(app)
 
     return plumbing.service(
@@ -72,6 +77,7 @@ def wire(
             acceptor,
             catalogue,
             verifier,
+            recorder,
             add_routes,
         ),
         on_close=[acceptor.close],

@@ -300,6 +300,48 @@ class DeadLetterRedriven(Event):
     reason: str = Field(min_length=3, description="Why it is safe to process now.")
 
 
+# --------------------------------------------------------------------------- people's reads
+
+
+class PersonalDataAccessed(Event):
+    """A person read a case's personal data (its detail, its history, an export) over
+    HTTP or the command line: recorded, signed, before the data was shown (topics
+    ``access.<service>``, one per service that shows it). Names the fields read, never
+    their values; ``case_id`` is the case read (no ID number ever appears here), and
+    ``correlation_id`` is the case id too."""
+
+    event_type: ClassVar[str] = "PersonalDataAccessed"
+
+    accessor: str = Field(
+        min_length=1, max_length=200, description="Who read: the account (token subject)."
+    )
+    role: str = Field(
+        description="The accessor's role when reading.",
+        examples=["clerk", "auditor", "admin", "citizen"],
+    )
+    accessor_centre: str | None = Field(
+        default=None, description="The accessor's centre (a clerk's), if bound to one."
+    )
+    fields: tuple[str, ...] = Field(
+        min_length=1, description="Names of the fields shown (never their values)."
+    )
+    reason: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Why, as the accessor gave it; required of every role but a clerk "
+        "reading its own centre's case and a citizen reading their own "
+        "(shared.contracts.access.needs_reason).",
+    )
+    channel: Literal["http", "cli"]
+    resource: str = Field(
+        description="What was read, without the ids in it.",
+        examples=["GET /cases/{case_id}", "onedoor-audit history"],
+    )
+    request_id: str = Field(
+        min_length=1, max_length=100, description="The request's id (or the CLI run's)."
+    )
+
+
 # --------------------------------------------------------------------------- registry
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -411,6 +453,7 @@ for _cls in (
     StepRejected,
     StepNeedsInfo,
     DeadLetterRedriven,
+    PersonalDataAccessed,
 ):
     registry.register(_cls)
 

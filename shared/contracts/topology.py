@@ -30,6 +30,7 @@ from shared.contracts.events import (
     CaseRouted,
     DeadLetterRedriven,
     Event,
+    PersonalDataAccessed,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -47,6 +48,9 @@ OTHER_DEPARTMENTS: Final = "departments that learn from {department}"
 CASES_ACCEPTED: Final = "cases.accepted"
 CASES_ROUTING: Final = "cases.routing"
 OPS_REDRIVES: Final = "ops.redrives"
+# People's reads of personal data, one topic per service that shows it (one writer each).
+ACCESS_INTAKE: Final = "access.intake"
+ACCESS_AUDIT: Final = "access.audit"
 DEPT_TASKS: Final = "dept.{department}.tasks"
 DEPT_OUTCOMES: Final = "dept.{department}.outcomes"
 DLQ_SUFFIX: Final = ".dlq"
@@ -140,6 +144,20 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         events=(DeadLetterRedriven,),
         description="an operator's signed decision to re-drive a dead letter",
     ),
+    TopicSpec(
+        ACCESS_INTAKE,
+        writer=INTAKE,
+        readers=(AUDIT,),
+        events=(PersonalDataAccessed,),
+        description="who read which case's personal data at intake (GET /cases/{id})",
+    ),
+    TopicSpec(
+        ACCESS_AUDIT,
+        writer=AUDIT,
+        readers=(AUDIT,),
+        events=(PersonalDataAccessed,),
+        description="who read which case's history through the audit (HTTP and CLI)",
+    ),
 )
 
 _MATCHERS = [(re.compile(f"^{t.pattern()}$"), t) for t in TOPICS]
@@ -180,22 +198,45 @@ def writer(topic: str) -> str | None:
     return declared.writer.format(department=department) if department else declared.writer
 
 
+def event_writers(event_type: str) -> frozenset[str] | None:
+    """The services that sign events of ``event_type`` wherever they appear (several for
+    PersonalDataAccessed, which each service that shows personal data records on a topic
+    of its own); ``None`` for a department's outcome (which department it must be is the
+    topic's business) or an undeclared type."""
+    writers = {d.writer for d in TOPICS if any(c.event_type == event_type for c in d.events)}
+    if not writers or any(DEPARTMENT in w for w in writers):
+        return None
+    return frozenset(writers)
+
+
 def event_writer(event_type: str) -> str | None:
-    """The service that signs events of ``event_type`` wherever they appear; ``None`` for
-    a department's outcome (which department it must be is the topic's business) or an
-    undeclared type."""
-    for declared in TOPICS:
-        if any(cls.event_type == event_type for cls in declared.events):
-            return None if DEPARTMENT in declared.writer else declared.writer
-    return None
+    """The one service that signs events of ``event_type`` wherever they appear; ``None``
+    for a department's outcome, a type several services write (see
+    :func:`event_writers`) or an undeclared type."""
+    writers = event_writers(event_type)
+    return next(iter(writers)) if writers is not None and len(writers) == 1 else None
 
 
 def topic_of(event: type[Event] | Event) -> TopicSpec:
-    """The declaration of the topic that carries events of this type."""
+    """The declaration of the topic that carries events of this type (the first one, for
+    a type several topics carry: see :func:`access_topic`)."""
     for declared in TOPICS:
         if type(event) in declared.events or event in declared.events:
             return declared
     raise UndeclaredTopicError(f"no topic carries {event.event_type}")
+
+
+def access_topic(service: str) -> str:
+    """The topic on which ``service`` records people's reads of personal data."""
+    for declared in TOPICS:
+        if PersonalDataAccessed in declared.events and declared.writer == service:
+            return declared.template
+    raise UndeclaredTopicError(f"{service} records no PersonalDataAccessed")
+
+
+def access_topics() -> dict[str, str]:
+    """Every access topic and the service that writes it."""
+    return {d.template: d.writer for d in TOPICS if PersonalDataAccessed in d.events}
 
 
 def dept_tasks(department: str) -> str:

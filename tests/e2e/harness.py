@@ -73,13 +73,16 @@ class Pipeline:
     logs: Path = Path()
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     auth: dict[str, str] = field(default_factory=dict)  # a clerk of C01 at window W01
-    auditor: dict[str, str] = field(default_factory=dict)  # an auditor (the audit's API)
+    # An auditor (the audit's API), who says why it reads a case's history.
+    auditor: dict[str, str] = field(default_factory=dict)
 
     def sign_in(self) -> None:
         """Sign the clerk and the auditor in (again: after intake restarted, the tokens
         still verify; this is for a test that wants fresh ones)."""
         self.auth = bearer(sign_in_sync(self.base, CLERK))
-        self.auditor = bearer(sign_in_sync(self.base, AUDITOR))
+        self.auditor = bearer(sign_in_sync(self.base, AUDITOR)) | {
+            "Onedoor-Access-Reason": "end-to-end test"
+        }
 
     def health_urls(self) -> dict[str, str]:
         """The JSON health endpoint of each service that has one: intake's ``/health``,

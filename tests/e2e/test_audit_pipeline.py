@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -77,10 +78,12 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
     return ids
 
 
-def audit_cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+def audit_cli(
+    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.audit.cli", *args],
-        env=pipeline.env,
+        env=pipeline.env | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -119,8 +122,25 @@ def test_rebuild_gives_the_live_digest(pipeline: Pipeline, closed_cases: list[st
         assert "identical" in result.stdout
 
 
-def test_history_and_stats_from_the_cli(pipeline: Pipeline, closed_cases: list[str]) -> None:
-    history = audit_cli(pipeline, "history", closed_cases[0], "--json")
+def test_history_and_stats_from_the_cli(
+    pipeline: Pipeline, closed_cases: list[str], tmp_path: Path
+) -> None:
+    token = tmp_path / "auditor.token"
+    token.write_text(pipeline.auditor["Authorization"].removeprefix("Bearer "))
+    token.chmod(0o600)
+    refused = audit_cli(pipeline, "history", closed_cases[0], "--json")
+    assert refused.returncode == 2
+    assert "ONEDOOR_TOKEN_FILE" in refused.stderr
+    assert refused.stdout == ""
+    history = audit_cli(
+        pipeline,
+        "history",
+        closed_cases[0],
+        "--json",
+        "--reason",
+        "end-to-end test",
+        env={"ONEDOOR_TOKEN_FILE": str(token)},
+    )
     assert history.returncode == 0, history.stderr
     view = json.loads(history.stdout)
     assert view["case_id"] == closed_cases[0]
@@ -141,7 +161,21 @@ async def test_history_and_stats_over_http(
     ) as audit:
         view = (await audit.get(f"/cases/{closed_cases[-1]}/history")).json()
         stats = (await audit.get("/stats")).json()
+
+        async def every_read_counted() -> dict[str, Any] | None:
+            # The auditor's reads: one per case seen closed while waiting, and the last.
+            body: dict[str, Any] = (await audit.get("/stats")).json()
+            counted = body["accesses_by_role"].get("auditor", 0) > len(closed_cases)
+            return body if counted else None
+
+        await wait_for(every_read_counted, 30, "the auditor's reads counted")
+        reads = (await audit.get(f"/access/cases/{closed_cases[-1]}")).json()["reads"]
         missing = await audit.get("/cases/00000000-0000-0000-0000-000000000000/history")
     assert view["outcome"] in {"approved", "rejected"}
     assert stats["accept_to_close_ms"]["count"] == len(closed_cases)
     assert missing.status_code == 404
+    # The clerk polled intake until the case closed; the auditor read its history.
+    assert {(r["accessor"], r["role"], r["reason"], r["service"]) for r in reads} == {
+        ("clerk-c01-w01", "clerk", None, "intake"),
+        ("auditor-1", "auditor", "end-to-end test", "audit"),
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
@@ -23,11 +24,12 @@ from services.audit.statistics import stats
 from services.audit.verifier.log import read_log
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.decoding import decode_record
-from shared.contracts.events import Event, EventDecodeError, parse_event
+from shared.contracts.events import Event, EventDecodeError, PersonalDataAccessed, parse_event
 from shared.department.decisions import NeedsInfo
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.platform.db import connect, create_database, drop_database, migrate_dsn
 from shared.platform.settings import Settings
+from shared.platform.tokens import TokenIssuer, generate_key, load_signing_key
 from tests.conftest import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -86,10 +88,27 @@ async def reader(settings: Settings) -> AsyncIterator[str]:
         await owner.close()
 
 
+def token_file(settings: Settings) -> str:
+    """An auditor's access token in a file, as ``onedoor-audit history`` reads it (the
+    token key made as intake makes it)."""
+    generate_key(settings.token_key_path())
+    token = TokenIssuer(load_signing_key(settings.token_key_path()), 900).issue(
+        {"sub": "auditor-1", "role": "auditor"}
+    )
+    path = settings.keys_dir.parent / "auditor.token"
+    path.write_text(token)
+    path.chmod(0o600)
+    return str(path)
+
+
+WHY = ("--reason", "read-only role check")
+
+
 def audit_cli(
     settings: Settings, database_url: str, *args: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
+        "ONEDOOR_TOKEN_FILE": token_file(settings),
         "PATH": "/usr/bin:/bin",
         **kafka_security.env_of(settings),
         "DATABASE_URL": database_url,
@@ -111,7 +130,7 @@ def test_history_stats_and_verify_work_for_a_role_that_may_only_read(
     settings: Settings, stored: list[Event], reader: str
 ) -> None:
     case_id = str(stored[0].case_id)
-    history = audit_cli(settings, reader, "history", case_id, "--json")
+    history = audit_cli(settings, reader, "history", case_id, "--json", *WHY)
     assert history.returncode == 0, history.stdout + history.stderr
     assert json.loads(history.stdout)["case_id"] == case_id
     stats_run = audit_cli(settings, reader, "stats", "--json")
@@ -127,7 +146,7 @@ async def test_read_only_commands_never_migrate(settings: Settings, stack: Stack
     name = f"t_{uuid4().hex[:12]}"
     empty = await create_database(stack.database_url, name)
     try:
-        for args in (("stats",), ("history", str(uuid4())), ("stats", "--json")):
+        for args in (("stats",), ("history", str(uuid4()), *WHY), ("stats", "--json")):
             result = audit_cli(settings, empty, *args)
             assert result.returncode == 2, result.stdout + result.stderr
             said = " ".join(result.stderr.lower().split())
@@ -144,8 +163,8 @@ async def test_read_only_commands_never_migrate(settings: Settings, stack: Stack
 async def test_statistics_come_from_the_live_views_not_the_events(
     settings: Settings, stored: list[Event]
 ) -> None:
-    """A session that may read case_views but not events gets the statistics of a rebuild
-    of the projection from every stored event."""
+    """A session that may read case_views (and the list of reads, access_reads) but not
+    events gets the statistics of a rebuild of the projection from every stored event."""
     now = datetime.now(UTC)
     role = f"viewer_{uuid4().hex[:8]}"
     owner = await asyncpg.connect(settings.dsn())
@@ -155,10 +174,14 @@ async def test_statistics_come_from_the_live_views_not_the_events(
             for r in await owner.fetch("SELECT value FROM audit.events")
         ]
         expected = stats(project(rebuilt), now=now).to_json()
+        roles = Counter(e.role for e in rebuilt if isinstance(e, PersonalDataAccessed))
+        expected["accesses_by_role"] = dict(roles)
+        assert roles["auditor"] >= 2  # the drill's clean cases are read
         assert sum(c["accepted"] for c in expected["per_item"].values()) >= 5
         await owner.execute(f"CREATE ROLE {role} LOGIN")
         await owner.execute(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {role}")
         await owner.execute(f"GRANT SELECT ON {SCHEMA}.case_views TO {role}")
+        await owner.execute(f"GRANT SELECT ON {SCHEMA}.access_reads TO {role}")
         conn = await connect(as_role(settings.dsn(), role), SCHEMA, name="test-viewer")
         try:
             with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -21,9 +21,12 @@ import pytest
 from services.intake.api import CasesFront
 from services.intake.main import build
 from shared.contracts.identity import mask_phone
+from shared.contracts.topology import ACCESS_INTAKE
+from shared.platform.db import connect
 from shared.platform.runtime import running
 from shared.platform.settings import Settings
 from tests.e2e.test_pipeline import BENEFIT_FORM
+from tests.integration.test_access_log import Read, assert_signed_by, reads_on
 from tests.support.builders import case_body, person
 from tests.support.staff import CLERK, bearer, make_staff, sign_in
 from tests.support.waiting import wait_for
@@ -92,6 +95,21 @@ async def desk(settings: Settings, tmp_path: Path) -> AsyncIterator[Desk]:
         yield Desk(front, outbox)
 
 
+async def every_read_published(settings: Settings) -> list[Read]:
+    """The reads on access.intake, once intake's outbox holds none unpublished."""
+
+    async def published() -> bool:
+        conn = await connect(settings.dsn(), "intake", name="test")
+        try:
+            left = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = 'access.intake'")
+        finally:
+            await conn.close()
+        return bool(left == 0)
+
+    await wait_for(published, 10, "intake's reads published")
+    return await reads_on(settings, ACCESS_INTAKE)
+
+
 def last4(applicant: dict[str, str]) -> str:
     return applicant["id_number"][-4:]
 
@@ -155,6 +173,16 @@ async def test_a_citizen_reads_their_own_case_with_a_one_time_code(
             by_clerk = await http.get("/citizen/case", headers=bearer(clerk))
             assert by_clerk.status_code == 403, by_clerk.text
             answers += [anonymous.text, by_clerk.text, asked.text, opened.text]
+        # The one read that showed data is on the log as the citizen's, signed by intake;
+        # the refused ones recorded nothing.
+        reads = await every_read_published(settings)
+    assert [(e.accessor, e.role, e.reason, e.resource) for e, _, _ in reads] == [
+        (f"citizen:{receipt}", "citizen", None, "GET /citizen/case")
+    ]
+    ((read, headers, value),) = reads
+    assert_signed_by(settings, "intake", headers, value)
+    assert {"applicant.id_number", "applicant.phone", "status"} <= set(read.fields)
+    assert applicant["id_number"].encode() not in value
     for text in answers:
         for secret in (applicant["id_number"], applicant["phone"], other["id_number"]):
             assert secret not in text

@@ -101,9 +101,13 @@ ALLOWED = {
     "intake POST /cases (route)": {"clerk-c01-w01"},
     "intake GET /cases/{id}": {"clerk-c01-w01", "auditor-1", "admin-1"},
     "audit GET /cases/{id}/history": {"auditor-1", "admin-1"},
+    "audit GET /access/cases/{id}": {"auditor-1", "admin-1"},
+    "audit GET /access/accounts/{name}": {"auditor-1", "admin-1"},
     "audit GET /stats": {"auditor-1", "admin-1"},
     "intake GET /citizen/case": {"citizen"},
 }
+# Every actor says why it reads (an auditor must): the refusals come before the reason.
+REASON = {"Onedoor-Access-Reason": "security matrix"}
 CITIZEN = "citizen"  # a citizen's token for the case filed (intake's /citizen/session)
 
 
@@ -135,6 +139,18 @@ async def test_every_endpoint_refuses_outsiders_and_wrong_roles(
                     f"/cases/{case_id}/history",
                     None,
                 ),
+                "audit GET /access/cases/{id}": (
+                    apps.audit,
+                    "GET",
+                    f"/access/cases/{case_id}",
+                    None,
+                ),
+                "audit GET /access/accounts/{name}": (
+                    apps.audit,
+                    "GET",
+                    "/access/accounts/clerk-c01-w01",
+                    None,
+                ),
                 "audit GET /stats": (apps.audit, "GET", "/stats", None),
                 "intake GET /citizen/case": (apps.intake, "GET", "/citizen/case", None),
             }
@@ -145,7 +161,7 @@ async def test_every_endpoint_refuses_outsiders_and_wrong_roles(
             for endpoint, (app, method, path, payload) in calls(headers).items():
                 if actor in ALLOWED[endpoint] and method == "POST":
                     continue  # the allowed clerk filed the case above
-                async with http(app, headers) as client:
+                async with http(app, headers | REASON) as client:
                     answer = await client.request(method, path, json=payload)
                 matrix[actor][endpoint] = answer.status_code
                 if actor in ALLOWED[endpoint]:

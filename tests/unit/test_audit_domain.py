@@ -418,8 +418,11 @@ def test_an_open_case_within_its_promise_is_no_violation(log: LogBuilder) -> Non
 
 
 def test_violation_kinds_are_listed() -> None:
-    assert len(set(VIOLATION_KINDS)) == len(VIOLATION_KINDS) == 16
-    assert {"broken_hash_chain", "unexplained_wait"} <= set(VIOLATION_KINDS)
+    assert len(set(VIOLATION_KINDS)) == len(VIOLATION_KINDS) == 18
+    assert {"broken_hash_chain", "unexplained_wait", "access_without_reason"} <= set(
+        VIOLATION_KINDS
+    )
+    assert "access_by_wrong_role" in VIOLATION_KINDS
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "missing": ["education"],
         "message": "m",
     },
+    "PersonalDataAccessed": {
+        "accessor": "auditor-1",
+        "role": "auditor",
+        "fields": ["status", "receipt_no"],
+        "reason": "complaint 2026-118",
+        "channel": "http",
+        "resource": "GET /cases/{case_id}",
+        "request_id": "r-1",
+    },
 }
 
 

@@ -78,7 +78,7 @@ def test_the_topics_are_the_ones_the_pipeline_runs_on() -> None:
     topics = all_topics()
     tasks, outcomes = topology.dept_tasks, topology.dept_outcomes
     assert topics["intake"].consumes == ("cases.routing",)
-    assert topics["intake"].emits == ("cases.accepted",)
+    assert topics["intake"].emits == ("cases.accepted", "access.intake")
     assert topics["router"].consumes == (
         "cases.accepted",
         outcomes("hr_registration"),
@@ -95,7 +95,7 @@ def test_the_topics_are_the_ones_the_pipeline_runs_on() -> None:
     )
     assert topics["hr_registration"].consumes == (tasks("hr_registration"),)
     assert topics["hr_registration"].emits == (outcomes("hr_registration"),)
-    assert topics["audit"].emits == ()
+    assert topics["audit"].emits == ("access.audit",)
     assert set(topics["audit"].consumes) == set(topology.event_log_topics(DEPARTMENTS))
 
 

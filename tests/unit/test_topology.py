@@ -17,8 +17,8 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a topic name looks like in the code: a dotted lower-case name starting like one
-# of the topology's families (cases., dept., ops.), with or without the DLQ suffix.
-_TOPIC_LIKE = re.compile(r"^(?:cases|dept|ops)\.[a-z0-9_.]+$")
+# of the topology's families (cases., dept., ops., access.), with or without the DLQ suffix.
+_TOPIC_LIKE = re.compile(r"^(?:cases|dept|ops|access)\.[a-z0-9_.]+$")
 
 
 def _string_constants(path: Path) -> list[tuple[int, str]]:
@@ -75,8 +75,14 @@ async def test_provisioning_refuses_an_undeclared_topic() -> None:
 
 
 def test_every_event_type_travels_on_exactly_one_topic() -> None:
+    """Reads of personal data aside: each service that shows personal data records them
+    on a topic of its own (one writer per topic)."""
     carried = [cls.event_type for spec in topology.TOPICS for cls in spec.events]
-    assert sorted(carried) == sorted(registry.classes())
+    reads = "PersonalDataAccessed"
+    assert carried.count(reads) == len(topology.access_topics()) == 2
+    assert sorted(t for t in carried if t != reads) == sorted(
+        t for t in registry.classes() if t != reads
+    )
 
 
 def test_writers_follow_the_declaration() -> None:
@@ -96,6 +102,16 @@ def test_event_writers() -> None:
     assert topology.event_writer("StepAssigned") == "router"
     assert topology.event_writer("StepApproved") is None  # the topic's department
     assert topology.event_writer("DeadLetterRedriven") == "operator"
+    # Each service that shows personal data records the reads on its own topic.
+    assert topology.event_writer("PersonalDataAccessed") is None
+    assert topology.event_writers("PersonalDataAccessed") == frozenset({"intake", "audit"})
+    assert topology.event_writers("CaseAccepted") == frozenset({"intake"})
+    assert topology.event_writers("StepApproved") is None
+    assert topology.access_topic("intake") == "access.intake"
+    assert topology.access_topic("audit") == "access.audit"
+    assert topology.writer("access.audit") == "audit"
+    with pytest.raises(topology.UndeclaredTopicError):
+        topology.access_topic("router")
 
 
 def test_undeclared_names_are_refused() -> None:
@@ -133,6 +149,7 @@ def test_who_reads_and_writes_what() -> None:
         "dept.social_security.tasks",
     ]
     assert topology.writes("hr_registration", departments) == ["dept.hr_registration.outcomes"]
-    assert topology.writes("intake", departments) == ["cases.accepted"]
+    assert topology.writes("intake", departments) == ["cases.accepted", "access.intake"]
+    assert topology.writes("audit", departments) == ["access.audit"]
     every_log = set(topology.event_log_topics(departments))
     assert set(topology.reads("audit", departments)) == every_log

@@ -21,6 +21,7 @@ from shared.contracts.events import (
     DeadLetterRedriven,
     Event,
     EventDecodeError,
+    PersonalDataAccessed,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -38,6 +39,17 @@ if TYPE_CHECKING:
 class Accepted(NamedTuple):
     item_code: str
     applicant_kind: str
+    centre_id: str
+    receipt_no: str
+
+
+class Access(NamedTuple):
+    """A person's read of the case (PersonalDataAccessed)."""
+
+    accessor: str
+    role: str
+    accessor_centre: str | None
+    reason: str | None
 
 
 class Routed(NamedTuple):
@@ -58,14 +70,14 @@ class Closed(NamedTuple):
     on_spot: bool
 
 
-Head = Accepted | Routed | Rejected | Closed | str | None
-H = TypeVar("H", Accepted, Routed, Rejected, Closed)
+Head = Accepted | Routed | Rejected | Closed | Access | str | None
+H = TypeVar("H", Accepted, Routed, Rejected, Closed, Access)
 
 
 # What Fact keeps of each class of event, decided once per class: isinstance on a
 # pydantic model runs ABCMeta's check in Python code, and a replay would make several
 # per record. In the order Fact tests them; the flag says "a DeadLetterRedriven".
-_STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _PLAIN = range(8)
+_STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _ACCESS, _PLAIN = range(9)
 _SHAPES: dict[type, tuple[int, bool]] = {}
 
 
@@ -85,6 +97,8 @@ def shape(cls: type) -> tuple[int, bool]:
             kind = _REJECTED
         elif issubclass(cls, CaseClosed):
             kind = _CLOSED
+        elif issubclass(cls, PersonalDataAccessed):
+            kind = _ACCESS
         else:
             kind = _PLAIN
         found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven))
@@ -147,7 +161,12 @@ class Fact:
         self.review = False
         if kind == _ACCEPTED:
             accepted = cast("CaseAccepted", event)
-            self.head = Accepted(accepted.item_code, accepted.applicant.kind)
+            self.head = Accepted(
+                accepted.item_code,
+                accepted.applicant.kind,
+                accepted.centre_id,
+                accepted.receipt_no,
+            )
         elif kind == _ROUTED:
             routed = cast("CaseRouted", event)
             steps = tuple((s.index, s.department, s.action) for s in routed.steps)
@@ -164,6 +183,9 @@ class Fact:
         elif kind == _CLOSED:
             closed = cast("CaseClosed", event)
             self.head = Closed(closed.outcome, closed.on_spot)
+        elif kind == _ACCESS:
+            read = cast("PersonalDataAccessed", event)
+            self.head = Access(read.accessor, read.role, read.accessor_centre, read.reason)
 
     @property
     def position(self) -> tuple[str, int, int]:
@@ -221,6 +243,7 @@ class CaseLog:
     outcomes: list[Fact] = field(default_factory=list)
     waiting: list[Fact] = field(default_factory=list)
     flagged: list[Fact] = field(default_factory=list)
+    accesses: list[Fact] = field(default_factory=list)  # people's reads of the case
     other: list[Fact] = field(default_factory=list)  # a type registered after this code
 
     def add(self, fact: Fact) -> None:
@@ -246,5 +269,6 @@ _SLOT: Mapping[str, str] = {
     StepNeedsInfo.event_type: "outcomes",
     CaseAwaitingInfo.event_type: "waiting",
     CaseReviewFlagged.event_type: "flagged",
+    PersonalDataAccessed.event_type: "accesses",
 }
 _SLOTS = (*dict.fromkeys(_SLOT.values()), "other")

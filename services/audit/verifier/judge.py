@@ -9,6 +9,7 @@ from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
 from services.audit.verifier.facts import (
     Accepted,
+    Access,
     CaseLog,
     Closed,
     Fact,
@@ -19,6 +20,8 @@ from services.audit.verifier.facts import (
     time_key,
 )
 from services.audit.verifier.report import (
+    ACCESS_BY_WRONG_ROLE,
+    ACCESS_WITHOUT_REASON,
     CATALOGUE_MISMATCH,
     CLOSED_TWICE,
     DUPLICATE_EVENT_CONFLICT,
@@ -31,6 +34,8 @@ from services.audit.verifier.report import (
     UNEXPLAINED_WAIT,
     Violation,
 )
+from shared.contracts import topology
+from shared.contracts.access import needs_reason, role_problem
 from shared.contracts.catalogue import Catalogue, Item
 from shared.contracts.events import (
     CaseAccepted,
@@ -89,6 +94,8 @@ class CaseJudge:
         self._check_steps(self.log.assigned)
         self._check_steps(self.log.advanced)
         self._check_outcomes()
+        if self.log.accesses:
+            self._check_accesses()
         closes = in_time_order(self.log.closed)
         waits = self._check_waits(closes[0] if closes else None) if self.log.waiting else []
         if closes:
@@ -384,6 +391,40 @@ class CaseJudge:
             problem = "closed rejected, but neither a department nor the router rejected it"
         if problem is not None:
             self.found.append(close.violation(INCONSISTENT_CLOSE, problem))
+
+    def _check_accesses(self) -> None:
+        """PersonalDataAccessed records: each read by a role its service shows cases to
+        (a clerk only its own centre's, a citizen only their own), with a reason where
+        the reader must give one (``shared.contracts.access``). Who signed it is the
+        signer rule's business."""
+        accepted = self.accepted.payload(Accepted)
+        centre = accepted.centre_id
+        services = topology.access_topics()
+        for fact in self.log.accesses:
+            read = fact.payload(Access)
+            service = services.get(fact.topic)
+            wrong = (
+                f"recorded on {fact.topic}, which is no access topic"
+                if service is None
+                else role_problem(
+                    service,
+                    read.role,
+                    read.accessor_centre,
+                    centre,
+                    accessor=read.accessor,
+                    case_receipt=accepted.receipt_no,
+                )
+            )
+            if wrong is not None:
+                self.found.append(fact.violation(ACCESS_BY_WRONG_ROLE, f"{read.accessor}: {wrong}"))
+            required = needs_reason(read.role, read.accessor_centre, centre)
+            if required and not (read.reason or "").strip():
+                self.found.append(
+                    fact.violation(
+                        ACCESS_WITHOUT_REASON,
+                        f"{read.accessor} ({read.role}) read the case without a reason",
+                    )
+                )
 
     def _deadline(self) -> datetime | None:
         if self.routed is not None:

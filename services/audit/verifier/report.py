@@ -21,6 +21,8 @@ OVERDUE = "overdue"
 MISSING_SIGNATURE = "missing_signature"
 BAD_SIGNATURE = "bad_signature"
 WRONG_SIGNER = "wrong_signer"
+ACCESS_WITHOUT_REASON = "access_without_reason"
+ACCESS_BY_WRONG_ROLE = "access_by_wrong_role"
 BROKEN_HASH_CHAIN = "broken_hash_chain"  # checked by the store, over its own hash chain
 
 VIOLATION_KINDS: tuple[str, ...] = (
@@ -39,6 +41,8 @@ VIOLATION_KINDS: tuple[str, ...] = (
     MISSING_SIGNATURE,
     BAD_SIGNATURE,
     WRONG_SIGNER,
+    ACCESS_WITHOUT_REASON,
+    ACCESS_BY_WRONG_ROLE,
     BROKEN_HASH_CHAIN,
 )
 
