@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import loadgen
-from deploy import demo
+from deploy import dbroles, demo
 from deploy import stack as local_stack
 from deploy.demo import build_requests
 from services.audit.ingest import event_log_pattern
@@ -528,13 +528,21 @@ async def audit_replay(settings: Settings, watcher: Watcher, results: dict[str, 
 # --------------------------------------------------------------------------- main
 
 
+async def own_database(cfg: local_stack.StackConfig, name: str) -> str:
+    """A database of the run's own (its owner's DSN), where the services connect as
+    their own roles, owners of their schemas."""
+    database_url = await create_database(cfg.admin_dsn(), name)
+    await dbroles.provision(database_url, ["intake", *demo.SERVICES], cfg.secrets_dir)
+    return database_url
+
+
 async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = False) -> int:
     cfg = local_stack.StackConfig.from_env()
     await asyncio.to_thread(local_stack.up, cfg)
     prefix = f"bench{datetime.now(UTC):%m%d%H%M%S}."
     # The run's own database and topics: verify and the audit store's chain check cover
     # this run only, and both are dropped at the end (the JSON keeps the figures).
-    database_url = await create_database(cfg.database_url, prefix.rstrip("."))
+    database_url = await own_database(cfg, prefix.rstrip("."))
     settings = Settings(
         kafka_bootstrap_servers=cfg.bootstrap_servers,
         database_url=SecretStr(database_url),
@@ -555,14 +563,15 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
     port = int(os.environ.get("ONEDOOR_BENCH_PORT", "18180"))
     env = dict(os.environ) | {
         "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap_servers,
-        "DATABASE_URL": database_url,
         "ONEDOOR_TOPIC_PREFIX": prefix,
         "ONEDOOR_LOG_JSON": "true",
         "ONEDOOR_LOG_LEVEL": "WARNING",
         "ONEDOOR_ACCESS_TOKEN_TTL_S": "3600",  # the full ladder runs up to 20 minutes
     }
     logs = cfg.data_dir / "logs" / prefix.rstrip(".")
-    procs, health = demo.start_services(env, logs, port)
+    procs, health = demo.start_services(
+        env, logs, port, demo.database_roles(database_url, cfg.secrets_dir)
+    )
     services = Services(procs, stack=stack_pids(cfg), health=health)
     stop = asyncio.Event()
     watcher = Watcher(settings)
@@ -581,7 +590,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
             watcher=watcher,
             services=services,
             catalogue=catalogue,
-            database_url=database_url,
+            database_url=dbroles.service_dsn(database_url, "intake", cfg.secrets_dir),
             centre=settings.centre_id,
         )
         # Requests that timed out in the generator may still have been accepted: let every
@@ -601,7 +610,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
         demo.stop_services(procs)
         if not keep:
             await delete_topics_with_prefix(settings, prefix)
-            await drop_database(cfg.database_url, prefix.rstrip("."))
+            await drop_database(cfg.admin_dsn(), prefix.rstrip("."))
     print_results(results)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{prefix.rstrip('.')}.json"

@@ -1,39 +1,57 @@
 """Test fixtures: a real Kafka broker and a real PostgreSQL server for the whole session.
 
 Where they come from, in order:
-1. KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when both are set (an existing stack);
+1. KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when both are set (an existing stack; the
+   database owner's DSN, with ONEDOOR_DATABASE_PASSWORD_FILE as `make stack-up` prints);
 2. testcontainers, when ONEDOOR_TESTCONTAINERS=1 and a Docker engine answers;
 3. otherwise the local stack launcher (deploy/stack.py), started here if it is not up,
    and stopped at the end of the session only if this session started it.
 
 Isolation: every test module gets a fresh database, every test a fresh topic prefix.
+Each fresh database is provisioned like a deployment's (deploy/dbroles.py): a schema
+per service owned by the service's own role, and the auditor's grants; services started
+as processes connect as those roles (tests/e2e/harness.py), never as the superuser.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from deploy import dbroles
 from deploy import stack as local_stack
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.platform.db import create_database, drop_database
-from shared.platform.settings import Settings
+from shared.platform.settings import Settings, compose_dsn
+
+
+class SecretDsn(str):
+    """A DSN holding a password: shown without it (pytest prints fixtures' values in its
+    failure reports), used as the plain string it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(compose_dsn(self, password="***"))
 
 
 @dataclass(frozen=True)
 class Stack:
     bootstrap_servers: str
-    database_url: str  # an existing database to connect to for CREATE DATABASE
+    # The owner's DSN (with its password): CREATE DATABASE, provisioning.
+    database_url: str = field(repr=False)
     local: local_stack.StackConfig | None = None  # set when the tests run the local stack
+    secrets_dir: Path = field(default_factory=dbroles.default_secrets_dir)  # roles' passwords
 
 
 def _from_testcontainers() -> Iterator[Stack]:
@@ -43,7 +61,9 @@ def _from_testcontainers() -> Iterator[Stack]:
 
     with KafkaContainer() as kafka, PostgresContainer("postgres:16") as pg:
         url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
-        yield Stack(kafka.get_bootstrap_server(), url)
+        yield Stack(
+            kafka.get_bootstrap_server(), SecretDsn(url), secrets_dir=Path(tempfile.mkdtemp())
+        )
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +71,7 @@ def stack() -> Iterator[Stack]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     if bootstrap and database_url:
-        yield Stack(bootstrap, database_url)
+        yield Stack(bootstrap, SecretDsn(Settings().dsn()))  # with the password file's
         return
     if os.environ.get("ONEDOOR_TESTCONTAINERS") == "1":
         yield from _from_testcontainers()
@@ -60,7 +80,7 @@ def stack() -> Iterator[Stack]:
     already_up = bool(local_stack.kafka_running(cfg) and local_stack.pg_running(cfg))
     local_stack.up(cfg)
     try:
-        yield Stack(cfg.bootstrap_servers, cfg.database_url, cfg)
+        yield Stack(cfg.bootstrap_servers, SecretDsn(cfg.admin_dsn()), cfg, cfg.secrets_dir)
     finally:
         if not already_up:
             local_stack.down(cfg)
@@ -74,9 +94,13 @@ def catalogue() -> Catalogue:
 
 @pytest.fixture(scope="module")
 async def database_url(stack: Stack) -> AsyncIterator[str]:
-    """A fresh, empty database for one test module, dropped afterwards."""
+    """A fresh database for one test module, dropped afterwards: the owner's DSN. Its
+    services' schemas are made and owned by their roles, as `make stack-up` makes them
+    in the stack's own database (their tables come with the services' migrations)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    yield await create_database(stack.database_url, name)
+    dsn = SecretDsn(await create_database(stack.database_url, name))
+    await dbroles.provision(dsn, dbroles.SERVICES, stack.secrets_dir)
+    yield dsn
     await drop_database(stack.database_url, name)
 
 

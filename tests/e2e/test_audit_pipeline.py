@@ -80,7 +80,7 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
 def audit_cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.audit.cli", *args],
-        env=pipeline.env,
+        env=pipeline.env_of("auditor"),
         capture_output=True,
         text=True,
         timeout=120,
