@@ -230,9 +230,9 @@ async def _ensure_schema(conn: Connection, schema: str) -> None:
     # Not CREATE SCHEMA IF NOT EXISTS: PostgreSQL checks the right to create schemas
     # before it looks whether the schema exists, and a service's role has no such right:
     # its schema is made for it by provisioning (deploy/dbroles.py), owned by it.
-    missing, user = await conn.fetchrow(
-        "SELECT to_regnamespace($1) IS NULL, current_user::text", schema
-    )
+    row = await conn.fetchrow("SELECT to_regnamespace($1) IS NULL, current_user::text", schema)
+    assert row is not None
+    missing, user = row
     if not missing:
         return
     try:

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     database_ssl_root_cert: Path | None = Field(
         default=None,
         description="The CA certificate(s) the server's certificate must chain to "
-        "(verify-ca, verify-full); unset: the system's trust store.",
+        "(verify-ca, verify-full); unset: ~/.postgresql/root.crt, as libpq.",
     )
     topic_prefix: str = Field(
         default="",
