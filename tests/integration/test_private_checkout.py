@@ -79,8 +79,9 @@ def test_make_stack_up_from_a_clone_in_a_root_owned_0700_folder(tmp_path: Path) 
         # A new cluster asks every login for its password; the passwords lie in files
         # only their owner may read, and the launcher printed none of them.
         data = clone / ".data"
-        hba = (data / "postgres" / "pgdata" / "pg_hba.conf").read_text().split()
-        assert "trust" not in hba and "scram-sha-256" in hba
+        hba = (data / "postgres" / "pgdata" / "pg_hba.conf").read_text().splitlines()
+        methods = {line.split()[-1] for line in hba if line.strip() and line[0] != "#"}
+        assert methods == {"scram-sha-256"}
         secrets = list((data / "secrets").glob("*.password"))
         assert {p.name for p in secrets} >= {"postgres.password", "onedoor_intake.password"}
         assert {stat.S_IMODE(p.stat().st_mode) for p in secrets} == {0o600}
