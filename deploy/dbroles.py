@@ -122,7 +122,7 @@ def service_env(dsn: str, name: str, secrets_dir: Path) -> dict[str, str]:
     return {
         "DATABASE_URL": role_dsn(dsn, role),
         "ONEDOOR_DATABASE_PASSWORD_FILE": str(password_file(secrets_dir, role)),
-    }
+    } | ({"ONEDOOR_AUDIT_READER_ROLE": AUDITOR} if name == AUDIT_SCHEMA else {})
 
 
 def service_dsn(dsn: str, name: str, secrets_dir: Path) -> str:
@@ -240,6 +240,10 @@ async def provision(dsn: str, names: Iterable[str], secrets_dir: Path) -> list[P
                     f"ALTER DEFAULT PRIVILEGES FOR ROLE {audit_owner} IN SCHEMA {AUDIT_SCHEMA} "
                     f"GRANT SELECT ON TABLES TO {AUDITOR}"
                 )
+                # The audit's HTTP reads run as the auditor (SET LOCAL ROLE): membership
+                # without inheritance (service roles are NOINHERIT) lends no rights.
+                if audit_owner == role_for(AUDIT_SCHEMA):
+                    await conn.execute(f"GRANT {AUDITOR} TO {audit_owner}")
     except asyncpg.InsufficientPrivilegeError as exc:
         raise ProvisionError(
             f"the database refused: {exc}. Provision as the database owner (a superuser, or "

@@ -52,6 +52,7 @@ def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:
     settings = live.service.settings
     app = FastAPI(title="onedoor audit (read-only)", version="1", **settings.api_pages())
     pool = live.service.pool
+    reader = settings.audit_reader_role  # its queries run as the auditor's role
     tokens = IntakeTokens(settings.token_public_key_path())
 
     def auditor(authorization: Annotated[str | None, Header()] = None) -> Claims:
@@ -65,7 +66,7 @@ def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:
 
     @app.get("/cases/{case_id}/history", dependencies=[Depends(auditor)])
     async def history(case_id: UUID) -> dict[str, Any]:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, queries.read_only(conn, reader):
             view = await queries.history(conn, case_id)
         if view is None:
             raise HTTPException(status_code=404, detail=f"no case {case_id} in the audit store")
@@ -73,7 +74,7 @@ def create_app(live: RunningService, ingest: AuditIngest) -> FastAPI:
 
     @app.get("/stats", dependencies=[Depends(auditor)])
     async def statistics() -> dict[str, Any]:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, queries.read_only(conn, reader):
             return await queries.statistics(conn)
 
     @app.get("/health")

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "(certificate and host name checked). Unset: as DATABASE_URL says (asyncpg's "
         "default is prefer).",
     )
+    audit_reader_role: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="The audit's HTTP reads run as this database role (SET LOCAL ROLE, in "
+        "a read-only transaction): onedoor_auditor where deploy/dbroles.py provisioned "
+        "the roles. Unset: as the audit's own role, still read-only.",
+    )
     database_ssl_root_cert: Path | None = Field(
         default=None,
         description="The CA certificate(s) the server's certificate must chain to "

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from deploy import dbroles
+from services.audit import queries
 from services.audit.store import MIGRATIONS_DIR as AUDIT_MIGRATIONS
 from services.intake.main import MIGRATIONS as INTAKE_MIGRATIONS
 from services.router.main import MIGRATIONS as ROUTER_MIGRATIONS
@@ -204,3 +205,21 @@ def test_no_password_is_printed_or_logged(provisioned: str, stack: Stack) -> Non
     written = "".join(p.read_text(errors="replace") for p in logs if p.is_file())
     leaked = [name for name, pw in passwords.items() if pw in said or pw in written]
     assert not leaked, f"passwords found in output or logs: {leaked}"
+
+
+async def test_the_audits_http_reads_run_as_the_auditor(provisioned: str, stack: Stack) -> None:
+    """The audit service's own role may write its store; its HTTP queries borrow the
+    auditor's role for their read-only transaction (queries.read_only)."""
+    conn = await as_role(provisioned, "audit", stack.secrets_dir)
+    try:
+        await conn.execute("SET search_path TO audit")
+        async with queries.read_only(conn, dbroles.AUDITOR):
+            assert await conn.fetchval("SELECT current_user") == dbroles.AUDITOR
+            figures = await queries.statistics(conn)
+        assert figures["per_item"] == {}
+        assert await conn.fetchval("SELECT current_user") == "onedoor_audit"  # LOCAL: over
+        async with queries.read_only(conn, dbroles.AUDITOR):
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await conn.execute(ACTIONS["DELETE"].format(s="audit"))
+    finally:
+        await conn.close()
