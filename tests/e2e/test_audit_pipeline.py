@@ -77,10 +77,13 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
     return ids
 
 
-def audit_cli(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+def audit_cli(
+    pipeline: Pipeline, *args: str, role: str = "auditor"
+) -> subprocess.CompletedProcess[str]:
+    """onedoor-audit, connected as the auditor's read-only role (or ``role``'s)."""
     return subprocess.run(
         [sys.executable, "-m", "services.audit.cli", *args],
-        env=pipeline.env_of("auditor"),
+        env=pipeline.env_of(role),
         capture_output=True,
         text=True,
         timeout=120,
@@ -113,8 +116,12 @@ def test_rechecking_every_signature_agrees(pipeline: Pipeline, closed_cases: lis
 
 
 def test_rebuild_gives_the_live_digest(pipeline: Pipeline, closed_cases: list[str]) -> None:
+    # The auditor may not rewrite the projection; the audit service's role may.
+    refused = audit_cli(pipeline, "rebuild")
+    assert refused.returncode == 2
+    assert "run it as the audit service's role" in " ".join(refused.stderr.split())
     for _ in range(2):
-        result = audit_cli(pipeline, "rebuild")
+        result = audit_cli(pipeline, "rebuild", role="audit")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "identical" in result.stdout
 
