@@ -7,6 +7,8 @@ server, as each role, statement by statement.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import asyncpg
 import pytest
 
 from deploy import dbroles
+from deploy import stack as local_stack
 from services.audit import queries
 from services.audit.store import MIGRATIONS_DIR as AUDIT_MIGRATIONS
 from services.intake.main import MIGRATIONS as INTAKE_MIGRATIONS
@@ -24,6 +27,7 @@ from shared.messaging import MESSAGING_MIGRATIONS
 from shared.platform.db import MigrationError, migrate_dsn
 from shared.platform.settings import compose_dsn
 from tests.conftest import Stack
+from tests.e2e.harness import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -223,3 +227,46 @@ async def test_the_audits_http_reads_run_as_the_auditor(provisioned: str, stack:
                 await conn.execute(ACTIONS["DELETE"].format(s="audit"))
     finally:
         await conn.close()
+
+
+def test_a_data_folder_from_before_passwords_comes_up_asking_for_them(tmp_path: Path) -> None:
+    """Developers have data folders made with trust authentication: `stack-up` gives the
+    superuser a password and rewrites pg_hba.conf, and the data is still there."""
+    cfg = local_stack.StackConfig(
+        data_dir=tmp_path / "data",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        pg_port=free_port(),
+        kafka_heap="256m",
+        start_timeout_s=60,
+    )
+    user = local_stack._pg_user()
+    cfg.pg_dir.mkdir(parents=True)
+    if user is not None:
+        local_stack._let_user_reach(cfg.pg_dir)
+        shutil.chown(cfg.pg_dir, user=user, group=user)
+    initdb = ["-D", str(cfg.pg_data), "-U", "postgres", "--auth=trust", "--no-sync"]
+    local_stack._run_pg("initdb", initdb, user=user)
+    assert not cfg.superuser_password_file.exists()
+    try:
+        local_stack.start_postgres(cfg)
+        hba = (cfg.pg_data / "pg_hba.conf").read_text().splitlines()
+        assert {ln.split()[-1] for ln in hba if ln.strip() and ln[0] != "#"} == {"scram-sha-256"}
+        assert cfg.superuser_password_file.stat().st_mode & 0o777 == 0o600
+
+        async def logins() -> tuple[int, type[Exception] | None]:
+            conn = await asyncpg.connect(cfg.admin_dsn())
+            n = await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = 'onedoor'")
+            await conn.close()
+            try:
+                await asyncpg.connect(cfg.admin_dsn().replace("postgres:", "postgres:x", 1))
+            except asyncpg.InvalidPasswordError as exc:
+                return n, type(exc)
+            return n, None
+
+        assert asyncio.run(logins()) == (1, asyncpg.InvalidPasswordError)
+        # A second start finds nothing to upgrade and comes up as any other day.
+        local_stack.restart_postgres(cfg)
+        assert asyncio.run(logins()) == (1, asyncpg.InvalidPasswordError)
+    finally:
+        local_stack.stop_postgres(cfg)
