@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         default=None,
         description="File holding the password of DATABASE_URL's user (one mounted secret "
         "per service; refused when others may read it). It replaces any password in the "
-        "URL; it is read at each connection, so a rotated secret needs no restart.",
+        "URL and is never logged.",
     )
     database_sslmode: SslMode | None = Field(
         default=None,
@@ -61,17 +61,17 @@ class Settings(BaseSettings):
         "(certificate and host name checked). Unset: as DATABASE_URL says (asyncpg's "
         "default is prefer).",
     )
+    database_ssl_root_cert: Path | None = Field(
+        default=None,
+        description="The CA certificate(s) the server's certificate must chain to "
+        "(verify-ca, verify-full); unset: ~/.postgresql/root.crt, as libpq.",
+    )
     audit_reader_role: str | None = Field(
         default=None,
         pattern=r"^[a-z_][a-z0-9_]{0,62}$",
         description="The audit's HTTP reads run as this database role (SET LOCAL ROLE, in "
         "a read-only transaction): onedoor_auditor where deploy/dbroles.py provisioned "
         "the roles. Unset: as the audit's own role, still read-only.",
-    )
-    database_ssl_root_cert: Path | None = Field(
-        default=None,
-        description="The CA certificate(s) the server's certificate must chain to "
-        "(verify-ca, verify-full); unset: ~/.postgresql/root.crt, as libpq.",
     )
     topic_prefix: str = Field(
         default="",
