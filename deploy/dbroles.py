@@ -147,25 +147,62 @@ class Provisioned:
     password_file: Path
 
 
+_READ_ONLY_SET = """SELECT EXISTS (SELECT 1 FROM pg_db_role_setting
+                    WHERE setrole = $1::regrole AND setdatabase = 0
+                      AND 'default_transaction_read_only=on' = ANY(setconfig))"""
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def _ensure_role(conn: asyncpg.Connection, role: str, password: str) -> None:
-    verifier = scram_verifier(password)
-    assert _VERIFIER.match(verifier)  # inlined below: utility statements take no parameters
-    if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+# A service needs to log in and nothing more: no right to create databases or roles, to
+# replicate, to bypass row security, nor any role's rights by membership.
+_ATTRIBUTES = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+_AS_WANTED = """SELECT rolcanlogin AND NOT (rolsuper OR rolcreatedb OR rolcreaterole
+                  OR rolreplication OR rolbypassrls OR rolinherit)
+                FROM pg_roles WHERE rolname = $1"""
+
+
+async def _ensure_role(conn: asyncpg.Connection, role: str, password: str) -> bool:
+    """Create ``role`` with ``password``, or correct its attributes; return whether it
+    existed already (its password is then checked by logging in, see ``provision``).
+
+    Nothing is written when all is as wanted: roles are the cluster's, and two runs
+    provisioning two databases at once (a test session and a demo) must not update the
+    same catalogue row together ("tuple concurrently updated")."""
+    as_wanted = await conn.fetchval(_AS_WANTED, role)
+    if as_wanted is None:
+        verifier = scram_verifier(password)
+        assert _VERIFIER.match(verifier)  # inlined: utility statements take no parameters
         try:
             async with conn.transaction():  # a savepoint: another run may create it first
-                await conn.execute(f"CREATE ROLE {_ident(role)}")
+                await conn.execute(
+                    f"CREATE ROLE {_ident(role)} WITH {_ATTRIBUTES} PASSWORD '{verifier}'"
+                )
         except asyncpg.DuplicateObjectError:
-            pass
-    # A service needs to log in and nothing more: no right to create databases or roles,
-    # to replicate, to bypass row security, nor any role's rights by membership.
-    await conn.execute(
-        f"ALTER ROLE {_ident(role)} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
-        f"NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD '{verifier}'"
-    )
+            return True
+        return False
+    if not as_wanted:
+        await conn.execute(f"ALTER ROLE {_ident(role)} WITH {_ATTRIBUTES}")
+    return True
+
+
+async def _set_password_unless_it_opens(dsn: str, role: str, password: str) -> None:
+    """Log in as ``role`` with ``password``; when the server refuses it (a role made
+    from another secrets folder, a lost file), give the role that password."""
+    try:
+        probe = await asyncpg.connect(compose_dsn(role_dsn(dsn, role), password=password))
+    except asyncpg.InvalidPasswordError:
+        pass
+    else:
+        await probe.close()
+        return
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ALTER ROLE {_ident(role)} PASSWORD '{scram_verifier(password)}'")
+    finally:
+        await conn.close()
 
 
 async def _own_schema(conn: asyncpg.Connection, schema: str, role: str) -> None:
@@ -218,14 +255,17 @@ async def provision(dsn: str, names: Iterable[str], secrets_dir: Path) -> list[P
             await conn.execute(f"REVOKE ALL ON DATABASE {_ident(database)} FROM PUBLIC")
             if await conn.fetchval("SELECT to_regnamespace('public') IS NOT NULL"):
                 await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-            for role, schema in roles:
-                await _ensure_role(conn, role, passwords[role])
+            existed = []
+            for role, schema in [*roles, (AUDITOR, None)]:
+                if await _ensure_role(conn, role, passwords[role]):
+                    existed.append(role)
                 await conn.execute(f"GRANT CONNECT ON DATABASE {_ident(database)} TO {role}")
-                await _own_schema(conn, schema, role)
-            await _ensure_role(conn, AUDITOR, passwords[AUDITOR])
-            await conn.execute(f"GRANT CONNECT ON DATABASE {_ident(database)} TO {AUDITOR}")
-            # Belt and braces: even a grant given by mistake later cannot make it write.
-            await conn.execute(f"ALTER ROLE {AUDITOR} SET default_transaction_read_only = on")
+                if schema is not None:
+                    await _own_schema(conn, schema, role)
+            # Its sessions start read-only too: a grant given by mistake later does not
+            # let a plain session of the auditor write.
+            if not await conn.fetchval(_READ_ONLY_SET, AUDITOR):
+                await conn.execute(f"ALTER ROLE {AUDITOR} SET default_transaction_read_only = on")
             audit_owner = await conn.fetchval(
                 "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1",
                 AUDIT_SCHEMA,
@@ -242,7 +282,9 @@ async def provision(dsn: str, names: Iterable[str], secrets_dir: Path) -> list[P
                 )
                 # The audit's HTTP reads run as the auditor (SET LOCAL ROLE): membership
                 # without inheritance (service roles are NOINHERIT) lends no rights.
-                if audit_owner == role_for(AUDIT_SCHEMA):
+                if audit_owner == role_for(AUDIT_SCHEMA) and not await conn.fetchval(
+                    "SELECT pg_has_role($1, $2, 'MEMBER')", audit_owner, AUDITOR
+                ):
                     await conn.execute(f"GRANT {AUDITOR} TO {audit_owner}")
     except asyncpg.InsufficientPrivilegeError as exc:
         raise ProvisionError(
@@ -251,6 +293,10 @@ async def provision(dsn: str, names: Iterable[str], secrets_dir: Path) -> list[P
         ) from None
     finally:
         await conn.close()
+    # Now that each may connect here: a role that does not open with its file's password
+    # is given it (the only write to a role that already existed).
+    for role in existed:
+        await _set_password_unless_it_opens(dsn, role, passwords[role])
     made = [Provisioned(r, s, password_file(secrets_dir, r)) for r, s in roles]
     return [
         *made,

@@ -270,3 +270,29 @@ def test_a_data_folder_from_before_passwords_comes_up_asking_for_them(tmp_path: 
         assert asyncio.run(logins()) == (1, asyncpg.InvalidPasswordError)
     finally:
         local_stack.stop_postgres(cfg)
+
+
+async def test_provisioning_again_restores_a_roles_password_and_rights(
+    provisioned: str, stack: Stack
+) -> None:
+    """A role whose password is not its file's any more (made from another secrets
+    folder), or that was given a right it must not have, is corrected by running the
+    provisioning again; what is already right is left alone."""
+    owner = await asyncpg.connect(provisioned)
+    try:
+        other = dbroles.scram_verifier("another-secrets-folder")
+        await owner.execute(f"ALTER ROLE onedoor_parks CREATEDB PASSWORD '{other}'")
+    finally:
+        await owner.close()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await as_role(provisioned, "parks", stack.secrets_dir)
+    await dbroles.provision(provisioned, ["parks"], stack.secrets_dir)
+    conn = await as_role(provisioned, "parks", stack.secrets_dir)
+    try:
+        assert (
+            await conn.fetchval("SELECT rolcreatedb FROM pg_roles WHERE rolname = 'onedoor_parks'")
+            is False
+        )
+        assert await attempt(conn, ACTIONS["INSERT"].format(s="parks")) == "ok"
+    finally:
+        await conn.close()
