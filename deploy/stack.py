@@ -760,11 +760,28 @@ async def _set_superuser_password(cfg: StackConfig) -> None:
 
 
 async def _reload(cfg: StackConfig) -> None:
+    """Reload pg_hba.conf and wait until it is in force: the server reloads on a signal,
+    a moment later, and until then the old file's trust still lets anyone in."""
     conn = await _connect_when_up(cfg, "postgres")
     try:
         await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
+    deadline = time.monotonic() + cfg.start_timeout_s
+    while time.monotonic() < deadline:
+        try:
+            probe = await asyncpg.connect(
+                host="127.0.0.1",
+                port=cfg.pg_port,
+                user="postgres",
+                password=uuid.uuid4().hex,  # any but the right one
+                database="postgres",
+            )
+        except asyncpg.InvalidPasswordError:
+            return
+        await probe.close()
+        await asyncio.sleep(0.1)
+    raise StackError(f"PostgreSQL did not load the new pg_hba.conf; see {cfg.pg_log}")
 
 
 async def _connect_when_up(cfg: StackConfig, database: str) -> asyncpg.Connection:
