@@ -42,11 +42,14 @@ bench: stack-up ## benchmark: raw Kafka limit, e2e cases/s, latency, replay spee
 bench-engine: stack-up ## the consumer engine alone: CPU per batch (VARIANT=consume|tx|full RATE=n)
 	$(PY) -m bench.engine --variant $(or $(VARIANT),full) --rate $(or $(RATE),20)
 
-audit-verify: venv ## onedoor-audit verify over the local stack's log
-	$(VENV)/bin/onedoor-audit verify
+# The auditor's commands run as the read-only database role onedoor_auditor.
+AS_AUDITOR = eval "$$($(PY) -m deploy.stack env auditor)" &&
+
+audit-verify: venv ## onedoor-audit verify over the local stack's log (as the auditor)
+	$(AS_AUDITOR) $(VENV)/bin/onedoor-audit verify
 
 audit-drill: stack-up ## inject one fault of each kind into fresh topics; show verify finds them
-	$(PY) -m deploy.audit_drill
+	$(AS_AUDITOR) $(PY) -m deploy.audit_drill
 
 test: stack-up ## all test tiers against the real stack
 	$(PYTEST)

@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import loadgen
-from deploy import demo, kafka_security
+from deploy import dbroles, demo, kafka_security
 from deploy import stack as local_stack
 from deploy.demo import build_requests
 from services.audit.ingest import event_log_pattern
@@ -550,7 +550,15 @@ async def clean_up(cfg: local_stack.StackConfig, settings: Settings) -> None:
     prefix = settings.topic_prefix
     await delete_topics_with_prefix(settings, prefix)
     await revoke_prefix(settings, prefix)
-    await drop_database(cfg.database_url, prefix.rstrip("."))
+    await drop_database(cfg.admin_dsn(), prefix.rstrip("."))
+
+
+async def own_database(cfg: local_stack.StackConfig, name: str) -> str:
+    """A database of the run's own (its owner's DSN), where the services connect as
+    their own roles, owners of their schemas."""
+    database_url = await create_database(cfg.admin_dsn(), name)
+    await dbroles.provision(database_url, ["intake", *demo.SERVICES], cfg.secrets_dir)
+    return database_url
 
 
 async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = False) -> int:
@@ -559,7 +567,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
     prefix = f"bench{datetime.now(UTC):%m%d%H%M%S}."
     # The run's own database and topics: verify and the audit store's chain check cover
     # this run only, and both are dropped at the end (the JSON keeps the figures).
-    database_url = await create_database(cfg.database_url, prefix.rstrip("."))
+    database_url = await own_database(cfg, prefix.rstrip("."))
     settings = await run_settings(cfg, database_url, prefix)
     results: dict[str, Any] = {
         "prefix": prefix,
@@ -578,7 +586,6 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
         kafka_security.without_principal(os.environ)
         | kafka_security.client_env(cfg)
         | {
-            "DATABASE_URL": database_url,
             "ONEDOOR_TOPIC_PREFIX": prefix,
             "ONEDOOR_LOG_JSON": "true",
             "ONEDOOR_LOG_LEVEL": "WARNING",
@@ -586,7 +593,9 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
         }
     )
     logs = cfg.data_dir / "logs" / prefix.rstrip(".")
-    procs, health = demo.start_services(env, logs, port)
+    procs, health = demo.start_services(
+        env, logs, port, demo.database_roles(database_url, cfg.secrets_dir)
+    )
     services = Services(procs, stack=stack_pids(cfg), health=health)
     stop = asyncio.Event()
     watcher = Watcher(settings)
@@ -605,7 +614,7 @@ async def bench(quick: bool, rates: list[int] | None = None, *, keep: bool = Fal
             watcher=watcher,
             services=services,
             catalogue=catalogue,
-            database_url=database_url,
+            database_url=dbroles.service_dsn(database_url, "intake", cfg.secrets_dir),
             centre=settings.centre_id,
         )
         # Requests that timed out in the generator may still have been accepted: let every

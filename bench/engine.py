@@ -104,7 +104,7 @@ async def produce(
 async def measure(variant: str, rate: float, seconds: float) -> str:
     cfg = local_stack.StackConfig.from_env()
     name = f"engine{uuid4().hex[:6]}"
-    database_url = await create_database(cfg.database_url, name)
+    database_url = await create_database(cfg.admin_dsn(), name)
     keys = Path(tempfile.mkdtemp(prefix="engine-keys-"))
     settings = kafka_security.admin_settings(
         cfg,
@@ -164,7 +164,7 @@ async def measure(variant: str, rate: float, seconds: float) -> str:
         await asyncio.gather(*tasks)
         await pool.close()
         await delete_topics_with_prefix(settings, settings.topic_prefix)
-        await drop_database(cfg.database_url, name)
+        await drop_database(cfg.admin_dsn(), name)
     return (
         f"ENGINE variant={variant} rate={rate:g} records={records} batches={batches} "
         f"records_per_batch={records / max(batches, 1):.1f} cpu_ms_per_s={1000 * cpu / wall:.0f} "

@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deploy import kafka_security
+from deploy import dbroles, kafka_security
 from deploy import stack as local_stack
 from services.audit.output import Terminal, print_verify_report, progress_bar
 from services.audit.verifier.run import verify_log
@@ -265,11 +266,25 @@ async def watch(
         await consumer.stop()
 
 
+def database_roles(dsn: str, secrets_dir: Path) -> dict[str, dict[str, str]]:
+    """Each service's connection as its own database role (provisioned by ``make
+    stack-up``, or by :func:`dbroles.provision` in a database of one's own)."""
+    return {n: dbroles.service_env(dsn, n, secrets_dir) for n in ["intake", *SERVICES]}
+
+
+def without_database(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without any database connection: no service inherits the shell's (the
+    owner's, perhaps); each is given its own role's."""
+    drop = {"DATABASE_URL", "ONEDOOR_DATABASE_URL", "ONEDOOR_DATABASE_PASSWORD_FILE"}
+    return {k: v for k, v in env.items() if k not in drop}
+
+
 def start_services(
-    env: dict[str, str], log_dir: Path, http_port: int
+    env: dict[str, str], log_dir: Path, http_port: int, roles: Mapping[str, Mapping[str, str]]
 ) -> tuple[dict[str, subprocess.Popen[bytes]], dict[str, str]]:
-    """Start every service; return the processes and each one's health URL (intake on
-    ``http_port``, the consumer services on the ports after it)."""
+    """Start every service, each connected as its own database role (``roles``: its
+    DATABASE_URL and password file); return the processes and each one's health URL
+    (intake on ``http_port``, the consumer services on the ports after it)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     local_stack.ensure_keys_from_env(env)  # services refuse to start without their keys
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -284,7 +299,7 @@ def start_services(
         out = (log_dir / f"{name}.log").open("ab")
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"],
-            env=env | own,
+            env=without_database(env) | dict(roles[name]) | own,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -393,6 +408,18 @@ async def wait_closed(
             await asyncio.sleep(0.2)
 
 
+def auditor_settings(cfg: local_stack.StackConfig, prefix: str) -> Settings:
+    """What ``onedoor-audit verify`` runs with: the audit's Kafka principal, which reads
+    the log, and the auditor's read-only database role."""
+    auditor = dbroles.service_env(cfg.database_url, "auditor", cfg.secrets_dir)
+    return kafka_security.admin_settings(
+        cfg,
+        database_url=SecretStr(auditor["DATABASE_URL"]),
+        database_password_file=Path(auditor["ONEDOOR_DATABASE_PASSWORD_FILE"]),
+        topic_prefix=prefix,
+    ).as_principal(AUDIT)
+
+
 async def demo(cases: int, deadline_s: float, seed: int) -> int:
     started = time.monotonic()
     cfg = local_stack.StackConfig.from_env()
@@ -401,19 +428,21 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
     catalogue = default_catalogue(Settings().catalogue_dirs)
     http_port = int(os.environ.get("ONEDOOR_DEMO_HTTP_PORT", "18080"))
     prefix = os.environ.get("ONEDOOR_TOPIC_PREFIX", "")
-    # Each service connects to Kafka as its own principal (its ACLs: `up` made them).
+    # Each service connects to Kafka as its own principal (its ACLs: `up` made them),
+    # and to PostgreSQL as its own role.
     env = (
         kafka_security.without_principal(os.environ)
         | kafka_security.client_env(cfg)
         | {
-            "DATABASE_URL": cfg.database_url,
             "ONEDOOR_LOG_JSON": "true",
             # Citizens' one-time codes go to a file in the local stack (no SMS gateway).
             "ONEDOOR_NOTIFIER": "file",
             "ONEDOOR_NOTIFIER_FILE": str(cfg.data_dir / "notifier" / "sms.jsonl"),
         }
     )
-    procs, health = start_services(env, cfg.data_dir / "logs", http_port)
+    procs, health = start_services(
+        env, cfg.data_dir / "logs", http_port, database_roles(cfg.database_url, cfg.secrets_dir)
+    )
     base = f"http://127.0.0.1:{http_port}"
     obs = Observed()
     stop = asyncio.Event()
@@ -436,7 +465,11 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         run = await submit_all(
             base,
             build_requests(catalogue, cases, seed),
-            await clerk_tokens(base, cfg.database_url, Settings().centre_id),
+            await clerk_tokens(
+                base,
+                dbroles.service_dsn(cfg.database_url, "intake", cfg.secrets_dir),
+                Settings().centre_id,
+            ),
         )
         dead = await wait_closed(run, obs, procs, deadline_s)
         console.print(summary(run, obs, catalogue, started))
@@ -453,10 +486,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
         else:
             console.print(f"[green]OK[/]: all {len(run.accepted)} accepted cases closed")
             console.print("[bold]onedoor-audit verify[/] (replays every topic from the start):")
-            # As `onedoor-audit verify` runs: the audit's principal, which reads the log.
-            settings = kafka_security.admin_settings(
-                cfg, database_url=SecretStr(cfg.database_url), topic_prefix=prefix
-            ).as_principal(AUDIT)
+            settings = auditor_settings(cfg, prefix)
             with progress_bar(quiet=False) as on_progress:
                 report = await verify_log(settings, on_progress=on_progress)
             print_verify_report(report, Terminal(console=console))

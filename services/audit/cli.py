@@ -401,6 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     except asyncpg.InsufficientPrivilegeError as exc:
         _err(f"the database refused: {exc}. This command needs to read the audit schema.")
         return 2
+    except asyncpg.ReadOnlySQLTransactionError:
+        _err(
+            "the database refused a write: this role's sessions only read (the auditor's, "
+            "onedoor_auditor). rebuild rewrites the projection: run it as the audit "
+            "service's role (python -m deploy.stack env audit)."
+        )
+        return 2
     except (OSError, asyncpg.PostgresError) as exc:
         _err(
             f"cannot reach the stack: {type(exc).__name__}: {exc}. Check KAFKA_BOOTSTRAP_SERVERS "

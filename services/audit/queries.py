@@ -65,6 +65,16 @@ async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[s
 
 
 @asynccontextmanager
+async def read_only(conn: Connection, role: str | None) -> AsyncIterator[Connection]:
+    """``conn`` in a read-only transaction, as database role ``role`` when given (the
+    auditor's: the audit's own role may write its store, its readers may not)."""
+    async with conn.transaction(readonly=True):
+        if role is not None:
+            await conn.execute(f'SET LOCAL ROLE "{role}"')
+        yield conn
+
+
+@asynccontextmanager
 async def migrated_store(settings: Settings) -> AsyncIterator[Connection]:
     """A connection to the audit store, once the store is known to be migrated
     (:class:`store.StoreNotReadyError` otherwise). Nothing is created or migrated here:

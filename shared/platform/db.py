@@ -195,7 +195,7 @@ async def migrate(conn: Connection, schema: str, directories: Sequence[Path]) ->
     applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await _ensure_schema(conn, schema)
         await conn.execute(f'SET LOCAL search_path TO "{schema}"')
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -224,6 +224,24 @@ async def migrate(conn: Connection, schema: str, directories: Sequence[Path]) ->
             )
             applied_now.append(migration.name)
     return applied_now
+
+
+async def _ensure_schema(conn: Connection, schema: str) -> None:
+    # Not CREATE SCHEMA IF NOT EXISTS: PostgreSQL checks the right to create schemas
+    # before it looks whether the schema exists, and a service's role has no such right:
+    # its schema is made for it by provisioning (deploy/dbroles.py), owned by it.
+    row = await conn.fetchrow("SELECT to_regnamespace($1) IS NULL, current_user::text", schema)
+    assert row is not None
+    missing, user = row
+    if not missing:
+        return
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    except asyncpg.InsufficientPrivilegeError:
+        raise MigrationError(
+            f"schema {schema} does not exist and role {user} may not create it: provision "
+            f"it first, as the database owner: python -m deploy.dbroles provision {schema}"
+        ) from None
 
 
 async def migrate_dsn(dsn: str, schema: str, directories: Sequence[Path]) -> list[str]:

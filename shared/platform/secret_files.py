@@ -34,28 +34,34 @@ def refused(mode: int, owner: int) -> bool:
     return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
 
 
-class SecretFileError(RuntimeError):
-    """A secret file that is missing or that others may read; the message says the fix."""
+class SecretFileError(ValueError):
+    """A secret file (a password) is missing, empty or readable by others; the message
+    names the file and the fix, never the secret. Not an OSError: start-up's retry loop,
+    which waits for a database or broker coming up, must not wait for a file."""
 
 
 @functools.lru_cache(maxsize=64)
-def read_secret(path: Path) -> SecretStr:
-    """The secret held in ``path`` (surrounding whitespace stripped), read once per process.
+def read_secret(path: Path, what: str = "secret") -> SecretStr:
+    """The secret held in ``path`` (one line; surrounding whitespace dropped), read once
+    per process.
+
+    Refused when others than its owner may use the file (:func:`shared_mode`): an
+    operator mounts one secret per container, readable by its owner, or by the pod's
+    group for a Kubernetes ``fsGroup`` mount of a root-owned file.
 
     Raises:
-        SecretFileError: no such file, an empty one, or one others than its owner may use
-            (:func:`shared_mode`).
+        SecretFileError: the file is missing, unreadable, empty or too open.
     """
     try:
         mode = shared_mode(path)
-    except FileNotFoundError:
-        raise SecretFileError(
-            f"no secret file at {path}; the local stack makes it (`python -m deploy.stack up`),"
-            " a deployment mounts it"
-        ) from None
-    if mode is not None:
-        raise SecretFileError(f"{path} is readable by others (mode {mode:o}); run chmod 600 {path}")
-    value = path.read_text().strip()
+        if mode is not None:
+            raise SecretFileError(
+                f"{what} file {path} has mode {mode:o}: others may read it. "
+                f"Run chmod 600 {path} (or mount the secret with defaultMode 0400)."
+            )
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise SecretFileError(f"cannot read the {what} file {path}: {exc.strerror}") from None
     if not value:
-        raise SecretFileError(f"the secret file {path} is empty")
+        raise SecretFileError(f"the {what} file {path} is empty")
     return SecretStr(value)

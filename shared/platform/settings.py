@@ -11,13 +11,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, TypedDict
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.platform.secret_files import read_secret
+
 LOCAL_KAFKA = "127.0.0.1:29092"
 LOCAL_KAFKA_SECRETS = Path(".data/secrets/kafka")
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:25432/onedoor"
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
 class ConfigError(ValueError):
@@ -81,7 +85,32 @@ class Settings(BaseSettings):
     database_url: SecretStr = Field(
         default=SecretStr(LOCAL_DATABASE_URL),
         validation_alias=AliasChoices("DATABASE_URL", "ONEDOOR_DATABASE_URL"),
-        description="PostgreSQL DSN; each service uses its own schema in this database.",
+        description="PostgreSQL DSN; each service uses its own schema in this database, "
+        "as its own role (postgresql://onedoor_<service>@host:port/db).",
+    )
+    database_password_file: Path | None = Field(
+        default=None,
+        description="File holding the password of DATABASE_URL's user (one mounted secret "
+        "per service; refused when others may read it). It replaces any password in the "
+        "URL and is never logged.",
+    )
+    database_sslmode: SslMode | None = Field(
+        default=None,
+        description="TLS to PostgreSQL, libpq's sslmode: verify-full for a remote server "
+        "(certificate and host name checked). Unset: as DATABASE_URL says (asyncpg's "
+        "default is prefer).",
+    )
+    database_ssl_root_cert: Path | None = Field(
+        default=None,
+        description="The CA certificate(s) the server's certificate must chain to "
+        "(verify-ca, verify-full); unset: ~/.postgresql/root.crt, as libpq.",
+    )
+    audit_reader_role: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="The audit's HTTP reads run as this database role (SET LOCAL ROLE, in "
+        "a read-only transaction): onedoor_auditor where deploy/dbroles.py provisioned "
+        "the roles. Unset: as the audit's own role, still read-only.",
     )
     topic_prefix: str = Field(
         default="",
@@ -370,7 +399,51 @@ class Settings(BaseSettings):
         return self.token_public_key_file or self.token_key_path().with_suffix(".pub")
 
     def dsn(self) -> str:
-        return self.database_url.get_secret_value()
+        """The DSN every connection of this process uses: DATABASE_URL with the password
+        from ``database_password_file`` and the TLS options as the ``sslmode`` and
+        ``sslrootcert`` parameters asyncpg (and libpq) read. A secret: never log it.
+
+        Raises:
+            SecretFileError: the password file is missing, empty or readable by others.
+        """
+        password = (
+            None
+            if self.database_password_file is None
+            else read_secret(self.database_password_file, "database password").get_secret_value()
+        )
+        return compose_dsn(
+            self.database_url.get_secret_value(),
+            password=password,
+            sslmode=self.database_sslmode,
+            ssl_root_cert=self.database_ssl_root_cert,
+        )
+
+
+def compose_dsn(
+    url: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    sslmode: str | None = None,
+    ssl_root_cert: Path | None = None,
+) -> str:
+    """``url`` with its user, password and TLS parameters replaced by those given."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        userinfo, host = "", parts.netloc
+    name, colon, old_password = userinfo.partition(":")
+    name = quote(user, safe="") if user is not None else name
+    secret = quote(password, safe="") if password is not None else (old_password if colon else None)
+    netloc = f"{name}{'' if secret is None else ':' + secret}@{host}" if name or secret else host
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query)
+        if not (k == "sslmode" and sslmode) and not (k == "sslrootcert" and ssl_root_cert)
+    ]
+    query += [("sslmode", sslmode)] if sslmode else []
+    query += [("sslrootcert", str(ssl_root_cert))] if ssl_root_cert else []
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
 
 
 @lru_cache(maxsize=1)

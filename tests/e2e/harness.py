@@ -21,7 +21,7 @@ import httpx
 from aiokafka import TopicPartition
 from pydantic import SecretStr
 
-from deploy import kafka_security
+from deploy import dbroles, kafka_security
 from deploy import stack as local_stack
 from deploy.kafka_security import KafkaAccess
 from shared.contracts.events import Event, parse_event
@@ -46,6 +46,9 @@ __all__ = [  # case_body and person stay importable from here for the tests that
     "wait_closed",
     "wait_group_past",
 ]
+
+
+_DATABASE_VARS = ("DATABASE_URL", "ONEDOOR_DATABASE_URL", "ONEDOOR_DATABASE_PASSWORD_FILE")
 
 
 def free_port() -> int:
@@ -93,6 +96,11 @@ class Pipeline:
                 urls[name] = f"http://127.0.0.1:{env['ONEDOOR_HEALTH_PORT']}/health"
         return urls
 
+    def env_of(self, name: str) -> dict[str, str]:
+        """The environment ``name`` runs with: a service's, or ``auditor`` (the auditor's
+        read-only database role, for onedoor-audit's commands)."""
+        return self.env | self.service_env.get(name, {})
+
     def start(
         self, name: str, *, like: str | None = None, extra_env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
@@ -128,10 +136,23 @@ def run_services(
     logs: Path,
     extra_env: Mapping[str, str] | None = None,
     service_env: Mapping[str, Mapping[str, str]] | None = None,
+    db_secrets: Path | None = None,
 ) -> Iterator[Pipeline]:
     """Start each service as its own process on a fresh topic prefix, wait until intake is
-    healthy, yield, then stop them with SIGTERM and check each stopped cleanly."""
+    healthy, yield, then stop them with SIGTERM and check each stopped cleanly.
+
+    ``database_url`` is the database owner's: each service (a key of ``commands``, which
+    is its schema's name) is given its own role in that database instead, with its
+    password file from ``db_secrets`` (the stack's secrets folder by default)."""
     port = free_port()
+    secrets_dir = db_secrets or dbroles.default_secrets_dir()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, dbroles.provision(database_url, commands, secrets_dir)).result()
+    own_env = {
+        name: dbroles.service_env(database_url, name, secrets_dir)
+        | dict((service_env or {}).get(name, {}))
+        for name in [*commands, "auditor"]
+    }
     # Every signer of the stack, and any other service started here (a third department),
     # gets its key and a place in this run's registry before anything starts.
     local_stack.ensure_keys(logs / "keys", extra=tuple(commands))
@@ -147,9 +168,15 @@ def run_services(
     )
     departments = kafka_security.catalogue_departments(dict(extra_env or {}))
     asyncio.run(kafka.provision(settings.topic_prefix, departments))
-    env = kafka_security.without_principal(os.environ) | kafka.client_env
+    # No process inherits the owner's connection (each gets its own role's: own_env) nor
+    # the tools' Kafka principal (each connects as itself).
+    inherited = {
+        k: v
+        for k, v in kafka_security.without_principal(os.environ).items()
+        if k not in _DATABASE_VARS
+    }
+    env = inherited | kafka.client_env
     env |= {
-        "DATABASE_URL": database_url,
         "ONEDOOR_TOPIC_PREFIX": settings.topic_prefix,
         "ONEDOOR_HTTP_PORT": str(port),
         "ONEDOOR_KEYS_DIR": str(logs / "keys"),
@@ -166,7 +193,7 @@ def run_services(
         env,
         {name: list(argv) for name, argv in commands.items()},
         logs,
-        {name: dict(e) for name, e in (service_env or {}).items()},
+        own_env,
     )
     for name in commands:
         pipeline.start(name)

@@ -79,11 +79,12 @@ async def closed_cases(pipeline: Pipeline, audit_port: int) -> list[str]:
 
 
 def audit_cli(
-    pipeline: Pipeline, *args: str, env: dict[str, str] | None = None
+    pipeline: Pipeline, *args: str, role: str = "auditor", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """onedoor-audit, connected as the auditor's read-only role (or ``role``'s)."""
     return subprocess.run(
         [sys.executable, "-m", "services.audit.cli", *args],
-        env=pipeline.env | (env or {}),
+        env=pipeline.env_of(role) | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -116,8 +117,12 @@ def test_rechecking_every_signature_agrees(pipeline: Pipeline, closed_cases: lis
 
 
 def test_rebuild_gives_the_live_digest(pipeline: Pipeline, closed_cases: list[str]) -> None:
+    # The auditor may not rewrite the projection; the audit service's role may.
+    refused = audit_cli(pipeline, "rebuild")
+    assert refused.returncode == 2
+    assert "run it as the audit service's role" in " ".join(refused.stderr.split())
     for _ in range(2):
-        result = audit_cli(pipeline, "rebuild")
+        result = audit_cli(pipeline, "rebuild", role="audit")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "identical" in result.stdout
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import httpx
 import pytest
 
@@ -289,3 +290,24 @@ async def test_the_largest_accepted_request_closes_and_one_over_it_is_refused(
     assert refused.status_code == 422, refused.text[:500]
     problems = {tuple(d["loc"]): d["msg"] for d in refused.json()["detail"]}
     assert f"over the limit of {limits.form} bytes" in problems[("body", "form")]
+
+
+async def test_each_service_is_connected_as_its_own_role(
+    pipeline: Pipeline, database_url: str
+) -> None:
+    """Not one session of the services is the superuser's: each pool (named after its
+    schema) logged in as that service's role, with its password."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            """SELECT DISTINCT application_name, usename::text FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 AND backend_type = 'client backend'"""
+        )
+    finally:
+        await conn.close()
+    sessions = {r["application_name"]: r["usename"] for r in rows if r["application_name"]}
+    assert {name: sessions.get(name) for name in SERVICES} == {
+        name: f"onedoor_{name}" for name in SERVICES
+    }
+    assert "postgres" not in {r["usename"] for r in rows}

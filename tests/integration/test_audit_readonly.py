@@ -1,6 +1,7 @@
 """The auditor's read-only commands on the real PostgreSQL: they never migrate, they work
-for a role that may only read the audit schema, and statistics come from the live
-projection (case_views), never from a replay of every stored event."""
+as the auditor's role (onedoor_auditor, which may only read the audit schema), and
+statistics come from the live projection (case_views), never from a replay of every
+stored event."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from secrets import token_urlsafe
 from uuid import uuid4
 
 import asyncpg
 import pytest
 
-from deploy import kafka_security
+from deploy import dbroles, kafka_security
 from deploy.audit_drill import LogWriter, clean_cases, flow
 from services.audit import queries, store
 from services.audit.projection import project
@@ -28,7 +29,7 @@ from shared.contracts.events import Event, EventDecodeError, PersonalDataAccesse
 from shared.department.decisions import NeedsInfo
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.platform.db import connect, create_database, drop_database, migrate_dsn
-from shared.platform.settings import Settings
+from shared.platform.settings import Settings, compose_dsn
 from shared.platform.tokens import TokenIssuer, generate_key, load_signing_key
 from tests.conftest import Stack
 
@@ -36,13 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SCHEMA = store.SCHEMA
 MIGRATIONS = [store.MIGRATIONS_DIR]
-
-
-def as_role(dsn: str, role: str) -> str:
-    """The same database, logged in as ``role`` (the local stack trusts local logins)."""
-    parts = urlsplit(dsn)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
 
 
 async def ingest_log(settings: Settings) -> list[Event]:
@@ -73,19 +67,13 @@ async def stored(settings: Settings, catalogue: Catalogue) -> list[Event]:
 
 
 @pytest.fixture
-async def reader(settings: Settings) -> AsyncIterator[str]:
-    """A login role that may only read the audit schema; its DATABASE_URL."""
-    role = f"auditor_{uuid4().hex[:8]}"
-    owner = await asyncpg.connect(settings.dsn())
-    try:
-        await owner.execute(f"CREATE ROLE {role} LOGIN")
-        await owner.execute(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {role}")
-        await owner.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {SCHEMA} TO {role}")
-        yield as_role(settings.dsn(), role)
-    finally:
-        await owner.execute(f"DROP OWNED BY {role}")
-        await owner.execute(f"DROP ROLE {role}")
-        await owner.close()
+async def reader(settings: Settings, stack: Stack, stored: list[Event]) -> dict[str, str]:
+    """The auditor's connection (DATABASE_URL and password file): onedoor_auditor, which
+    may only read the audit schema. The store was migrated here by the test as the owner;
+    provisioning again hands its tables to the audit's role and lets the auditor read
+    them, as on a deployment where the audit service migrated them."""
+    await dbroles.provision(settings.dsn(), [SCHEMA], stack.secrets_dir)
+    return dbroles.service_env(settings.dsn(), "auditor", stack.secrets_dir)
 
 
 def token_file(settings: Settings) -> str:
@@ -105,13 +93,13 @@ WHY = ("--reason", "read-only role check")
 
 
 def audit_cli(
-    settings: Settings, database_url: str, *args: str
+    settings: Settings, database: Mapping[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
     env = {
         "ONEDOOR_TOKEN_FILE": token_file(settings),
         "PATH": "/usr/bin:/bin",
         **kafka_security.env_of(settings),
-        "DATABASE_URL": database_url,
+        **database,
         "ONEDOOR_TOPIC_PREFIX": settings.topic_prefix,
         "ONEDOOR_KEYS_DIR": str(settings.keys_dir),
         "ONEDOOR_LOG_JSON": "true",
@@ -126,8 +114,8 @@ def audit_cli(
     )
 
 
-def test_history_stats_and_verify_work_for_a_role_that_may_only_read(
-    settings: Settings, stored: list[Event], reader: str
+def test_history_stats_and_verify_work_for_the_auditor_role(
+    settings: Settings, stored: list[Event], reader: dict[str, str]
 ) -> None:
     case_id = str(stored[0].case_id)
     history = audit_cli(settings, reader, "history", case_id, "--json", *WHY)
@@ -147,7 +135,7 @@ async def test_read_only_commands_never_migrate(settings: Settings, stack: Stack
     empty = await create_database(stack.database_url, name)
     try:
         for args in (("stats",), ("history", str(uuid4()), *WHY), ("stats", "--json")):
-            result = audit_cli(settings, empty, *args)
+            result = audit_cli(settings, {"DATABASE_URL": empty}, *args)
             assert result.returncode == 2, result.stdout + result.stderr
             said = " ".join(result.stderr.lower().split())
             assert "start the audit service" in said, result.stderr
@@ -178,11 +166,17 @@ async def test_statistics_come_from_the_live_views_not_the_events(
         expected["accesses_by_role"] = dict(roles)
         assert roles["auditor"] >= 2  # the drill's clean cases are read
         assert sum(c["accepted"] for c in expected["per_item"].values()) >= 5
-        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        password = token_urlsafe(16)
+        await owner.execute(
+            f"CREATE ROLE {role} LOGIN PASSWORD '{dbroles.scram_verifier(password)}'"
+        )
+        database = await owner.fetchval("SELECT current_database()")
+        await owner.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
         await owner.execute(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {role}")
         await owner.execute(f"GRANT SELECT ON {SCHEMA}.case_views TO {role}")
         await owner.execute(f"GRANT SELECT ON {SCHEMA}.access_reads TO {role}")
-        conn = await connect(as_role(settings.dsn(), role), SCHEMA, name="test-viewer")
+        as_viewer = compose_dsn(dbroles.role_dsn(settings.dsn(), role), password=password)
+        conn = await connect(as_viewer, SCHEMA, name="test-viewer")
         try:
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.fetchval("SELECT count(*) FROM events")

@@ -76,6 +76,17 @@ def test_make_stack_up_from_a_clone_in_a_root_owned_0700_folder(tmp_path: Path) 
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         assert f"up on 127.0.0.1:{pg}" in up.stdout + up.stderr
         assert make("stack-status").returncode == 0
+        # A new cluster asks every login for its password; the passwords lie in files
+        # only their owner may read, and the launcher printed none of them.
+        data = clone / ".data"
+        hba = (data / "postgres" / "pgdata" / "pg_hba.conf").read_text().splitlines()
+        methods = {line.split()[-1] for line in hba if line.strip() and line[0] != "#"}
+        assert methods == {"scram-sha-256"}
+        secrets = list((data / "secrets").glob("*.password"))
+        assert {p.name for p in secrets} >= {"postgres.password", "onedoor_intake.password"}
+        assert {stat.S_IMODE(p.stat().st_mode) for p in secrets} == {0o600}
+        printed = up.stdout + up.stderr
+        assert not [p.name for p in secrets if p.read_text().strip() in printed]
     finally:
         down = make("stack-down")
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]

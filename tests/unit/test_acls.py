@@ -8,6 +8,8 @@ import pytest
 from deploy.kafka_security import deployment_bindings
 from shared.contracts import topology
 from shared.contracts.topology import (
+    ACCESS_AUDIT,
+    ACCESS_INTAKE,
     AUDIT,
     CASES_ACCEPTED,
     CASES_ROUTING,
@@ -56,9 +58,11 @@ def test_a_department_reads_its_tasks_and_writes_its_outcomes_only() -> None:
     assert CASES_ACCEPTED not in topics(SS, Operation.READ) | topics(HR, Operation.READ)
 
 
-def test_intake_writes_only_cases_accepted_and_reads_the_routing_slip() -> None:
+def test_intake_writes_only_cases_accepted_and_its_reads_and_reads_the_routing_slip() -> None:
     assert topics(INTAKE, Operation.WRITE) == {
         CASES_ACCEPTED,
+        ACCESS_INTAKE,  # its PersonalDataAccessed records
+        dlq(ACCESS_INTAKE),
         dlq(CASES_ACCEPTED),
         dlq(CASES_ROUTING),
     }
@@ -72,9 +76,11 @@ def test_the_router_reads_what_it_routes_and_writes_what_it_emits() -> None:
     assert topics(ROUTER, Operation.WRITE) == emits | {dlq(t) for t in emits | reads}
 
 
-def test_the_audit_reads_every_event_topic_and_writes_only_dead_letters() -> None:
+def test_the_audit_reads_every_event_topic_and_writes_only_its_reads_and_dead_letters() -> None:
     assert topics(AUDIT, Operation.READ) == set(event_log_topics([HR, SS]))
-    assert all(t.endswith(topology.DLQ_SUFFIX) for t in topics(AUDIT, Operation.WRITE))
+    writes = topics(AUDIT, Operation.WRITE) - {ACCESS_AUDIT}  # its PersonalDataAccessed
+    assert writes
+    assert all(t.endswith(topology.DLQ_SUFFIX) for t in writes)
 
 
 def test_every_event_topic_has_its_one_writer_and_the_operators_redrive() -> None:
