@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from deploy import kafka_security
+from deploy import dbroles, kafka_security
 from deploy import stack as local_stack
 from deploy.kafka_security import KafkaAccess
 from shared.platform.settings import Settings
@@ -47,6 +47,7 @@ INFRA = "localhost/onedoor-infra:latest"
 UID = 10001  # the image's user
 # The smoke overlay's ports (deploy/k8s/overlays/smoke): all on the host's network.
 KAFKA, PG = 27092, 27432
+DATABASE_URL = f"postgresql://127.0.0.1:{PG}/onedoor"  # each service names its role
 HTTP = {"intake": 27080, "audit": 27081}
 HEALTH = {"router": 27082, "social-security": 27083, "hr-registration": 27084}
 SIGNER = {  # the Deployment's name -> the service (and key) it runs
@@ -229,17 +230,28 @@ async def wait_infra(smoke: Path) -> None:
     await _until("Kafka and PostgreSQL in the infra pod", up, 180)
 
 
-async def share_kafka_passwords(smoke: Path) -> None:
+async def share_passwords(smoke: Path) -> None:
     """Each service's Kafka principal with its ACLs (made by the pod's launcher too; the
-    call is idempotent) and its password in the service's own secrets folder, as its
-    Secret holds it in a cluster."""
+    call is idempotent), and its Kafka and database passwords in the service's own
+    secrets folder, as its Secret holds them in a cluster; the auditor's for verify."""
     kafka = infra_kafka(smoke)
     await kafka.provision("", kafka_security.catalogue_departments({}))
+    infra = smoke / "infra-secrets"
     for deployment, service in SIGNER.items():
-        target = smoke / "secrets" / deployment / f"{service}.password"
-        shutil.copy2(kafka.admin.kafka_password_path(service), target)
-        os.chown(target, UID, UID)
-        target.chmod(0o600)
+        folder = smoke / "secrets" / deployment
+        _share(kafka.admin.kafka_password_path(service), folder / f"{service}.password")
+        _share(dbroles.password_file(infra, f"onedoor_{service}"), folder / "database.password")
+    verify = smoke / "secrets" / "verify"  # onedoor-audit verify: the audit's key and
+    verify.mkdir()  # principal, the auditor's read-only database role
+    _share(smoke / "secrets" / "audit" / "audit.key", verify / "audit.key")
+    _share(kafka.admin.kafka_password_path("audit"), verify / "audit.password")
+    _share(dbroles.password_file(infra, dbroles.AUDITOR), verify / "database.password")
+
+
+def _share(source: Path, target: Path) -> None:
+    shutil.copy2(source, target)
+    os.chown(target, UID, UID)
+    target.chmod(0o600)
 
 
 def _listening(port: int) -> bool:
@@ -264,7 +276,7 @@ async def wait_services() -> None:
     await _until("every service's /health", healthy, 180)
 
 
-async def post_and_close(cases: int, kafka: Settings) -> tuple[int, int]:
+async def post_and_close(cases: int, kafka: Settings, infra_secrets: Path) -> tuple[int, int]:
     """Post ``cases`` cases at intake like the demo's windows; wait until each accepted
     one is closed. Returns (accepted, closed)."""
     from deploy import demo  # noqa: PLC0415
@@ -272,7 +284,8 @@ async def post_and_close(cases: int, kafka: Settings) -> tuple[int, int]:
 
     catalogue = default_catalogue()
     base = f"http://127.0.0.1:{HTTP['intake']}"
-    dsn = f"postgresql://postgres@127.0.0.1:{PG}/onedoor"
+    # The clerks are made in intake's schema, as intake's role.
+    dsn = dbroles.service_dsn(DATABASE_URL, "intake", infra_secrets)
     obs, stop, ready = demo.Observed(), asyncio.Event(), asyncio.Event()
     watch = demo.Watch("", sorted(catalogue.departments()), 4)
     watcher = asyncio.create_task(demo.watch(kafka, watch, ready, obs, stop))
@@ -298,9 +311,11 @@ def verify_from_image(smoke: Path) -> str:
         [
             "podman", "run", "--rm", "--network", "host",
             "-v", f"{smoke / 'registry'}:/etc/onedoor/registry:ro",
-            "-v", f"{smoke / 'secrets' / 'audit'}:/run/secrets/onedoor:ro",
+            "-v", f"{smoke / 'secrets' / 'verify'}:/run/secrets/onedoor:ro",
             "-e", f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{KAFKA}",
-            "-e", f"DATABASE_URL=postgresql://postgres@127.0.0.1:{PG}/onedoor",
+            "-e", f"DATABASE_URL={DATABASE_URL}",
+            "-e", f"ONEDOOR_DATABASE_USER={dbroles.AUDITOR}",
+            "-e", "ONEDOOR_DATABASE_PASSWORD_FILE=/run/secrets/onedoor/database.password",
             "-e", "ONEDOOR_KEYS_DIR=/run/secrets/onedoor",
             "-e", "ONEDOOR_KEY_REGISTRY=/etc/onedoor/registry/registry.json",
             # As the audit's Kafka principal, its password beside its key.
@@ -327,13 +342,15 @@ def check(cases: int) -> int:
             played.append(infra)
             run(["podman", "kube", "play", str(infra)])
             asyncio.run(wait_infra(smoke))
-            asyncio.run(share_kafka_passwords(smoke))
+            asyncio.run(share_passwords(smoke))
         with timings.part("five service Deployments (podman kube play) until healthy"):
             played.append(services)
             run(["podman", "kube", "play", str(services)])
             asyncio.run(wait_services())
         with timings.part(f"{cases} cases posted over HTTP until closed"):
-            accepted, closed = asyncio.run(post_and_close(cases, infra_kafka(smoke).admin))
+            accepted, closed = asyncio.run(
+                post_and_close(cases, infra_kafka(smoke).admin, smoke / "infra-secrets")
+            )
         with timings.part("onedoor-audit verify (from the image)"):
             report = verify_from_image(smoke)
     except ImagesError as exc:

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         description="PostgreSQL DSN; each service uses its own schema in this database, "
         "as its own role (postgresql://onedoor_<service>@host:port/db).",
     )
+    database_user: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="The role to connect as, replacing DATABASE_URL's user: lets every "
+        "service of a deployment share one DATABASE_URL (a ConfigMap) and name its own role "
+        "(onedoor_<service>).",
+    )
     database_password_file: Path | None = Field(
         default=None,
         description="File holding the password of DATABASE_URL's user (one mounted secret "
@@ -413,6 +420,7 @@ class Settings(BaseSettings):
         )
         return compose_dsn(
             self.database_url.get_secret_value(),
+            user=self.database_user,
             password=password,
             sslmode=self.database_sslmode,
             ssl_root_cert=self.database_ssl_root_cert,

@@ -179,3 +179,14 @@ def test_a_service_is_given_its_role_and_password_file_not_the_owners(tmp_path: 
     }
     auditor = dbroles.service_env("postgresql://postgres@db:5432/onedoor", "auditor", tmp_path)
     assert auditor["DATABASE_URL"] == "postgresql://onedoor_auditor@db:5432/onedoor"
+
+
+def test_database_user_names_the_role_in_a_shared_url(tmp_path: Path) -> None:
+    # One DATABASE_URL for a whole deployment (a ConfigMap); each service names its role.
+    settings = Settings(
+        database_url="postgresql://db.example:5432/onedoor",  # type: ignore[arg-type]
+        database_user="onedoor_router",
+        database_password_file=password_file(tmp_path, "s3cret"),
+    )
+    dsn = urlsplit(settings.dsn())
+    assert (dsn.username, dsn.password, dsn.hostname) == ("onedoor_router", "s3cret", "db.example")
