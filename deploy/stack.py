@@ -859,10 +859,13 @@ SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit", "o
 
 
 def ensure_keys(keys_dir: Path, registry: Path | None = None, extra: tuple[str, ...] = ()) -> Path:
-    """Each signer's private key (kept when it exists) and the registry of their public
-    keys: what the services need before they start. Returns the registry's path."""
+    """Each signer's private key (kept when it exists), the registry of their public
+    keys and intake's token key: what the services need before they start. Returns the
+    registry's path."""
     from shared.messaging.keyring import generate_all  # noqa: PLC0415 - not for stack-only use
+    from shared.platform.tokens import generate_key  # noqa: PLC0415
 
+    generate_key(keys_dir / "tokens" / "access-token.key")  # intake's (Settings' default)
     return generate_all(keys_dir, [*SIGNERS, *extra], registry=registry)
 
 

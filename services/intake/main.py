@@ -17,8 +17,8 @@ from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
 from shared.platform import oidc
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
-from shared.platform.settings import Settings
-from shared.platform.tokens import TokenIssuer, TokenVerifier, generate_key, load_signing_key
+from shared.platform.settings import ConfigError, Settings
+from shared.platform.tokens import TokenIssuer, TokenVerifier, load_signing_key
 
 NAME = INTAKE
 MIGRATIONS = [Path(__file__).parent / "migrations"]
@@ -50,8 +50,11 @@ def wire(
     views = ConsumerLoop(settings, plumbing.topics.consumes, group_id=NAME, processor=processor)
     acceptor = Acceptor(settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake)
     key_path = settings.token_key_path()
-    if generate_key(key_path):  # or ahead of time: onedoor-admin token-key
-        plumbing.log.info("token signing key created", path=str(key_path))
+    if not key_path.exists():  # made ahead of time, never here: a lost key logs all out
+        raise ConfigError(
+            f"intake's token signing key {key_path} is missing; create it with "
+            f"onedoor-admin token-key --path {key_path} (or mount it: ONEDOOR_TOKEN_KEY_FILE)"
+        )
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
     verifier = TokenVerifier(issuer.verify_key, oidc=issuer_of_oidc)
     recorder = AccessRecorder(
