@@ -49,12 +49,7 @@ def wire(
     )
     views = ConsumerLoop(settings, plumbing.topics.consumes, group_id=NAME, processor=processor)
     acceptor = Acceptor(settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake)
-    key_path = settings.token_key_path()
-    if not key_path.exists():  # made ahead of time, never here: a lost key logs all out
-        raise ConfigError(
-            f"intake's token signing key {key_path} is missing; create it with "
-            f"onedoor-admin token-key --path {key_path} (or mount it: ONEDOOR_TOKEN_KEY_FILE)"
-        )
+    key_path = require_token_key(settings)
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
     verifier = TokenVerifier(issuer.verify_key, oidc=issuer_of_oidc)
     recorder = AccessRecorder(
@@ -91,6 +86,7 @@ async def build(settings: Settings, catalogue: Catalogue | None = None) -> Servi
     """Intake: its catalogue, schema, topics, relay, acceptor, status view and app."""
     catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
     issuer_of_oidc = await oidc.load(settings)  # a configuration error stops here
+    require_token_key(settings)  # before anything is opened
     plumbing = await open_service(
         NAME,
         settings,
@@ -100,3 +96,20 @@ async def build(settings: Settings, catalogue: Catalogue | None = None) -> Servi
     )
     plumbing.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
     return wire(plumbing, catalogue, issuer_of_oidc)
+
+
+def require_token_key(settings: Settings) -> Path:
+    """The path of intake's token signing key, made ahead of time (``onedoor-admin
+    token-key``, a mounted Secret), never here: a key made on the fly by one replica signs
+    tokens no other replica accepts, and a lost one signs everybody out.
+
+    Raises:
+        ConfigError: the key file is missing (the message names the fix).
+    """
+    path = settings.token_key_path()
+    if not path.exists():
+        raise ConfigError(
+            f"intake's token signing key {path} is missing; create it with "
+            f"onedoor-admin token-key --path {path} (or mount it: ONEDOOR_TOKEN_KEY_FILE)"
+        )
+    return path

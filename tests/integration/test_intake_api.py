@@ -18,7 +18,7 @@ from services.intake.api import CasesFront
 from services.intake.main import build
 from shared.platform.limits import Limits
 from shared.platform.runtime import running
-from shared.platform.settings import Settings
+from shared.platform.settings import ConfigError, Settings
 from tests.e2e.harness import case_body, person
 from tests.e2e.test_pipeline import BENEFIT_FORM
 from tests.support.staff import CLERK, bearer, make_staff, sign_in
@@ -171,3 +171,14 @@ async def test_the_front_refuses_a_body_over_its_limit_and_passes_other_routes_o
         assert (await http.get("/docs")).status_code == 404  # off unless ONEDOOR_API_DOCS
         assert (await http.get("/openapi.json")).status_code == 404
         assert (await http.put("/cases", content=b"{}")).status_code == 405
+
+
+async def test_intake_refuses_to_start_without_its_token_key(settings: Settings) -> None:
+    # Made ahead of time (onedoor-admin token-key, a mounted Secret), never on the fly: a
+    # key created by one replica would sign tokens no other replica accepts.
+    key = settings.token_key_path()
+    key.unlink()
+    key.with_suffix(".pub").unlink()
+    with pytest.raises(ConfigError, match="onedoor-admin token-key"):
+        await build(settings)
+    assert not key.exists()
