@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 
 from services.audit import queries
 from services.audit.ingest import AuditIngest
+from shared.platform.apidocs import api_app
 from shared.platform.oidc import OidcVerifier
 from shared.platform.runtime import RunningService
 from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_key
@@ -56,7 +57,7 @@ def create_app(
 ) -> FastAPI:
     """The audit's HTTP app (built by :func:`services.audit.main.build`)."""
     settings = live.service.settings
-    app = FastAPI(title="onedoor audit (read-only)", version="1", **settings.api_pages())
+    app = api_app("onedoor audit (read-only)", settings, version="1")
     pool = live.service.pool
     tokens = IntakeTokens(settings.token_public_key_path(), issuer_of_oidc)
 
