@@ -67,6 +67,7 @@ lint: venv ## ruff + mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	MYPYPATH=docs/examples $(VENV)/bin/mypy -p civil_affairs  # the department guide's example
 
 fmt: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
