@@ -52,7 +52,7 @@ def asyncapi_text() -> str:
         "local": {
             "host": bootstrap,
             "protocol": "kafka",
-            "description": "The local stack (``make stack-up``). A deployment's brokers are "
+            "description": "The local stack (`make stack-up`). A deployment's brokers are "
             "its KAFKA_BOOTSTRAP_SERVERS.",
         }
     }

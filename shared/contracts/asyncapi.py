@@ -188,7 +188,10 @@ def _schemas() -> dict[str, Any]:
 
 
 def _doc(cls: type[Event]) -> str:
-    return " ".join((inspect.getdoc(cls) or cls.event_type).split())
+    """The class's docstring as one Markdown paragraph (Sphinx roles and double
+    backquotes made plain code)."""
+    text = " ".join((inspect.getdoc(cls) or cls.event_type).split())
+    return re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
 
 
 def _add_topic(doc: dict[str, Any], spec: TopicSpec) -> None:

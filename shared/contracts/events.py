@@ -276,6 +276,8 @@ class StepOutcome(Event):
 
 
 class StepApproved(StepOutcome):
+    """A department approved its step: a reference and what it decided."""
+
     event_type: ClassVar[str] = "StepApproved"
 
     reference: str | None = Field(default=None, description="Department's own reference.")
@@ -283,6 +285,8 @@ class StepApproved(StepOutcome):
 
 
 class StepRejected(StepOutcome):
+    """A department refused its step, with the reason."""
+
     event_type: ClassVar[str] = "StepRejected"
 
     reason_code: str = Field(
@@ -293,6 +297,8 @@ class StepRejected(StepOutcome):
 
 
 class StepNeedsInfo(StepOutcome):
+    """A department needs more from the applicant before it can decide its step."""
+
     event_type: ClassVar[str] = "StepNeedsInfo"
 
     missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
