@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import asyncpg
+from fastapi import FastAPI
 from nacl.signing import SigningKey
 from pydantic import SecretStr
 
@@ -28,6 +29,12 @@ from shared.platform.tokens import TokenIssuer, TokenVerifier
 
 def document() -> dict[str, Any]:
     """The OpenAPI document of intake's HTTP API, as its ``/openapi.json`` serves it."""
+    return docs_app().openapi()
+
+
+def docs_app() -> FastAPI:
+    """Intake's FastAPI app with its API pages on, for its document and pages only: any
+    request that needs the database or the acceptor fails."""
     settings = Settings(
         database_url=SecretStr("postgresql://docs@localhost/docs"),  # never connected
         api_docs=True,
@@ -46,4 +53,4 @@ def document() -> dict[str, Any]:
         catalogue=catalogue,
     )
     front = create_app(live, cast(Acceptor, None), catalogue, verifier, add_routes)
-    return front.app.openapi()
+    return front.app
