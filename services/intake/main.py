@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
-import asyncpg
 from fastapi import FastAPI
 
 from services.catalogue import default_catalogue
@@ -55,14 +54,17 @@ def wire(
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
     verifier = TokenVerifier(issuer.verify_key, oidc=issuer_of_oidc)
 
-    add_routes = people_routes(
-        settings,
-        plumbing.pool,
-        issuer=issuer,
-        verifier=verifier,
-        sender=sender,
-        catalogue=catalogue,
-    )
+    def add_routes(app: FastAPI) -> None:
+        signin.add_routes(app, settings, plumbing.pool, issuer)
+        citizen.CitizenDesk(
+            settings,
+            plumbing.pool,
+            issuer=issuer,
+            verifier=verifier,
+            notifier=sender,
+            catalogue=catalogue,
+        ).add_routes(app)
+
     return plumbing.service(
         loops=[views],
         http=lambda live: create_app(
@@ -74,31 +76,6 @@ def wire(
         ),
         on_close=[acceptor.close],
     )
-
-
-def people_routes(
-    settings: Settings,
-    pool: asyncpg.Pool,
-    *,
-    issuer: TokenIssuer,
-    verifier: TokenVerifier,
-    sender: notifier.Notifier,
-    catalogue: Catalogue,
-) -> Callable[[FastAPI], None]:
-    """What adds the sign-in routes (staff) and the citizen desk's routes to the app."""
-
-    def add_routes(app: FastAPI) -> None:
-        signin.add_routes(app, settings, pool, issuer)
-        citizen.CitizenDesk(
-            settings,
-            pool,
-            issuer=issuer,
-            verifier=verifier,
-            notifier=sender,
-            catalogue=catalogue,
-        ).add_routes(app)
-
-    return add_routes
 
 
 async def build(settings: Settings, catalogue: Catalogue | None = None) -> ServiceContext:
