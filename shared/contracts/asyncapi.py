@@ -151,6 +151,13 @@ def _channel_id(template: str) -> str:
     return str(words[0]) + "".join(w.title() for w in words[1:])
 
 
+def _message_id(cls: type[Event], channel_id: str) -> str:
+    """The event type; with the channel after it for an event that several topics carry
+    (each topic has its own signer, so each its own message)."""
+    carriers = sum(cls in spec.events for spec in TOPICS)
+    return cls.event_type if carriers == 1 else f"{cls.event_type}.{channel_id}"
+
+
 def _actor(name: str) -> tuple[str, str]:
     return _ACTORS.get(name, (name, f"the {name} service"))
 
@@ -158,7 +165,7 @@ def _actor(name: str) -> tuple[str, str]:
 def _schemas() -> dict[str, Any]:
     """Every event model's JSON Schema (validation mode: what a reader accepts), with the
     wire's `event_type` and `schema_version` added, and the models they use."""
-    events = [cls for spec in TOPICS for cls in spec.events]
+    events = list(dict.fromkeys(cls for spec in TOPICS for cls in spec.events))
     _, top = models_json_schema(
         [(cls, "validation") for cls in events], ref_template=SCHEMAS + "{model}"
     )
@@ -200,15 +207,16 @@ def _add_topic(doc: dict[str, Any], spec: TopicSpec) -> None:
     writer_id, writer_text = _actor(spec.writer)
     readers = [_actor(r) for r in spec.readers]
     messages = doc["components"]["messages"]
-    for cls in spec.events:
-        messages[cls.event_type] = _message(spec, cls)
+    ids = {cls: _message_id(cls, log_id) for cls in spec.events}
+    for cls, message_id in ids.items():
+        messages[message_id] = _message(spec, cls)
     parameters = {"department": {"$ref": "#/components/parameters/department"}}
     channel: dict[str, Any] = {
         "address": spec.template,
         "title": spec.template,
         "description": f"{spec.description[0].upper()}{spec.description[1:]}. "
         f"Written by {writer_text} only; read by {', '.join(t for _, t in readers)}.",
-        "messages": {c.event_type: _ref("components/messages", c.event_type) for c in spec.events},
+        "messages": {c.event_type: _ref("components/messages", ids[c]) for c in spec.events},
     }
     if templated:
         channel["parameters"] = parameters

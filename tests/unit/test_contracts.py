@@ -13,8 +13,9 @@ from jsonschema import Draft202012Validator
 
 from deploy import contracts
 from services.catalogue import default_catalogue
-from shared.contracts.events import Event, parse_event, registry
-from shared.contracts.topology import DLQ_SUFFIX, TOPICS, writer
+from shared.contracts import asyncapi as asyncapi_module
+from shared.contracts.events import CaseAccepted, Event, parse_event, registry
+from shared.contracts.topology import DLQ_SUFFIX, TOPICS, TopicSpec, writer
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +58,25 @@ def test_every_topic_is_a_channel_with_its_dlq_and_every_event_a_message() -> No
         assert set(channels[spec.template + DLQ_SUFFIX]["messages"]) == {"DeadLetter"}
     assert len(channels) == 2 * len(TOPICS)
     messages = asyncapi()["components"]["messages"]
-    assert set(messages) - {"DeadLetter"} == set(registry.classes())
+    assert {m["name"] for m in messages.values()} - {"DeadLetter"} == set(registry.classes())
+
+
+def test_an_event_on_two_topics_is_a_message_on_each_with_its_own_signer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    twice = (*TOPICS, TopicSpec("ops.copies", "audit", ("router",), (CaseAccepted,), "copies"))
+    monkeypatch.setattr(asyncapi_module, "TOPICS", twice)
+    doc = asyncapi_module.document(["hr_registration"])
+    messages = doc["components"]["messages"]
+    ours = messages["CaseAccepted.casesAccepted"]
+    copies = messages["CaseAccepted.opsCopies"]
+    assert ours["headers"]["properties"]["onedoor-signer"]["const"] == "intake"
+    assert copies["headers"]["properties"]["onedoor-signer"]["const"] == "audit"
+    assert doc["channels"]["opsCopies"]["messages"]["CaseAccepted"] == {
+        "$ref": "#/components/messages/CaseAccepted.opsCopies"
+    }
+    schema = doc["components"]["schemas"]["CaseAccepted"]
+    assert len(schema["required"]) == len(set(schema["required"]))
 
 
 def test_the_one_writer_sends_and_every_reader_receives() -> None:
@@ -105,20 +124,29 @@ def _validator(schema: dict[str, Any]) -> Draft202012Validator:
     return Draft202012Validator({**schema, "components": asyncapi()["components"]})
 
 
-@pytest.mark.parametrize("event_type", sorted(registry.classes()))
-def test_each_example_is_a_record_the_code_accepts(event_type: str) -> None:
-    message = asyncapi()["components"]["messages"][event_type]
+def _carried() -> list[tuple[str, str]]:
+    """(address, message id) of every event message of every event-log channel."""
+    return [
+        (channel["address"], ref["$ref"].rsplit("/", 1)[1])
+        for channel in asyncapi()["channels"].values()
+        if not channel["address"].endswith(DLQ_SUFFIX)
+        for ref in channel["messages"].values()
+    ]
+
+
+@pytest.mark.parametrize(("address", "message_id"), _carried())
+def test_each_example_is_a_record_the_code_accepts(address: str, message_id: str) -> None:
+    message = asyncapi()["components"]["messages"][message_id]
     (example,) = message["examples"]
     payload, headers = example["payload"], example["headers"]
     assert list(_validator(message["payload"]).iter_errors(payload)) == []
     assert list(_validator(message["headers"]).iter_errors(headers)) == []
     event = parse_event(json.dumps(payload).encode())
     assert isinstance(event, Event)
-    assert event.event_type == event_type
+    assert event.event_type == message["name"]
     assert event.to_dict() == payload
-    assert headers["event_type"] == event_type
-    expected = writer(next(s.name("hr_registration") for s in TOPICS if type(event) in s.events))
-    assert headers["onedoor-signer"] == expected
+    assert headers["event_type"] == event.event_type
+    assert headers["onedoor-signer"] == writer(address.format(department="hr_registration"))
 
 
 def test_a_wrong_example_would_be_caught() -> None:
