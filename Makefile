@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .DEFAULT_GOAL := help
 .PHONY: help venv stack-up stack-down stack-status demo bench bench-engine audit-verify audit-drill test \
         test-unit test-integration test-e2e test-faults lint fmt clean \
-        images images-check deploy-check tools
+        images images-check deploy-check tools contracts contracts-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -70,6 +70,7 @@ lint: venv ## ruff + mypy (strict)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	MYPYPATH=docs/examples $(VENV)/bin/mypy -p civil_affairs  # the department guide's example
 
 fmt: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -88,6 +89,21 @@ deploy-check: venv tools ## offline validators: hadolint, kubernetes-validate --
 
 images-check: venv tools ## build, lint and play the images (podman kube play), post cases, verify
 	$(PY) -m deploy.images check $(if $(CASES),--cases $(CASES))
+
+contracts: venv ## write docs/asyncapi.yaml and docs/openapi.json from the code
+	$(PY) -m deploy.contracts
+
+# The AsyncAPI initiative's own parser, pinned by deploy/contracts/package-lock.json,
+# installed (without install scripts) into the ignored .data/node.
+NODE_DIR := .data/node
+$(NODE_DIR)/node_modules/.package-lock.json: deploy/contracts/package.json deploy/contracts/package-lock.json
+	mkdir -p $(NODE_DIR)
+	cp deploy/contracts/package.json deploy/contracts/package-lock.json $(NODE_DIR)/
+	SCARF_ANALYTICS=false npm ci --prefix $(NODE_DIR) --ignore-scripts --no-audit --no-fund
+
+contracts-check: venv $(NODE_DIR)/node_modules/.package-lock.json ## committed contracts match the code; @asyncapi/parser validates docs/asyncapi.yaml
+	$(PY) -m deploy.contracts --check
+	NODE_PATH=$(NODE_DIR)/node_modules node deploy/contracts/check.cjs docs/asyncapi.yaml
 
 clean: stack-down ## stop the stack and delete the data folder and the virtual environment
 	rm -rf .data $(VENV)

@@ -29,6 +29,7 @@ from services.audit import access, queries
 from services.audit.ingest import AuditIngest
 from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
 from shared.messaging.access import AccessNotRecordedError, AccessRecorder
+from shared.platform.apidocs import api_app
 from shared.platform.oidc import OidcVerifier
 from shared.platform.runtime import RunningService
 from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_key
@@ -74,7 +75,7 @@ def create_app(
 ) -> FastAPI:
     """The audit's HTTP app (built by :func:`services.audit.main.build`)."""
     settings = live.service.settings
-    app = FastAPI(title="onedoor audit (read-only)", version="1", **settings.api_pages())
+    app = api_app("onedoor audit (read-only)", settings, version="1")
     pool = live.service.pool
     reader_role = settings.audit_reader_role  # its queries run as the auditor's role
     tokens = IntakeTokens(settings.token_public_key_path(), issuer_of_oidc)

@@ -31,13 +31,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from services.intake import domain, inputs, store
+from services.intake import domain, inputs, responses, store
 from services.intake.acceptor import Acceptor, Clerk
 from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
 from shared.messaging.access import AccessNotRecordedError, AccessRecorder
 from shared.messaging.consumer import StatefulHandler, Tx
+from shared.platform.apidocs import api_app
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.limits import Limits
 from shared.platform.runtime import RunningService
@@ -155,7 +156,7 @@ def create_app(  # noqa: PLR0917 - the parts main.wire built, in the order it bu
     settings = live.service.settings
     limits = Limits.of(settings)
     centre = settings.centre_id
-    app = FastAPI(title="onedoor intake", version="1", **settings.api_pages())
+    app = api_app("onedoor intake", settings, version="1")
     add_auth_routes(app)
 
     app.state.clerk_of = lambda header: clerk_of(verifier, header, centre)
@@ -175,10 +176,8 @@ def create_app(  # noqa: PLR0917 - the parts main.wire built, in the order it bu
     @app.post(
         "/cases",
         status_code=201,
-        responses={
-            401: {"description": "no or bad token"},
-            403: {"description": "not a clerk of this centre"},
-        },
+        response_model=None,
+        responses=responses.POST_CASES,
     )
     async def submit_case(
         request: domain.CaseRequest,

@@ -129,13 +129,17 @@ class CaseAccepted(Event):
     event_type: ClassVar[str] = "CaseAccepted"
 
     item_code: str = Field(description="Catalogue item code.", examples=["SS-UNEMPLOYMENT-BENEFIT"])
-    applicant: Applicant
-    community_code: str = Field(description="Applicant's community (neighbourhood committee).")
+    applicant: Applicant = Field(description="Who applies.")
+    community_code: str = Field(
+        description="Applicant's community (neighbourhood committee).", examples=["110105001001"]
+    )
     form: dict[str, Any] = Field(default_factory=dict, description="Item-specific form fields.")
     centre_id: str = Field(description="Service centre that accepted the case.")
     window_id: str = Field(description="Window or terminal id.")
     operator_id: str | None = Field(default=None, description="Clerk id; none for the app.")
-    channel: Literal["window", "mobile"]
+    channel: Literal["window", "mobile"] = Field(
+        description="Where it was filed: at a window or on the mobile terminal."
+    )
     receipt_no: str = Field(description="Human receipt number, per centre and day, no gaps.")
 
 
@@ -144,9 +148,11 @@ class CaseRouted(Event):
 
     event_type: ClassVar[str] = "CaseRouted"
 
-    item_code: str
+    item_code: str = Field(description="Catalogue item code.")
     catalogue_version: str = Field(description="Catalogue version that routed the case.")
-    steps: tuple[RoutedStep, ...] = Field(min_length=1)
+    steps: tuple[RoutedStep, ...] = Field(
+        min_length=1, description="The routing slip: every step, in the order they are done."
+    )
     settle_on_spot: bool = Field(description="Approved at once; departments review afterwards.")
     promised_by: AwareDatetime = Field(description="Promised completion time.")
 
@@ -156,10 +162,13 @@ class CaseRejected(Event):
 
     event_type: ClassVar[str] = "CaseRejected"
 
-    reason_code: str = Field(examples=["unknown_item", "wrong_applicant_kind", "missing_field"])
-    message: str
-    field: str | None = None
-    catalogue_version: str
+    reason_code: str = Field(
+        description="Why, machine-readable.",
+        examples=["unknown_item", "wrong_applicant_kind", "missing_field"],
+    )
+    message: str = Field(description="Why, for the applicant.")
+    field: str | None = Field(default=None, description="The form field concerned, if any.")
+    catalogue_version: str = Field(description="Catalogue version that refused the case.")
 
 
 class CaseClosed(Event):
@@ -167,10 +176,12 @@ class CaseClosed(Event):
 
     event_type: ClassVar[str] = "CaseClosed"
 
-    outcome: Literal["approved", "rejected"]
+    outcome: Literal["approved", "rejected"] = Field(description="How the case ended.")
     on_spot: bool = Field(default=False, description="Closed at once by settle-on-spot.")
-    reason_code: str | None = None
-    message: str | None = None
+    reason_code: str | None = Field(
+        default=None, description="Why it was rejected, machine-readable (rejected only)."
+    )
+    message: str | None = Field(default=None, description="The deciding message, if any.")
     department: str | None = Field(default=None, description="Department that decided.")
 
 
@@ -180,10 +191,12 @@ class CaseAdvanced(Event):
 
     event_type: ClassVar[str] = "CaseAdvanced"
 
-    step_index: int = Field(ge=0)
-    department: str
-    action: str
-    review: bool = False
+    step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
+    department: str = Field(description="Department that owns the step.")
+    action: str = Field(description="What the department is asked to do.")
+    review: bool = Field(
+        default=False, description="True for the review of an on-the-spot approval."
+    )
 
 
 class CaseAwaitingInfo(Event):
@@ -193,10 +206,10 @@ class CaseAwaitingInfo(Event):
 
     event_type: ClassVar[str] = "CaseAwaitingInfo"
 
-    step_index: int = Field(ge=0)
-    department: str
+    step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
+    department: str = Field(description="Department that asked for more.")
     missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
-    message: str
+    message: str = Field(description="What is missing, for the applicant.")
 
 
 class CaseReviewFlagged(Event):
@@ -204,10 +217,10 @@ class CaseReviewFlagged(Event):
 
     event_type: ClassVar[str] = "CaseReviewFlagged"
 
-    step_index: int
-    department: str
-    reason_code: str
-    message: str
+    step_index: int = Field(description="Position of the reviewed step in the routing slip.")
+    department: str = Field(description="Department whose review failed.")
+    reason_code: str = Field(description="Why the review failed, machine-readable.")
+    message: str = Field(description="Why the review failed, for the follow-up.")
 
 
 # --------------------------------------------------------------------------- department steps
@@ -218,13 +231,15 @@ class StepAssigned(Event):
 
     event_type: ClassVar[str] = "StepAssigned"
 
-    step_index: int = Field(ge=0)
-    department: str
-    action: str
-    item_code: str
-    applicant: Applicant
-    community_code: str
-    form: dict[str, Any] = Field(default_factory=dict)
+    step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
+    department: str = Field(description="Department that owns the step.")
+    action: str = Field(description="What the department is asked to do.")
+    item_code: str = Field(description="Catalogue item code.")
+    applicant: Applicant = Field(description="Who applies.")
+    community_code: str = Field(description="Applicant's community (neighbourhood committee).")
+    form: dict[str, Any] = Field(
+        default_factory=dict, description="Item-specific form fields, as the window took them."
+    )
     review: bool = Field(
         default=False, description="True for the after-the-fact review of an on-the-spot case."
     )
@@ -246,19 +261,23 @@ class StepOutcome(Event):
 
     schema_version: ClassVar[int] = 2
 
-    step_index: int = Field(ge=0)
-    department: str
-    action: str
-    item_code: str
+    step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
+    department: str = Field(description="Department that owns the step.")
+    action: str = Field(description="What the department is asked to do.")
+    item_code: str = Field(description="Catalogue item code.")
     applicant_id: str = Field(description="Applicant's id number, for departments that learn.")
     applicant_kind: Literal["natural", "legal"] = Field(
         description="natural person (applicant_id is a resident ID) or legal person "
         "(a unified social credit code)."
     )
-    review: bool = False
+    review: bool = Field(
+        default=False, description="True for the review of an on-the-spot approval."
+    )
 
 
 class StepApproved(StepOutcome):
+    """A department approved its step: a reference and what it decided."""
+
     event_type: ClassVar[str] = "StepApproved"
 
     reference: str | None = Field(default=None, description="Department's own reference.")
@@ -266,17 +285,24 @@ class StepApproved(StepOutcome):
 
 
 class StepRejected(StepOutcome):
+    """A department refused its step, with the reason."""
+
     event_type: ClassVar[str] = "StepRejected"
 
-    reason_code: str = Field(examples=["already_registered", "insufficient_insured_months"])
-    message: str
+    reason_code: str = Field(
+        description="Why, machine-readable.",
+        examples=["already_registered", "insufficient_insured_months"],
+    )
+    message: str = Field(description="Why, for the applicant.")
 
 
 class StepNeedsInfo(StepOutcome):
+    """A department needs more from the applicant before it can decide its step."""
+
     event_type: ClassVar[str] = "StepNeedsInfo"
 
     missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
-    message: str
+    message: str = Field(description="What is missing, for the applicant.")
 
 
 # --------------------------------------------------------------------------- operations
@@ -289,13 +315,15 @@ class DeadLetterRedriven(Event):
 
     event_type: ClassVar[str] = "DeadLetterRedriven"
 
-    dlq_topic: str
-    dlq_partition: int
-    dlq_offset: int
-    original_topic: str
-    original_partition: int
-    original_offset: int
-    redriven_event_id: UUID | None = None
+    dlq_topic: str = Field(description="The dead-letter queue the record was taken from.")
+    dlq_partition: int = Field(description="Its partition there.")
+    dlq_offset: int = Field(description="Its offset there.")
+    original_topic: str = Field(description="The topic it is put back on (logical name).")
+    original_partition: int = Field(description="Its partition on that topic; -1 if none.")
+    original_offset: int = Field(description="Its offset on that topic; -1 if none.")
+    redriven_event_id: UUID | None = Field(
+        default=None, description="event_id of the re-driven record, when it parses."
+    )
     operator: str = Field(description="Who re-drove it (an operator id, not a person's ID).")
     reason: str = Field(min_length=3, description="Why it is safe to process now.")
 
@@ -332,7 +360,9 @@ class PersonalDataAccessed(Event):
         "reading its own centre's case and a citizen reading their own "
         "(shared.contracts.access.needs_reason).",
     )
-    channel: Literal["http", "cli"]
+    channel: Literal["http", "cli"] = Field(
+        description="How the data was read: over HTTP (a page or an API call) or with a CLI."
+    )
     resource: str = Field(
         description="What was read, without the ids in it.",
         examples=["GET /cases/{case_id}", "onedoor-audit history"],

@@ -1,0 +1,1 @@
+"""Civil affairs: the example department of docs/department-guide.md."""
