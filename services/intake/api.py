@@ -34,6 +34,7 @@ from services.intake.acceptor import Acceptor, Clerk
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
 from shared.messaging.consumer import StatefulHandler, Tx
+from shared.platform import metrics
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.limits import Limits
 from shared.platform.runtime import RunningService
@@ -134,6 +135,7 @@ def create_app(
     :func:`services.intake.main.build`): the front for POST /cases, FastAPI behind it.
     The API pages (/docs, /redoc, /openapi.json) only with ``ONEDOOR_API_DOCS``."""
     settings = live.service.settings
+    live.metrics.register(acceptor.accepted)
     limits = Limits.of(settings)
     centre = settings.centre_id
     app = FastAPI(title="onedoor intake", version="1", **settings.api_pages())
@@ -245,6 +247,7 @@ class CasesFront:
         if scope["type"] != "http" or scope["path"] != "/cases" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        scope[metrics.ROUTE_KEY] = "/cases"
         authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
