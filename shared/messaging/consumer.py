@@ -368,6 +368,30 @@ class _AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
         )
 
 
+async def consumer_lag(consumer: AIOKafkaConsumer, deadline_s: float = 1.0) -> Lag:
+    """Records on the broker that ``consumer`` has not taken yet, over every partition
+    assigned to it: as of its last fetch from each, and for one not fetched since the
+    assignment (just after a restart, or paused) from its end offset asked of the broker.
+    Unknown (None), never a partial sum, when a position or an end offset cannot be read
+    by ``deadline_s``."""
+    assigned = list(consumer.assignment())
+    ends = {tp: consumer.highwater(tp) for tp in assigned}  # None until fetched
+    total = done = 0
+    try:
+        # A position being reset (just after a rebalance) is waited for; a health check
+        # must not be: past the deadline the lag is unknown for now.
+        async with asyncio.timeout(deadline_s):
+            if unknown := [tp for tp, end in ends.items() if end is None]:
+                ends.update(await consumer.end_offsets(unknown))
+            for tp in assigned:
+                total += max(0, (ends[tp] or 0) - await consumer.position(tp))
+                done += 1
+    except (IllegalStateError, AssertionError, KafkaError, TimeoutError, KeyError):
+        # A rebalance moved partitions meanwhile, or the deadline passed.
+        return Lag(None, len(assigned), len(assigned) - done)
+    return Lag(total, len(assigned))
+
+
 class ConsumerLoop:
     """Polls a consumer group, feeds batches to a processor, commits after each batch.
 
@@ -407,31 +431,13 @@ class ConsumerLoop:
         return (await self.lag_report()).records
 
     async def lag_report(self, deadline_s: float = 1.0) -> Lag:
-        """The lag over every assigned partition: as of the last fetch from each, and
-        for one not fetched since the assignment (just after a restart) from its end
-        offset asked of the broker. Unknown while the member joins its group, and when a
-        position or an end offset cannot be read by ``deadline_s``. A service that keeps
-        up shows a few; the audit, which yields the CPU to the pipeline, shows how far a
-        burst has put it behind."""
+        """The lag over every assigned partition (:func:`consumer_lag`); unknown while
+        the member joins its group. A service that keeps up shows a few; the audit,
+        which yields the CPU to the pipeline, shows how far a burst has put it behind."""
         consumer = self._consumer
         if consumer is None or not self._listener.assigned:
             return Lag(None)
-        assigned = list(consumer.assignment())
-        ends = {tp: consumer.highwater(tp) for tp in assigned}  # None until fetched
-        total = done = 0
-        try:
-            # A position being reset (just after a rebalance) is waited for; a health
-            # check must not be: past the deadline the lag is unknown for now.
-            async with asyncio.timeout(deadline_s):
-                if unknown := [tp for tp, end in ends.items() if end is None]:
-                    ends.update(await consumer.end_offsets(unknown))
-                for tp in assigned:
-                    total += max(0, (ends[tp] or 0) - await consumer.position(tp))
-                    done += 1
-        except (IllegalStateError, AssertionError, KafkaError, TimeoutError, KeyError):
-            # A rebalance moved partitions meanwhile, or the deadline passed.
-            return Lag(None, len(assigned), len(assigned) - done)
-        return Lag(total, len(assigned))
+        return await consumer_lag(consumer, deadline_s)
 
     async def reaches_broker(self, deadline_s: float = 2.0) -> bool:
         """Whether the broker answers this loop's consumer a metadata request in time."""
