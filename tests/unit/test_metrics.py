@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -14,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.platform import metrics
 from shared.platform.metrics import ConsumerMetrics, Lag, OutboxState, ServiceMetrics
-from shared.platform.ops import OpsFront
+from shared.platform.ops import OpsFront, readiness
 from shared.platform.runtime import _total
 
 pytestmark = pytest.mark.unit
@@ -157,3 +160,89 @@ def test_a_lag_sum_with_an_unknown_part_is_unknown() -> None:
 
 def test_status_classes() -> None:
     assert [metrics.status_class(s) for s in (200, 201, 404, 503)] == ["2xx", "2xx", "4xx", "5xx"]
+
+
+class Conn:
+    def __init__(self, up: bool) -> None:
+        self.up = up
+
+    async def fetchval(self, _: str) -> int:
+        if not self.up:
+            raise ConnectionRefusedError("PostgreSQL is away")
+        return 1
+
+
+class Pool:
+    def __init__(self, up: bool) -> None:
+        self.conn = Conn(up)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Conn]:
+        yield self.conn
+
+
+@dataclass
+class Loop:
+    broker: bool
+    last_error: str | None = None
+
+    async def reaches_broker(self, deadline_s: float) -> bool:
+        return self.broker
+
+
+@dataclass
+class Failing:
+    last_error: str | None = None
+
+
+@dataclass
+class Service:
+    pool: Pool
+    loops: tuple[Loop, ...]
+    relay: Failing = field(default_factory=Failing)
+    ready_without_kafka: bool = False
+    name: str = "router"
+
+
+@dataclass
+class Running:
+    service: Service
+    stopped: list[str] = field(default_factory=list)
+
+    def stopped_tasks(self) -> list[str]:
+        return self.stopped
+
+
+async def ready(service: Service, stopped: Sequence[str] = ()) -> tuple[bool, dict[str, Any]]:
+    return await readiness(Running(service, list(stopped)))  # type: ignore[arg-type]
+
+
+async def test_ready_needs_postgresql_kafka_and_nothing_failing() -> None:
+    assert (await ready(Service(Pool(up=True), (Loop(broker=True),))))[0]
+    away, body = await ready(Service(Pool(up=False), (Loop(broker=True),)))
+    assert not away
+    assert body["database"] is False
+    no_kafka, body = await ready(Service(Pool(up=True), (Loop(broker=True), Loop(broker=False))))
+    assert not no_kafka
+    assert body["kafka"] is False
+    failing = Service(Pool(up=True), (Loop(broker=True, last_error="batch rolled back"),))
+    assert not (await ready(failing))[0]
+    stuck = Service(Pool(up=True), (Loop(broker=True),), relay=Failing("KafkaTimeoutError"))
+    assert (await ready(stuck))[1]["errors"] == ["KafkaTimeoutError"]
+    assert not (await ready(stuck))[0]
+    dead, body = await ready(Service(Pool(up=True), (Loop(broker=True),)), ["relay stopped"])
+    assert not dead
+    assert body["errors"] == ["relay stopped"]
+
+
+async def test_a_service_that_serves_without_kafka_is_ready_with_postgresql_alone() -> None:
+    intake = Service(
+        Pool(up=True), (Loop(broker=False),), Failing("KafkaConnectionError"), True, "intake"
+    )
+    ok, body = await ready(intake)
+    assert ok
+    assert body["kafka"] is False  # said, though it does not stop the service
+    intake.pool = Pool(up=False)
+    assert not (await ready(intake))[0]
+    intake.pool = Pool(up=True)
+    assert not (await ready(intake, ["http stopped"]))[0]
