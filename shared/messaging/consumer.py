@@ -536,9 +536,8 @@ class ConsumerLoop:
                 self.batches += 1
                 self.records += len(records)
                 self.last_batch_at = time.monotonic()
-                self.metrics.batch(
-                    time.perf_counter() - began, fetched, result.dead, result.tallies
-                )
+                seconds = time.perf_counter() - began
+                self.metrics.batch(seconds, fetched, result.dead, result.tallies, result.blocked)
                 if result.blocked:
                     # Give the topics we learn from a moment to catch up before re-reading.
                     await sleep_or_stop(stop, 0.05)

@@ -18,9 +18,9 @@ a token (for a scraper on the internal network; see README "Metrics").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from prometheus_client import (
@@ -176,16 +176,21 @@ class ConsumerMetrics:
     def batch(
         self,
         seconds: float,
-        fetched: Mapping[TopicPartition, Sized],
+        fetched: Mapping[TopicPartition, Sequence[Any]],
         dead: Mapping[tuple[str, str], int],
         tallies: Mapping[tuple[str, str], int],
+        blocked: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         """A committed batch: its duration, its records by partition, its dead letters
-        by (deployed topic, reason), and the handlers' tallies by (name, label)."""
+        by (deployed topic, reason), the handlers' tallies by (name, label). Records of
+        a partition held back from ``blocked``'s offset are read again: counted then."""
         self._batch.observe(seconds)
         topics: dict[str, int] = {}
         for tp, records in fetched.items():
-            topics[tp.topic] = topics.get(tp.topic, 0) + len(records)
+            n = len(records)
+            if blocked and tp in blocked:
+                n = sum(1 for r in records if r.offset < blocked[tp])
+            topics[tp.topic] = topics.get(tp.topic, 0) + n
         for topic, n in topics.items():
             self.records.labels(self.group, self._topic(topic)).inc(n)
         for (topic, reason), n in dead.items():
