@@ -522,7 +522,7 @@ class ConsumerLoop:
                         "batch rolled back; retrying", group=self._group, error=self.last_error
                     )
                     self._rewind(consumer, fetched)
-                    self.metrics.rolled_back.labels(self._group).inc()
+                    self.metrics.batch_rolled_back()
                     await sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue

@@ -122,7 +122,9 @@ class ConsumerMetrics:
     """A consumer loop's instruments, updated once per committed batch."""
 
     def __init__(self, group: str, topic_prefix: str) -> None:
-        self.group = group
+        """``group`` and the topics are labelled without ``topic_prefix``: the same
+        dashboards serve every deployment."""
+        self.group = group.removeprefix(topic_prefix)
         self._prefix = topic_prefix
         self.records = Counter(
             "onedoor_consumer_records",
@@ -169,8 +171,8 @@ class ConsumerMetrics:
             registry=None,
         )
         self._tallies: dict[str, Counter] = {}
-        self._batch = self.batch_seconds.labels(group)
-        self.rolled_back.labels(group)
+        self._batch = self.batch_seconds.labels(self.group)
+        self._rolled_back = self.rolled_back.labels(self.group)
         self.set_lag(Lag(None))
 
     def batch(
@@ -197,6 +199,9 @@ class ConsumerMetrics:
             self.dead_lettered.labels(self.group, self._topic(topic), reason).inc(n)
         for (name, label), n in tallies.items():
             self._tally(name).labels(label).inc(n)
+
+    def batch_rolled_back(self) -> None:
+        self._rolled_back.inc()
 
     def set_lag(self, lag: Lag) -> None:
         self.lag.labels(self.group).set(math.nan if lag.records is None else lag.records)

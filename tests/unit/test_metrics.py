@@ -46,7 +46,7 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def test_a_batch_counts_records_by_topic_dead_letters_by_reason_and_tallies() -> None:
-    loop = ConsumerMetrics("router", "p1.")
+    loop = ConsumerMetrics("p1.router", "p1.")  # the group id as deployed
     service = ServiceMetrics([loop], Relay())
     fetched = {
         TopicPartition("p1.cases.accepted", 0): [Rec(1), Rec(2), Rec(3)],
@@ -70,6 +70,10 @@ def test_a_batch_counts_records_by_topic_dead_letters_by_reason_and_tallies() ->
     assert got["onedoor_cases_closed_total", (("outcome", "approved"),)] == 2
     assert got["onedoor_cases_closed_total", (("outcome", "rejected"),)] == 1
     assert got["onedoor_consumer_batches_rolled_back_total", (group,)] == 0
+    loop.batch_rolled_back()
+    assert (
+        samples(service.exposition())["onedoor_consumer_batches_rolled_back_total", (group,)] == 1
+    )
     assert not any(name.endswith("_created") for name, _ in got)
 
 
