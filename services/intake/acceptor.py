@@ -34,6 +34,7 @@ from shared.contracts.identity import mask_resident_id
 from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
 from shared.messaging.outbox import OutboxWriter
+from shared.platform import metrics
 from shared.platform.db import Connection
 from shared.platform.settings import Settings
 
@@ -128,6 +129,7 @@ class Acceptor:
         self._inflight: list[_Pending] = []
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.accepted = metrics.cases_accepted()  # counted per group commit
 
     async def accept(
         self, request: CaseRequest, clerk: Clerk, fingerprint: str, key: str | None
@@ -185,11 +187,13 @@ class Acceptor:
         for pending, result in zip(batch, results, strict=True):
             pending.settle(result)
         if wrote:
+            self.accepted.inc(wrote)
             self._committed()
 
     async def _write(
         self, conn: Connection, batch: list[_Pending]
-    ) -> tuple[list[dict[str, Any] | BaseException], bool]:
+    ) -> tuple[list[dict[str, Any] | BaseException], int]:
+        """The answers, and how many cases were created."""
         keys = [p.key for p in batch if p.key is not None]
         held: dict[str, tuple[str, UUID]] = {}
         rows: dict[UUID, dict[str, Any]] = {}
@@ -224,7 +228,7 @@ class Acceptor:
         if fresh:
             await self._store(conn, fresh, utcnow())
         answers = [r.answer() if isinstance(r, _New | _Replay) else r for r in results]
-        return answers, bool(fresh)
+        return answers, len(fresh)
 
     async def _store(self, conn: Connection, fresh: list[_New], now: datetime) -> None:
         # The API lets only clerks of this intake's centre file (403 for another's).

@@ -38,6 +38,7 @@ from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event
 from shared.messaging.access import AccessNotRecordedError, AccessRecorder
 from shared.messaging.consumer import StatefulHandler, Tx
+from shared.platform import metrics
 from shared.platform.apidocs import api_app
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.limits import Limits
@@ -154,6 +155,7 @@ def create_app(  # noqa: PLR0917 - the parts main.wire built, in the order it bu
     :func:`services.intake.main.build`): the front for POST /cases, FastAPI behind it.
     The API pages (/docs, /redoc, /openapi.json) only with ``ONEDOOR_API_DOCS``."""
     settings = live.service.settings
+    live.metrics.register(acceptor.accepted)
     limits = Limits.of(settings)
     centre = settings.centre_id
     app = api_app("onedoor intake", settings, version="1")
@@ -292,6 +294,7 @@ class CasesFront:
         if scope["type"] != "http" or scope["path"] != "/cases" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        scope[metrics.ROUTE_KEY] = "/cases"
         authorization: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":

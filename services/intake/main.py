@@ -79,6 +79,8 @@ def wire(
             add_routes,
         ),
         on_close=[acceptor.close],
+        # It accepts cases into its outbox while the broker is away: keep it in service.
+        ready_without_kafka=True,
     )
 
 

@@ -9,9 +9,17 @@ from uuid import UUID
 from services.router import domain, store
 from services.router.domain import CaseState
 from shared.contracts.catalogue import Catalogue
-from shared.contracts.events import CaseAccepted, CaseRejected, Event, StepOutcome, utcnow
+from shared.contracts.events import (
+    CaseAccepted,
+    CaseClosed,
+    CaseRejected,
+    Event,
+    StepOutcome,
+    utcnow,
+)
 from shared.messaging.consumer import StatefulHandler, Tx
 from shared.platform.db import Connection
+from shared.platform.metrics import CASES_CLOSED
 
 
 class RouterHandler(StatefulHandler):
@@ -49,6 +57,8 @@ class RouterHandler(StatefulHandler):
             raise domain.RoutingViolationError(f"the router does not handle {event.event_type}")
         for topic, out in emits:
             tx.emit(topic, out)
+            if isinstance(out, CaseClosed):
+                tx.tally(CASES_CLOSED, out.outcome)
 
     async def save(self, conn: Connection) -> None:
         await store.insert(conn, [self._cases[c] for c in self._new])

@@ -60,6 +60,7 @@ from shared.messaging.trust import Gate
 from shared.platform.aio import sleep_or_stop
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.faults import FaultInjector
+from shared.platform.metrics import ConsumerMetrics, Lag
 from shared.platform.settings import Settings
 
 log = structlog.get_logger("consumer")
@@ -105,10 +106,17 @@ class Tx:
     record: Record
     writer: OutboxWriter
     rows: list[OutboxRow] = field(default_factory=list)
+    tallies: dict[tuple[str, str], int] | None = None
 
     def emit(self, topic: str, event: Event) -> None:
         """Queue an event for ``topic`` (logical name); written in this transaction."""
         self.rows.append(self.writer.row(topic, event))
+
+    def tally(self, name: str, label: str) -> None:
+        """Count a fact for the service's metrics (``shared.platform.metrics.TALLIES``);
+        counted only once the batch's transaction has committed."""
+        tallies = self.tallies = self.tallies or {}
+        tallies[name, label] = tallies.get((name, label), 0) + 1
 
 
 Handler = Callable[[Tx, Event], Awaitable[None]]
@@ -142,6 +150,16 @@ class BatchResult:
     dead_lettered: int = 0
     blocked: dict[TopicPartition, int] = field(default_factory=dict)  # partition -> offset
     emitted: int = 0
+    dead: dict[tuple[str, str], int] = field(default_factory=dict)  # (topic, reason) -> n
+    tallies: dict[tuple[str, str], int] = field(default_factory=dict)  # see Tx.tally
+
+    def dead_letter(self, record: Record, reason: str) -> None:
+        self.dead_lettered += 1
+        self.dead[record.topic, reason] = self.dead.get((record.topic, reason), 0) + 1
+
+    def add_tallies(self, tallies: dict[tuple[str, str], int] | None) -> None:
+        for key, n in (tallies or {}).items():
+            self.tallies[key] = self.tallies.get(key, 0) + n
 
 
 class _RetryCarefullyError(Exception):
@@ -205,7 +223,7 @@ class BatchProcessor:
                 if isinstance(item, EventDecodeError):
                     if record.dead_letter_id() in fresh:
                         rows.append(self._dead_letter(record, item.reason, str(item)))
-                        result.dead_lettered += 1
+                        result.dead_letter(record, item.reason)
                     continue
                 if item.event_id not in fresh or item.event_id in seen:
                     result.duplicates += 1
@@ -219,6 +237,7 @@ class BatchProcessor:
                 except Exception as exc:
                     raise _RetryCarefullyError from exc
                 rows += tx.rows
+                result.add_tallies(tx.tallies)
                 result.processed += 1
             if isinstance(self._handler, StatefulHandler):
                 await self._handler.save(conn)
@@ -260,7 +279,7 @@ class BatchProcessor:
                 if isinstance(item, EventDecodeError):
                     if await self._claim(uow, [(record, item)]):
                         await uow.write_outbox([self._dead_letter(record, item.reason, str(item))])
-                        result.dead_lettered += 1
+                        result.dead_letter(record, item.reason)
                     continue
                 try:
                     async with uow.savepoint():
@@ -277,6 +296,7 @@ class BatchProcessor:
                         if tx.rows:
                             await uow.write_outbox(self._writer.signed(tx.rows))
                         result.emitted += len(tx.rows)
+                        result.add_tallies(tx.tallies)
                         result.processed += 1
                 except TRANSIENT_ERRORS:
                     raise
@@ -294,7 +314,7 @@ class BatchProcessor:
                     await uow.write_outbox(
                         [self._dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")]
                     )
-                    result.dead_lettered += 1
+                    result.dead_letter(record, "handler_error")
         return result
 
     def _dead_letter(self, record: Record, reason: str, error: str) -> OutboxRow:
@@ -332,11 +352,13 @@ class _AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, group: str) -> None:
         self._group = group
+        self.assigned = False  # whether the member holds an assignment (maybe empty)
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        return None
+        self.assigned = False
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.assigned = True
         partitions = list(assigned)
         log.info(
             "partitions assigned",
@@ -344,6 +366,30 @@ class _AssignmentLog(ConsumerRebalanceListener):  # type: ignore[misc]
             partitions=len(partitions),
             topics=sorted({tp.topic for tp in partitions}),
         )
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer, deadline_s: float = 1.0) -> Lag:
+    """Records on the broker that ``consumer`` has not taken yet, over every partition
+    assigned to it: as of its last fetch from each, and for one not fetched since the
+    assignment (just after a restart, or paused) from its end offset asked of the broker.
+    Unknown (None), never a partial sum, when a position or an end offset cannot be read
+    by ``deadline_s``."""
+    assigned = list(consumer.assignment())
+    ends = {tp: consumer.highwater(tp) for tp in assigned}  # None until fetched
+    total = done = 0
+    try:
+        # A position being reset (just after a rebalance) is waited for; a health check
+        # must not be: past the deadline the lag is unknown for now.
+        async with asyncio.timeout(deadline_s):
+            if unknown := [tp for tp, end in ends.items() if end is None]:
+                ends.update(await consumer.end_offsets(unknown))
+            for tp in assigned:
+                total += max(0, (ends[tp] or 0) - await consumer.position(tp))
+                done += 1
+    except (IllegalStateError, AssertionError, KafkaError, TimeoutError, KeyError):
+        # A rebalance moved partitions meanwhile, or the deadline passed.
+        return Lag(None, len(assigned), len(assigned) - done)
+    return Lag(total, len(assigned))
 
 
 class ConsumerLoop:
@@ -375,28 +421,35 @@ class ConsumerLoop:
         self.records = 0
         self.last_batch_at: float | None = None
         self.last_error: str | None = None
+        self.metrics = ConsumerMetrics(self._group, settings.topic_prefix)
         self._consumer: AIOKafkaConsumer | None = None
+        self._listener = _AssignmentLog(self._group)
 
     async def lag(self) -> int | None:
-        """Records on the broker that this loop has not taken yet, summed over the
-        partitions it holds, as of its last fetch from each (None while it is not
-        consuming). A service that keeps up shows a few; the audit, which yields the
-        CPU to the pipeline, shows how far a burst has put it behind."""
+        """Records on the broker that this loop has not taken yet, over every partition
+        it holds; None (unknown) rather than a partial figure. See :meth:`lag_report`."""
+        return (await self.lag_report()).records
+
+    async def lag_report(self, deadline_s: float = 1.0) -> Lag:
+        """The lag over every assigned partition (:func:`consumer_lag`); unknown while
+        the member joins its group. A service that keeps up shows a few; the audit,
+        which yields the CPU to the pipeline, shows how far a burst has put it behind."""
+        consumer = self._consumer
+        if consumer is None or not self._listener.assigned:
+            return Lag(None)
+        return await consumer_lag(consumer, deadline_s)
+
+    async def reaches_broker(self, deadline_s: float = 2.0) -> bool:
+        """Whether the broker answers this loop's consumer a metadata request in time."""
         consumer = self._consumer
         if consumer is None:
-            return None
-        total = 0
+            return False
         try:
-            # A position being reset (just after a rebalance) is waited for; a health
-            # check must not be: past the deadline the lag is unknown for now.
-            async with asyncio.timeout(1.0):
-                for tp in consumer.assignment():
-                    end = consumer.highwater(tp)  # None until the partition was fetched
-                    if end is not None:
-                        total += max(0, end - await consumer.position(tp))
-        except (IllegalStateError, AssertionError, KafkaError, TimeoutError):
-            return None  # a rebalance moved partitions meanwhile, or the deadline passed
-        return total
+            async with asyncio.timeout(deadline_s):
+                await consumer.topics()
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
 
     async def _start_consumer(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
         backoff = 0.2
@@ -418,7 +471,8 @@ class ConsumerLoop:
                     else {}
                 ),
             )
-            listener = _AssignmentLog(self._group)
+            listener = self._listener
+            listener.assigned = False
             if self._pattern is not None:
                 consumer.subscribe(pattern=self._pattern, listener=listener)
             else:
@@ -455,6 +509,7 @@ class ConsumerLoop:
                 ]
                 if not records:
                     continue
+                began = time.perf_counter()
                 try:
                     result = await self._processor.process(records)
                 except Exception as exc:  # noqa: BLE001 - a lost batch is never an option
@@ -467,6 +522,7 @@ class ConsumerLoop:
                         "batch rolled back; retrying", group=self._group, error=self.last_error
                     )
                     self._rewind(consumer, fetched)
+                    self.metrics.batch_rolled_back()
                     await sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -480,6 +536,8 @@ class ConsumerLoop:
                 self.batches += 1
                 self.records += len(records)
                 self.last_batch_at = time.monotonic()
+                seconds = time.perf_counter() - began
+                self.metrics.batch(seconds, fetched, result.dead, result.tallies, result.blocked)
                 if result.blocked:
                     # Give the topics we learn from a moment to catch up before re-reading.
                     await sleep_or_stop(stop, 0.05)

@@ -44,6 +44,7 @@ from shared.messaging.signing import Signer
 from shared.platform.aio import sleep_or_stop, wait_any
 from shared.platform.db import DB_AWAY, Connection, connect
 from shared.platform.faults import FaultInjector
+from shared.platform.metrics import OutboxState
 from shared.platform.settings import Settings
 
 log = structlog.get_logger("outbox")
@@ -153,6 +154,7 @@ class OutboxRelay:
         self._faults = FaultInjector.from_settings(settings)
         self.published = 0
         self.dead_lettered = 0
+        self.dead_letter_reasons: dict[str, int] = {}  # reason -> rows (the metrics)
         self.retries = 0
         self.last_error: str | None = None
 
@@ -373,6 +375,7 @@ class OutboxRelay:
             )
             await conn.execute("DELETE FROM outbox WHERE id = $1", row["id"])
         self.dead_lettered += 1
+        self.dead_letter_reasons[reason] = self.dead_letter_reasons.get(reason, 0) + 1
         log.error(
             "outbox row dead-lettered",
             relay=self._name,
@@ -387,6 +390,19 @@ class OutboxRelay:
         """Rows moved aside because no broker will ever take them (an alert figure)."""
         value = await self._pool.fetchval("SELECT count(*) FROM outbox_dead_letters")
         return int(value or 0)
+
+    async def state(self, deadline_s: float = 2.0) -> OutboxState:
+        """The backlog, the age of the oldest unsent row (0 when none) and the dead
+        letters, in one query (the oldest row is the lowest id: an index lookup)."""
+        row = await self._pool.fetchrow(
+            "SELECT (SELECT count(*) FROM outbox) AS backlog,"
+            " (SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox"
+            "  ORDER BY id LIMIT 1) AS age,"
+            " (SELECT count(*) FROM outbox_dead_letters) AS dead",
+            timeout=deadline_s,
+        )
+        backlog, age, dead = row if row is not None else (0, None, 0)
+        return OutboxState(int(backlog), max(0.0, age or 0.0), int(dead))
 
     async def backlog(self) -> int:
         """Rows not published yet: every row, since published rows are deleted."""

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import contextvars
 import gc
-import json
 import os
 import signal
 import socket
@@ -49,10 +48,11 @@ from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
-from shared.platform import aio, http_server
+from shared.platform import aio, http_server, ops
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
+from shared.platform.metrics import ServiceMetrics
 from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import ConfigError, Settings, get_settings
 
@@ -109,8 +109,10 @@ class Plumbing:
         loops: Iterable[ConsumerLoop],
         http: HttpApp | None = None,
         on_close: Iterable[Callable[[], Awaitable[None]]] = (),
+        ready_without_kafka: bool = False,
     ) -> ServiceContext:
-        """The finished service: this plumbing, its consumer loops, its HTTP app."""
+        """The finished service: this plumbing, its consumer loops, its HTTP app.
+        ``ready_without_kafka``: its readiness needs PostgreSQL only (see ``ops``)."""
         return ServiceContext(
             name=self.name,
             settings=self.settings,
@@ -121,6 +123,7 @@ class Plumbing:
             loops=tuple(loops),
             http=http,
             on_close=tuple(on_close),
+            ready_without_kafka=ready_without_kafka,
         )
 
 
@@ -143,6 +146,9 @@ class ServiceContext:
     on_close: tuple[Callable[[], Awaitable[None]], ...] = ()
     """Called at shutdown once HTTP has stopped, before the loops stop and the relay
     drains (intake's acceptor)."""
+    ready_without_kafka: bool = False
+    """Ready (``/health/ready``) with PostgreSQL alone: intake accepts into its outbox
+    while the broker is away."""
 
     def start(self, stop: asyncio.Event) -> RunningService:
         """Start the outbox relay and every consumer loop as tasks that run until ``stop``
@@ -151,7 +157,8 @@ class ServiceContext:
         freeze_heap()
         tasks = [asyncio.create_task(self.relay.run(stop), name="relay")]
         tasks += [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
-        return RunningService(self, stop, tuple(tasks), time.monotonic())
+        metrics = ServiceMetrics([loop.metrics for loop in self.loops], self.relay)
+        return RunningService(self, stop, tuple(tasks), time.monotonic(), metrics)
 
 
 HttpApp = Callable[["RunningService"], ASGIApp]
@@ -166,6 +173,8 @@ class RunningService:
     stop: asyncio.Event
     tasks: tuple[asyncio.Task[None], ...]
     started_at: float
+    metrics: ServiceMetrics
+    """Its Prometheus registry (``GET /metrics``, see ``shared.platform.ops``)."""
 
     def http_app(self) -> ASGIApp | None:
         """The service's HTTP app, or None for a service that has none."""
@@ -180,10 +189,7 @@ class RunningService:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             backlog, dead, db_ok = None, None, False
         candidates = [service.relay.last_error, *(loop.last_error for loop in service.loops)]
-        errors = [e for e in candidates if e]
-        errors += [
-            f"{t.get_name()} stopped" for t in self.tasks if t.done() and not self.stop.is_set()
-        ]
+        errors = [e for e in candidates if e] + self.stopped_tasks()
         return {
             "service": service.name,
             "status": "ok" if db_ok and not errors else "degraded",
@@ -196,9 +202,18 @@ class RunningService:
             "consumed_records": sum(loop.records for loop in service.loops),
             "consumed_batches": sum(loop.batches for loop in service.loops),
             "consumer_lag_records": _total([await loop.lag() for loop in service.loops]),
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "uptime_s": self.uptime_s(),
             "errors": errors,
         }
+
+    def stopped_tasks(self) -> list[str]:
+        """The relay or loops that stopped although no stop was asked for."""
+        return [
+            f"{t.get_name()} stopped" for t in self.tasks if t.done() and not self.stop.is_set()
+        ]
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started_at, 1)
 
     async def shutdown(self) -> None:
         """Graceful stop: the ``on_close`` hooks, then each loop commits the batch in
@@ -229,9 +244,11 @@ async def running(
 
 
 def _total(values: Sequence[int | None]) -> int | None:
-    """The sum of the known values; None when none is known."""
-    known = [v for v in values if v is not None]
-    return sum(known) if known else None
+    """The sum; None (unknown) when any value is unknown: a partial sum would say less
+    is waiting than does."""
+    if any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
 
 
 def freeze_heap() -> int:
@@ -409,9 +426,9 @@ async def serve(service: ServiceContext, stop: asyncio.Event) -> bool:
     try:
         app = live.http_app()
         if app is None:
-            health = await _serve_health(live)
+            health = await ops.serve_health(live)
         else:
-            server = _Uvicorn(http_server.config(app, settings))
+            server = _Uvicorn(http_server.config(ops.OpsFront(app, live), settings))
             watched.append(await _serve_http(server))
             # The app and what uvicorn loaded to serve it live as long as the process:
             # set them aside from the collector too, as start() did with the rest.
@@ -470,24 +487,3 @@ async def _serve_http(server: _Uvicorn) -> asyncio.Task[None]:
     await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
     listening.cancel()
     return task
-
-
-async def _serve_health(live: RunningService) -> asyncio.Server | None:
-    settings = live.service.settings
-    if not settings.health_port:
-        return None
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await asyncio.wait_for(reader.readline(), 5)
-            body = json.dumps(await live.health()).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(handle, settings.http_host, settings.health_port)

@@ -34,6 +34,7 @@ from shared.messaging.consumer import BatchProcessor, Record, Tx
 from shared.messaging.outbox import OutboxWriter
 from shared.messaging.testing import MemoryStore
 from shared.messaging.trust import redrive_headers
+from shared.platform.metrics import CASES_CLOSED
 from shared.platform.settings import Settings
 from tests.support import builders
 from tests.support.builders import JOB_FORM, accepted, applicant
@@ -185,3 +186,23 @@ async def test_a_database_failure_rolls_the_whole_batch_back_for_a_retry(
     result = await processor.process(records)
     assert (result.processed, result.dead_lettered, len(store.outbox)) == (2, 0, 2)
     assert len(store.inbox) == 2
+
+
+async def test_closes_are_tallied_only_for_records_whose_effects_commit(
+    router: BatchProcessor, store: MemoryStore
+) -> None:
+    """The router tallies each close for its metrics; a record rolled back to its
+    savepoint (dead-lettered) leaves no tally, and a redelivery counts nothing twice."""
+    card = {"residence_address": "Chaoyang 1", "employment_status": "unemployed"}
+    first = accepted("HR-EMPLOYMENT-SERVICE-CARD", applicant(1), card)
+    twin = accepted("HR-EMPLOYMENT-SERVICE-CARD", applicant(1), card, case_id=first.case_id)
+    second = accepted("HR-EMPLOYMENT-SERVICE-CARD", applicant(2), card)
+    records = [record_of(TOPIC, e, offset=n) for n, e in enumerate([first, twin, second])]
+
+    result = await router.process(records)
+
+    assert (store.rollbacks, store.commits) == (1, 1)  # careful mode isolated the twin
+    assert result.tallies == {(CASES_CLOSED, "approved"): 2}  # on the spot: closed at once
+    assert result.dead == {(TOPIC, "handler_error"): 1}
+    again = await router.process(records)
+    assert (again.tallies, again.dead) == ({}, {})

@@ -33,6 +33,7 @@ from shared.department.adapter import department_topics, wire_department
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys
 from shared.messaging.testing import signer_for
+from shared.platform.metrics import ConsumerMetrics, ServiceMetrics
 from shared.platform.runtime import (
     Builder,
     Plumbing,
@@ -189,7 +190,8 @@ def test_intake_and_audit_serve_their_app_the_others_the_health_endpoint(
     service: str, tmp_path: Path
 ) -> None:
     ctx = wired(service, tmp_path)
-    live = RunningService(ctx, asyncio.Event(), (), 0.0)
+    metrics = ServiceMetrics([loop.metrics for loop in ctx.loops], ctx.relay)
+    live = RunningService(ctx, asyncio.Event(), (), 0.0, metrics)
     app = live.http_app()
     if service == "intake":
         assert isinstance(app, CasesFront)
@@ -208,7 +210,8 @@ class FakeRelay:
     def __init__(self, events: list[str]) -> None:
         self.events = events
         self.last_error: str | None = None
-        self.published = 0
+        self.published = self.retries = 0
+        self.dead_letter_reasons: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -225,6 +228,7 @@ class FakeLoop:
         self.name = "consumer:fake"
         self.last_error: str | None = None
         self.records = self.batches = 0
+        self.metrics = ConsumerMetrics("fake", "")
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.dies:
