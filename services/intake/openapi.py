@@ -24,6 +24,7 @@ from services.intake import main
 from services.intake.api import CasesFront
 from shared.messaging.outbox import OutboxWriter
 from shared.messaging.signing import Signer
+from shared.platform.metrics import ServiceMetrics
 from shared.platform.runtime import Plumbing, RunningService
 from shared.platform.settings import Settings
 from shared.platform.tokens import generate_key
@@ -61,6 +62,8 @@ def docs_app() -> FastAPI:
         )
         service = main.wire(plumbing, catalogue)
     assert service.http is not None
-    front = service.http(cast(RunningService, SimpleNamespace(service=service)))
+    counters = SimpleNamespace(published=0, retries=0, dead_letter_reasons={})
+    live = SimpleNamespace(service=service, metrics=ServiceMetrics((), counters))
+    front = service.http(cast(RunningService, live))
     assert isinstance(front, CasesFront)
     return front.app
