@@ -48,15 +48,29 @@ class _PlainDumper(yaml.CSafeDumper):
 def asyncapi_text() -> str:
     """docs/asyncapi.yaml as the code makes it: the shipped departments, the local stack."""
     bootstrap = Settings.model_fields["kafka_bootstrap_servers"].default
+    principal = (
+        "Each service signs in as its own principal (its name) with SCRAM-SHA-512; the "
+        "brokers' ACLs let it read and write only what the topology gives it "
+        "(shared/messaging/acls.py)."
+    )
     servers = {
         "local": {
             "host": bootstrap,
             "protocol": "kafka",
-            "description": "The local stack (`make stack-up`). A deployment's brokers are "
-            "its KAFKA_BOOTSTRAP_SERVERS.",
-        }
+            "description": "The local stack (`make stack-up`): SASL_PLAINTEXT on 127.0.0.1.",
+            "security": [{"$ref": "#/components/securitySchemes/scram"}],
+        },
+        "production": {
+            "host": "kafka-0.kafka.example:9093",
+            "protocol": "kafka-secure",
+            "description": "A deployment's brokers (KAFKA_BOOTSTRAP_SERVERS): SASL_SSL.",
+            "security": [{"$ref": "#/components/securitySchemes/scram"}],
+        },
     }
     doc = asyncapi_document(default_catalogue().departments(), servers)
+    doc["components"]["securitySchemes"] = {
+        "scram": {"type": "scramSha512", "description": principal}
+    }
     text = yaml.dump(doc, Dumper=_PlainDumper, sort_keys=True, allow_unicode=True, width=100)
     return _HEAD + text
 
