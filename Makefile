@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .DEFAULT_GOAL := help
 .PHONY: help venv stack-up stack-down stack-status demo bench bench-engine audit-verify audit-drill test \
         test-unit test-integration test-e2e test-faults lint fmt clean \
-        images images-check deploy-check tools contracts contracts-check
+        images images-check deploy-check tools contracts contracts-check configref
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ deploy-check: venv tools ## offline validators: hadolint, kubernetes-validate --
 
 images-check: venv tools ## build, lint and play the images (podman kube play), post cases, verify
 	$(PY) -m deploy.images check $(if $(CASES),--cases $(CASES))
+
+configref: venv ## write docs/configuration.md from the settings class
+	$(PY) -m deploy.configref
 
 contracts: venv ## write docs/asyncapi.yaml and docs/openapi.json from the code
 	$(PY) -m deploy.contracts

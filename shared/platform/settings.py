@@ -134,7 +134,9 @@ class Settings(BaseSettings):
         "of one service that share its work.",
     )
     topic_replication: int = Field(default=1, ge=1, description="Replication factor of topics.")
-    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(
+        default=1, ge=1, description="min.insync.replicas of each topic created (2 in production)."
+    )
     consumer_max_records: int = Field(
         default=500, ge=1, description="Records taken per batch: one DB transaction each."
     )
@@ -176,7 +178,9 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = Field(
         default=0.5, gt=0, description="Relay poll period when nothing woke it up."
     )
-    outbox_batch_size: int = Field(default=1000, ge=1)
+    outbox_batch_size: int = Field(
+        default=1000, ge=1, description="Outbox rows a relay publishes per round."
+    )
     max_record_bytes: int = Field(
         default=1 << 20,
         ge=256 * 1024,
@@ -197,8 +201,12 @@ class Settings(BaseSettings):
         "same niceness when they run on this host and it may renice them. In "
         "containers, set the CPU weight instead (it is per cgroup).",
     )
-    db_pool_min: int = Field(default=1, ge=0)
-    db_pool_max: int = Field(default=8, ge=1)
+    db_pool_min: int = Field(
+        default=1, ge=0, description="PostgreSQL connections a service keeps open."
+    )
+    db_pool_max: int = Field(
+        default=8, ge=1, description="Most PostgreSQL connections a service opens."
+    )
     keys_dir: Path = Field(
         default=Path(".data/keys"),
         description="Ed25519 private keys (<service>.key, mode 0600) and, by default, "
@@ -225,15 +233,19 @@ class Settings(BaseSettings):
     fault_slow_action_s: float = Field(
         default=0.0, ge=0, description="Tests only: department handlers sleep this long."
     )
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
     log_json: bool | None = Field(
         default=None, description="JSON log lines; by default only when stderr is not a terminal."
     )
     centre_id: str = Field(
         default="C01", description="Service-centre code printed on receipt numbers."
     )
-    http_host: str = Field(default="127.0.0.1")
-    http_port: int = Field(default=8080)
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address intake, the audit and the health endpoints listen on "
+        "(0.0.0.0 in a container).",
+    )
+    http_port: int = Field(default=8080, description="HTTP port of intake and the audit.")
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
     http_max_connections: int = Field(
         default=1000,
@@ -316,7 +328,9 @@ class Settings(BaseSettings):
     sms_gateway_token_file: Path | None = Field(
         default=None, description="A file holding the gateway's bearer token (never logged)."
     )
-    sms_gateway_timeout_s: float = Field(default=5.0, gt=0)
+    sms_gateway_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a citizen's code may take at the SMS gateway."
+    )
     oidc_issuer: str | None = Field(
         default=None,
         description="Accept staff tokens of this OpenID Connect issuer (its 'iss'), "
@@ -344,7 +358,9 @@ class Settings(BaseSettings):
     oidc_jwks_max_age_s: float = Field(
         default=3600.0, gt=0, description="A key set older than this is read again."
     )
-    oidc_jwks_timeout_s: float = Field(default=5.0, gt=0)
+    oidc_jwks_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long fetching the issuer's key set may take."
+    )
 
     def api_pages(self) -> ApiPages:
         """FastAPI's ``docs_url``, ``redoc_url`` and ``openapi_url``: the interactive API
