@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploy import configref
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +23,7 @@ def test_the_reference_is_what_the_settings_make() -> None:
 
 
 def test_every_setting_is_described() -> None:
-    assert [n for n, f in configref.Settings.model_fields.items() if not f.description] == []
+    assert [n for n, f in Settings.model_fields.items() if not f.description] == []
 
 
 @pytest.mark.parametrize(
