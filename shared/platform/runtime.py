@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import gc
 import os
+import random
 import signal
 import socket
 import sys
@@ -290,20 +291,24 @@ async def open_service(
     settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
-    applied = await _retry(
+    applied = await wait_for_dependency(
         lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
     )
     if applied:
         log.info("migrations applied", schema=schema, applied=applied)
     try:
-        created = await _retry(lambda: ensure_topics(settings, topics.provisions), log)
+        created = await wait_for_dependency(lambda: ensure_topics(settings, topics.provisions), log)
     except LimitsError as exc:
         log.error("refusing to start: the size limits do not agree", error=str(exc))  # noqa: TRY400
         raise
     if created:
         log.info("topics created", topics=created)
-    pool = await create_pool(
-        settings.dsn(), schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+    # PostgreSQL may restart between the migrations and here (it did, under faults).
+    pool = await wait_for_dependency(
+        lambda: create_pool(
+            settings.dsn(), schema, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        ),
+        log,
     )
     return Plumbing(
         name=name,
@@ -332,23 +337,37 @@ def load_keys(settings: Settings, name: str) -> tuple[Signer, PublicKeys]:
     return signer, keys
 
 
-async def _retry(fn: Callable[[], Awaitable[Any]], log: Any, attempts: int = 30) -> Any:
-    """Start-up steps wait for Kafka and PostgreSQL to come up rather than crash-loop."""
+async def wait_for_dependency(
+    fn: Callable[[], Awaitable[Any]], log: Any, *, attempts: int | None = None
+) -> Any:
+    """Run a start-up step until Kafka and PostgreSQL let it through: a transient error
+    (a refused connection, a server starting or restarting, a broker away) is waited out
+    with exponential back-off (0.5 s doubling to 10 s) and jitter, forever unless
+    ``attempts`` is given; a stop signal ends the wait (``run_service`` exits 0). A
+    service never exits on a dependency that is only away."""
     delay = 0.5
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return await fn()
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
-            if attempt == attempts:
+            if attempts is not None and attempt >= attempts:
                 raise
-            log.warning("waiting for a dependency", error=f"{type(exc).__name__}: {exc}")
+            what, error = "a dependency", exc
         except KafkaError as exc:
-            if attempt == attempts:
+            if attempts is not None and attempt >= attempts:
                 raise
-            log.warning("waiting for Kafka", error=f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-    return None
+            what, error = "Kafka", exc
+        pause = delay * random.uniform(0.5, 1.5)
+        log.warning(
+            f"waiting for {what}",
+            error=f"{type(error).__name__}: {error}",
+            attempt=attempt,
+            retry_in_s=round(pause, 2),
+        )
+        await asyncio.sleep(pause)
+        delay = min(delay * 2, 10.0)
 
 
 Builder = Callable[[Settings], Coroutine[Any, Any, ServiceContext]]
