@@ -22,7 +22,7 @@ def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(runtime.asyncio, "sleep", sleep)
+    monkeypatch.setattr("shared.platform.runtime.asyncio.sleep", sleep)
     return slept
 
 
