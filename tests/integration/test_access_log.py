@@ -22,6 +22,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp
 
+from deploy import kafka_security
 from services.audit.main import build as build_audit
 from services.audit.verifier.run import verify_log
 from services.intake.api import CasesFront
@@ -260,7 +261,8 @@ def audit_cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": "/usr/bin:/bin",
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        # As the test's own Kafka principal (the services here run in-process as it too).
+        **kafka_security.env_of(settings),
         "DATABASE_URL": settings.database_url.get_secret_value(),
         "ONEDOOR_TOPIC_PREFIX": settings.topic_prefix,
         "ONEDOOR_KEYS_DIR": str(settings.keys_dir),

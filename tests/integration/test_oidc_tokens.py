@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from services.audit.main import build as build_audit
 from services.intake.main import build as build_intake
+from shared.contracts.access import REASON_HEADER
 from shared.platform.runtime import running
 from shared.platform.settings import Settings
 from tests.e2e.test_pipeline import BENEFIT_FORM
@@ -135,7 +136,10 @@ async def test_intake_and_the_audit_accept_the_issuers_tokens_and_refuse_bad_one
                 assert first.status_code == 401, first.text  # asked for the new key set
 
                 async def accepted() -> bool:
-                    return (await client.get(f"/cases/{case_id}")).status_code == 200
+                    # An auditor says why it reads a case (a PersonalDataAccessed record).
+                    why = {REASON_HEADER: "checking a key rotation"}
+                    answer = await client.get(f"/cases/{case_id}", headers=why)
+                    return answer.status_code == 200
 
                 await wait_for(accepted, 10, "the rotated key accepted")
             assert JwksServer.served > served
