@@ -43,6 +43,7 @@ from shared.platform.runtime import (
     serve,
 )
 from shared.platform.settings import Settings
+from shared.platform.tokens import generate_key
 
 pytestmark = pytest.mark.unit
 
@@ -163,6 +164,7 @@ def wired(service: str, tmp_path: Path, catalogue: Catalogue = CATALOGUE) -> Ser
     topics = all_topics()[service]
     opened = plumbing(service, topics, tmp_path)
     if service == "intake":
+        generate_key(opened.settings.token_key_path())  # made ahead, as the stack does
         return intake.wire(opened, catalogue)
     if service == "router":
         return router.wire(opened, catalogue)
