@@ -58,7 +58,6 @@ class PhoneDesk:
             fields, general = by_field(details(answer))
             return page.render(
                 "my_start.html",
-                status=answer.status_code,
                 values=values,
                 fields=fields,
                 errors=general,
@@ -78,7 +77,6 @@ class PhoneDesk:
             fields, general = by_field(details(answer))
             return page.render(
                 "my_code.html",
-                status=answer.status_code,
                 values=values,
                 sent="",
                 fields=fields,

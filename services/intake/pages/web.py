@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from services.intake.pages import i18n
 
@@ -58,6 +58,7 @@ STATIC = {  # the only files /static/pages/ serves: nothing from a CDN
 templates = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(["html"], default=True),
+    undefined=StrictUndefined,  # a name a template lacks is an error, not an empty string
     trim_blocks=True,
     lstrip_blocks=True,
 )

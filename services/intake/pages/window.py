@@ -167,8 +167,12 @@ class WindowDesk:
             (REFRESH, str(tokens["refresh_token"]), PATH, self.settings.refresh_token_ttl_s)
         )
 
-    def _signin_page(self, page: Page, status: int = 200, **context: Any) -> Response:
-        return page.render("window_signin.html", status=status, **context)
+    def _signin_page(self, page: Page, **context: Any) -> Response:
+        """The sign-in form (again, with the API's answer). A form shown again is a page
+        that loaded fine: 200, whatever the API answered (the browser would log a 4xx
+        document as an error)."""
+        context = {"name": "", "fields": {}, "errors": []} | context
+        return page.render("window_signin.html", **context)
 
     # ------------------------------------------------------------------- the routes
 
@@ -182,14 +186,11 @@ class WindowDesk:
             return self._signin_page(page)
         return self._home(page, session[0], q[:100])
 
-    def _home(
-        self, page: Page, claims: Claims, query: str, *, lookup: str = "", status: int = 200
-    ) -> Response:
+    def _home(self, page: Page, claims: Claims, query: str, *, lookup: str = "") -> Response:
         found = [i for i in self.catalogue.items.values() if matches(i, query.strip())]
         found.sort(key=lambda i: i.code)
         return page.render(
             "window_home.html",
-            status=status,
             clerk=claims,
             query=query,
             items=found[:MAX_RESULTS],
@@ -213,15 +214,13 @@ class WindowDesk:
         )
         if answer.status_code != 200:
             fields, general = by_field(details(answer))
-            return self._signin_page(
-                page, status=answer.status_code, name=name, fields=fields, errors=general
-            )
+            return self._signin_page(page, name=name, fields=fields, errors=general)
         tokens = answer.json()
         if tokens.get("role") != "clerk":
             await self.api.call(
                 request, "POST", "/auth/revoke", json={"refresh_token": tokens["refresh_token"]}
             )
-            return self._signin_page(page, status=403, name=name, errors=[page.t("not_clerk")])
+            return self._signin_page(page, name=name, errors=[page.t("not_clerk")])
         self._keep(page, tokens)
         return page.redirect(f"{PATH}/")
 
@@ -249,7 +248,7 @@ class WindowDesk:
             return page.refuse()
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page, status=401, errors=[page.t("signed_out")])
+            return self._signin_page(page, errors=[page.t("signed_out")])
         wanted = form.get("q", "").strip()[:100]
         case_id: UUID | None = None
         try:
@@ -261,7 +260,7 @@ class WindowDesk:
                         "SELECT case_id FROM cases WHERE receipt_no = $1", wanted
                     )
         if case_id is None:
-            return self._home(page, session[0], "", lookup=wanted, status=404)
+            return self._home(page, session[0], "", lookup=wanted)
         return page.redirect(f"{PATH}/cases/{case_id}")
 
     async def item_form(self, request: Request, code: str) -> Response:
@@ -272,22 +271,22 @@ class WindowDesk:
         item = self.catalogue.get(code)
         if item is None:
             return page.render("message.html", status=404, message=page.t("not_found"))
-        return self._form(page, item, {}, {}, [], key=uuid.uuid4().hex)
+        return self._form(page, session[0], item, {}, fields={}, errors=[], key=uuid.uuid4().hex)
 
     def _form(
         self,
         page: Page,
+        clerk: Claims,
         item: Item,
         values: dict[str, str],
+        *,
         fields: dict[str, str],
         errors: list[str],
-        *,
         key: str,
-        status: int = 200,
     ) -> Response:
         return page.render(
             "window_form.html",
-            status=status,
+            clerk=clerk,
             item=item,
             values=values,
             fields=fields,
@@ -304,7 +303,7 @@ class WindowDesk:
             return page.refuse()
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page, status=401, errors=[page.t("signed_out")])
+            return self._signin_page(page, errors=[page.t("signed_out")])
         item = self.catalogue.get(code)
         if item is None:
             return page.render("message.html", status=404, message=page.t("not_found"))
@@ -322,12 +321,12 @@ class WindowDesk:
         if answer.status_code in (200, 201):
             return page.redirect(f"{PATH}/cases/{answer.json()['case_id']}/receipt")
         fields, general = by_field(details(answer))
-        return self._form(page, item, form, fields, general, key=key, status=answer.status_code)
+        return self._form(page, session[0], item, form, fields=fields, errors=general, key=key)
 
     async def _read(self, page: Page, case_id: str) -> tuple[Claims, dict[str, Any]] | Response:
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page, status=401)
+            return self._signin_page(page)
         try:
             UUID(case_id)
         except ValueError:
