@@ -178,13 +178,15 @@ def test_clerk_files_prints_and_citizen_reads(
 
     # --- find the two-step item ------------------------------------------------------------
     page.get_by_label("事项名称、编码或关键词").fill("unemployment insurance benefit")
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_url("**/window/?q=*")
     link = page.locator(f"a[href='/window/items/{ITEM}']")
     assert link.is_visible()
     page.screenshot(path=shots / "02-window-search.png")
     link.focus()
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_url(f"**/window/items/{ITEM}")
 
     # Every field has a label, and the form is generated from the item's fields.
@@ -195,6 +197,24 @@ def test_clerk_files_prints_and_citizen_reads(
     assert unlabelled == []
     for field in ("last_employer", "separation_date", "insured_months", "education"):
         assert page.locator(f"#f-form\\.{field}").count() == 1
+    # The keyboard walks the form in the order it reads, and ends on its button.
+    order = page.evaluate(
+        """[...document.querySelectorAll('main form input:not([type=hidden]), main form button')]
+             .map(e => e.id || e.textContent.trim())"""
+    )
+    page.locator("#f-applicant\\.name").focus()
+    walked = [page.evaluate("document.activeElement.id")]
+    for _ in range(4 * len(order)):  # a date field takes a Tab per part (year, month, day)
+        if len(walked) == len(order):
+            break
+        page.keyboard.press("Tab")
+        now = page.evaluate(
+            "document.activeElement.id || document.activeElement.textContent.trim()"
+        )
+        if now != walked[-1]:
+            walked.append(now)
+    assert walked == order
+    assert order[-1] == "提交受理"
 
     # --- the API's own checks, beside the fields, in its own words -------------------------
     applicant = person()
@@ -203,7 +223,8 @@ def test_clerk_files_prints_and_citizen_reads(
     page.get_by_label("公民身份号码").fill(bad_id)
     page.get_by_label("手机号码").fill("12345")
     page.get_by_label("社区（村）代码").fill(builders.COMMUNITY)
-    page.get_by_role("button", name="提交受理").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="提交受理").click()
     page.wait_for_selector("#errors")
     assert page.evaluate("document.activeElement.id") == "errors"  # the keyboard is taken there
     assert page.locator("#e-applicant\\.id_number").inner_text() == validate_resident_id(bad_id)
@@ -218,7 +239,8 @@ def test_clerk_files_prints_and_citizen_reads(
     form = builders.BENEFIT_FORM
     for name, value in form.items():
         page.locator(f"#f-form\\.{name}").fill(str(value))
-    page.get_by_role("button", name="提交受理").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="提交受理").click()
     page.wait_for_url("**/receipt")
     receipt_no = page.locator("#receipt-no").inner_text()
     assert re.fullmatch(r"C01-\d{8}-\d{6}", receipt_no), receipt_no
@@ -237,7 +259,8 @@ def test_clerk_files_prints_and_citizen_reads(
         )
 
     # --- watch it close ------------------------------------------------------------------------
-    page.locator("#to-status").click()
+    with page.expect_navigation():
+        page.locator("#to-status").click()
     page.wait_for_url(re.compile(r"/window/cases/[0-9a-f-]{36}$"))
     case_url = page.url
 
@@ -255,7 +278,8 @@ def test_clerk_files_prints_and_citizen_reads(
     # --- look it up by receipt number (posted; the page is named by the case id) ------------
     page.goto("/window/")
     page.get_by_label("受理编号或办件编号").fill(receipt_no)
-    page.get_by_role("button", name="查询").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="查询").click()
     page.wait_for_url(case_url)
     assert page.locator("#receipt-no").inner_text() == receipt_no
     page.screenshot(path=shots / "07-window-lookup.png", full_page=True)
@@ -271,7 +295,8 @@ def test_clerk_files_prints_and_citizen_reads(
     ]
     for selector in texts:
         page.locator(selector).fill(XSS)
-    page.get_by_role("button", name="提交受理").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="提交受理").click()
     page.wait_for_selector("#errors")
     for selector in texts:
         assert page.locator(selector).input_value() == XSS, selector
@@ -279,11 +304,13 @@ def test_clerk_files_prints_and_citizen_reads(
     page.screenshot(path=shots / "08-xss-form.png", full_page=True)
     page.goto("/window/")
     page.get_by_label("事项名称、编码或关键词").fill(XSS)
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_selector(".empty")
     assert page.locator(".empty .typed").inner_text() == XSS  # shown as text
     page.get_by_label("受理编号或办件编号").fill(XSS)
-    page.get_by_role("button", name="查询").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="查询").click()
     page.wait_for_selector("#e-lookup")
     assert page.locator("#e-lookup .typed").inner_text() == XSS
     assert page.locator("img[src=x]").count() == 0
@@ -307,12 +334,14 @@ def test_clerk_files_prints_and_citizen_reads(
     signin.goto("/window/")
     signin.get_by_label("账号").fill(XSS)
     signin.get_by_label("密码").fill("wrong")
-    signin.get_by_role("button", name="登录").click()
+    with signin.expect_navigation():
+        signin.get_by_role("button", name="登录").click()
     signin.wait_for_selector("#errors")
     assert signin.locator("#f-name").input_value() == XSS
     signin.get_by_label("账号").fill(AUDITOR)
     signin.get_by_label("密码").fill(PASSWORD)
-    signin.get_by_role("button", name="登录").click()
+    with signin.expect_navigation():
+        signin.get_by_role("button", name="登录").click()
     signin.wait_for_selector("#errors")
     assert "不是窗口工作人员" in signin.locator("#errors").inner_text()
     signin.screenshot(path=shots / "10-xss-sign-in-and-auditor.png")
@@ -332,7 +361,8 @@ def test_clerk_files_prints_and_citizen_reads(
     my.goto("/my/")
     my.get_by_label("受理编号").fill(XSS)
     my.get_by_label("证件号码后四位").fill("1234")
-    my.get_by_role("button", name="获取验证码").click()
+    with my.expect_navigation():
+        my.get_by_role("button", name="获取验证码").click()
     my.wait_for_selector("#errors")
     assert my.locator("#f-receipt_no").input_value() == XSS
     assert my.locator("img[src=x]").count() == 0
@@ -345,14 +375,16 @@ def test_clerk_files_prints_and_citizen_reads(
     assert box is not None
     assert box["height"] >= 44, box  # a large touch target
     my.screenshot(path=shots / "12-phone-start.png", full_page=True)
-    button.tap()
+    with my.expect_navigation():
+        button.tap()
     my.wait_for_selector("#f-code")
     code = wait_for_sync(
         lambda: sms_code(outbox, applicant["phone"], seen), 30, "the code in the notifier file"
     )
     my.screenshot(path=shots / "13-phone-code.png", full_page=True)
     my.get_by_label("验证码（6位数字）").fill(code)
-    my.get_by_role("button", name="查看办件").tap()
+    with my.expect_navigation():
+        my.get_by_role("button", name="查看办件").tap()
     my.wait_for_url("**/my/case")
     assert my.locator("#status").get_attribute("data-status") == "closed"
     assert "准予办理" in my.locator("#status").inner_text()
@@ -363,7 +395,8 @@ def test_clerk_files_prints_and_citizen_reads(
     width = my.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the phone page scrolls sideways ({width}px)"
     my.screenshot(path=shots / "14-phone-case.png", full_page=True)
-    my.get_by_role("button", name="English").tap()
+    with my.expect_navigation():
+        my.get_by_role("button", name="English").tap()
     my.wait_for_url("**/my/case")
     assert my.locator("html").get_attribute("lang") == "en"
     assert "closed" in my.locator("#status").inner_text()

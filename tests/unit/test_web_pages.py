@@ -160,6 +160,21 @@ def stub_app() -> FastAPI:
             }
         )
 
+    @app.post("/auth/refresh")
+    async def refresh(request: Request) -> JSONResponse:
+        body = await request.json()
+        if body["refresh_token"] != "r" * 40:
+            return JSONResponse({"detail": "the refresh token is unknown"}, status_code=401)
+        claims = {"sub": "renewed", "role": "clerk", "centre": "C01", "window": "W01"}
+        return JSONResponse(
+            {
+                "access_token": issuer.issue(claims),
+                "refresh_token": "s" * 40,
+                "expires_in": 900,
+                "role": "clerk",
+            }
+        )
+
     @app.post("/cases")
     async def cases(request: Request) -> JSONResponse:
         seen.append({"body": await request.json(), "headers": dict(request.headers)})
@@ -265,3 +280,22 @@ async def test_language_switch_returns_only_to_a_page(browser: httpx.AsyncClient
         "/lang", data={"lang": "zh", "back": "//evil.example/", "csrf": token}
     )
     assert away.headers["location"] == "/window/"
+
+
+async def test_an_expired_access_token_is_renewed_with_the_refresh_token(
+    browser: httpx.AsyncClient,
+) -> None:
+    browser.cookies.set("od_access", "expired.or.forged", path="/window")
+    browser.cookies.set("od_refresh", "r" * 40, path="/window")
+    page = await browser.get("/window/")
+    assert "renewed" in page.text  # signed in again, as the refresh token's account
+    cookies = page.headers.get_list("set-cookie")
+    assert any(c.startswith("od_refresh=" + "s" * 40) and "HttpOnly" in c for c in cookies)
+    browser.cookies.clear()
+    browser.cookies.set("od_refresh", "spent", path="/window")
+    again = await browser.get("/window/")
+    assert 'action="/window/signin"' in again.text
+    assert any(
+        c.startswith("od_refresh=") and "Max-Age=0" in c
+        for c in again.headers.get_list("set-cookie")
+    )
