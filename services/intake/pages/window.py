@@ -130,6 +130,7 @@ class WindowDesk:
         page_route(app, "POST", f"{PATH}/signin", self.sign_in)
         page_route(app, "POST", f"{PATH}/signout", self.sign_out)
         page_route(app, "POST", f"{PATH}/lookup", self.lookup)
+        page_route(app, "POST", f"{PATH}/search", self.search)
         page_route(app, "GET", f"{PATH}/items/{{code}}", self.item_form)
         page_route(app, "POST", f"{PATH}/items/{{code}}", self.file_case)
         page_route(app, "GET", f"{PATH}/cases/{{case_id}}", self.case_page)
@@ -179,12 +180,25 @@ class WindowDesk:
     async def to_home(self, request: Request) -> Response:
         return Page(request).redirect(f"{PATH}/")
 
-    async def home(self, request: Request, q: str = "") -> Response:
+    async def home(self, request: Request) -> Response:
         page = Page(request)
         session = await self.clerk(page)
         if session is None:
             return self._signin_page(page)
-        return self._home(page, session[0], q[:100])
+        return self._home(page, session[0], "")
+
+    async def search(self, request: Request) -> Response:
+        """Items matching the posted words. Posted, not a query string: a clerk who types
+        an ID number into the wrong box must not put it in a URL or an access log."""
+        page = Page(request)
+        try:
+            form = await page.posted()
+        except FormError:
+            return page.refuse()
+        session = await self.clerk(page)
+        if session is None:
+            return self._signin_page(page, errors=[page.t("signed_out")])
+        return self._home(page, session[0], form.get("q", "")[:100])
 
     def _home(self, page: Page, claims: Claims, query: str, *, lookup: str = "") -> Response:
         found = [i for i in self.catalogue.items.values() if matches(i, query.strip())]
