@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help venv stack-up stack-down stack-status demo bench bench-engine audit-verify audit-drill test \
-        test-unit test-integration test-e2e test-faults lint fmt clean \
+        test-unit test-integration test-e2e test-faults test-browser lint fmt clean \
         images images-check deploy-check tools contracts contracts-check configref
 
 help: ## list the targets
@@ -62,6 +62,9 @@ test-integration: stack-up ## integration tests on the real broker and database
 
 test-e2e: stack-up ## end-to-end tests over HTTP with the services running
 	$(PYTEST) -m e2e
+
+test-browser: stack-up ## the pages in headless Chromium (Debian's chromium + fonts-noto-cjk); screenshots in .data/screenshots
+	$(PYTEST) -m browser
 
 test-faults: stack-up ## fault injection: kill -9, broker and database restarts, poison records
 	$(PYTEST) -m faults -s

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from services.catalogue import default_catalogue
-from services.intake import citizen, notifier, signin
+from services.intake import citizen, notifier, pages, signin
 from services.intake.acceptor import Acceptor
 from services.intake.api import StatusViews, create_app
 from shared.contracts.catalogue import Catalogue
@@ -67,6 +67,8 @@ def wire(
             catalogue=catalogue,
             recorder=recorder,
         ).add_routes(app)
+        # The window page and the citizen's phone page, on the API above (in-process).
+        pages.add_routes(app, settings, plumbing.pool, verifier, catalogue)
 
     return plumbing.service(
         loops=[views],
