@@ -60,6 +60,8 @@ LAUNCHER_VARIABLES = {
     "ONEDOOR_DEMO_HTTP_PORT": "the demo's intake port (18080; the services take the next ones)",
     "ONEDOOR_TESTCONTAINERS": "1: the tests start Kafka and PostgreSQL with testcontainers",
     "ONEDOOR_KAFKA_NODES": "3: the local stack runs a replicated three-node cluster",
+    "ONEDOOR_CHROMIUM": "the browser tests' Chromium (default /usr/bin/chromium)",
+    "ONEDOOR_SCREENSHOTS": "where the browser tests save screenshots (.data/screenshots)",
 }
 # Read by a CLI, not by a service.
 CLI_VARIABLES = {
