@@ -45,7 +45,10 @@ def pipeline(
 
 def base_urls(pipeline: Pipeline) -> dict[str, str]:
     urls = {"intake": pipeline.base}
-    for name, env in pipeline.service_env.items():
+    for name in pipeline.commands:  # the services started (not the auditor's role)
+        if name == "intake":
+            continue
+        env = pipeline.env_of(name)
         port = env.get("ONEDOOR_HEALTH_PORT") or env["ONEDOOR_HTTP_PORT"]
         urls[name] = f"http://127.0.0.1:{port}"
     return urls
