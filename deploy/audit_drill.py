@@ -54,7 +54,7 @@ from shared.contracts.topology import (
 )
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
-from shared.messaging.kafka import make_producer
+from shared.messaging.kafka import make_producer, murmur2
 from shared.messaging.signing import Signer, generate_keys
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
@@ -263,6 +263,7 @@ class Expected:
     case_id: UUID | None
     event_id: UUID | None
     severity: str = "error"
+    also: tuple[str, ...] = ()  # kinds the same bad record is also reported as
 
 
 Fault = Callable[[LogWriter, Catalogue], Expected]
@@ -426,6 +427,107 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+# ----------------------------------------------------------------- issue 19: audit proof
+# What a dishonest insider (holding a real service key) or a subtle bug would write.
+
+
+def event_on_two_topics(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    task = case.task()  # hr_registration's step 0, copied byte for byte to another topic
+    value = task.to_json()
+    log.add_raw(
+        dept_tasks("social_security"),
+        value,
+        log.headers(dept_tasks("hr_registration"), task, value),
+        key=str(case.case_id).encode(),
+    )
+    case.decide(Reject("already_registered", "m"))
+    return Expected("event_on_two_topics", case.case_id, task.event_id)
+
+
+def forged_copy(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Approve("HR-1"))
+    case.decide(Approve("SS-1"))
+    # The genuine signature over other bytes: the approval's reference rewritten.
+    topic = dept_outcomes(outcome.department)
+    headers = log.headers(topic, outcome, outcome.to_json())
+    forged = outcome.model_copy(update={"reference": "FORGED"}).to_json()
+    log.add_raw(topic, forged, headers, key=str(case.case_id).encode())
+    return Expected("forged_copy", case.case_id, outcome.event_id, also=("bad_signature",))
+
+
+def subject_mismatch(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Approve("HR-1"))
+    task = case.task()
+    stranger = make_resident_id("110105", date(1979, 5, 5), 999)
+    other = task.model_copy(
+        update={"applicant": task.applicant.model_copy(update={"id_number": stranger})}
+    )
+    # The benefit paid to someone else, on the genuine case's slip; the router closes it.
+    paid = outcome_event("social_security", other, Approve("SS-1"))
+    case.emit([(dept_outcomes("social_security"), paid)])
+    case.state, emits = router_on_outcome(case.state, paid, paid.occurred_at)
+    case.emit(emits)
+    return Expected("subject_mismatch", case.case_id, paid.event_id)
+
+
+def uncaused_close(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    first = case.decide(Approve("HR-1"))  # the router assigns step 1
+    closed = CaseClosed(**first.caused(), producer="router", outcome="approved")
+    log.add(CASES_ROUTING, closed)
+    case.decide(Approve("SS-1"), route_it=False)  # the last decision, after the close
+    return Expected("uncaused_close", case.case_id, closed.event_id)
+
+
+def wrong_key(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    routed = case.last(CaseRouted)
+    log.drop(routed.event_id)
+    value = routed.to_json()
+    # Keyed by another case id: the producer puts it in that key's partition.
+    headers = log.headers(CASES_ROUTING, routed, value)
+    log.add_raw(CASES_ROUTING, value, headers, key=str(uuid4()).encode())
+    return Expected("wrong_key", case.case_id, routed.event_id)
+
+
+def wrong_partition(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    closed = case.last(CaseClosed)
+    log.drop(closed.event_id)
+    key = str(case.case_id).encode()
+    count = log.settings.topic_partitions
+    home = (murmur2(key) & 0x7FFFFFFF) % count
+    value = closed.to_json()
+    log.add_raw(
+        CASES_ROUTING,
+        value,
+        log.headers(CASES_ROUTING, closed, value),
+        key=key,
+        partition=(home + 1) % count,
+    )
+    return Expected("wrong_partition", case.case_id, closed.event_id)
+
+
+FAULTS.update(
+    {
+        fault.__name__: fault
+        for fault in (
+            event_on_two_topics,
+            forged_copy,
+            subject_mismatch,
+            uncaused_close,
+            wrong_key,
+            wrong_partition,
+        )
+    }
+)
+
+
 def found(report: VerifyReport, expected: Expected) -> bool:
     return any(
         v.kind == expected.kind
@@ -459,7 +561,7 @@ async def drill(settings: Settings, console: Console) -> int:
     extra = [
         v
         for v in report.violations
-        if not any(v.kind == e.kind and v.case_id == e.case_id for e in expected)
+        if not any(v.kind in (e.kind, *e.also) and v.case_id == e.case_id for e in expected)
     ]
     console.print(
         f"verify read {report.records} records ({report.cases} cases) in {seconds:.2f} s: "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
 
 from services.audit.timeline import order_key
 from services.audit.verifier.report import Violation
+from shared.contracts import topology
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
     CaseAccepted,
@@ -26,6 +27,7 @@ from shared.contracts.events import (
     StepNeedsInfo,
     StepOutcome,
     StepRejected,
+    registry,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +40,12 @@ if TYPE_CHECKING:
 class Accepted(NamedTuple):
     item_code: str
     applicant_kind: str
+
+
+# Who and what a fact is about, as the accepted case says it: (item code, applicant kind,
+# applicant ID number), then for an acceptance and a task (applicant name, community
+# code, form). An outcome carries the first three only.
+Subject = tuple[object, ...]
 
 
 class Routed(NamedTuple):
@@ -67,6 +75,8 @@ H = TypeVar("H", Accepted, Routed, Rejected, Closed)
 # per record. In the order Fact tests them; the flag says "a DeadLetterRedriven".
 _STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _PLAIN = range(8)
 _SHAPES: dict[type, tuple[int, bool]] = {}
+_OUTCOME_TYPES = frozenset(cls.event_type for cls in (StepApproved, StepRejected, StepNeedsInfo))
+_ASSIGNED = StepAssigned.event_type
 
 
 def shape(cls: type) -> tuple[int, bool]:
@@ -113,6 +123,7 @@ class Fact:
         "partition",
         "review",
         "step_index",
+        "subject",
         "topic",
         "value",
     )
@@ -128,6 +139,7 @@ class Fact:
         self.offset = record.offset
         self.value = record.value
         self.head: Head = None
+        self.subject: Subject | None = None
         kind = shape(type(event))[0]
         if kind <= _WAITING:
             step = cast("StepAssigned | CaseAdvanced | StepOutcome | CaseAwaitingInfo", event)
@@ -140,6 +152,20 @@ class Fact:
             step = cast("StepAssigned | CaseAdvanced | StepOutcome", event)
             self.action = step.action
             self.review = step.review
+            if self.event_type in _OUTCOME_TYPES:
+                outcome = cast("StepOutcome", event)
+                self.subject = (outcome.item_code, outcome.applicant_kind, outcome.applicant_id)
+            elif self.event_type == _ASSIGNED:
+                task = cast("StepAssigned", event)
+                a = task.applicant
+                self.subject = (
+                    task.item_code,
+                    a.kind,
+                    a.id_number,
+                    a.name,
+                    task.community_code,
+                    task.form,
+                )
             if kind == _STEP_REJECTED:
                 self.head = cast("StepRejected", event).reason_code
             return
@@ -147,7 +173,16 @@ class Fact:
         self.review = False
         if kind == _ACCEPTED:
             accepted = cast("CaseAccepted", event)
-            self.head = Accepted(accepted.item_code, accepted.applicant.kind)
+            a = accepted.applicant
+            self.head = Accepted(accepted.item_code, a.kind)
+            self.subject = (
+                accepted.item_code,
+                a.kind,
+                a.id_number,
+                a.name,
+                accepted.community_code,
+                accepted.form,
+            )
         elif kind == _ROUTED:
             routed = cast("CaseRouted", event)
             steps = tuple((s.index, s.department, s.action) for s in routed.steps)
@@ -194,6 +229,23 @@ class Fact:
         )
 
 
+_HOMES: dict[tuple[str, str | None], str] = {}
+
+
+def home_topic(fact: Fact) -> str:
+    """The topic the fact's event belongs on (its department's, for a task or an
+    outcome), as the topology declares it."""
+    found = _HOMES.get((fact.event_type, fact.department))
+    if found is None:
+        declared = topology.topic_of(registry.classes()[fact.event_type])
+        try:
+            found = declared.name(fact.department)
+        except ValueError:
+            found = declared.template
+        _HOMES[(fact.event_type, fact.department)] = found
+    return found
+
+
 def time_key(fact: Fact) -> tuple[datetime, float, UUID]:
     """Where the fact sits in its case's timeline, as the projection orders it."""
     return order_key(fact.at, fact.event_type, fact.event_id)
@@ -222,6 +274,10 @@ class CaseLog:
     waiting: list[Fact] = field(default_factory=list)
     flagged: list[Fact] = field(default_factory=list)
     other: list[Fact] = field(default_factory=list)  # a type registered after this code
+    # Records of the case that failed a signature or signer check, by UUID.int of their
+    # event id: never part of its story, known only so that their consequences are not
+    # reported again (the fault is reported at the bad record).
+    tainted: dict[int, Fact] = field(default_factory=dict)
 
     def add(self, fact: Fact) -> None:
         getattr(self, _SLOT.get(fact.event_type, "other")).append(fact)

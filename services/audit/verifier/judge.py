@@ -4,6 +4,7 @@ and step indexes, whatever order the log came in (the replay's second pass)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
@@ -27,19 +28,32 @@ from services.audit.verifier.report import (
     OVERDUE,
     REVIEW_FAILED,
     STEP_OUT_OF_ORDER,
+    SUBJECT_MISMATCH,
     UNASSIGNED_OUTCOME,
+    UNCAUSED_CLOSE,
     UNEXPLAINED_WAIT,
     Violation,
 )
 from shared.contracts.catalogue import Catalogue, Item
 from shared.contracts.events import (
     CaseAccepted,
+    CaseRouted,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
     StepRejected,
 )
 from shared.contracts.topology import dept_outcomes, dept_tasks
+
+# What each place of a Fact's subject is, as a violation names it (never its value).
+_SUBJECT_FIELDS = (
+    "item code",
+    "applicant kind",
+    "applicant ID number",
+    "applicant name",
+    "community code",
+    "form",
+)
 
 
 def _routable(item: Item | None, accepted: Fact) -> bool:
@@ -71,6 +85,7 @@ class CaseJudge:
         self.routed_fact = self._one(log.routed, "routed")
         self.routed = self.routed_fact.payload(Routed) if self.routed_fact else None
         self.rejected_fact = self._one(log.rejected, "rejected by the router")
+        self.tainted = log.tainted
         # Keyed by UUID.int, as in Reader.
         self.assignments = {f.event_id.int: f for f in log.assigned}
         # Every outcome counts for what follows it, even one reported as unassigned:
@@ -89,6 +104,7 @@ class CaseJudge:
         self._check_steps(self.log.assigned)
         self._check_steps(self.log.advanced)
         self._check_outcomes()
+        self._check_subjects()
         closes = in_time_order(self.log.closed)
         waits = self._check_waits(closes[0] if closes else None) if self.log.waiting else []
         if closes:
@@ -182,7 +198,8 @@ class CaseJudge:
         routed, index = self.routed, step.step_index
         assert index is not None
         if routed is None:
-            problems.append("the case has no routing slip (no CaseRouted)")
+            if not self._tainted_kind(CaseRouted.event_type):
+                problems.append("the case has no routing slip (no CaseRouted)")
         elif index >= len(routed.steps):
             problems.append(f"step {index} is beyond the {len(routed.steps)}-step slip")
         else:
@@ -198,19 +215,28 @@ class CaseJudge:
                     if step.review
                     else "a decision on a case already settled on the spot"
                 )
-        cause = step.causation_id
-        if index == 0:
-            if cause is None or cause.int != self.accepted.event_id.int:
-                problems.append("step 0 was not caused by the case's acceptance")
-        else:
-            approval = self.approvals.get(cause.int) if cause is not None else None
-            if approval is None or approval.step_index != index - 1:
-                problems.append(f"assigned without an approval of step {index - 1}")
+        cause = self._cause_problem(step, index)
+        if cause is not None:
+            problems.append(cause)
         if step.event_type == StepAssigned.event_type and step.department is not None:
             expected_topic = dept_tasks(step.department)
             if step.topic != expected_topic:
                 problems.append(f"published on {step.topic}, not {expected_topic}")
         return problems
+
+    def _cause_problem(self, step: Fact, index: int) -> str | None:
+        """A step is caused by the acceptance (step 0) or the previous step's approval."""
+        cause = step.causation_id
+        if self._tainted(cause):
+            return None  # caused by a record that failed its signature checks: reported there
+        if index == 0:
+            if cause is None or cause.int != self.accepted.event_id.int:
+                return "step 0 was not caused by the case's acceptance"
+            return None
+        approval = self.approvals.get(cause.int) if cause is not None else None
+        if approval is None or approval.step_index != index - 1:
+            return f"assigned without an approval of step {index - 1}"
+        return None
 
     def _check_steps(self, facts: list[Fact]) -> None:
         """StepAssigned (or CaseAdvanced) records: each fits the slip and follows the
@@ -266,7 +292,9 @@ class CaseJudge:
         problems: list[str] = []
         cause = outcome.causation_id
         task = self.assignments.get(cause.int) if cause is not None else None
-        if task is None:
+        if task is None and self._tainted(cause):
+            pass  # answers a task that failed its signature checks: reported there
+        elif task is None:
             problems.append(f"step {outcome.step_index} outcome answers no assignment of the case")
         elif (task.step_index, task.department, task.action, task.review) != (
             outcome.step_index,
@@ -319,7 +347,9 @@ class CaseJudge:
         problems: list[str] = []
         cause = wait.causation_id
         asked = outcomes.get(cause.int) if cause is not None else None
-        if asked is None or asked.event_type != StepNeedsInfo.event_type:
+        if asked is None and self._tainted(cause):
+            pass  # follows a record that failed its signature checks: reported there
+        elif asked is None or asked.event_type != StepNeedsInfo.event_type:
             problems.append(f"waits at step {wait.step_index} without a StepNeedsInfo behind it")
         else:
             problems += self._asked_problems(wait, asked)
@@ -362,7 +392,68 @@ class CaseJudge:
         timeline.sort(key=time_key)
         return last_wait(timeline, fact_type) is not None
 
+    def _tainted(self, cause: UUID | None) -> bool:
+        """Whether ``cause`` names a record of the case that failed its signature checks."""
+        return cause is not None and cause.int in self.tainted
+
+    def _tainted_kind(self, event_type: str) -> bool:
+        return any(f.event_type == event_type for f in self.tainted.values())
+
+    def _check_subjects(self) -> None:
+        """Every task and every outcome is about the accepted case's applicant and item
+        (a task also carries its name, community and form unchanged)."""
+        subject = self.accepted.subject
+        assert subject is not None
+        for fact in (*self.log.assigned, *self.log.outcomes):
+            theirs = fact.subject
+            if theirs is None or theirs == subject[: len(theirs)]:
+                continue
+            differ = [
+                name
+                for name, mine, other in zip(_SUBJECT_FIELDS, subject, theirs, strict=False)
+                if mine != other
+            ]
+            detail = f"{fact.event_type} of step {fact.step_index} carries another " + (
+                ", ".join(differ) + " than the accepted case"
+            )
+            if theirs[0] != subject[0]:
+                detail += f" (item {theirs[0]}, not {subject[0]})"
+            self.found.append(fact.violation(SUBJECT_MISMATCH, detail))
+
+    def _close_cause_problem(self, close: Fact, closed: Closed) -> str | None:
+        """Whether the close follows from the decision that ends the case: the
+        acceptance for a case settled on the spot or rejected by the router, the
+        department's rejection, or the approval of the slip's last step."""
+        cause = close.causation_id
+        decision = None
+        if cause is not None:
+            decision = next((f for f in self.log.outcomes if f.event_id.int == cause.int), None)
+        if closed.on_spot or self.rejected_fact is not None:
+            if cause is None or cause.int != self.accepted.event_id.int:
+                return "a close on the spot or after the router's rejection follows the acceptance"
+            return None
+        if decision is None:
+            return f"closed {closed.outcome}, caused by {cause}, which is no decision of the case"
+        last = len(self.routed.steps) - 1 if self.routed is not None else 0
+        if closed.outcome == "rejected":
+            wrong = decision.event_type != StepRejected.event_type
+        else:
+            wrong = decision.event_type != StepApproved.event_type or decision.step_index != last
+        if not wrong:
+            return None
+        ends = (
+            "a rejection"
+            if closed.outcome == "rejected"
+            else f"the approval of the last step {last}"
+        )
+        return (
+            f"closed {closed.outcome}, caused by the {decision.event_type} of step "
+            f"{decision.step_index}, not by {ends}"
+        )
+
     def _check_close(self, close: Fact) -> None:
+        if self._tainted(close.causation_id):
+            return  # follows a record that failed its signature checks: reported there
         closed = close.payload(Closed)
         routed = self.routed
         problem: str | None = None
@@ -377,6 +468,12 @@ class CaseJudge:
                 problem = "closed approved without a routing slip"
             else:
                 approved = {a.step_index for a in self.approvals.values()}
+                # An approval that failed its signature checks is reported there.
+                approved |= {
+                    f.step_index
+                    for f in self.tainted.values()
+                    if f.event_type == StepApproved.event_type
+                }
                 missing = [str(i) for i in range(len(routed.steps)) if i not in approved]
                 if missing:
                     problem = f"closed approved, but step(s) {', '.join(missing)} never approved"
@@ -384,6 +481,10 @@ class CaseJudge:
             problem = "closed rejected, but neither a department nor the router rejected it"
         if problem is not None:
             self.found.append(close.violation(INCONSISTENT_CLOSE, problem))
+            return
+        problem = self._close_cause_problem(close, closed)
+        if problem is not None:
+            self.found.append(close.violation(UNCAUSED_CLOSE, problem))
 
     def _deadline(self) -> datetime | None:
         if self.routed is not None:

@@ -16,7 +16,7 @@ The one process-wide effect: a replay pauses the cyclic garbage collector while 
 from __future__ import annotations
 
 import gc
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -24,6 +24,7 @@ from services.audit.verifier.judge import CaseJudge
 from services.audit.verifier.log import LogRecord, Reader
 from services.audit.verifier.report import UNKNOWN_CASE, VerifyReport, violation_order
 from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import CaseAccepted
 from shared.messaging.signing import PublicKeys
 
 
@@ -35,6 +36,7 @@ def verify(
     now: datetime,
     check_signatures: bool = True,
     verified: Container[bytes] = frozenset(),
+    partitions: Mapping[str, int] | None = None,
 ) -> VerifyReport:
     """Replay the log and report every violation of the zero-error invariants.
 
@@ -44,7 +46,11 @@ def verify(
     was already found good (by the audit service, at ingest): a record whose digest is
     in it needs no Ed25519 check again; any other record, one whose bytes or headers
     changed since included, is checked here. Empty (the default): every signature is
-    checked. Violations come sorted by log position, then kind.
+    checked. ``partitions`` (each topic's partition count, the whole log's) turns on the
+    checks of Kafka's own facts: each record keyed by its case id, in the partition the
+    project's partitioner gives that key (``verify_log`` always passes it; records
+    handed in without keys leave it out). Violations come sorted by log position, then
+    kind.
 
     Beyond the letter of each kind, decided here:
 
@@ -70,7 +76,13 @@ def verify(
     """
     with gc_paused():
         return replay(
-            records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
+            records,
+            catalogue,
+            keys,
+            now,
+            check_signatures=check_signatures,
+            verified=verified,
+            partitions=partitions,
         )[0]
 
 
@@ -82,10 +94,11 @@ def replay(
     *,
     check_signatures: bool,
     verified: Container[bytes],
+    partitions: Mapping[str, int] | None = None,
 ) -> tuple[VerifyReport, set[int], set[int]]:
     """``verify``'s work, and the ``UUID.int`` of every event id and every case id seen
     (what ``shards.merge_shards`` needs to prove shards independent)."""
-    reader = Reader(keys, check_signatures, verified)
+    reader = Reader(keys, check_signatures, verified, partitions)
     for record in records:
         reader.read(record)
     reader.resolve_duplicates()
@@ -95,6 +108,10 @@ def replay(
         if log.accepted:
             accepted_cases += 1
             CaseJudge(log, catalogue, found).judge(now)
+        elif any(f.event_type == ACCEPTED for f in log.tainted.values()):
+            # Its acceptance failed the signature checks (reported there): nothing of the
+            # case can be judged, and none of it is a case "never accepted".
+            continue
         else:
             found.extend(
                 f.violation(UNKNOWN_CASE, f"{f.event_type} for a case never accepted")
@@ -112,6 +129,9 @@ def replay(
         signatures_reused=signatures.reused if signatures else 0,
     )
     return report, set(reader.events), set(reader.cases)
+
+
+ACCEPTED = CaseAccepted.event_type
 
 
 @contextmanager

@@ -22,6 +22,13 @@ MISSING_SIGNATURE = "missing_signature"
 BAD_SIGNATURE = "bad_signature"
 WRONG_SIGNER = "wrong_signer"
 BROKEN_HASH_CHAIN = "broken_hash_chain"  # checked by the store, over its own hash chain
+# Issue 19 (audit proof): what a dishonest insider or a subtle bug would do.
+EVENT_ON_TWO_TOPICS = "event_on_two_topics"
+FORGED_COPY = "forged_copy"
+SUBJECT_MISMATCH = "subject_mismatch"
+UNCAUSED_CLOSE = "uncaused_close"
+WRONG_KEY = "wrong_key"
+WRONG_PARTITION = "wrong_partition"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -40,6 +47,12 @@ VIOLATION_KINDS: tuple[str, ...] = (
     BAD_SIGNATURE,
     WRONG_SIGNER,
     BROKEN_HASH_CHAIN,
+    EVENT_ON_TWO_TOPICS,
+    FORGED_COPY,
+    SUBJECT_MISMATCH,
+    UNCAUSED_CLOSE,
+    WRONG_KEY,
+    WRONG_PARTITION,
 )
 
 _DETAIL_LIMIT = 300
