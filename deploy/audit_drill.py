@@ -513,6 +513,43 @@ def wrong_partition(log: LogWriter, catalogue: Catalogue) -> Expected:
     return Expected("wrong_partition", case.case_id, closed.event_id)
 
 
+def clock_skew(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"), route_it=False)
+    # The router's clock two days behind: the close is dated before the rejection.
+    closed = CaseClosed(
+        **outcome.caused(),
+        producer="router",
+        outcome="rejected",
+        reason_code="already_registered",
+        department=outcome.department,
+        occurred_at=outcome.occurred_at - timedelta(days=2),
+    )
+    log.add(CASES_ROUTING, closed)
+    return Expected("clock_skew", case.case_id, closed.event_id)
+
+
+def late_close(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue, at=datetime.now(UTC) - timedelta(days=60))
+    case.decide(Reject("already_registered", "m"))
+    return Expected("late_close", case.case_id, case.last(CaseClosed).event_id)
+
+
+def stalled_case(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # Accepted an hour ago (well within its promise) and never routed.
+    lost = accepted("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM, at=utcnow() - timedelta(hours=1))
+    log.add(CASES_ACCEPTED, lost)
+    return Expected("stalled_case", lost.case_id, lost.event_id)
+
+
+def step_overdue(log: LogWriter, catalogue: Catalogue) -> Expected:
+    form = {"employer_name": "X", "employment_start_date": "2026-11-01"}
+    at = datetime.now(UTC) - timedelta(days=10)
+    case = flow(log, catalogue, "HR-EMPLOYMENT-REGISTRATION", form, at=at)
+    # Settled on the spot ten days ago; the review, due in five, never came.
+    return Expected("step_overdue", case.case_id, case.task().event_id)
+
+
 FAULTS.update(
     {
         fault.__name__: fault
@@ -523,6 +560,10 @@ FAULTS.update(
             uncaused_close,
             wrong_key,
             wrong_partition,
+            clock_skew,
+            late_close,
+            stalled_case,
+            step_overdue,
         )
     }
 )

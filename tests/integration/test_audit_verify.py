@@ -199,3 +199,18 @@ async def test_a_case_across_two_processes_is_checked_in_one(
     ]
     assert one.events == one.records - 1  # the copy is the same event, not a second one
     _same_report(two, one)
+
+
+async def test_the_stall_age_and_the_clock_skew_are_settings(
+    log: LogWriter, catalogue: Catalogue
+) -> None:
+    stalled = FAULTS["stalled_case"](log, catalogue)
+    skewed = FAULTS["clock_skew"](log, catalogue)
+    await log.flush()
+    report = await verify_log(log.settings)
+    assert found(report, stalled)
+    assert found(report, skewed)
+    lenient = log.settings.model_copy(
+        update={"audit_stall_after_s": 7200.0, "audit_clock_skew_s": 3 * 86400.0}
+    )
+    assert (await verify_log(lenient)).violations == []

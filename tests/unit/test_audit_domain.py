@@ -18,6 +18,7 @@ from services.audit.ingest import SignatureJudge
 from services.audit.projection import CaseView, digest, project, project_case
 from services.audit.statistics import stats
 from services.audit.store import Verdict
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord
 from services.audit.verifier.replay import verify
 from services.audit.verifier.report import (
@@ -945,8 +946,12 @@ def test_the_projection_and_verify_agree_on_whether_a_case_waits(
 def test_unrouted_case_uses_the_catalogue_promise(log: LogBuilder) -> None:
     accepted = log.accept("HR-JOB-REGISTRATION", {})  # promised_days 1; the router never ran
     lost = log.accept("NO-SUCH-ITEM", {})  # no promise to break: skipped
-    assert log.verify(now=accepted.occurred_at + timedelta(hours=23)).violations == []
-    report = log.verify(now=accepted.occurred_at + timedelta(days=1, seconds=1))
+    # (Left unrouted that long, both are stalled_case first: test_audit_proof.)
+    patient = Timing(stall_after=timedelta(days=30))
+    assert (
+        log.verify(now=accepted.occurred_at + timedelta(hours=23), timing=patient).violations == []
+    )
+    report = log.verify(now=accepted.occurred_at + timedelta(days=1, seconds=1), timing=patient)
     assert_at(only(report, OVERDUE), log.record_of(accepted), accepted)
     assert lost.case_id not in {v.case_id for v in report.violations}
 

@@ -10,14 +10,19 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord
 from services.audit.verifier.placement import case_of_key
 from services.audit.verifier.report import (
     BAD_SIGNATURE,
+    CLOCK_SKEW,
     EVENT_ON_TWO_TOPICS,
     FORGED_COPY,
+    LATE_CLOSE,
     MALFORMED_RECORD,
     MISSING_SIGNATURE,
+    STALLED_CASE,
+    STEP_OVERDUE,
     SUBJECT_MISMATCH,
     UNCAUSED_CLOSE,
     WRONG_KEY,
@@ -25,15 +30,16 @@ from services.audit.verifier.report import (
     VerifyReport,
 )
 from shared.contracts.catalogue import Catalogue
-from shared.contracts.events import CaseClosed, StepApproved, StepAssigned
+from shared.contracts.events import CaseClosed, CaseRouted, StepApproved, StepAssigned, StepRejected
 from shared.contracts.topology import CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
-from shared.department.decisions import Approve
+from shared.department.decisions import Approve, Reject
 from shared.messaging.kafka import murmur2
 from shared.messaging.signing import PublicKeys, generate_keys
 from shared.messaging.testing import signer_for
 from tests.unit.test_audit_domain import (
     BENEFIT_FORM,
+    EMPLOYMENT_FORM,
     PARTITIONS,
     SERVICES,
     Keys,
@@ -287,3 +293,101 @@ def test_case_of_key_takes_only_the_services_spelling() -> None:
     assert case_of_key(None) is None
     assert case_of_key(b"\xff" * 36) is None
     assert isinstance(case_of_key(str(UUID(int=1)).encode()), UUID)
+
+
+# ------------------------------------------------------------------------------ 5. time
+
+
+def test_a_clean_log_stamped_by_kafka_keeps_time(log: LogBuilder) -> None:
+    clean_log(log)
+    log.waiting_for_info()
+    stamped = [_stamped(r, seconds=0.01) for r in log.records]
+    assert _verify(log, stamped).errors() == []
+
+
+def _stamped(record: LogRecord, seconds: float) -> LogRecord:
+    """The record as Kafka logged it ``seconds`` after the event's own date."""
+    event = decode(record)
+    assert event is not None
+    return replace(record, timestamp=int((event.occurred_at.timestamp() + seconds) * 1000))
+
+
+def test_a_close_dated_before_its_cause_is_clock_skew(log: LogBuilder) -> None:
+    accepted = log.benefit_rejected()
+    rejected = log.find(accepted.case_id, StepRejected)
+    closed = log.find(accepted.case_id, CaseClosed)
+    record = log.record_of(closed)
+    early = closed.model_copy(update={"occurred_at": rejected.occurred_at - timedelta(days=2)})
+    value = early.to_json()
+    log.records[log.records.index(record)] = replace(
+        record, value=value, signature=log.keys.signers["router"].sign(value)
+    )
+    violation = only(log.verify(), CLOCK_SKEW)
+    assert_at(violation, record, closed)
+    assert f"before its cause StepRejected {rejected.event_id}" in violation.detail
+
+
+def test_an_event_dated_after_kafka_logged_it_is_clock_skew(log: LogBuilder) -> None:
+    accepted = log.benefit_approved()
+    record = log.record_of(accepted)
+    log.records = [_stamped(r, seconds=0.01) for r in log.records]
+    index = next(
+        i
+        for i, r in enumerate(log.records)
+        if r.offset == record.offset and r.topic == record.topic
+    )
+    log.records[index] = _stamped(record, seconds=-3 * 86400)  # dated 3 days ahead
+    violation = only(log.verify(), CLOCK_SKEW)
+    assert_at(violation, record, accepted)
+    assert "after Kafka logged it" in violation.detail
+    # Within the allowed skew it is no fault.
+    log.records[index] = _stamped(record, seconds=-60)
+    assert log.verify().errors() == []
+    assert log.verify(timing=Timing(skew=timedelta(seconds=30))).by_kind() == {CLOCK_SKEW: 1}
+
+
+def test_a_case_closed_after_its_promise_is_a_late_close(log: LogBuilder) -> None:
+    accepted = log.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+    routed = log.route(accepted)
+    promise = next(e for e in routed if isinstance(e, CaseRouted)).promised_by
+    log.clock = promise + timedelta(days=1)
+    log.decide(accepted.case_id, Reject("already_registered", "m"))
+    closed = log.find(accepted.case_id, CaseClosed)
+    violation = only(log.verify(now=log.clock + timedelta(minutes=1)), LATE_CLOSE)
+    assert_at(violation, log.record_of(closed), closed)  # not again as a late step
+
+
+def test_a_case_never_routed_is_stalled(log: LogBuilder) -> None:
+    accepted = log.accept("HR-JOB-REGISTRATION", {})
+    assert log.verify(now=accepted.occurred_at + timedelta(minutes=14)).errors() == []
+    report = log.verify(now=accepted.occurred_at + timedelta(minutes=16))
+    assert_at(only(report, STALLED_CASE), log.record_of(accepted), accepted)
+    patient = Timing(stall_after=timedelta(hours=1))
+    assert (
+        log.verify(now=accepted.occurred_at + timedelta(minutes=16), timing=patient).errors() == []
+    )
+
+
+def test_an_approval_the_router_never_followed_is_stalled(log: LogBuilder) -> None:
+    accepted = log.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+    log.route(accepted)
+    task = log.tasks[accepted.case_id]
+    approval = log.retime(outcome_event(task.department, task, Approve("HR-1")))
+    log.publish(dept_outcomes(task.department), approval)  # the router never reacts
+    violation = only(log.verify(now=log.clock + timedelta(hours=1)), STALLED_CASE)
+    assert_at(violation, log.record_of(approval), approval)
+    assert "step 1 never assigned" in violation.detail
+
+
+def test_a_review_undecided_past_its_due_date_is_a_step_overdue(log: LogBuilder) -> None:
+    accepted = log.accept("HR-EMPLOYMENT-REGISTRATION", EMPLOYMENT_FORM)
+    log.route(accepted)  # closed on the spot; the review is due in REVIEW_DAYS
+    task = log.tasks[accepted.case_id]
+    assert log.verify(now=task.due_by - timedelta(hours=1)).errors() == []
+    violation = only(log.verify(now=task.due_by + timedelta(hours=1)), STEP_OVERDUE)
+    assert_at(violation, log.record_of(task), task)
+    # Decided late: the outcome is the late one.
+    log.clock = task.due_by + timedelta(days=1)
+    outcome = log.decide(accepted.case_id, Approve("HR-ER-1"))
+    violation = only(log.verify(now=log.clock + timedelta(hours=1)), STEP_OVERDUE)
+    assert_at(violation, log.record_of(outcome), outcome)

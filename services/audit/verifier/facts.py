@@ -66,7 +66,7 @@ class Closed(NamedTuple):
     on_spot: bool
 
 
-Head = Accepted | Routed | Rejected | Closed | str | None
+Head = Accepted | Routed | Rejected | Closed | str | datetime | None  # str: a reason code
 H = TypeVar("H", Accepted, Routed, Rejected, Closed)
 
 
@@ -157,6 +157,7 @@ class Fact:
                 self.subject = (outcome.item_code, outcome.applicant_kind, outcome.applicant_id)
             elif self.event_type == _ASSIGNED:
                 task = cast("StepAssigned", event)
+                self.head = task.due_by
                 a = task.applicant
                 self.subject = (
                     task.item_code,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
+from services.audit.verifier.clock import CaseClock, Timing
 from services.audit.verifier.facts import (
     Accepted,
     CaseLog,
@@ -73,8 +74,15 @@ class CaseJudge:
     """The second pass, for one accepted case: every rule judged from the whole case,
     by event ids, causation ids and step indexes, whatever order the log came in."""
 
-    def __init__(self, log: CaseLog, catalogue: Catalogue, found: list[Violation]) -> None:
+    def __init__(
+        self,
+        log: CaseLog,
+        catalogue: Catalogue,
+        found: list[Violation],
+        timing: Timing | None = None,
+    ) -> None:
         self.log = log
+        self.timing = timing or Timing()
         self.catalogue = catalogue
         self.found = found
         accepted = self._one(log.accepted, "accepted")
@@ -115,14 +123,22 @@ class CaseJudge:
                     for extra in closes[1:]
                 )
             self._check_close(closes[0])
-        else:
-            deadline = self._deadline()
-            # Waiting for the applicant stops the centre's clock, but only an explained
-            # wait that is still the case's last word does.
-            if deadline is not None and now > deadline and not self._still_waiting(waits):
-                self.found.append(
-                    self.accepted.violation(OVERDUE, f"open past its promised time {iso(deadline)}")
-                )
+        deadline = self._deadline()
+        # Waiting for the applicant stops the centre's clock, but only an explained
+        # wait that is still the case's last word does.
+        if (
+            not closes
+            and deadline is not None
+            and now > deadline
+            and not self._still_waiting(waits)
+        ):
+            self.found.append(
+                self.accepted.violation(OVERDUE, f"open past its promised time {iso(deadline)}")
+            )
+        settled = self.routed_fact or self.rejected_fact
+        CaseClock(self.log, self.accepted, self.routed, settled, self.timing, self.found).check(
+            now, closes[0] if closes else None, deadline, bool(waits)
+        )
 
     def _one(self, facts: list[Fact], what: str) -> Fact | None:
         """The earliest of facts a case holds once; the others are reported."""

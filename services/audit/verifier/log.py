@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from aiokafka import TopicPartition
 
+from services.audit.projection import iso
 from services.audit.verifier.facts import CaseLog, Fact, home_topic, shape
 from services.audit.verifier.placement import Placement, case_of_key
 from services.audit.verifier.report import (
     BAD_SIGNATURE,
+    CLOCK_SKEW,
     DUPLICATE_EVENT_CONFLICT,
     EVENT_ON_TWO_TOPICS,
     FORGED_COPY,
@@ -120,6 +123,7 @@ class Reader:
         check_signatures: bool,
         verified: Container[bytes],
         partitions: Mapping[str, int] | None = None,
+        skew: timedelta = timedelta(minutes=5),
     ) -> None:
         self.found: list[Violation] = []
         self.records = 0
@@ -133,6 +137,7 @@ class Reader:
         self.signatures = SignatureCache(keys, verified) if check_signatures else None
         self._signed_right = SignerRule().fits
         self.placement = Placement(partitions, self.found) if partitions is not None else None
+        self._skew_ms = skew.total_seconds() * 1000
 
     def read(self, record: LogRecord) -> None:
         self.records += 1
@@ -165,6 +170,16 @@ class Reader:
             trusted = False
         if self.placement is not None:
             self.placement.check(record, fact)
+        logged = record.timestamp
+        if (
+            logged is not None
+            and logged > 0
+            and fact.at.timestamp() * 1000 > logged + self._skew_ms
+        ):
+            when = datetime.fromtimestamp(logged / 1000, UTC).isoformat(timespec="seconds")
+            self.found.append(
+                fact.violation(CLOCK_SKEW, f"dated {iso(fact.at)}, after Kafka logged it at {when}")
+            )
         if shape(type(event))[1]:
             # A DeadLetterRedriven, an operator's action, not a step of the case: counted,
             # signature-checked, and kept out of the case invariants.

@@ -20,6 +20,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.judge import CaseJudge
 from services.audit.verifier.log import LogRecord, Reader
 from services.audit.verifier.report import UNKNOWN_CASE, VerifyReport, violation_order
@@ -37,6 +38,7 @@ def verify(
     check_signatures: bool = True,
     verified: Container[bytes] = frozenset(),
     partitions: Mapping[str, int] | None = None,
+    timing: Timing | None = None,
 ) -> VerifyReport:
     """Replay the log and report every violation of the zero-error invariants.
 
@@ -50,7 +52,8 @@ def verify(
     checks of Kafka's own facts: each record keyed by its case id, in the partition the
     project's partitioner gives that key (``verify_log`` always passes it; records
     handed in without keys leave it out). Violations come sorted by log position, then
-    kind.
+    kind. ``timing``: the allowed clock skew and how long the router may owe a case its
+    next move (``Settings.audit_clock_skew_s`` and ``audit_stall_after_s``).
 
     Beyond the letter of each kind, decided here:
 
@@ -83,6 +86,7 @@ def verify(
             check_signatures=check_signatures,
             verified=verified,
             partitions=partitions,
+            timing=timing,
         )[0]
 
 
@@ -95,10 +99,12 @@ def replay(
     check_signatures: bool,
     verified: Container[bytes],
     partitions: Mapping[str, int] | None = None,
+    timing: Timing | None = None,
 ) -> tuple[VerifyReport, set[int], set[int]]:
     """``verify``'s work, and the ``UUID.int`` of every event id and every case id seen
     (what ``shards.merge_shards`` needs to prove shards independent)."""
-    reader = Reader(keys, check_signatures, verified, partitions)
+    timing = timing or Timing()
+    reader = Reader(keys, check_signatures, verified, partitions, timing.skew)
     for record in records:
         reader.read(record)
     reader.resolve_duplicates()
@@ -107,7 +113,7 @@ def replay(
     for log in reader.cases.values():
         if log.accepted:
             accepted_cases += 1
-            CaseJudge(log, catalogue, found).judge(now)
+            CaseJudge(log, catalogue, found, timing).judge(now)
         elif any(f.event_type == ACCEPTED for f in log.tainted.values()):
             # Its acceptance failed the signature checks (reported there): nothing of the
             # case can be judged, and none of it is a case "never accepted".

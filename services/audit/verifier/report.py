@@ -29,6 +29,10 @@ SUBJECT_MISMATCH = "subject_mismatch"
 UNCAUSED_CLOSE = "uncaused_close"
 WRONG_KEY = "wrong_key"
 WRONG_PARTITION = "wrong_partition"
+CLOCK_SKEW = "clock_skew"
+LATE_CLOSE = "late_close"
+STALLED_CASE = "stalled_case"
+STEP_OVERDUE = "step_overdue"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -53,6 +57,10 @@ VIOLATION_KINDS: tuple[str, ...] = (
     UNCAUSED_CLOSE,
     WRONG_KEY,
     WRONG_PARTITION,
+    CLOCK_SKEW,
+    LATE_CLOSE,
+    STALLED_CASE,
+    STEP_OVERDUE,
 )
 
 _DETAIL_LIMIT = 300

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from aiokafka import TopicPartition
 
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import Progress, log_partitions, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, verify
 from services.audit.verifier.report import VerifyReport
@@ -129,5 +130,6 @@ async def _verify_here(
         check_signatures=check_signatures,
         verified=await verdicts,
         partitions=partition_counts(partitions, settings.topic_prefix),
+        timing=Timing.of(settings),
     )
     return report, read_s

@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord, Progress, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, replay
 from services.audit.verifier.report import VerifyReport, violation_order
@@ -53,6 +54,7 @@ def verify_shard(
     check_signatures: bool = True,
     verified: Container[bytes] = frozenset(),
     partitions: Mapping[str, int] | None = None,
+    timing: Timing | None = None,
 ) -> ShardReport:
     """``verify`` over some of the log's records, with the ids a merge needs
     (``partitions``: the whole log's partition counts, as ``verify`` takes them)."""
@@ -66,6 +68,7 @@ def verify_shard(
                 check_signatures=check_signatures,
                 verified=verified,
                 partitions=partitions,
+                timing=timing,
             )
         )
 
@@ -277,5 +280,6 @@ async def _check_shard(job: ShardJob, progress: Any) -> tuple[ShardReport, float
         check_signatures=job.check_signatures,
         verified=await verdicts,
         partitions=job.counts,
+        timing=Timing.of(settings),
     )
     return part, read_s
