@@ -17,12 +17,13 @@ import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
+import nacl.signing
 from rich.console import Console
 from rich.table import Table
 
@@ -55,7 +56,8 @@ from shared.contracts.topology import (
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.messaging.kafka import make_producer, murmur2
-from shared.messaging.signing import Signer, generate_keys
+from shared.messaging.keyring import KeyEntry, generate, read_registry, write_registry
+from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
 
@@ -92,7 +94,18 @@ class LogWriter:
     @classmethod
     def create(cls, settings: Settings) -> LogWriter:
         for service in SIGNERS:
-            generate_keys(settings.keys_dir, service)
+            generate(settings.keys_dir, service)
+        # The drill writes cases up to 60 days old, signed as they were then: its keys
+        # (a test's, made a moment ago) count as valid since a year back.
+        registry = settings.registry_path()
+        entries = read_registry(registry)
+        since = utcnow() - timedelta(days=365)
+        for service in SIGNERS:
+            entries[service] = [
+                replace(e, valid_from=min(e.valid_from, since)) if e.valid_until is None else e
+                for e in entries[service]
+            ]
+        write_registry(registry, entries)
         return cls(settings, {s: Signer.load(settings.keys_dir, s) for s in SIGNERS})
 
     def add(self, topic: str, event: Event) -> Event:
@@ -550,6 +563,27 @@ def step_overdue(log: LogWriter, catalogue: Catalogue) -> Expected:
     return Expected("step_overdue", case.case_id, case.task().event_id)
 
 
+def key_not_valid(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    closed = case.last(CaseClosed)
+    log.drop(closed.event_id)
+    # A router key retired 300 days ago (still in the registry, for the history it
+    # signed) signs today's close.
+    retired = Signer("router", nacl.signing.SigningKey.generate())
+    registry = log.settings.registry_path()
+    entries = read_registry(registry)
+    now = utcnow()
+    entries["router"].append(
+        KeyEntry(retired.public_key(), now - timedelta(days=400), now - timedelta(days=300))
+    )
+    write_registry(registry, entries)
+    value = closed.to_json()
+    headers = [(k, v.encode()) for k, v in retired.headers(value)]
+    log.add_raw(CASES_ROUTING, value, headers, key=str(case.case_id).encode())
+    return Expected("key_not_valid", case.case_id, closed.event_id)
+
+
 FAULTS.update(
     {
         fault.__name__: fault
@@ -564,6 +598,7 @@ FAULTS.update(
             late_close,
             stalled_case,
             step_overdue,
+            key_not_valid,
         )
     }
 )

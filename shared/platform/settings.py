@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         "case, assign the step after an approval, close after the last decision) before "
         "verify reports it as stalled_case.",
     )
+    audit_catalogue_archive: Path | None = Field(
+        default=None,
+        description="A folder of published catalogue versions (<version>.json, written by "
+        "python -m services.audit.catalogues) beside services/audit/catalogues: verify "
+        "judges each case by the catalogue version that routed it.",
+    )
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=8, ge=1)
     keys_dir: Path = Field(

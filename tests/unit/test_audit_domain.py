@@ -66,12 +66,12 @@ from shared.contracts.events import (
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
+from shared.messaging.keyring import generate
 from shared.messaging.signing import (
     BATCH_PREFIX,
     PublicKeys,
     Signer,
     digest_prefix,
-    generate_keys,
     record_digest,
     signer_digest,
 )
@@ -120,7 +120,8 @@ class Keys:
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     folder = tmp_path_factory.mktemp("keys")
     for service in SERVICES:
-        generate_keys(folder, service)
+        # Valid before the first event of these logs (T0), as keys in service are.
+        generate(folder, service, now=T0 - timedelta(days=30))
     return Keys({s: signer_for(folder, s) for s in SERVICES}, PublicKeys.load(folder))
 
 

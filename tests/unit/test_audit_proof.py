@@ -6,18 +6,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
 
+from services.audit.catalogues import ARCHIVE_DIR, archive, archived, published_catalogues
 from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord
 from services.audit.verifier.placement import case_of_key
 from services.audit.verifier.report import (
     BAD_SIGNATURE,
+    CATALOGUE_MISMATCH,
     CLOCK_SKEW,
     EVENT_ON_TWO_TOPICS,
     FORGED_COPY,
+    KEY_NOT_VALID,
     LATE_CLOSE,
     MALFORMED_RECORD,
     MISSING_SIGNATURE,
@@ -35,13 +39,15 @@ from shared.contracts.topology import CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Reject
 from shared.messaging.kafka import murmur2
-from shared.messaging.signing import PublicKeys, generate_keys
+from shared.messaging.keyring import generate
+from shared.messaging.signing import PublicKeys
 from shared.messaging.testing import signer_for
 from tests.unit.test_audit_domain import (
     BENEFIT_FORM,
     EMPLOYMENT_FORM,
     PARTITIONS,
     SERVICES,
+    T0,
     Keys,
     LogBuilder,
     assert_at,
@@ -58,7 +64,7 @@ pytestmark = pytest.mark.unit
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     folder = tmp_path_factory.mktemp("keys")
     for service in SERVICES:
-        generate_keys(folder, service)
+        generate(folder, service, now=T0 - timedelta(days=30))
     return Keys({s: signer_for(folder, s) for s in SERVICES}, PublicKeys.load(folder))
 
 
@@ -391,3 +397,94 @@ def test_a_review_undecided_past_its_due_date_is_a_step_overdue(log: LogBuilder)
     outcome = log.decide(accepted.case_id, Approve("HR-ER-1"))
     violation = only(log.verify(now=log.clock + timedelta(hours=1)), STEP_OVERDUE)
     assert_at(violation, log.record_of(outcome), outcome)
+
+
+# ------------------------------------------------- 7. history judged by its own keys
+
+
+def test_a_key_rotation_keeps_history_and_retires_the_old_key(
+    catalogue: Catalogue, tmp_path: Path
+) -> None:
+    for service in SERVICES:
+        generate(tmp_path, service, now=T0 - timedelta(days=30))
+    old = {s: signer_for(tmp_path, s) for s in SERVICES}
+    rotation = T0 + timedelta(hours=1)
+    generate(tmp_path, "router", rotate=True, grace=timedelta(0), now=rotation)
+    new = {**old, "router": signer_for(tmp_path, "router")}
+    public = PublicKeys.load(tmp_path)
+    log = LogBuilder(catalogue, Keys(old, public))
+    before = log.benefit_approved()  # signed by the old router key, before the rotation
+    log.clock = rotation + timedelta(minutes=1)
+    log.keys = Keys(new, public)
+    after = log.benefit_approved()
+    assert log.verify().errors() == []  # honest history on both sides of the rotation
+    # The retired key signs after its end: the record fails, and counts for nothing.
+    closed = log.find(after.case_id, CaseClosed)
+    record = log.record_of(closed)
+    log.records[log.records.index(record)] = replace(
+        record, signature=old["router"].sign(record.value)
+    )
+    violation = only(log.verify(), KEY_NOT_VALID)
+    assert_at(violation, record, closed)
+    assert "not valid at" in violation.detail
+    assert before.case_id not in {v.case_id for v in log.verify().violations}
+
+
+# --------------------------------------------- 7. history judged by its own catalogue
+
+
+def test_todays_catalogue_is_kept_among_the_published_ones(catalogue: Catalogue) -> None:
+    kept = archived([ARCHIVE_DIR])
+    assert catalogue.version in kept, (
+        f"catalogue {catalogue.version} is not archived: run python -m services.audit.catalogues"
+        " and commit the file it writes"
+    )
+    assert kept[catalogue.version] == catalogue
+
+
+def _last_year(catalogue: Catalogue, **changes: object) -> Catalogue:
+    item = catalogue.items["SS-UNEMPLOYMENT-BENEFIT"]
+    items = {**catalogue.items, item.code: item.model_copy(update=changes)}
+    return Catalogue.build("2025.11.1", items.values())
+
+
+def test_a_case_routed_by_an_older_published_catalogue_is_judged_by_it(
+    log: LogBuilder, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    older = _last_year(catalogue, steps=catalogue.items["SS-UNEMPLOYMENT-BENEFIT"].steps[:1])
+    clean_log(log)
+    log.catalogue = older
+    accepted = log.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+    log.route(accepted)  # a one-step slip then
+    log.approve_all(accepted.case_id)
+    log.catalogue = catalogue
+    archive(older, tmp_path)
+    published = published_catalogues(catalogue, tmp_path)
+    assert set(published) == {older.version, catalogue.version}
+    report = log.verify(published=published)
+    assert report.errors() == []  # honest history, by the rules it was routed under
+    # Today's catalogue alone would call it a mismatch; a version never published is one.
+    routed = log.find(accepted.case_id, CaseRouted)
+    violation = only(log.verify(), CATALOGUE_MISMATCH, flagged=1)
+    assert_at(violation, log.record_of(routed), routed)
+    assert f"{older.version}, which was never published" in violation.detail
+
+
+def test_a_slip_that_is_not_its_own_versions_is_a_catalogue_mismatch(
+    log: LogBuilder, catalogue: Catalogue
+) -> None:
+    older = _last_year(catalogue, promised_days=20)
+    log.catalogue = older
+    accepted = log.accept("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM)
+    log.catalogue = catalogue  # routed by today's rules, but naming last year's version
+    log.route(accepted)
+    routed = log.find(accepted.case_id, CaseRouted)
+    record = log.record_of(routed)
+    stale = routed.model_copy(update={"catalogue_version": older.version})
+    value = stale.to_json()
+    log.records[log.records.index(record)] = replace(
+        record, value=value, signature=log.keys.signers["router"].sign(value)
+    )
+    published = {older.version: older, catalogue.version: catalogue}
+    violation = only(log.verify(published=published), CATALOGUE_MISMATCH)
+    assert "the catalogue promises" in violation.detail

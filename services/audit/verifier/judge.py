@@ -3,6 +3,7 @@ and step indexes, whatever order the log came in (the replay's second pass)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -80,19 +81,31 @@ class CaseJudge:
         catalogue: Catalogue,
         found: list[Violation],
         timing: Timing | None = None,
+        published: Mapping[str, Catalogue] | None = None,
     ) -> None:
+        """``catalogue``: today's; ``published``: every catalogue version ever published,
+        by version (today's included): a case is judged by the one that routed it."""
         self.log = log
         self.timing = timing or Timing()
-        self.catalogue = catalogue
+        self.current = catalogue
+        self.published = published or {catalogue.version: catalogue}
         self.found = found
         accepted = self._one(log.accepted, "accepted")
         assert accepted is not None
         self.accepted = accepted
         self.item_code = accepted.payload(Accepted).item_code
-        self.item = catalogue.get(self.item_code)
         self.routed_fact = self._one(log.routed, "routed")
         self.routed = self.routed_fact.payload(Routed) if self.routed_fact else None
         self.rejected_fact = self._one(log.rejected, "rejected by the router")
+        version = (
+            self.routed.catalogue_version
+            if self.routed is not None
+            else self.rejected_fact.payload(Rejected).catalogue_version
+            if self.rejected_fact is not None
+            else None
+        )
+        self.catalogue = self.published.get(version, catalogue) if version else catalogue
+        self.item = self.catalogue.get(self.item_code)
         self.tainted = log.tainted
         # Keyed by UUID.int, as in Reader.
         self.assignments = {f.event_id.int: f for f in log.assigned}
@@ -162,9 +175,10 @@ class CaseJudge:
             return
         routed, item = self.routed, self.item
         problems: list[str] = []
-        if routed.catalogue_version != self.catalogue.version:
+        if routed.catalogue_version not in self.published:
             problems.append(
-                f"routed by catalogue {routed.catalogue_version}, not {self.catalogue.version}"
+                f"routed by catalogue {routed.catalogue_version}, which was never published "
+                f"(today's is {self.current.version})"
             )
         if routed.item_code != self.item_code:
             problems.append(f"routed item {routed.item_code}, but {self.item_code} came in")
@@ -198,9 +212,10 @@ class CaseJudge:
             return
         rejected = self.rejected_fact.payload(Rejected)
         detail: str | None = None
-        if rejected.catalogue_version != self.catalogue.version:
+        if rejected.catalogue_version not in self.published:
             detail = (
-                f"rejected by catalogue {rejected.catalogue_version}, not {self.catalogue.version}"
+                f"rejected by catalogue {rejected.catalogue_version}, which was never "
+                f"published (today's is {self.current.version})"
             )
         elif _routable(self.item, self.accepted):
             detail = (

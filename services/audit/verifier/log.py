@@ -20,6 +20,7 @@ from services.audit.verifier.report import (
     DUPLICATE_EVENT_CONFLICT,
     EVENT_ON_TWO_TOPICS,
     FORGED_COPY,
+    KEY_NOT_VALID,
     MALFORMED_RECORD,
     MISSING_SIGNATURE,
     WRONG_SIGNER,
@@ -162,6 +163,16 @@ class Reader:
         ):
             self.found.append(
                 fact.violation(BAD_SIGNATURE, f"signature does not verify as {signer}")
+            )
+            trusted = False
+        elif self.signatures is not None and not self.signatures.valid_then(
+            signer, record.value, signature, fact.at
+        ):
+            self.found.append(
+                fact.violation(
+                    KEY_NOT_VALID,
+                    f"signed by {signer} with a key that was not valid at {iso(fact.at)}",
+                )
             )
             trusted = False
         if signer and not self._signed_right(record.topic, signer, event):

@@ -39,6 +39,7 @@ def verify(
     verified: Container[bytes] = frozenset(),
     partitions: Mapping[str, int] | None = None,
     timing: Timing | None = None,
+    published: Mapping[str, Catalogue] | None = None,
 ) -> VerifyReport:
     """Replay the log and report every violation of the zero-error invariants.
 
@@ -54,6 +55,9 @@ def verify(
     handed in without keys leave it out). Violations come sorted by log position, then
     kind. ``timing``: the allowed clock skew and how long the router may owe a case its
     next move (``Settings.audit_clock_skew_s`` and ``audit_stall_after_s``).
+    ``published``: every catalogue version ever published, by version
+    (``services.audit.catalogues``); each case is judged by the one that routed it, and
+    only a version never published is a ``catalogue_mismatch`` (default: today's alone).
 
     Beyond the letter of each kind, decided here:
 
@@ -87,6 +91,7 @@ def verify(
             verified=verified,
             partitions=partitions,
             timing=timing,
+            published=published,
         )[0]
 
 
@@ -100,6 +105,7 @@ def replay(
     verified: Container[bytes],
     partitions: Mapping[str, int] | None = None,
     timing: Timing | None = None,
+    published: Mapping[str, Catalogue] | None = None,
 ) -> tuple[VerifyReport, set[int], set[int]]:
     """``verify``'s work, and the ``UUID.int`` of every event id and every case id seen
     (what ``shards.merge_shards`` needs to prove shards independent)."""
@@ -113,7 +119,7 @@ def replay(
     for log in reader.cases.values():
         if log.accepted:
             accepted_cases += 1
-            CaseJudge(log, catalogue, found, timing).judge(now)
+            CaseJudge(log, catalogue, found, timing, published).judge(now)
         elif any(f.event_type == ACCEPTED for f in log.tainted.values()):
             # Its acceptance failed the signature checks (reported there): nothing of the
             # case can be judged, and none of it is a case "never accepted".

@@ -33,6 +33,7 @@ CLOCK_SKEW = "clock_skew"
 LATE_CLOSE = "late_close"
 STALLED_CASE = "stalled_case"
 STEP_OVERDUE = "step_overdue"
+KEY_NOT_VALID = "key_not_valid"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -61,6 +62,7 @@ VIOLATION_KINDS: tuple[str, ...] = (
     LATE_CLOSE,
     STALLED_CASE,
     STEP_OVERDUE,
+    KEY_NOT_VALID,
 )
 
 _DETAIL_LIMIT = 300

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from aiokafka import TopicPartition
 
+from services.audit.catalogues import published_catalogues
 from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import Progress, log_partitions, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, verify
@@ -131,5 +132,6 @@ async def _verify_here(
         verified=await verdicts,
         partitions=partition_counts(partitions, settings.topic_prefix),
         timing=Timing.of(settings),
+        published=published_catalogues(catalogue, settings.audit_catalogue_archive),
     )
     return report, read_s

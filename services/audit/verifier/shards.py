@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
+from services.audit.catalogues import published_catalogues
 from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord, Progress, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, replay
@@ -55,6 +56,7 @@ def verify_shard(
     verified: Container[bytes] = frozenset(),
     partitions: Mapping[str, int] | None = None,
     timing: Timing | None = None,
+    published: Mapping[str, Catalogue] | None = None,
 ) -> ShardReport:
     """``verify`` over some of the log's records, with the ids a merge needs
     (``partitions``: the whole log's partition counts, as ``verify`` takes them)."""
@@ -69,6 +71,7 @@ def verify_shard(
                 verified=verified,
                 partitions=partitions,
                 timing=timing,
+                published=published,
             )
         )
 
@@ -272,14 +275,16 @@ async def _check_shard(job: ShardJob, progress: Any) -> tuple[ShardReport, float
 
     records = await read_log(settings, on_progress, job.partitions)
     read_s = time.perf_counter() - started
+    catalogue = default_catalogue(settings.catalogue_dirs)
     part = verify_shard(
         records,
-        catalogue=default_catalogue(settings.catalogue_dirs),
+        catalogue=catalogue,
         keys=PublicKeys.load_or_empty(settings.registry_path()),
         now=job.now,
         check_signatures=job.check_signatures,
         verified=await verdicts,
         partitions=job.counts,
         timing=Timing.of(settings),
+        published=published_catalogues(catalogue, settings.audit_catalogue_archive),
     )
     return part, read_s

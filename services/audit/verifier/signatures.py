@@ -4,6 +4,7 @@ record: the signature rules of a replay."""
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
+from datetime import datetime
 
 from shared.contracts import topology
 from shared.contracts.events import Event, registry
@@ -79,6 +80,8 @@ class SignatureCache:
         self._verified = verified
         self._seen: dict[bytes, bool] = {}
         self._prefixes: dict[str, bytes] = {}  # signer -> its digest_prefix
+        # signer -> (since, until): when every one of its keys is valid (until None: open)
+        self._common: dict[str, tuple[datetime, datetime | None] | None] = {}
         self.reused = 0
         self.checked = 0
 
@@ -98,3 +101,21 @@ class SignatureCache:
             self.checked += 1
             result = self._seen[digest] = self._keys.verify(signer, value, signature)
         return result
+
+    def valid_then(self, signer: str, value: bytes, signature: str, at: datetime) -> bool:
+        """Whether a signature that ``ok`` found good was made with a key of ``signer``
+        valid at ``at`` (the event's ``occurred_at``, as the services check it): at once
+        when every key of the signer was valid then, else with Ed25519 again."""
+        if signer not in self._common:
+            entries = self._keys.entries(signer)
+            since = max((e.valid_from for e in entries), default=None)
+            ends = [e.valid_until for e in entries if e.valid_until is not None]
+            until = min(ends) if ends else None
+            self._common[signer] = (since, until) if since is not None else None
+        common = self._common[signer]
+        if common is not None:
+            since, until = common
+            if since <= at and (until is None or at < until):
+                return True
+        self.checked += 1
+        return self._keys.verify(signer, value, signature, at)
