@@ -25,6 +25,8 @@ from shared.contracts.events import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from services.audit.verifier.facts import CaseLog, Fact, Routed
     from shared.platform.settings import Settings
 
@@ -61,10 +63,14 @@ class CaseClock:
         accepted: Fact,
         routed: Routed | None,
         settled: Fact | None,
+        causes: Mapping[int, Fact],
         timing: Timing,
         found: list[Violation],
     ) -> None:
+        """``causes``: what may cause an event of the case, by UUID.int of its event id
+        (its acceptance, its tasks, its outcomes: the router's causation model)."""
         self.log = log
+        self.causes = causes
         self.accepted = accepted
         self.routed = routed
         self.settled = settled  # the case's CaseRouted or CaseRejected fact, if any
@@ -95,20 +101,32 @@ class CaseClock:
 
     def _check_causes(self) -> None:
         """No event is dated before the event that caused it (beyond the skew)."""
-        facts = self.log.everything()
-        by_id = {f.event_id.int: f for f in facts}
-        skew = self.timing.skew
-        for fact in facts:
-            cause = fact.causation_id
-            before = by_id.get(cause.int) if cause is not None else None
-            if before is not None and fact.at + skew < before.at:
-                self.found.append(
-                    fact.violation(
-                        CLOCK_SKEW,
-                        f"{fact.event_type} dated {iso(fact.at)}, before its cause "
-                        f"{before.event_type} {before.event_id} dated {iso(before.at)}",
-                    )
-                )
+        log, causes, skew = self.log, self.causes, self.timing.skew
+        for facts in (
+            log.routed,
+            log.rejected,
+            log.closed,
+            log.assigned,
+            log.advanced,
+            log.outcomes,
+            log.waiting,
+            log.flagged,
+            log.other,
+        ):
+            for fact in facts:
+                cause = fact.causation_id
+                before = causes.get(cause.int) if cause is not None else None
+                if before is not None and before.at - fact.at > skew:
+                    self._skewed(fact, before)
+
+    def _skewed(self, fact: Fact, before: Fact) -> None:
+        self.found.append(
+            fact.violation(
+                CLOCK_SKEW,
+                f"{fact.event_type} dated {iso(fact.at)}, before its cause "
+                f"{before.event_type} {before.event_id} dated {iso(before.at)}",
+            )
+        )
 
     def _check_steps(self, now: datetime) -> None:
         """Each step decided by its due date; an undecided one not past it."""

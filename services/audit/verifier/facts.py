@@ -42,10 +42,12 @@ class Accepted(NamedTuple):
     applicant_kind: str
 
 
-# Who and what a fact is about, as the accepted case says it: (item code, applicant kind,
-# applicant ID number), then for an acceptance and a task (applicant name, community
-# code, form). An outcome carries the first three only.
-Subject = tuple[object, ...]
+# Who and what a fact is about, kept as two hashes (never the values: a replay keeps its
+# facts to the end, and holding each event's strings and form would cost it memory and
+# time): ``subject``, of (item code, applicant kind, applicant ID number), for an
+# acceptance, a task and an outcome; ``particulars``, of (applicant name, community code,
+# form), for an acceptance and a task. Equal hashes are taken as equal; unequal ones are
+# compared again from the decoded events before anything is reported.
 
 
 class Routed(NamedTuple):
@@ -66,7 +68,8 @@ class Closed(NamedTuple):
     on_spot: bool
 
 
-Head = Accepted | Routed | Rejected | Closed | str | datetime | None  # str: a reason code
+# str: a step rejection's reason code; datetime: a task's due date
+Head = Accepted | Routed | Rejected | Closed | str | datetime | None
 H = TypeVar("H", Accepted, Routed, Rejected, Closed)
 
 
@@ -120,6 +123,7 @@ class Fact:
         "event_type",
         "head",
         "offset",
+        "particulars",
         "partition",
         "review",
         "step_index",
@@ -128,7 +132,8 @@ class Fact:
         "value",
     )
 
-    def __init__(self, event: Event, record: LogRecord) -> None:
+    def __init__(self, event: Event, record: LogRecord, kind: int | None = None) -> None:
+        """``kind``: ``shape(type(event))[0]`` when the caller has it already."""
         self.event_type = event.event_type
         self.event_id = event.event_id
         self.case_id = event.case_id
@@ -139,8 +144,10 @@ class Fact:
         self.offset = record.offset
         self.value = record.value
         self.head: Head = None
-        self.subject: Subject | None = None
-        kind = shape(type(event))[0]
+        self.subject: int | None = None
+        self.particulars: int | None = None
+        if kind is None:
+            kind = shape(type(event))[0]
         if kind <= _WAITING:
             step = cast("StepAssigned | CaseAdvanced | StepOutcome | CaseAwaitingInfo", event)
             self.step_index: int | None = step.step_index
@@ -154,19 +161,11 @@ class Fact:
             self.review = step.review
             if self.event_type in _OUTCOME_TYPES:
                 outcome = cast("StepOutcome", event)
-                self.subject = (outcome.item_code, outcome.applicant_kind, outcome.applicant_id)
-            elif self.event_type == _ASSIGNED:
-                task = cast("StepAssigned", event)
-                self.head = task.due_by
-                a = task.applicant
-                self.subject = (
-                    task.item_code,
-                    a.kind,
-                    a.id_number,
-                    a.name,
-                    task.community_code,
-                    task.form,
+                self.subject = hash(
+                    (outcome.item_code, outcome.applicant_kind, outcome.applicant_id)
                 )
+            elif self.event_type == _ASSIGNED:
+                self._task(cast("StepAssigned", event))
             if kind == _STEP_REJECTED:
                 self.head = cast("StepRejected", event).reason_code
             return
@@ -176,14 +175,8 @@ class Fact:
             accepted = cast("CaseAccepted", event)
             a = accepted.applicant
             self.head = Accepted(accepted.item_code, a.kind)
-            self.subject = (
-                accepted.item_code,
-                a.kind,
-                a.id_number,
-                a.name,
-                accepted.community_code,
-                accepted.form,
-            )
+            self.subject = hash((accepted.item_code, a.kind, a.id_number))
+            self.particulars = hash((a.name, accepted.community_code, form_hash(accepted.form)))
         elif kind == _ROUTED:
             routed = cast("CaseRouted", event)
             steps = tuple((s.index, s.department, s.action) for s in routed.steps)
@@ -200,6 +193,12 @@ class Fact:
         elif kind == _CLOSED:
             closed = cast("CaseClosed", event)
             self.head = Closed(closed.outcome, closed.on_spot)
+
+    def _task(self, task: StepAssigned) -> None:
+        self.head = task.due_by
+        a = task.applicant
+        self.subject = hash((task.item_code, a.kind, a.id_number))
+        self.particulars = hash((a.name, task.community_code, form_hash(task.form)))
 
     @property
     def position(self) -> tuple[str, int, int]:
@@ -228,6 +227,14 @@ class Fact:
             detail=detail,
             severity=severity,
         )
+
+
+def form_hash(form: Mapping[str, object]) -> int:
+    """A hash of a form (flat forms at C speed; any other by its repr)."""
+    try:
+        return hash(tuple(form.items()))
+    except TypeError:  # a list or a mapping among the values
+        return hash(repr(form))
 
 
 _HOMES: dict[tuple[str, str | None], str] = {}

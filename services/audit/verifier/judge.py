@@ -43,19 +43,31 @@ from shared.contracts.events import (
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
+    StepOutcome,
     StepRejected,
 )
 from shared.contracts.topology import dept_outcomes, dept_tasks
 
-# What each place of a Fact's subject is, as a violation names it (never its value).
-_SUBJECT_FIELDS = (
-    "item code",
-    "applicant kind",
-    "applicant ID number",
-    "applicant name",
-    "community code",
-    "form",
-)
+
+def _particulars(fact: Fact) -> dict[str, object]:
+    """What an acceptance, a task or an outcome says of its applicant and item, decoded
+    again (only where the hashes of ``Fact`` differ), by the names a violation uses."""
+    event = fact.event()
+    if isinstance(event, StepOutcome):
+        return {
+            "item code": event.item_code,
+            "applicant kind": event.applicant_kind,
+            "applicant ID number": event.applicant_id,
+        }
+    assert isinstance(event, CaseAccepted | StepAssigned)
+    return {
+        "item code": event.item_code,
+        "applicant kind": event.applicant.kind,
+        "applicant ID number": event.applicant.id_number,
+        "applicant name": event.applicant.name,
+        "community code": event.community_code,
+        "form": event.form,
+    }
 
 
 def _routable(item: Item | None, accepted: Fact) -> bool:
@@ -109,6 +121,7 @@ class CaseJudge:
         self.tainted = log.tainted
         # Keyed by UUID.int, as in Reader.
         self.assignments = {f.event_id.int: f for f in log.assigned}
+        self.outcome_ids = {f.event_id.int: f for f in log.outcomes}
         # Every outcome counts for what follows it, even one reported as unassigned:
         # a violation is reported where it starts, not again at each consequence.
         self.approvals: dict[int, Fact] = {}
@@ -149,9 +162,11 @@ class CaseJudge:
                 self.accepted.violation(OVERDUE, f"open past its promised time {iso(deadline)}")
             )
         settled = self.routed_fact or self.rejected_fact
-        CaseClock(self.log, self.accepted, self.routed, settled, self.timing, self.found).check(
-            now, closes[0] if closes else None, deadline, bool(waits)
+        causes = {self.accepted.event_id.int: self.accepted, **self.assignments, **self.outcome_ids}
+        clock = CaseClock(
+            self.log, self.accepted, self.routed, settled, causes, self.timing, self.found
         )
+        clock.check(now, closes[0] if closes else None, deadline, bool(waits))
 
     def _one(self, facts: list[Fact], what: str) -> Fact | None:
         """The earliest of facts a case holds once; the others are reported."""
@@ -348,7 +363,7 @@ class CaseJudge:
         spot (its review is flagged instead) and not closed before (``close``: the
         case's first close); one wait per StepNeedsInfo, a second being reported as a
         step's second assignment is. Returns the explained ones."""
-        outcomes = {f.event_id.int: f for f in self.log.outcomes}
+        outcomes = self.outcome_ids
         fitting: dict[int, list[Fact]] = {}
         for wait in self.log.waiting:
             problems = self._wait_problems(wait, outcomes, close)
@@ -433,22 +448,22 @@ class CaseJudge:
     def _check_subjects(self) -> None:
         """Every task and every outcome is about the accepted case's applicant and item
         (a task also carries its name, community and form unchanged)."""
-        subject = self.accepted.subject
-        assert subject is not None
+        mine = self.accepted
+        accepted: dict[str, object] | None = None
         for fact in (*self.log.assigned, *self.log.outcomes):
-            theirs = fact.subject
-            if theirs is None or theirs == subject[: len(theirs)]:
+            if fact.subject == mine.subject and fact.particulars in (None, mine.particulars):
                 continue
-            differ = [
-                name
-                for name, mine, other in zip(_SUBJECT_FIELDS, subject, theirs, strict=False)
-                if mine != other
-            ]
+            if accepted is None:
+                accepted = _particulars(mine)
+            theirs = _particulars(fact)
+            differ = [name for name, value in theirs.items() if accepted[name] != value]
+            if not differ:
+                continue  # the same, spelt otherwise (a form's keys in another order)
             detail = f"{fact.event_type} of step {fact.step_index} carries another " + (
                 ", ".join(differ) + " than the accepted case"
             )
-            if theirs[0] != subject[0]:
-                detail += f" (item {theirs[0]}, not {subject[0]})"
+            if "item code" in differ:
+                detail += f" (item {theirs['item code']}, not {accepted['item code']})"
             self.found.append(fact.violation(SUBJECT_MISMATCH, detail))
 
     def _close_cause_problem(self, close: Fact, closed: Closed) -> str | None:
@@ -458,7 +473,7 @@ class CaseJudge:
         cause = close.causation_id
         decision = None
         if cause is not None:
-            decision = next((f for f in self.log.outcomes if f.event_id.int == cause.int), None)
+            decision = self.outcome_ids.get(cause.int)
         if closed.on_spot or self.rejected_fact is not None:
             if cause is None or cause.int != self.accepted.event_id.int:
                 return "a close on the spot or after the router's rejection follows the acceptance"

@@ -42,19 +42,31 @@ class Placement:
     def __init__(self, partitions: Mapping[str, int], found: list[Violation]) -> None:
         self._partitions = partitions
         self._found = found
-        self._keys: dict[int, bytes] = {}  # UUID.int of a case id -> its key
-        self._homes: dict[tuple[bytes, int], int] = {}  # (key, partitions) -> partition
+        # UUID.int of a case id -> its key, and the partition of that key per count
+        self._cases: dict[int, tuple[bytes, dict[int, int]]] = {}
+        self._homes: dict[tuple[bytes, int], int] = {}  # any other key's, per count
 
     def check(self, record: LogRecord, fact: Fact) -> None:
         case = fact.case_id
-        want = self._keys.get(case.int)
-        if want is None:
-            want = self._keys[case.int] = str(case).encode()
-        if record.key != want:
+        entry = self._cases.get(case.int)
+        if entry is None:
+            entry = self._cases[case.int] = (str(case).encode(), {})
+        want, homes = entry
+        key = record.key
+        if key != want:
             self._found.append(
-                fact.violation(WRONG_KEY, f"{_key_words(record.key)}, not by its case id {case}")
+                fact.violation(WRONG_KEY, f"{_key_words(key)}, not by its case id {case}")
             )
-        self.check_partition(record, case, fact)
+            self.check_partition(record, case, fact)
+            return
+        count = self._partitions.get(record.topic)
+        if not count:
+            return
+        home = homes.get(count)
+        if home is None:
+            home = homes[count] = (murmur2(want) & 0x7FFFFFFF) % count
+        if home != record.partition:
+            self._report(record, case, fact, home, count)
 
     def check_partition(self, record: LogRecord, case_id: UUID | None, fact: Fact | None) -> None:
         key, count = record.key, self._partitions.get(record.topic)
@@ -63,23 +75,27 @@ class Placement:
         home = self._homes.get((key, count))
         if home is None:
             home = self._homes[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
-        if home == record.partition:
-            return
+        if home != record.partition:
+            self._report(record, case_id, fact, home, count)
+
+    def _report(
+        self, record: LogRecord, case_id: UUID | None, fact: Fact | None, home: int, count: int
+    ) -> None:
         detail = (
             f"in partition {record.partition} of {record.topic}, but its key maps to "
             f"partition {home} of {count}"
         )
         if fact is not None:
             self._found.append(fact.violation(WRONG_PARTITION, detail))
-        else:
-            self._found.append(
-                Violation(
-                    WRONG_PARTITION,
-                    case_id,
-                    None,
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    detail,
-                )
+            return
+        self._found.append(
+            Violation(
+                WRONG_PARTITION,
+                case_id,
+                None,
+                record.topic,
+                record.partition,
+                record.offset,
+                detail,
             )
+        )

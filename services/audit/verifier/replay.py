@@ -110,6 +110,7 @@ def replay(
     """``verify``'s work, and the ``UUID.int`` of every event id and every case id seen
     (what ``shards.merge_shards`` needs to prove shards independent)."""
     timing = timing or Timing()
+    published = published or {catalogue.version: catalogue}
     reader = Reader(keys, check_signatures, verified, partitions, timing.skew)
     for record in records:
         reader.read(record)
