@@ -17,12 +17,13 @@ import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
+import nacl.signing
 from rich.console import Console
 from rich.table import Table
 
@@ -61,8 +62,9 @@ from shared.contracts.topology import (
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.messaging.access import access_event
-from shared.messaging.kafka import make_producer
-from shared.messaging.signing import Signer, generate_keys
+from shared.messaging.kafka import make_producer, murmur2
+from shared.messaging.keyring import KeyEntry, generate, read_registry, write_registry
+from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
 
@@ -99,7 +101,18 @@ class LogWriter:
     @classmethod
     def create(cls, settings: Settings) -> LogWriter:
         for service in SIGNERS:
-            generate_keys(settings.keys_dir, service)
+            generate(settings.keys_dir, service)
+        # The drill writes cases up to 60 days old, signed as they were then: its keys
+        # (a test's, made a moment ago) count as valid since a year back.
+        registry = settings.registry_path()
+        entries = read_registry(registry)
+        since = utcnow() - timedelta(days=365)
+        for service in SIGNERS:
+            entries[service] = [
+                replace(e, valid_from=min(e.valid_from, since)) if e.valid_until is None else e
+                for e in entries[service]
+            ]
+        write_registry(registry, entries)
         return cls(settings, {s: Signer.load(settings.keys_dir, s) for s in SIGNERS})
 
     def add(self, topic: str, event: Event) -> Event:
@@ -294,6 +307,7 @@ class Expected:
     case_id: UUID | None
     event_id: UUID | None
     severity: str = "error"
+    also: tuple[str, ...] = ()  # kinds the same bad record is also reported as
 
 
 Fault = Callable[[LogWriter, Catalogue], Expected]
@@ -476,6 +490,170 @@ FAULTS: dict[str, Fault] = {
 }
 
 
+# ----------------------------------------------------------------- issue 19: audit proof
+# What a dishonest insider (holding a real service key) or a subtle bug would write.
+
+
+def event_on_two_topics(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    task = case.task()  # hr_registration's step 0, copied byte for byte to another topic
+    value = task.to_json()
+    log.add_raw(
+        dept_tasks("social_security"),
+        value,
+        log.headers(dept_tasks("hr_registration"), task, value),
+        key=str(case.case_id).encode(),
+    )
+    case.decide(Reject("already_registered", "m"))
+    return Expected("event_on_two_topics", case.case_id, task.event_id)
+
+
+def forged_copy(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Approve("HR-1"))
+    case.decide(Approve("SS-1"))
+    # The genuine signature over other bytes: the approval's reference rewritten.
+    topic = dept_outcomes(outcome.department)
+    headers = log.headers(topic, outcome, outcome.to_json())
+    forged = outcome.model_copy(update={"reference": "FORGED"}).to_json()
+    log.add_raw(topic, forged, headers, key=str(case.case_id).encode())
+    return Expected("forged_copy", case.case_id, outcome.event_id, also=("bad_signature",))
+
+
+def subject_mismatch(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Approve("HR-1"))
+    task = case.task()
+    stranger = make_resident_id("110105", date(1979, 5, 5), 999)
+    other = task.model_copy(
+        update={"applicant": task.applicant.model_copy(update={"id_number": stranger})}
+    )
+    # The benefit paid to someone else, on the genuine case's slip; the router closes it.
+    paid = outcome_event("social_security", other, Approve("SS-1"))
+    case.emit([(dept_outcomes("social_security"), paid)])
+    case.state, emits = router_on_outcome(case.state, paid, paid.occurred_at)
+    case.emit(emits)
+    return Expected("subject_mismatch", case.case_id, paid.event_id)
+
+
+def uncaused_close(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    first = case.decide(Approve("HR-1"))  # the router assigns step 1
+    closed = CaseClosed(**first.caused(), producer="router", outcome="approved")
+    log.add(CASES_ROUTING, closed)
+    case.decide(Approve("SS-1"), route_it=False)  # the last decision, after the close
+    return Expected("uncaused_close", case.case_id, closed.event_id)
+
+
+def wrong_key(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    routed = case.last(CaseRouted)
+    log.drop(routed.event_id)
+    value = routed.to_json()
+    # Keyed by another case id: the producer puts it in that key's partition.
+    headers = log.headers(CASES_ROUTING, routed, value)
+    log.add_raw(CASES_ROUTING, value, headers, key=str(uuid4()).encode())
+    return Expected("wrong_key", case.case_id, routed.event_id)
+
+
+def wrong_partition(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    closed = case.last(CaseClosed)
+    log.drop(closed.event_id)
+    key = str(case.case_id).encode()
+    count = log.settings.topic_partitions
+    home = (murmur2(key) & 0x7FFFFFFF) % count
+    value = closed.to_json()
+    log.add_raw(
+        CASES_ROUTING,
+        value,
+        log.headers(CASES_ROUTING, closed, value),
+        key=key,
+        partition=(home + 1) % count,
+    )
+    return Expected("wrong_partition", case.case_id, closed.event_id)
+
+
+def clock_skew(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    outcome = case.decide(Reject("already_registered", "m"), route_it=False)
+    # The router's clock two days behind: the close is dated before the rejection.
+    closed = CaseClosed(
+        **outcome.caused(),
+        producer="router",
+        outcome="rejected",
+        reason_code="already_registered",
+        department=outcome.department,
+        occurred_at=outcome.occurred_at - timedelta(days=2),
+    )
+    log.add(CASES_ROUTING, closed)
+    return Expected("clock_skew", case.case_id, closed.event_id)
+
+
+def late_close(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue, at=datetime.now(UTC) - timedelta(days=60))
+    case.decide(Reject("already_registered", "m"))
+    return Expected("late_close", case.case_id, case.last(CaseClosed).event_id)
+
+
+def stalled_case(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # Accepted an hour ago (well within its promise) and never routed.
+    lost = accepted("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM, at=utcnow() - timedelta(hours=1))
+    log.add(CASES_ACCEPTED, lost)
+    return Expected("stalled_case", lost.case_id, lost.event_id)
+
+
+def step_overdue(log: LogWriter, catalogue: Catalogue) -> Expected:
+    form = {"employer_name": "X", "employment_start_date": "2026-11-01"}
+    at = datetime.now(UTC) - timedelta(days=10)
+    case = flow(log, catalogue, "HR-EMPLOYMENT-REGISTRATION", form, at=at)
+    # Settled on the spot ten days ago; the review, due in five, never came.
+    return Expected("step_overdue", case.case_id, case.task().event_id)
+
+
+def key_not_valid(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = flow(log, catalogue)
+    case.decide(Reject("already_registered", "m"))
+    closed = case.last(CaseClosed)
+    log.drop(closed.event_id)
+    # A router key retired 300 days ago (still in the registry, for the history it
+    # signed) signs today's close.
+    retired = Signer("router", nacl.signing.SigningKey.generate())
+    registry = log.settings.registry_path()
+    entries = read_registry(registry)
+    now = utcnow()
+    entries["router"].append(
+        KeyEntry(retired.public_key(), now - timedelta(days=400), now - timedelta(days=300))
+    )
+    write_registry(registry, entries)
+    value = closed.to_json()
+    headers = [(k, v.encode()) for k, v in retired.headers(value)]
+    log.add_raw(CASES_ROUTING, value, headers, key=str(case.case_id).encode())
+    return Expected("key_not_valid", case.case_id, closed.event_id)
+
+
+FAULTS.update(
+    {
+        fault.__name__: fault
+        for fault in (
+            event_on_two_topics,
+            forged_copy,
+            subject_mismatch,
+            uncaused_close,
+            wrong_key,
+            wrong_partition,
+            clock_skew,
+            late_close,
+            stalled_case,
+            step_overdue,
+            key_not_valid,
+        )
+    }
+)
+
+
 def found(report: VerifyReport, expected: Expected) -> bool:
     return any(
         v.kind == expected.kind
@@ -509,7 +687,7 @@ async def drill(settings: Settings, console: Console) -> int:
     extra = [
         v
         for v in report.violations
-        if not any(v.kind == e.kind and v.case_id == e.case_id for e in expected)
+        if not any(v.kind in (e.kind, *e.also) and v.case_id == e.case_id for e in expected)
     ]
     console.print(
         f"verify read {report.records} records ({report.cases} cases) in {seconds:.2f} s: "

@@ -307,6 +307,10 @@ class PublicKeys:
         entries = self._entries.get(signer)
         return b"".join(e.key for e in entries) if entries else None
 
+    def entries(self, signer: str) -> tuple[KeyEntry, ...]:
+        """The signer's keys with their validity, in registry order (none when unknown)."""
+        return self._entries.get(signer, ())
+
     def signers(self) -> frozenset[str]:
         return frozenset(self._entries)
 

@@ -201,6 +201,26 @@ class Settings(BaseSettings):
         "same niceness when they run on this host and it may renice them. In "
         "containers, set the CPU weight instead (it is per cgroup).",
     )
+    audit_clock_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How far apart two clocks may be before verify calls it a time fault "
+        "(clock_skew): an event dated before the event that caused it, or after Kafka "
+        "logged it, by more than this.",
+    )
+    audit_stall_after_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How long the router may owe a case its next move (route an accepted "
+        "case, assign the step after an approval, close after the last decision) before "
+        "verify reports it as stalled_case.",
+    )
+    audit_catalogue_archive: Path | None = Field(
+        default=None,
+        description="A folder of published catalogue versions (<version>.json, written by "
+        "python -m services.audit.catalogues) beside services/audit/catalogues: verify "
+        "judges each case by the catalogue version that routed it.",
+    )
     db_pool_min: int = Field(
         default=1, ge=0, description="PostgreSQL connections a service keeps open."
     )

@@ -18,6 +18,7 @@ from services.audit.ingest import SignatureJudge
 from services.audit.projection import CaseView, digest, project, project_case
 from services.audit.statistics import stats
 from services.audit.store import Verdict
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord
 from services.audit.verifier.replay import verify
 from services.audit.verifier.report import (
@@ -26,6 +27,7 @@ from services.audit.verifier.report import (
     CLOSED_TWICE,
     DUPLICATE_EVENT_CONFLICT,
     DUPLICATE_OUTCOME,
+    FORGED_COPY,
     INCONSISTENT_CLOSE,
     MALFORMED_RECORD,
     MISSING_SIGNATURE,
@@ -64,12 +66,12 @@ from shared.contracts.events import (
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
+from shared.messaging.keyring import generate
 from shared.messaging.signing import (
     BATCH_PREFIX,
     PublicKeys,
     Signer,
     digest_prefix,
-    generate_keys,
     record_digest,
     signer_digest,
 )
@@ -118,7 +120,8 @@ class Keys:
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     folder = tmp_path_factory.mktemp("keys")
     for service in SERVICES:
-        generate_keys(folder, service)
+        # Valid before the first event of these logs (T0), as keys in service are.
+        generate(folder, service, now=T0 - timedelta(days=30))
     return Keys({s: signer_for(folder, s) for s in SERVICES}, PublicKeys.load(folder))
 
 
@@ -418,11 +421,11 @@ def test_an_open_case_within_its_promise_is_no_violation(log: LogBuilder) -> Non
 
 
 def test_violation_kinds_are_listed() -> None:
-    assert len(set(VIOLATION_KINDS)) == len(VIOLATION_KINDS) == 18
-    assert {"broken_hash_chain", "unexplained_wait", "access_without_reason"} <= set(
+    assert len(set(VIOLATION_KINDS)) == len(VIOLATION_KINDS) >= 24
+    assert {"broken_hash_chain", "unexplained_wait", "forged_copy", "wrong_partition"} <= set(
         VIOLATION_KINDS
     )
-    assert "access_by_wrong_role" in VIOLATION_KINDS
+    assert {"access_without_reason", "access_by_wrong_role"} <= set(VIOLATION_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -945,8 +948,12 @@ def test_the_projection_and_verify_agree_on_whether_a_case_waits(
 def test_unrouted_case_uses_the_catalogue_promise(log: LogBuilder) -> None:
     accepted = log.accept("HR-JOB-REGISTRATION", {})  # promised_days 1; the router never ran
     lost = log.accept("NO-SUCH-ITEM", {})  # no promise to break: skipped
-    assert log.verify(now=accepted.occurred_at + timedelta(hours=23)).violations == []
-    report = log.verify(now=accepted.occurred_at + timedelta(days=1, seconds=1))
+    # (Left unrouted that long, both are stalled_case first: test_audit_proof.)
+    patient = Timing(stall_after=timedelta(days=30))
+    assert (
+        log.verify(now=accepted.occurred_at + timedelta(hours=23), timing=patient).violations == []
+    )
+    report = log.verify(now=accepted.occurred_at + timedelta(days=1, seconds=1), timing=patient)
     assert_at(only(report, OVERDUE), log.record_of(accepted), accepted)
     assert lost.case_id not in {v.case_id for v in report.violations}
 
@@ -1040,7 +1047,9 @@ def test_outcome_signed_by_the_router_is_a_wrong_signer(log: LogBuilder) -> None
         original, topic=CASES_ROUTING, signer="router", signature=router.sign(original.value)
     )
     report = log.verify()
-    assert set(report.by_kind()) == {WRONG_SIGNER, UNASSIGNED_OUTCOME}  # and on the wrong topic
+    # On the wrong topic too, but a record that fails its signer checks never counts
+    # toward the case: it is reported once, as what it is, and nothing follows from it.
+    assert set(report.by_kind()) == {WRONG_SIGNER}
     assert all(v.event_id == approval.event_id for v in report.violations)
 
 
@@ -1443,6 +1452,7 @@ def test_shards_checked_apart_report_what_one_replay_does(log: LogBuilder) -> No
     whole = log.verify()
     assert {v.kind for v in whole.errors()} == {
         DUPLICATE_EVENT_CONFLICT,
+        FORGED_COPY,  # the close signed by intake copies the genuine one
         WRONG_SIGNER,
         MALFORMED_RECORD,
     }

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
 
 from services.audit.timeline import order_key
 from services.audit.verifier.report import Violation
+from shared.contracts import topology
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
     CaseAccepted,
@@ -27,6 +28,7 @@ from shared.contracts.events import (
     StepNeedsInfo,
     StepOutcome,
     StepRejected,
+    registry,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +54,14 @@ class Access(NamedTuple):
     reason: str | None
 
 
+# Who and what a fact is about, kept as two hashes (never the values: a replay keeps its
+# facts to the end, and holding each event's strings and form would cost it memory and
+# time): ``subject``, of (item code, applicant kind, applicant ID number), for an
+# acceptance, a task and an outcome; ``particulars``, of (applicant name, community code,
+# form), for an acceptance and a task. Equal hashes are taken as equal; unequal ones are
+# compared again from the decoded events before anything is reported.
+
+
 class Routed(NamedTuple):
     item_code: str
     catalogue_version: str
@@ -70,7 +80,8 @@ class Closed(NamedTuple):
     on_spot: bool
 
 
-Head = Accepted | Routed | Rejected | Closed | Access | str | None
+# str: a step rejection's reason code; datetime: a task's due date
+Head = Accepted | Routed | Rejected | Closed | Access | str | datetime | None
 H = TypeVar("H", Accepted, Routed, Rejected, Closed, Access)
 
 
@@ -79,6 +90,8 @@ H = TypeVar("H", Accepted, Routed, Rejected, Closed, Access)
 # per record. In the order Fact tests them; the flag says "a DeadLetterRedriven".
 _STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _ACCESS, _PLAIN = range(9)
 _SHAPES: dict[type, tuple[int, bool]] = {}
+_OUTCOME_TYPES = frozenset(cls.event_type for cls in (StepApproved, StepRejected, StepNeedsInfo))
+_ASSIGNED = StepAssigned.event_type
 
 
 def shape(cls: type) -> tuple[int, bool]:
@@ -124,14 +137,17 @@ class Fact:
         "event_type",
         "head",
         "offset",
+        "particulars",
         "partition",
         "review",
         "step_index",
+        "subject",
         "topic",
         "value",
     )
 
-    def __init__(self, event: Event, record: LogRecord) -> None:
+    def __init__(self, event: Event, record: LogRecord, kind: int | None = None) -> None:
+        """``kind``: ``shape(type(event))[0]`` when the caller has it already."""
         self.event_type = event.event_type
         self.event_id = event.event_id
         self.case_id = event.case_id
@@ -142,7 +158,10 @@ class Fact:
         self.offset = record.offset
         self.value = record.value
         self.head: Head = None
-        kind = shape(type(event))[0]
+        self.subject: int | None = None
+        self.particulars: int | None = None
+        if kind is None:
+            kind = shape(type(event))[0]
         if kind <= _WAITING:
             step = cast("StepAssigned | CaseAdvanced | StepOutcome | CaseAwaitingInfo", event)
             self.step_index: int | None = step.step_index
@@ -154,19 +173,20 @@ class Fact:
             step = cast("StepAssigned | CaseAdvanced | StepOutcome", event)
             self.action = step.action
             self.review = step.review
+            if self.event_type in _OUTCOME_TYPES:
+                outcome = cast("StepOutcome", event)
+                self.subject = hash(
+                    (outcome.item_code, outcome.applicant_kind, outcome.applicant_id)
+                )
+            elif self.event_type == _ASSIGNED:
+                self._task(cast("StepAssigned", event))
             if kind == _STEP_REJECTED:
                 self.head = cast("StepRejected", event).reason_code
             return
         self.step_index = self.department = self.action = None
         self.review = False
         if kind == _ACCEPTED:
-            accepted = cast("CaseAccepted", event)
-            self.head = Accepted(
-                accepted.item_code,
-                accepted.applicant.kind,
-                accepted.centre_id,
-                accepted.receipt_no,
-            )
+            self._accepted(cast("CaseAccepted", event))
         elif kind == _ROUTED:
             routed = cast("CaseRouted", event)
             steps = tuple((s.index, s.department, s.action) for s in routed.steps)
@@ -186,6 +206,18 @@ class Fact:
         elif kind == _ACCESS:
             read = cast("PersonalDataAccessed", event)
             self.head = Access(read.accessor, read.role, read.accessor_centre, read.reason)
+
+    def _accepted(self, accepted: CaseAccepted) -> None:
+        a = accepted.applicant
+        self.head = Accepted(accepted.item_code, a.kind, accepted.centre_id, accepted.receipt_no)
+        self.subject = hash((accepted.item_code, a.kind, a.id_number))
+        self.particulars = hash((a.name, accepted.community_code, form_hash(accepted.form)))
+
+    def _task(self, task: StepAssigned) -> None:
+        self.head = task.due_by
+        a = task.applicant
+        self.subject = hash((task.item_code, a.kind, a.id_number))
+        self.particulars = hash((a.name, task.community_code, form_hash(task.form)))
 
     @property
     def position(self) -> tuple[str, int, int]:
@@ -214,6 +246,31 @@ class Fact:
             detail=detail,
             severity=severity,
         )
+
+
+def form_hash(form: Mapping[str, object]) -> int:
+    """A hash of a form (flat forms at C speed; any other by its repr)."""
+    try:
+        return hash(tuple(form.items()))
+    except TypeError:  # a list or a mapping among the values
+        return hash(repr(form))
+
+
+_HOMES: dict[tuple[str, str | None], str] = {}
+
+
+def home_topic(fact: Fact) -> str:
+    """The topic the fact's event belongs on (its department's, for a task or an
+    outcome), as the topology declares it."""
+    found = _HOMES.get((fact.event_type, fact.department))
+    if found is None:
+        declared = topology.topic_of(registry.classes()[fact.event_type])
+        try:
+            found = declared.name(fact.department)
+        except ValueError:
+            found = declared.template
+        _HOMES[(fact.event_type, fact.department)] = found
+    return found
 
 
 def time_key(fact: Fact) -> tuple[datetime, float, UUID]:
@@ -245,6 +302,10 @@ class CaseLog:
     flagged: list[Fact] = field(default_factory=list)
     accesses: list[Fact] = field(default_factory=list)  # people's reads of the case
     other: list[Fact] = field(default_factory=list)  # a type registered after this code
+    # Records of the case that failed a signature or signer check, by UUID.int of their
+    # event id: never part of its story, known only so that their consequences are not
+    # reported again (the fault is reported at the bad record).
+    tainted: dict[int, Fact] = field(default_factory=dict)
 
     def add(self, fact: Fact) -> None:
         getattr(self, _SLOT.get(fact.event_type, "other")).append(fact)

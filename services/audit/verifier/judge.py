@@ -3,10 +3,13 @@ and step indexes, whatever order the log came in (the replay's second pass)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
+from services.audit.verifier.clock import CaseClock, Timing
 from services.audit.verifier.facts import (
     Accepted,
     Access,
@@ -30,7 +33,9 @@ from services.audit.verifier.report import (
     OVERDUE,
     REVIEW_FAILED,
     STEP_OUT_OF_ORDER,
+    SUBJECT_MISMATCH,
     UNASSIGNED_OUTCOME,
+    UNCAUSED_CLOSE,
     UNEXPLAINED_WAIT,
     Violation,
 )
@@ -39,12 +44,35 @@ from shared.contracts.access import needs_reason, role_problem
 from shared.contracts.catalogue import Catalogue, Item
 from shared.contracts.events import (
     CaseAccepted,
+    CaseRouted,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
+    StepOutcome,
     StepRejected,
 )
 from shared.contracts.topology import dept_outcomes, dept_tasks
+
+
+def _particulars(fact: Fact) -> dict[str, object]:
+    """What an acceptance, a task or an outcome says of its applicant and item, decoded
+    again (only where the hashes of ``Fact`` differ), by the names a violation uses."""
+    event = fact.event()
+    if isinstance(event, StepOutcome):
+        return {
+            "item code": event.item_code,
+            "applicant kind": event.applicant_kind,
+            "applicant ID number": event.applicant_id,
+        }
+    assert isinstance(event, CaseAccepted | StepAssigned)
+    return {
+        "item code": event.item_code,
+        "applicant kind": event.applicant.kind,
+        "applicant ID number": event.applicant.id_number,
+        "applicant name": event.applicant.name,
+        "community code": event.community_code,
+        "form": event.form,
+    }
 
 
 def _routable(item: Item | None, accepted: Fact) -> bool:
@@ -64,20 +92,41 @@ class CaseJudge:
     """The second pass, for one accepted case: every rule judged from the whole case,
     by event ids, causation ids and step indexes, whatever order the log came in."""
 
-    def __init__(self, log: CaseLog, catalogue: Catalogue, found: list[Violation]) -> None:
+    def __init__(
+        self,
+        log: CaseLog,
+        catalogue: Catalogue,
+        found: list[Violation],
+        timing: Timing | None = None,
+        published: Mapping[str, Catalogue] | None = None,
+    ) -> None:
+        """``catalogue``: today's; ``published``: every catalogue version ever published,
+        by version (today's included): a case is judged by the one that routed it."""
         self.log = log
-        self.catalogue = catalogue
+        self.timing = timing or Timing()
+        self.current = catalogue
+        self.published = published or {catalogue.version: catalogue}
         self.found = found
         accepted = self._one(log.accepted, "accepted")
         assert accepted is not None
         self.accepted = accepted
         self.item_code = accepted.payload(Accepted).item_code
-        self.item = catalogue.get(self.item_code)
         self.routed_fact = self._one(log.routed, "routed")
         self.routed = self.routed_fact.payload(Routed) if self.routed_fact else None
         self.rejected_fact = self._one(log.rejected, "rejected by the router")
+        version = (
+            self.routed.catalogue_version
+            if self.routed is not None
+            else self.rejected_fact.payload(Rejected).catalogue_version
+            if self.rejected_fact is not None
+            else None
+        )
+        self.catalogue = self.published.get(version, catalogue) if version else catalogue
+        self.item = self.catalogue.get(self.item_code)
+        self.tainted = log.tainted
         # Keyed by UUID.int, as in Reader.
         self.assignments = {f.event_id.int: f for f in log.assigned}
+        self.outcome_ids = {f.event_id.int: f for f in log.outcomes}
         # Every outcome counts for what follows it, even one reported as unassigned:
         # a violation is reported where it starts, not again at each consequence.
         self.approvals: dict[int, Fact] = {}
@@ -96,6 +145,7 @@ class CaseJudge:
         self._check_outcomes()
         if self.log.accesses:
             self._check_accesses()
+        self._check_subjects()
         closes = in_time_order(self.log.closed)
         waits = self._check_waits(closes[0] if closes else None) if self.log.waiting else []
         if closes:
@@ -106,14 +156,24 @@ class CaseJudge:
                     for extra in closes[1:]
                 )
             self._check_close(closes[0])
-        else:
-            deadline = self._deadline()
-            # Waiting for the applicant stops the centre's clock, but only an explained
-            # wait that is still the case's last word does.
-            if deadline is not None and now > deadline and not self._still_waiting(waits):
-                self.found.append(
-                    self.accepted.violation(OVERDUE, f"open past its promised time {iso(deadline)}")
-                )
+        deadline = self._deadline()
+        # Waiting for the applicant stops the centre's clock, but only an explained
+        # wait that is still the case's last word does.
+        if (
+            not closes
+            and deadline is not None
+            and now > deadline
+            and not self._still_waiting(waits)
+        ):
+            self.found.append(
+                self.accepted.violation(OVERDUE, f"open past its promised time {iso(deadline)}")
+            )
+        settled = self.routed_fact or self.rejected_fact
+        causes = {self.accepted.event_id.int: self.accepted, **self.assignments, **self.outcome_ids}
+        clock = CaseClock(
+            self.log, self.accepted, self.routed, settled, causes, self.timing, self.found
+        )
+        clock.check(now, closes[0] if closes else None, deadline, bool(waits))
 
     def _one(self, facts: list[Fact], what: str) -> Fact | None:
         """The earliest of facts a case holds once; the others are reported."""
@@ -137,9 +197,10 @@ class CaseJudge:
             return
         routed, item = self.routed, self.item
         problems: list[str] = []
-        if routed.catalogue_version != self.catalogue.version:
+        if routed.catalogue_version not in self.published:
             problems.append(
-                f"routed by catalogue {routed.catalogue_version}, not {self.catalogue.version}"
+                f"routed by catalogue {routed.catalogue_version}, which was never published "
+                f"(today's is {self.current.version})"
             )
         if routed.item_code != self.item_code:
             problems.append(f"routed item {routed.item_code}, but {self.item_code} came in")
@@ -173,9 +234,10 @@ class CaseJudge:
             return
         rejected = self.rejected_fact.payload(Rejected)
         detail: str | None = None
-        if rejected.catalogue_version != self.catalogue.version:
+        if rejected.catalogue_version not in self.published:
             detail = (
-                f"rejected by catalogue {rejected.catalogue_version}, not {self.catalogue.version}"
+                f"rejected by catalogue {rejected.catalogue_version}, which was never "
+                f"published (today's is {self.current.version})"
             )
         elif _routable(self.item, self.accepted):
             detail = (
@@ -189,7 +251,8 @@ class CaseJudge:
         routed, index = self.routed, step.step_index
         assert index is not None
         if routed is None:
-            problems.append("the case has no routing slip (no CaseRouted)")
+            if not self._tainted_kind(CaseRouted.event_type):
+                problems.append("the case has no routing slip (no CaseRouted)")
         elif index >= len(routed.steps):
             problems.append(f"step {index} is beyond the {len(routed.steps)}-step slip")
         else:
@@ -205,19 +268,28 @@ class CaseJudge:
                     if step.review
                     else "a decision on a case already settled on the spot"
                 )
-        cause = step.causation_id
-        if index == 0:
-            if cause is None or cause.int != self.accepted.event_id.int:
-                problems.append("step 0 was not caused by the case's acceptance")
-        else:
-            approval = self.approvals.get(cause.int) if cause is not None else None
-            if approval is None or approval.step_index != index - 1:
-                problems.append(f"assigned without an approval of step {index - 1}")
+        cause = self._cause_problem(step, index)
+        if cause is not None:
+            problems.append(cause)
         if step.event_type == StepAssigned.event_type and step.department is not None:
             expected_topic = dept_tasks(step.department)
             if step.topic != expected_topic:
                 problems.append(f"published on {step.topic}, not {expected_topic}")
         return problems
+
+    def _cause_problem(self, step: Fact, index: int) -> str | None:
+        """A step is caused by the acceptance (step 0) or the previous step's approval."""
+        cause = step.causation_id
+        if self._tainted(cause):
+            return None  # caused by a record that failed its signature checks: reported there
+        if index == 0:
+            if cause is None or cause.int != self.accepted.event_id.int:
+                return "step 0 was not caused by the case's acceptance"
+            return None
+        approval = self.approvals.get(cause.int) if cause is not None else None
+        if approval is None or approval.step_index != index - 1:
+            return f"assigned without an approval of step {index - 1}"
+        return None
 
     def _check_steps(self, facts: list[Fact]) -> None:
         """StepAssigned (or CaseAdvanced) records: each fits the slip and follows the
@@ -273,7 +345,9 @@ class CaseJudge:
         problems: list[str] = []
         cause = outcome.causation_id
         task = self.assignments.get(cause.int) if cause is not None else None
-        if task is None:
+        if task is None and self._tainted(cause):
+            pass  # answers a task that failed its signature checks: reported there
+        elif task is None:
             problems.append(f"step {outcome.step_index} outcome answers no assignment of the case")
         elif (task.step_index, task.department, task.action, task.review) != (
             outcome.step_index,
@@ -296,7 +370,7 @@ class CaseJudge:
         spot (its review is flagged instead) and not closed before (``close``: the
         case's first close); one wait per StepNeedsInfo, a second being reported as a
         step's second assignment is. Returns the explained ones."""
-        outcomes = {f.event_id.int: f for f in self.log.outcomes}
+        outcomes = self.outcome_ids
         fitting: dict[int, list[Fact]] = {}
         for wait in self.log.waiting:
             problems = self._wait_problems(wait, outcomes, close)
@@ -326,7 +400,9 @@ class CaseJudge:
         problems: list[str] = []
         cause = wait.causation_id
         asked = outcomes.get(cause.int) if cause is not None else None
-        if asked is None or asked.event_type != StepNeedsInfo.event_type:
+        if asked is None and self._tainted(cause):
+            pass  # follows a record that failed its signature checks: reported there
+        elif asked is None or asked.event_type != StepNeedsInfo.event_type:
             problems.append(f"waits at step {wait.step_index} without a StepNeedsInfo behind it")
         else:
             problems += self._asked_problems(wait, asked)
@@ -369,7 +445,68 @@ class CaseJudge:
         timeline.sort(key=time_key)
         return last_wait(timeline, fact_type) is not None
 
+    def _tainted(self, cause: UUID | None) -> bool:
+        """Whether ``cause`` names a record of the case that failed its signature checks."""
+        return cause is not None and cause.int in self.tainted
+
+    def _tainted_kind(self, event_type: str) -> bool:
+        return any(f.event_type == event_type for f in self.tainted.values())
+
+    def _check_subjects(self) -> None:
+        """Every task and every outcome is about the accepted case's applicant and item
+        (a task also carries its name, community and form unchanged)."""
+        mine = self.accepted
+        accepted: dict[str, object] | None = None
+        for fact in (*self.log.assigned, *self.log.outcomes):
+            if fact.subject == mine.subject and fact.particulars in (None, mine.particulars):
+                continue
+            if accepted is None:
+                accepted = _particulars(mine)
+            theirs = _particulars(fact)
+            differ = [name for name, value in theirs.items() if accepted[name] != value]
+            if not differ:
+                continue  # the same, spelt otherwise (a form's keys in another order)
+            detail = f"{fact.event_type} of step {fact.step_index} carries another " + (
+                ", ".join(differ) + " than the accepted case"
+            )
+            if "item code" in differ:
+                detail += f" (item {theirs['item code']}, not {accepted['item code']})"
+            self.found.append(fact.violation(SUBJECT_MISMATCH, detail))
+
+    def _close_cause_problem(self, close: Fact, closed: Closed) -> str | None:
+        """Whether the close follows from the decision that ends the case: the
+        acceptance for a case settled on the spot or rejected by the router, the
+        department's rejection, or the approval of the slip's last step."""
+        cause = close.causation_id
+        decision = None
+        if cause is not None:
+            decision = self.outcome_ids.get(cause.int)
+        if closed.on_spot or self.rejected_fact is not None:
+            if cause is None or cause.int != self.accepted.event_id.int:
+                return "a close on the spot or after the router's rejection follows the acceptance"
+            return None
+        if decision is None:
+            return f"closed {closed.outcome}, caused by {cause}, which is no decision of the case"
+        last = len(self.routed.steps) - 1 if self.routed is not None else 0
+        if closed.outcome == "rejected":
+            wrong = decision.event_type != StepRejected.event_type
+        else:
+            wrong = decision.event_type != StepApproved.event_type or decision.step_index != last
+        if not wrong:
+            return None
+        ends = (
+            "a rejection"
+            if closed.outcome == "rejected"
+            else f"the approval of the last step {last}"
+        )
+        return (
+            f"closed {closed.outcome}, caused by the {decision.event_type} of step "
+            f"{decision.step_index}, not by {ends}"
+        )
+
     def _check_close(self, close: Fact) -> None:
+        if self._tainted(close.causation_id):
+            return  # follows a record that failed its signature checks: reported there
         closed = close.payload(Closed)
         routed = self.routed
         problem: str | None = None
@@ -384,6 +521,12 @@ class CaseJudge:
                 problem = "closed approved without a routing slip"
             else:
                 approved = {a.step_index for a in self.approvals.values()}
+                # An approval that failed its signature checks is reported there.
+                approved |= {
+                    f.step_index
+                    for f in self.tainted.values()
+                    if f.event_type == StepApproved.event_type
+                }
                 missing = [str(i) for i in range(len(routed.steps)) if i not in approved]
                 if missing:
                     problem = f"closed approved, but step(s) {', '.join(missing)} never approved"
@@ -391,6 +534,10 @@ class CaseJudge:
             problem = "closed rejected, but neither a department nor the router rejected it"
         if problem is not None:
             self.found.append(close.violation(INCONSISTENT_CLOSE, problem))
+            return
+        problem = self._close_cause_problem(close, closed)
+        if problem is not None:
+            self.found.append(close.violation(UNCAUSED_CLOSE, problem))
 
     def _check_accesses(self) -> None:
         """PersonalDataAccessed records: each read by a role its service shows cases to

@@ -3,17 +3,24 @@ the replay's first pass over them (:class:`Reader`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
 from aiokafka import TopicPartition
 
-from services.audit.verifier.facts import CaseLog, Fact, shape
+from services.audit.projection import iso
+from services.audit.verifier.facts import CaseLog, Fact, home_topic, shape
+from services.audit.verifier.placement import Placement, case_of_key
 from services.audit.verifier.report import (
     BAD_SIGNATURE,
+    CLOCK_SKEW,
     DUPLICATE_EVENT_CONFLICT,
+    EVENT_ON_TWO_TOPICS,
+    FORGED_COPY,
+    KEY_NOT_VALID,
     MALFORMED_RECORD,
     MISSING_SIGNATURE,
     WRONG_SIGNER,
@@ -39,6 +46,8 @@ class LogRecord:
     value: bytes  # the record value as stored in Kafka
     signer: str | None  # header "onedoor-signer"
     signature: str | None  # header "onedoor-signature" (base64)
+    key: bytes | None = None  # the record's Kafka key (the services key it by case id)
+    timestamp: int | None = None  # the record's Kafka timestamp, ms since the epoch
 
 
 async def log_partitions(settings: Settings) -> list[TopicPartition]:
@@ -68,23 +77,54 @@ async def read_log(
                 elif key == SIGNATURE_HEADER and signature is None:
                     signature = raw.decode(errors="replace")
             append(
-                LogRecord(topics[r.topic], r.partition, r.offset, r.value or b"", signer, signature)
+                LogRecord(
+                    topics[r.topic],
+                    r.partition,
+                    r.offset,
+                    r.value or b"",
+                    signer,
+                    signature,
+                    r.key,
+                    r.timestamp,
+                )
             )
         if on_progress is not None:
             on_progress(len(records), total)
     return records
 
 
-def _record_violation(record: LogRecord, kind: str, detail: str) -> Violation:
-    return Violation(kind, None, None, record.topic, record.partition, record.offset, detail)
+def partition_counts(partitions: Iterable[TopicPartition], prefix: str) -> dict[str, int]:
+    """How many partitions each topic has (logical names): what the placement checks
+    need, from every partition of the log (not one shard's)."""
+    counts: dict[str, int] = {}
+    for tp in partitions:
+        topic = tp.topic.removeprefix(prefix)
+        counts[topic] = max(counts.get(topic, 0), tp.partition + 1)
+    return counts
+
+
+def _record_violation(
+    record: LogRecord, kind: str, detail: str, case_id: UUID | None = None
+) -> Violation:
+    return Violation(kind, case_id, None, record.topic, record.partition, record.offset, detail)
 
 
 class Reader:
-    """The first pass: per record, the header checks and the parse; per event id, one
-    canonical copy (the lowest log position) and every copy that contradicts it."""
+    """The first pass: per record, the header checks, the parse and (given the topics'
+    partition counts) its key and partition; per event id, one canonical copy and every
+    copy that contradicts it.
+
+    A record that fails a signature or signer check never counts toward its case's
+    story: it is reported, and kept aside (``CaseLog.tainted``) only so that what
+    follows from it is not reported again as if it were a new fault."""
 
     def __init__(
-        self, keys: PublicKeys, check_signatures: bool, verified: Container[bytes]
+        self,
+        keys: PublicKeys,
+        check_signatures: bool,
+        verified: Container[bytes],
+        partitions: Mapping[str, int] | None = None,
+        skew: timedelta = timedelta(minutes=5),
     ) -> None:
         self.found: list[Violation] = []
         self.records = 0
@@ -94,40 +134,112 @@ class Reader:
         self.events: dict[int, Fact] = {}
         self.cases: dict[int, CaseLog] = {}
         self._again: dict[int, list[Fact]] = {}
+        self._untrusted: list[Fact] = []
         self.signatures = SignatureCache(keys, verified) if check_signatures else None
         self._signed_right = SignerRule().fits
+        self.placement = Placement(partitions, self.found) if partitions is not None else None
+        self._skew_ms = skew.total_seconds() * 1000
+        self._tz: tzinfo | None = None
+        self._epoch = self._bound = datetime(1970, 1, 1, tzinfo=UTC)
+        self._second = -1
+        # signer -> (since, until, tzinfo): when all its keys are valid, in that tzinfo
+        self._windows: dict[str, tuple[datetime, datetime, tzinfo | None]] = {}
 
     def read(self, record: LogRecord) -> None:
         self.records += 1
         event = decode_record(record.value)
         if isinstance(event, EventDecodeError):
-            # Not an event at all: that is the finding; who signed the bytes is moot.
+            # Not an event at all: that is the finding; who signed the bytes is moot. Its
+            # key still names the case when it is one.
             detail = short(f"not an event: {event}")
-            self.found.append(_record_violation(record, MALFORMED_RECORD, detail))
+            case_id = case_of_key(record.key)
+            self.found.append(_record_violation(record, MALFORMED_RECORD, detail, case_id))
+            if self.placement is not None:
+                self.placement.check_partition(record, case_id, None)
             return
-        fact = Fact(event, record)
+        kind, redrive = shape(type(event))
+        fact = Fact(event, record, kind)
         signer, signature = record.signer, record.signature
+        trusted = True
         if not signer or not signature:
             self.found.append(fact.violation(MISSING_SIGNATURE, "record is not signed"))
+            trusted = False
         elif self.signatures is not None and not self.signatures.ok(
             signer, record.value, signature
         ):
             self.found.append(
                 fact.violation(BAD_SIGNATURE, f"signature does not verify as {signer}")
             )
+            trusted = False
+        elif self.signatures is not None and not self._key_valid(signer, record, fact.at):
+            self.found.append(
+                fact.violation(
+                    KEY_NOT_VALID,
+                    f"signed by {signer} with a key that was not valid at {iso(fact.at)}",
+                )
+            )
+            trusted = False
         if signer and not self._signed_right(record.topic, signer, event):
             problems = signer_problems(record.topic, signer, event)
             self.found.append(fact.violation(WRONG_SIGNER, "; ".join(problems)))
-        if shape(type(event))[1]:
+            trusted = False
+        if self.placement is not None:
+            self.placement.check(record, fact)
+        logged = record.timestamp
+        if logged and logged > 0 and self._after_logged(fact.at, logged):
+            when = datetime.fromtimestamp(logged / 1000, UTC).isoformat(timespec="seconds")
+            self.found.append(
+                fact.violation(CLOCK_SKEW, f"dated {iso(fact.at)}, after Kafka logged it at {when}")
+            )
+        if redrive:
             # A DeadLetterRedriven, an operator's action, not a step of the case: counted,
             # signature-checked, and kept out of the case invariants.
             self.redrives += 1
+            return
+        if not trusted:
+            self._case(fact.case_id).tainted[fact.event_id.int] = fact
+            self._untrusted.append(fact)
             return
         event_id = fact.event_id.int
         if self.events.setdefault(event_id, fact) is fact:
             self._case(fact.case_id).add(fact)
         else:
             self._again.setdefault(event_id, []).append(fact)
+
+    def _key_valid(self, signer: str, record: LogRecord, at: datetime) -> bool:
+        """``SignatureCache.valid_then``, with its usual answer (the signer's keys were
+        all valid then) found here at the cost of a lookup and two comparisons."""
+        window = self._windows.get(signer)
+        if window is not None and at.tzinfo is window[2] and window[0] <= at < window[1]:
+            return True
+        assert self.signatures is not None
+        valid = self.signatures.valid_then(signer, record.value, record.signature or "", at)
+        window = self.signatures.window(signer, at.tzinfo)
+        if window is not None:
+            self._windows[signer] = window
+        return valid
+
+    def _after_logged(self, at: datetime, logged_ms: int) -> bool:
+        """Whether ``at`` is later than Kafka's ``logged_ms`` plus the allowed skew.
+
+        Cheap for the usual record: the bound for the start of its logged second, in
+        ``at``'s own tzinfo when that is UTC (datetimes sharing a tzinfo compare without
+        calling it; pydantic's costs a microsecond a call), is kept while the log stays
+        in that second; only a record past it is measured to the millisecond."""
+        second = logged_ms // 1000
+        tz = at.tzinfo
+        if tz is not self._tz:
+            utc = tz is not None and tz.utcoffset(None) == timedelta(0)
+            self._tz, self._epoch = tz, datetime(1970, 1, 1, tzinfo=tz if utc else UTC)
+            self._second = -1
+        if second != self._second:
+            self._second = second
+            self._bound = self._epoch + timedelta(seconds=second, milliseconds=self._skew_ms)
+        if at <= self._bound:
+            return False
+        since = at - self._epoch
+        ms = (since.days * 86400 + since.seconds) * 1000 + since.microseconds / 1000
+        return ms > logged_ms + self._skew_ms
 
     def _case(self, case_id: UUID) -> CaseLog:
         log = self.cases.get(case_id.int)
@@ -136,10 +248,18 @@ class Reader:
         return log
 
     def resolve_duplicates(self) -> None:
-        """An identical re-delivery is no violation; a copy with other content is."""
+        """Copies of one event id, once every record is read.
+
+        The canonical copy is one on the topic its event belongs to (``home_topic``),
+        the lowest log position among those; only when no copy is at home, the lowest
+        position. A copy on another topic is an ``event_on_two_topics`` whatever the
+        topics' names and whatever its bytes; a copy on the same topic with other
+        content is a ``duplicate_event_conflict``; an identical re-delivery is nothing.
+        A copy that failed its signature checks was never a candidate: it is a
+        ``forged_copy`` of the genuine one."""
         for event_id, copies in self._again.items():
             candidates = [self.events[event_id], *copies]
-            canonical = min(candidates, key=lambda c: c.position)
+            canonical = min(candidates, key=_canonical_order)
             if canonical is not candidates[0]:
                 self._case(candidates[0].case_id).remove(candidates[0])
                 self._case(canonical.case_id).add(canonical)
@@ -147,7 +267,19 @@ class Reader:
             content: dict[str, Any] | None = None
             where = f"{canonical.topic}[{canonical.partition}]@{canonical.offset}"
             for other in candidates:
-                if other is canonical or other.value == canonical.value:
+                if other is canonical:
+                    continue
+                if other.topic != canonical.topic:
+                    same = "the same bytes" if other.value == canonical.value else "other bytes"
+                    self.found.append(
+                        other.violation(
+                            EVENT_ON_TWO_TOPICS,
+                            f"{other.event_type} belongs on {canonical.topic} and is there "
+                            f"at {where}; this copy on {other.topic} has {same}",
+                        )
+                    )
+                    continue
+                if other.value == canonical.value:
                     continue
                 # Same event, other bytes: compare what they say, not how it is spelt.
                 if content is None:
@@ -159,3 +291,18 @@ class Reader:
                             f"event id also at {where}, with different content",
                         )
                     )
+        for fact in self._untrusted:
+            genuine = self.events.get(fact.event_id.int)
+            if genuine is not None:
+                self.found.append(
+                    fact.violation(
+                        FORGED_COPY,
+                        f"fails its signature checks and copies event id {fact.event_id} of "
+                        f"the genuine record at {genuine.topic}[{genuine.partition}]"
+                        f"@{genuine.offset}, which counts instead",
+                    )
+                )
+
+
+def _canonical_order(fact: Fact) -> tuple[bool, str, int, int]:
+    return (fact.topic != home_topic(fact), fact.topic, fact.partition, fact.offset)

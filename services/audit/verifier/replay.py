@@ -16,14 +16,16 @@ The one process-wide effect: a replay pauses the cyclic garbage collector while 
 from __future__ import annotations
 
 import gc
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 
+from services.audit.verifier.clock import Timing
 from services.audit.verifier.judge import CaseJudge
 from services.audit.verifier.log import LogRecord, Reader
 from services.audit.verifier.report import UNKNOWN_CASE, VerifyReport, violation_order
 from shared.contracts.catalogue import Catalogue
+from shared.contracts.events import CaseAccepted
 from shared.messaging.signing import PublicKeys
 
 
@@ -35,6 +37,9 @@ def verify(
     now: datetime,
     check_signatures: bool = True,
     verified: Container[bytes] = frozenset(),
+    partitions: Mapping[str, int] | None = None,
+    timing: Timing | None = None,
+    published: Mapping[str, Catalogue] | None = None,
 ) -> VerifyReport:
     """Replay the log and report every violation of the zero-error invariants.
 
@@ -44,7 +49,15 @@ def verify(
     was already found good (by the audit service, at ingest): a record whose digest is
     in it needs no Ed25519 check again; any other record, one whose bytes or headers
     changed since included, is checked here. Empty (the default): every signature is
-    checked. Violations come sorted by log position, then kind.
+    checked. ``partitions`` (each topic's partition count, the whole log's) turns on the
+    checks of Kafka's own facts: each record keyed by its case id, in the partition the
+    project's partitioner gives that key (``verify_log`` always passes it; records
+    handed in without keys leave it out). Violations come sorted by log position, then
+    kind. ``timing``: the allowed clock skew and how long the router may owe a case its
+    next move (``Settings.audit_clock_skew_s`` and ``audit_stall_after_s``).
+    ``published``: every catalogue version ever published, by version
+    (``services.audit.catalogues``); each case is judged by the one that routed it, and
+    only a version never published is a ``catalogue_mismatch`` (default: today's alone).
 
     Beyond the letter of each kind, decided here:
 
@@ -70,7 +83,15 @@ def verify(
     """
     with gc_paused():
         return replay(
-            records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
+            records,
+            catalogue,
+            keys,
+            now,
+            check_signatures=check_signatures,
+            verified=verified,
+            partitions=partitions,
+            timing=timing,
+            published=published,
         )[0]
 
 
@@ -82,10 +103,15 @@ def replay(
     *,
     check_signatures: bool,
     verified: Container[bytes],
+    partitions: Mapping[str, int] | None = None,
+    timing: Timing | None = None,
+    published: Mapping[str, Catalogue] | None = None,
 ) -> tuple[VerifyReport, set[int], set[int]]:
     """``verify``'s work, and the ``UUID.int`` of every event id and every case id seen
     (what ``shards.merge_shards`` needs to prove shards independent)."""
-    reader = Reader(keys, check_signatures, verified)
+    timing = timing or Timing()
+    published = published or {catalogue.version: catalogue}
+    reader = Reader(keys, check_signatures, verified, partitions, timing.skew)
     for record in records:
         reader.read(record)
     reader.resolve_duplicates()
@@ -94,7 +120,11 @@ def replay(
     for log in reader.cases.values():
         if log.accepted:
             accepted_cases += 1
-            CaseJudge(log, catalogue, found).judge(now)
+            CaseJudge(log, catalogue, found, timing, published).judge(now)
+        elif any(f.event_type == ACCEPTED for f in log.tainted.values()):
+            # Its acceptance failed the signature checks (reported there): nothing of the
+            # case can be judged, and none of it is a case "never accepted".
+            continue
         else:
             found.extend(
                 f.violation(UNKNOWN_CASE, f"{f.event_type} for a case never accepted")
@@ -112,6 +142,9 @@ def replay(
         signatures_reused=signatures.reused if signatures else 0,
     )
     return report, set(reader.events), set(reader.cases)
+
+
+ACCEPTED = CaseAccepted.event_type
 
 
 @contextmanager

@@ -24,6 +24,18 @@ WRONG_SIGNER = "wrong_signer"
 ACCESS_WITHOUT_REASON = "access_without_reason"
 ACCESS_BY_WRONG_ROLE = "access_by_wrong_role"
 BROKEN_HASH_CHAIN = "broken_hash_chain"  # checked by the store, over its own hash chain
+# Issue 19 (audit proof): what a dishonest insider or a subtle bug would do.
+EVENT_ON_TWO_TOPICS = "event_on_two_topics"
+FORGED_COPY = "forged_copy"
+SUBJECT_MISMATCH = "subject_mismatch"
+UNCAUSED_CLOSE = "uncaused_close"
+WRONG_KEY = "wrong_key"
+WRONG_PARTITION = "wrong_partition"
+CLOCK_SKEW = "clock_skew"
+LATE_CLOSE = "late_close"
+STALLED_CASE = "stalled_case"
+STEP_OVERDUE = "step_overdue"
+KEY_NOT_VALID = "key_not_valid"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -44,6 +56,17 @@ VIOLATION_KINDS: tuple[str, ...] = (
     ACCESS_WITHOUT_REASON,
     ACCESS_BY_WRONG_ROLE,
     BROKEN_HASH_CHAIN,
+    EVENT_ON_TWO_TOPICS,
+    FORGED_COPY,
+    SUBJECT_MISMATCH,
+    UNCAUSED_CLOSE,
+    WRONG_KEY,
+    WRONG_PARTITION,
+    CLOCK_SKEW,
+    LATE_CLOSE,
+    STALLED_CASE,
+    STEP_OVERDUE,
+    KEY_NOT_VALID,
 )
 
 _DETAIL_LIMIT = 300

@@ -11,7 +11,9 @@ from datetime import datetime
 
 from aiokafka import TopicPartition
 
-from services.audit.verifier.log import Progress, log_partitions, read_log
+from services.audit.catalogues import published_catalogues
+from services.audit.verifier.clock import Timing
+from services.audit.verifier.log import Progress, log_partitions, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, verify
 from services.audit.verifier.report import VerifyReport
 from services.audit.verifier.shards import ShardedReplay, default_processes, shard_count
@@ -128,5 +130,8 @@ async def _verify_here(
         now=now,
         check_signatures=check_signatures,
         verified=await verdicts,
+        partitions=partition_counts(partitions, settings.topic_prefix),
+        timing=Timing.of(settings),
+        published=published_catalogues(catalogue, settings.audit_catalogue_archive),
     )
     return report, read_s

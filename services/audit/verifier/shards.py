@@ -16,7 +16,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import time
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -24,7 +24,9 @@ from typing import Any, cast
 
 from aiokafka import TopicPartition
 
-from services.audit.verifier.log import LogRecord, Progress, read_log
+from services.audit.catalogues import published_catalogues
+from services.audit.verifier.clock import Timing
+from services.audit.verifier.log import LogRecord, Progress, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, replay
 from services.audit.verifier.report import VerifyReport, violation_order
 from services.audit.verifier.stored import load_verdicts
@@ -52,12 +54,24 @@ def verify_shard(
     now: datetime,
     check_signatures: bool = True,
     verified: Container[bytes] = frozenset(),
+    partitions: Mapping[str, int] | None = None,
+    timing: Timing | None = None,
+    published: Mapping[str, Catalogue] | None = None,
 ) -> ShardReport:
-    """``verify`` over some of the log's records, with the ids a merge needs."""
+    """``verify`` over some of the log's records, with the ids a merge needs
+    (``partitions``: the whole log's partition counts, as ``verify`` takes them)."""
     with gc_paused():
         return ShardReport(
             *replay(
-                records, catalogue, keys, now, check_signatures=check_signatures, verified=verified
+                records,
+                catalogue,
+                keys,
+                now,
+                check_signatures=check_signatures,
+                verified=verified,
+                partitions=partitions,
+                timing=timing,
+                published=published,
             )
         )
 
@@ -139,6 +153,7 @@ class ShardJob:
 
     settings: Settings
     partitions: list[TopicPartition]
+    counts: dict[str, int]  # every topic's partition count (logical names)
     shard: tuple[int, int]  # (shards, index)
     now: datetime
     check_signatures: bool
@@ -179,10 +194,11 @@ class ShardedReplay:
         progress = context.Array("q", 2 * shards, lock=False)
         processes: list[multiprocessing.process.BaseProcess] = []
         pipes: list[Connection] = []
+        counts = partition_counts(partitions, settings.topic_prefix)
         for index, own in enumerate(replay_shards(partitions, shards)):
             receive, send = context.Pipe(duplex=False)
             job = ShardJob(
-                settings, own, (shards, index), now, check_signatures, recheck_signatures
+                settings, own, counts, (shards, index), now, check_signatures, recheck_signatures
             )
             process = context.Process(
                 target=_replay_shard,
@@ -259,12 +275,16 @@ async def _check_shard(job: ShardJob, progress: Any) -> tuple[ShardReport, float
 
     records = await read_log(settings, on_progress, job.partitions)
     read_s = time.perf_counter() - started
+    catalogue = default_catalogue(settings.catalogue_dirs)
     part = verify_shard(
         records,
-        catalogue=default_catalogue(settings.catalogue_dirs),
+        catalogue=catalogue,
         keys=PublicKeys.load_or_empty(settings.registry_path()),
         now=job.now,
         check_signatures=job.check_signatures,
         verified=await verdicts,
+        partitions=job.counts,
+        timing=Timing.of(settings),
+        published=published_catalogues(catalogue, settings.audit_catalogue_archive),
     )
     return part, read_s

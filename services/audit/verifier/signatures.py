@@ -4,10 +4,12 @@ record: the signature rules of a replay."""
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from shared.contracts import topology
 from shared.contracts.events import Event, registry
 from shared.contracts.topology import INTAKE, ROUTER
+from shared.messaging.keyring import KeyEntry
 from shared.messaging.signing import PublicKeys, digest_prefix, signer_digest
 
 
@@ -81,6 +83,9 @@ class SignatureCache:
         self._verified = verified
         self._seen: dict[bytes, bool] = {}
         self._prefixes: dict[str, bytes] = {}  # signer -> its digest_prefix
+        # signer -> [since, until): when every one of its keys is valid (in _tz)
+        self._common: dict[str, tuple[datetime, datetime | None] | None] = {}
+        self._tz: tzinfo | None = None
         self.reused = 0
         self.checked = 0
 
@@ -100,3 +105,45 @@ class SignatureCache:
             self.checked += 1
             result = self._seen[digest] = self._keys.verify(signer, value, signature)
         return result
+
+    def valid_then(self, signer: str, value: bytes, signature: str, at: datetime) -> bool:
+        """Whether a signature that ``ok`` found good was made with a key of ``signer``
+        valid at ``at`` (the event's ``occurred_at``, as the services check it): at once
+        when every key of the signer was valid then, else with Ed25519 again."""
+        tz = at.tzinfo
+        if tz is not self._tz:
+            # The bounds are re-expressed in the events' own UTC tzinfo: datetimes that
+            # share a tzinfo compare without calling it (pydantic's costs a microsecond).
+            self._tz, self._common = tz, {}
+        if signer not in self._common:
+            self._common[signer] = _common_validity(self._keys.entries(signer), tz)
+        common = self._common[signer]
+        if common is not None and common[0] <= at and (common[1] is None or at < common[1]):
+            return True
+        self.checked += 1
+        return self._keys.verify(signer, value, signature, at)
+
+    def window(
+        self, signer: str, tz: tzinfo | None
+    ) -> tuple[datetime, datetime, tzinfo | None] | None:
+        """When every key of ``signer`` is valid, as ``valid_then`` last worked it out
+        for ``tz``: (since, until, tz), ``until`` the largest datetime when open."""
+        common = self._common.get(signer) if tz is self._tz else None
+        if common is None:
+            return None
+        return common[0], common[1] or datetime.max.replace(tzinfo=tz), tz
+
+
+def _common_validity(
+    entries: tuple[KeyEntry, ...], tz: tzinfo | None
+) -> tuple[datetime, datetime | None] | None:
+    """When every one of the keys is valid, [since, until), in ``tz`` when it is UTC."""
+    if not entries:
+        return None
+    since = max(e.valid_from for e in entries)
+    ends = [e.valid_until for e in entries if e.valid_until is not None]
+    until = min(ends) if ends else None
+    if tz is not None and tz.utcoffset(None) == timedelta(0):
+        since = since.astimezone(UTC).replace(tzinfo=tz)
+        until = until.astimezone(UTC).replace(tzinfo=tz) if until is not None else None
+    return since, until
