@@ -6,7 +6,9 @@ zero-error invariants. One module per concern; import from the module itself:
   and the replay's first pass over them (``Reader``);
 - ``signatures``: who may sign what, and Ed25519 checks made once per distinct record;
 - ``facts``: what the rules keep of each event, per case;
+- ``placement``: Kafka's own facts, each record's key and partition;
 - ``judge``: the rules over one accepted case (``CaseJudge``);
+- ``clock``: the time rules of one case (``CaseClock``, ``Timing``);
 - ``replay``: ``verify``, records in, report out (pure, no I/O);
 - ``stored``: what a replay asks the audit store (ingest verdicts, its hash chains);
 - ``shards``: sharing a replay between processes, and merging their reports;

@@ -80,6 +80,12 @@ def verify(
     - one record with several problems of one kind gives one violation, its detail
       naming them all; a problem is reported where it starts, not at its consequences
       (an outcome reported as unassigned still counts as the case's outcome).
+    - a record that fails a signature or signer check (``missing_signature``,
+      ``bad_signature``, ``wrong_signer``, ``key_not_valid``) never counts toward its
+      case, and nothing that only follows from it is reported again; a copy of a genuine
+      event id that fails them is also a ``forged_copy``;
+    - of two copies of one event id, the one on the event's own topic counts, whatever
+      the topics' names; the other is an ``event_on_two_topics``.
     """
     with gc_paused():
         return replay(
