@@ -21,9 +21,10 @@ from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import PersonalDataAccessed
 from shared.contracts.topology import ACCESS_AUDIT, ACCESS_INTAKE
 from shared.messaging.access import access_event
-from shared.messaging.signing import PublicKeys, generate_keys
+from shared.messaging.keyring import generate
+from shared.messaging.signing import PublicKeys
 from shared.messaging.testing import signer_for
-from tests.unit.test_audit_domain import LATER, Keys, LogBuilder, assert_at, only
+from tests.unit.test_audit_domain import LATER, T0, Keys, LogBuilder, assert_at, only
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +38,8 @@ AUDITOR = Accessor("auditor-1", "auditor")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     folder = tmp_path_factory.mktemp("keys")
     for service in SIGNERS:
-        generate_keys(folder, service)
+        # Valid before the first event of these logs (T0), as keys in service are.
+        generate(folder, service, now=T0 - timedelta(days=30))
     return Keys({s: signer_for(folder, s) for s in SIGNERS}, PublicKeys.load(folder))
 
 
