@@ -353,33 +353,32 @@ class WindowDesk:
         return session[0], view
 
     async def case_page(self, request: Request, case_id: str) -> Response:
-        page = Page(request)
-        read = await self._read(page, case_id)
-        if isinstance(read, Response):
-            return read
-        claims, view = read
-        item = self.catalogue.get(view["item_code"])
-        return page.render(
-            "window_case.html",
-            clerk=claims,
-            view=view,
-            item=item,
-            steps=step_states(item, view),
-            promised=promised(item, view["accepted_at"]),
-            departments=DEPARTMENT_LABELS,
-        )
+        return await self._case(request, case_id, "window_case.html", with_steps=True)
 
     async def receipt(self, request: Request, case_id: str) -> Response:
+        return await self._case(request, case_id, "receipt.html", with_steps=False)
+
+    async def _case(
+        self, request: Request, case_id: str, template: str, *, with_steps: bool
+    ) -> Response:
+        """A case read through the API, rendered with ``template`` (the case page also
+        lists each step's state)."""
         page = Page(request)
         read = await self._read(page, case_id)
         if isinstance(read, Response):
             return read
         claims, view = read
         item = self.catalogue.get(view["item_code"])
+        steps: dict[str, Any] = (
+            {"steps": step_states(item, view), "departments": DEPARTMENT_LABELS}
+            if with_steps
+            else {}
+        )
         return page.render(
-            "receipt.html",
+            template,
             clerk=claims,
             view=view,
             item=item,
             promised=promised(item, view["accepted_at"]),
+            **steps,
         )
