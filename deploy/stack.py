@@ -393,8 +393,9 @@ def _format_kafka_storage(cfg: StackConfig, node: int, props: Path) -> None:
             _kafka_classpath(cfg),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            _cluster_id(cfg),
+            # One argument with "=": a random id may begin with "-", which argparse
+            # would otherwise read as an option (about one clone in 64).
+            f"--cluster-id={_cluster_id(cfg)}",
             "-c",
             str(props),
         ],

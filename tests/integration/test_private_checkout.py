@@ -9,13 +9,19 @@ runs the launcher from there, on ports of its own, next to the stack the suite u
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import os
 import socket
 import stat
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+
+from deploy import stack as local_stack
+from tests.conftest import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,3 +96,25 @@ def test_make_stack_up_from_a_clone_in_a_root_owned_0700_folder(tmp_path: Path) 
     finally:
         down = make("stack-down")
     assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+
+
+def test_kraft_storage_formats_with_a_cluster_id_that_begins_with_a_dash(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A random id is URL-safe base64, so one in 64 begins with "-" (CI met one).
+
+    The real StorageTool, on the suite's fetched jars, formats a fresh node with such an
+    id: the launcher passes it in a form argparse cannot mistake for an option.
+    """
+    if stack.local is None:
+        pytest.skip("needs the local stack's fetched Kafka jars")
+    cfg = dataclasses.replace(stack.local, data_dir=tmp_path / "data")
+    cfg.kafka_dir.mkdir(parents=True)
+    cfg.jars_dir.symlink_to(stack.local.jars_dir)
+    dashed = "-" + base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")[1:]
+    (cfg.kafka_dir / "cluster.id").write_text(dashed)
+
+    local_stack._format_kafka_storage(cfg, 0, local_stack._write_kafka_config(cfg, 0))
+
+    meta = (cfg.kafka_log_dir(0) / "meta.properties").read_text()
+    assert f"cluster.id={dashed}" in meta
