@@ -74,6 +74,12 @@ def add_routes(
             lang = i18n.DEFAULT
         back = form.get("back", "/window/")
         if not _BACK.fullmatch(back):
-            back = "/my/" if back.startswith("/my") else "/desk/" if back.startswith("/desk") else "/window/"
+            back = (
+                "/my/"
+                if back.startswith("/my")
+                else "/desk/"
+                if back.startswith("/desk")
+                else "/window/"
+            )
         page.cookies.append((LANG_COOKIE, lang, "/", 365 * 86400))
         return page.redirect(back)

@@ -7,7 +7,6 @@ token). Communities are shown by their code.
 
 from __future__ import annotations
 
-import json
 import re
 
 from fastapi import FastAPI, Request
@@ -25,7 +24,9 @@ CODE = re.compile(r"[0-9A-Za-z-]{1,40}")  # as the audit's API takes it
 class CommunityPages:
     """The community page's routes (:meth:`add_routes`), behind the window's sign-in."""
 
-    def __init__(self, window: WindowDesk, settings: Settings, library: figures.ChartLibrary) -> None:
+    def __init__(
+        self, window: WindowDesk, settings: Settings, library: figures.ChartLibrary
+    ) -> None:
         self.window = window
         self.settings = settings
         self.library = library
@@ -67,7 +68,7 @@ class CommunityPages:
             detail=answer.detail,
             body=body,
             charts=made,
-            specs={c.name: json.dumps(c.spec(), ensure_ascii=False) for c in made},
+            specs=figures.specs(made),
             drawn=self.library.body is not None,
             csv_base=f"{PATH}/communities/{code}/csv",
         )

@@ -14,7 +14,6 @@ a cookie the audit's API would read (it reads only the Authorization header).
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -35,7 +34,12 @@ class Sessions:
     ``roles``, renewing an expired access token with the refresh token."""
 
     def __init__(
-        self, api: Api, settings: Settings, verifier: TokenVerifier, path: str, roles: tuple[str, ...]
+        self,
+        api: Api,
+        settings: Settings,
+        verifier: TokenVerifier,
+        path: str,
+        roles: tuple[str, ...],
     ) -> None:
         self.api = api
         self.settings = settings
@@ -72,7 +76,12 @@ class Sessions:
             (self.access, str(tokens["access_token"]), self.path, int(tokens["expires_in"]))
         )
         page.cookies.append(
-            (self.refresh, str(tokens["refresh_token"]), self.path, self.settings.refresh_token_ttl_s)
+            (
+                self.refresh,
+                str(tokens["refresh_token"]),
+                self.path,
+                self.settings.refresh_token_ttl_s,
+            )
         )
 
     async def sign_in(self, page: Page, form: dict[str, str]) -> list[str] | dict[str, str] | None:
@@ -148,7 +157,7 @@ class DeskPages:
             detail=answer.detail,
             body=body,
             charts=made,
-            specs={c.name: json.dumps(c.spec(), ensure_ascii=False) for c in made},
+            specs=figures.specs(made),
             drawn=self.library.body is not None,
             run=body.get("verification"),
             share=body.get("on_spot_share", 0.0),

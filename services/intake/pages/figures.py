@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import structlog
+from markupsafe import Markup
 
 from services.intake.citizen import DEPARTMENT_LABELS
 from services.intake.pages import i18n
@@ -134,6 +136,21 @@ class Chart:
 
 def charts(body: dict[str, Any], lang: str) -> list[Chart]:
     return [Chart.of(name, table, lang) for name, table in body.get("charts", {}).items()]
+
+
+def specs(made: list[Chart]) -> dict[str, Markup]:
+    """Each chart's JSON for a ``<script type="application/json">`` block: the block's
+    text is not HTML-unescaped by the browser, so it is JSON with ``<``, ``>`` and ``&``
+    written as escapes (no ``</script>`` can end it early), marked safe as it is."""
+    return {
+        chart.name: Markup(  # noqa: S704 - escaped right here, for a script block
+            json.dumps(chart.spec(), ensure_ascii=False)
+            .replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+        )
+        for chart in made
+    }
 
 
 class ChartLibrary:
