@@ -192,5 +192,5 @@ def test_a_missing_chart_library_leaves_tables(tmp_path: Path) -> None:
 def test_a_centre_head_has_a_centre_and_no_window() -> None:
     accounts.check_binding("head", "C01", None, None)
     for centre, window in ((None, None), ("C01", "W01")):
-        with pytest.raises(accounts.AccountError, match="centre head|only a clerk"):
+        with pytest.raises(accounts.AccountError, match=r"centre head|only a clerk"):
             accounts.check_binding("head", centre, window, None)
