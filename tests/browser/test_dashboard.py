@@ -82,18 +82,21 @@ def cases(pipeline: tuple[Pipeline, int]) -> list[str]:
     token = sign_in_sync(running.base, AUDITOR)
 
     def audited() -> bool:
-        body = httpx.get(
-            f"http://127.0.0.1:{audit_port}/dashboard",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        ).json()
+        try:  # the audit (at niceness 19) may still be starting
+            body = httpx.get(
+                f"http://127.0.0.1:{audit_port}/dashboard",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).json()
+        except httpx.HTTPError:
+            return False
         run = body.get("verification") or {}
         report = run.get("report") or {}
         closed = body["charts"]["on_spot"]["series"][0]["values"]
         done: bool = body["cases"] == len(ids) and closed[2] == 0
         return done and report.get("cases", 0) >= len(ids)
 
-    wait_for_sync(audited, 90, "the audit has every case closed and a verify run over them")
+    wait_for_sync(audited, 180, "the audit has every case closed and a verify run over them")
     return ids
 
 
