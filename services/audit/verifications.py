@@ -96,8 +96,15 @@ class VerifySchedule:
         self._child: asyncio.subprocess.Process | None = None
 
     def start(self) -> None:
+        """Start the schedule on the running event loop (the service's runner builds
+        the HTTP app inside it); nothing starts where no loop runs (an app built to be
+        looked at, as the wiring tests do)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
         if self.every > 0 and self._task is None:
-            self._task = asyncio.create_task(self._run(), name="verify-schedule")
+            self._task = loop.create_task(self._run(), name="verify-schedule")
 
     async def close(self) -> None:
         if self._child is not None and self._child.returncode is None:
