@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.test_pages import SHOTS, Watch, browser  # noqa: F401 - a fixture
+from tests.browser.test_pages import Watch
 from tests.conftest import Stack
 from tests.e2e.harness import Pipeline, free_port, run_services, wait_closed
 from tests.support import builders
@@ -100,12 +100,6 @@ def cases(pipeline: tuple[Pipeline, int]) -> list[str]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def shots() -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return SHOTS
-
-
 def sign_in(page: Page, area: str, name: str) -> None:
     page.goto(f"/{area}/")
     page.get_by_label("账号").fill(name)
@@ -153,7 +147,7 @@ def check_charts(page: Page, names: tuple[str, ...]) -> dict[str, list[list[int]
 def test_auditor_dashboard_and_clerk_community_page(
     pipeline: tuple[Pipeline, int],
     cases: list[str],
-    browser: Browser,  # noqa: F811 - the fixture imported above
+    browser: Browser,
     shots: Path,
 ) -> None:
     running, _ = pipeline
