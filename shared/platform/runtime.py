@@ -34,7 +34,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -89,6 +89,14 @@ class Topics:
         return cls(consumes, emits, tuple(dict.fromkeys(provisions)))
 
 
+class Runner(Protocol):
+    """A task of a service beside its loops and relay: runs until ``stop`` is set."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plumbing:
     """What :func:`open_service` opened for a service; a builder wires its loops and its
@@ -111,6 +119,7 @@ class Plumbing:
         http: HttpApp | None = None,
         on_close: Iterable[Callable[[], Awaitable[None]]] = (),
         ready_without_kafka: bool = False,
+        runners: Iterable[Runner] = (),
     ) -> ServiceContext:
         """The finished service: this plumbing, its consumer loops, its HTTP app.
         ``ready_without_kafka``: its readiness needs PostgreSQL only (see ``ops``)."""
@@ -125,6 +134,7 @@ class Plumbing:
             http=http,
             on_close=tuple(on_close),
             ready_without_kafka=ready_without_kafka,
+            runners=tuple(runners),
         )
 
 
@@ -150,6 +160,8 @@ class ServiceContext:
     ready_without_kafka: bool = False
     """Ready (``/health/ready``) with PostgreSQL alone: intake accepts into its outbox
     while the broker is away."""
+    runners: tuple[Runner, ...] = ()
+    """Other tasks that run until the stop (the deadline service's timers)."""
 
     def start(self, stop: asyncio.Event) -> RunningService:
         """Start the outbox relay and every consumer loop as tasks that run until ``stop``
@@ -158,6 +170,7 @@ class ServiceContext:
         freeze_heap()
         tasks = [asyncio.create_task(self.relay.run(stop), name="relay")]
         tasks += [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
+        tasks += [asyncio.create_task(r.run(stop), name=r.name) for r in self.runners]
         metrics = ServiceMetrics([loop.metrics for loop in self.loops], self.relay)
         return RunningService(self, stop, tuple(tasks), time.monotonic(), metrics)
 
