@@ -19,7 +19,7 @@ due. The router records both instants on its events, so a replay never recounts 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -176,7 +176,7 @@ class WorkingCalendar:
         if working_days <= 0:
             return Deadline(0, start, start)
         due_day = self.due_day(start.astimezone(CENTRE_TZ).date(), working_days)
-        day_starts = datetime.combine(due_day, time(), CENTRE_TZ)
+        day_starts = datetime.combine(due_day, time(), CENTRE_TZ).astimezone(UTC)
         return Deadline(working_days, day_starts + timedelta(days=1), day_starts)
 
     def check_covers(self, start: datetime, working_days: int) -> None:
