@@ -68,7 +68,7 @@ from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
 
-SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit")
+SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit", "deadlines")
 BENEFIT_FORM = {
     "last_employer": "X Co.",
     "separation_date": "2026-09-30",
