@@ -19,6 +19,7 @@ from shared.contracts.topology import CASES_DEADLINES
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.platform.aio import sleep_or_stop
 from shared.platform.db import DB_AWAY
+from shared.platform.faults import FaultInjector
 from shared.platform.settings import Settings
 
 log = structlog.get_logger("deadlines")
@@ -39,6 +40,7 @@ class DeadlineClock:
         self.writer = writer
         self.relay = relay
         self.announced = 0
+        self._faults = FaultInjector.from_settings(settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -67,6 +69,8 @@ class DeadlineClock:
             await self.writer.add(conn, CASES_DEADLINES, *notices)
             done = [t.task_id for t in timers if t.settled(frozenset(owed[t.task_id]))]
             await store.settle(conn, done)
+            if notices and self._faults is not None:
+                self._faults.reach("deadlines_before_commit")
         if notices:
             self.announced += len(notices)
             log.info("deadline notices given", notices=len(notices))
