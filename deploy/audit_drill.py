@@ -33,6 +33,7 @@ from services.audit.verifier.report import VerifyReport
 from services.audit.verifier.run import verify_log
 from services.audit.verifier.signatures import allowed_signer
 from services.catalogue import default_catalogue
+from services.deadlines.domain import owed_notices
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
 from shared.contracts.access import Accessor
@@ -43,6 +44,9 @@ from shared.contracts.events import (
     CaseAwaitingInfo,
     CaseClosed,
     CaseRouted,
+    DeadlineMissed,
+    DeadlineNotice,
+    DeadlineWarning,
     Event,
     PersonalDataAccessed,
     StepAssigned,
@@ -54,6 +58,7 @@ from shared.contracts.topology import (
     ACCESS_AUDIT,
     ACCESS_INTAKE,
     CASES_ACCEPTED,
+    CASES_DEADLINES,
     CASES_ROUTING,
     all_topics,
     dept_outcomes,
@@ -654,6 +659,87 @@ FAULTS.update(
 )
 
 
+# --------------------------------------------------------------------------- deadlines (issue 20)
+
+
+def _late(log: LogWriter, catalogue: Catalogue, days: int = 60) -> Flow:
+    """A case accepted ``days`` ago whose department never answered."""
+    return flow(log, catalogue, at=datetime.now(UTC) - timedelta(days=days))
+
+
+def _notices(case: Flow) -> list[DeadlineNotice]:
+    """What the deadline service gives for this case by now (not yet on the log)."""
+    return owed_notices(case.events, utcnow())
+
+
+def deadline_not_announced(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # The deadline service was down for good: neither the warning nor the miss came.
+    case = _late(log, catalogue)
+    UNANNOUNCED.add(case.case_id)
+    return Expected("deadline_not_announced", case.case_id, case.task().event_id, also=("overdue",))
+
+
+def deadline_announced_twice(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = _late(log, catalogue)
+    notices = _notices(case)
+    missed = next(n for n in notices if isinstance(n, DeadlineMissed))
+    again = missed.model_copy(update={"event_id": uuid4(), "occurred_at": utcnow()})
+    case.emit([(CASES_DEADLINES, n) for n in [*notices, again]])
+    return Expected("deadline_announced_twice", case.case_id, again.event_id, also=("overdue",))
+
+
+def deadline_announced_early(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = _late(log, catalogue)
+    notices = _notices(case)
+    warning = next(n for n in notices if isinstance(n, DeadlineWarning))
+    early = warning.model_copy(update={"occurred_at": warning.warn_at - timedelta(days=2)})
+    case.emit([(CASES_DEADLINES, early if n is warning else n) for n in notices])
+    return Expected("deadline_announced_early", case.case_id, early.event_id, also=("overdue",))
+
+
+def deadline_announced_wrongly(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # Decided at once, well in time, and warned about all the same.
+    case = flow(log, catalogue)
+    task = case.task()
+    case.decide(Reject("already_registered", "m"))
+    assert task.warn_at is not None
+    wrong = DeadlineWarning(
+        **task.caused(),
+        producer="deadlines",
+        step_index=task.step_index,
+        department=task.department,
+        review=task.review,
+        due_by=task.due_by,
+        warn_at=task.warn_at,
+    )
+    case.emit([(CASES_DEADLINES, wrong)])
+    return Expected("deadline_announced_wrongly", case.case_id, wrong.event_id)
+
+
+UNANNOUNCED: set[UUID] = set()  # cases whose notices the drill's deadline service skips
+FAULTS.update(
+    {
+        fault.__name__: fault
+        for fault in (
+            deadline_not_announced,
+            deadline_announced_twice,
+            deadline_announced_early,
+            deadline_announced_wrongly,
+        )
+    }
+)
+
+
+def announce_deadlines(log: LogWriter) -> int:
+    """What a working deadline service gives for every late case of the drill (a late
+    close, an overdue case...), so that only the deadline faults above go unannounced."""
+    events = [e for _, e in log.sent if e.case_id not in UNANNOUNCED]
+    notices = owed_notices(events, utcnow())
+    for notice in notices:
+        log.add(CASES_DEADLINES, notice)
+    return len(notices)
+
+
 def found(report: VerifyReport, expected: Expected) -> bool:
     return any(
         v.kind == expected.kind
@@ -669,6 +755,7 @@ async def drill(settings: Settings, console: Console) -> int:
     log = LogWriter.create(settings)
     clean_cases(log, catalogue)
     expected = [fault(log, catalogue) for fault in FAULTS.values()]
+    announce_deadlines(log)
     await log.flush()
     report = await verify_log(settings)
     seconds = report.seconds

@@ -13,11 +13,20 @@ case, when the case closes; a review's clock runs after its case closed on the s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from uuid import UUID
+from datetime import datetime, timedelta
+from uuid import UUID, uuid5
 
-from shared.contracts.events import DeadlineMissed, DeadlineNotice, DeadlineWarning
+from shared.contracts.events import (
+    CaseClosed,
+    DeadlineMissed,
+    DeadlineNotice,
+    DeadlineWarning,
+    Event,
+    StepAssigned,
+    StepOutcome,
+)
 
 PRODUCER = "deadlines"
 WARNING = DeadlineWarning.event_type
@@ -98,3 +107,42 @@ class Timer:
         if kind == WARNING:
             return DeadlineWarning.model_validate({**body, "warn_at": self.warn_at})
         return DeadlineMissed.model_validate(body)
+
+
+def owed_notices(events: Sequence[Event], now: datetime) -> list[DeadlineNotice]:
+    """The notices the service gives by ``now`` for a case's (or a log's) ``events``
+    that they do not hold yet, each dated a second after its time, with ids derived from
+    the task (stable): the service's rules over a list of events, for the audit drill and
+    the tests, which have no timers table."""
+    decided: dict[object, datetime] = {}
+    closed: dict[object, datetime] = {}
+    given: set[tuple[object, int, str]] = set()
+    for e in events:
+        if isinstance(e, StepOutcome) and e.causation_id is not None:
+            decided[e.causation_id] = min(decided.get(e.causation_id, e.occurred_at), e.occurred_at)
+        elif isinstance(e, CaseClosed):
+            closed[e.case_id] = min(closed.get(e.case_id, e.occurred_at), e.occurred_at)
+        elif isinstance(e, DeadlineNotice):
+            given.add((e.case_id, e.step_index, e.event_type))
+    notices: list[DeadlineNotice] = []
+    for task in (e for e in events if isinstance(e, StepAssigned)):
+        timer = Timer(
+            task_id=task.event_id,
+            case_id=task.case_id,
+            correlation_id=task.correlation_id,
+            step_index=task.step_index,
+            department=task.department,
+            review=task.review,
+            due_by=task.due_by,
+            warn_at=task.warn_at,
+            decided_at=decided.get(task.event_id),
+            closed_at=closed.get(task.case_id),
+            warned=(task.case_id, task.step_index, WARNING) in given,
+            missed=(task.case_id, task.step_index, MISSED) in given,
+        )
+        for kind in timer.owed(now):
+            at = (timer.warn_at if kind == WARNING else timer.due_by) or timer.due_by
+            notice = timer.notice(kind, at + timedelta(seconds=1), uuid5(task.event_id, kind))
+            given.add((task.case_id, task.step_index, kind))
+            notices.append(notice)
+    return notices

@@ -44,6 +44,7 @@ from services.audit.verifier.report import (
 )
 from services.audit.verifier.shards import ShardReport, merge_shards, verify_shard
 from services.audit.verifier.signatures import allowed_signer
+from services.deadlines.domain import owed_notices
 from services.router.domain import CaseState, on_outcome, route
 from shared.contracts.calendar import CENTRE_TZ
 from shared.contracts.catalogue import Catalogue, Item, Step
@@ -86,7 +87,6 @@ from shared.messaging.signing import (
 from shared.messaging.testing import signer_for
 from tests.support import builders
 from tests.support.builders import awaiting_info
-from tests.support.deadlines import owed_notices
 
 pytestmark = pytest.mark.unit
 

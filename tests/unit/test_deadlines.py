@@ -18,14 +18,13 @@ from services.audit.verifier.report import (
     OVERDUE,
     VerifyReport,
 )
-from services.deadlines.domain import MISSED, WARNING, Timer
+from services.deadlines.domain import MISSED, WARNING, Timer, owed_notices
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import CaseRouted, DeadlineMissed, DeadlineWarning, StepAssigned
 from shared.contracts.topology import CASES_DEADLINES
 from shared.messaging.keyring import generate
 from shared.messaging.signing import PublicKeys
 from shared.messaging.testing import signer_for
-from tests.support.deadlines import owed_notices
 from tests.unit.test_audit_domain import SERVICES, T0, Keys, LogBuilder
 
 pytestmark = pytest.mark.unit
