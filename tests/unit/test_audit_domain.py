@@ -1284,6 +1284,26 @@ def test_stats_on_a_small_known_log(log: LogBuilder) -> None:
     assert cases["approved"].case_id in views
 
 
+def test_stats_count_promises_kept_per_item_community_and_department(log: LogBuilder) -> None:
+    clean_log(log)
+    late = log.undecided()
+    promised = log.find(late.case_id, CaseRouted).promised_by
+    log.announce_deadlines(promised)  # its step warned, then missed
+    result = stats(_views(log), now=promised + timedelta(seconds=1))
+    benefit = result.promises["per_item"]["SS-UNEMPLOYMENT-BENEFIT"]
+    # The approved and the rejected case closed in time; the undecided one is late.
+    assert benefit == {"on_time": 2, "late": 1, "share": round(2 / 3, 4)}
+    assert result.promises["per_item"]["HR-EMPLOYMENT-REGISTRATION"]["share"] == 1.0
+    assert result.promises["per_community"]["110105001001"]["late"] == 1
+    assert result.promises["per_department"]["hr_registration"] == {
+        "decided": 4,
+        "missed": 1,
+        "warned": 1,
+        "share": 0.75,
+    }
+    assert result.to_json()["promises"]["per_department"]["social_security"]["missed"] == 0
+
+
 def test_stats_list_open_cases_past_their_promise(log: LogBuilder) -> None:
     clean_log(log)
     late = log.undecided()
