@@ -196,11 +196,11 @@ def tally(
         dept[OUTCOME_COUNTER[event_type]] += n
     durations.sort()
     kept["per_department"] = {
-        d: {"decided": sum(c.values()), "missed": 0, "warned": 0, **notices.get(d, {})}
+        d: {"decided": float(sum(c.values())), "missed": 0, "warned": 0, **notices.get(d, {})}
         for d, c in per_department.items()
     }
-    for table in kept.values():
-        for row in table.values():
+    for rows in kept.values():
+        for row in rows.values():
             _share(row)
     return Stats(
         per_item=_sorted_nested(per_item),
