@@ -683,18 +683,20 @@ def deadline_announced_twice(log: LogWriter, catalogue: Catalogue) -> Expected:
     case = _late(log, catalogue)
     notices = _notices(case)
     missed = next(n for n in notices if isinstance(n, DeadlineMissed))
-    again = missed.model_copy(update={"event_id": uuid4(), "occurred_at": utcnow()})
+    later = missed.occurred_at + timedelta(seconds=1)
+    again = missed.model_copy(update={"event_id": uuid4(), "occurred_at": later})
     case.emit([(CASES_DEADLINES, n) for n in [*notices, again]])
     return Expected("deadline_announced_twice", case.case_id, again.event_id, also=("overdue",))
 
 
 def deadline_announced_early(log: LogWriter, catalogue: Catalogue) -> Expected:
-    case = _late(log, catalogue)
-    notices = _notices(case)
-    warning = next(n for n in notices if isinstance(n, DeadlineWarning))
-    early = warning.model_copy(update={"occurred_at": warning.warn_at - timedelta(days=2)})
-    case.emit([(CASES_DEADLINES, early if n is warning else n) for n in notices])
-    return Expected("deadline_announced_early", case.case_id, early.event_id, also=("overdue",))
+    # Accepted now and warned at once, days before one working day is left.
+    case = flow(log, catalogue)
+    future = owed_notices(case.events, utcnow() + timedelta(days=400))
+    warning = next(n for n in future if isinstance(n, DeadlineWarning))
+    early = warning.model_copy(update={"occurred_at": utcnow()})
+    case.emit([(CASES_DEADLINES, early)])
+    return Expected("deadline_announced_early", case.case_id, early.event_id)
 
 
 def deadline_announced_wrongly(log: LogWriter, catalogue: Catalogue) -> Expected:

@@ -142,7 +142,9 @@ def owed_notices(events: Sequence[Event], now: datetime) -> list[DeadlineNotice]
         )
         for kind in timer.owed(now):
             at = (timer.warn_at if kind == WARNING else timer.due_by) or timer.due_by
-            notice = timer.notice(kind, at + timedelta(seconds=1), uuid5(task.event_id, kind))
+            # Never before the task itself: the service learns of it from the log.
+            when = max(at, task.occurred_at) + timedelta(seconds=1)
+            notice = timer.notice(kind, when, uuid5(task.event_id, kind))
             given.add((task.case_id, task.step_index, kind))
             notices.append(notice)
     return notices
