@@ -35,7 +35,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -90,6 +90,14 @@ class Topics:
         return cls(consumes, emits, tuple(dict.fromkeys(provisions)))
 
 
+class Runner(Protocol):
+    """A task of a service beside its loops and relay: runs until ``stop`` is set."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plumbing:
     """What :func:`open_service` opened for a service; a builder wires its loops and its
@@ -114,6 +122,7 @@ class Plumbing:
         http: HttpApp | None = None,
         on_close: Iterable[Callable[[], Awaitable[None]]] = (),
         ready_without_kafka: bool = False,
+        runners: Iterable[Runner] = (),
     ) -> ServiceContext:
         """The finished service: this plumbing, its consumer loops, its HTTP app.
         ``ready_without_kafka``: its readiness needs PostgreSQL only (see ``ops``)."""
@@ -128,6 +137,7 @@ class Plumbing:
             http=http,
             on_close=tuple(on_close),
             ready_without_kafka=ready_without_kafka,
+            runners=tuple(runners),
             provision=self.provision,
         )
 
@@ -154,6 +164,8 @@ class ServiceContext:
     ready_without_kafka: bool = False
     """Ready (``/health/ready``) with PostgreSQL alone: intake accepts into its outbox
     while the broker is away."""
+    runners: tuple[Runner, ...] = ()
+    """Other tasks that run until the stop (the deadline service's timers)."""
     provision: Callable[[], Awaitable[Any]] | None = None
     """Topic provisioning that waits for the broker while the service already runs: the
     relay and the loops start once it is done (see ``open_service``)."""
@@ -168,6 +180,7 @@ class ServiceContext:
         runs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("relay", lambda: self.relay.run(stop)),
             *((loop.name, functools.partial(loop.run, stop)) for loop in self.loops),
+            *((r.name, functools.partial(r.run, stop)) for r in self.runners),
         ]
         if self.provision is None:
             tasks: list[asyncio.Task[Any]] = [

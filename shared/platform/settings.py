@@ -267,6 +267,29 @@ class Settings(BaseSettings):
         description="Extra folders holding department packages (<dir>/<department>/"
         "catalogue.yaml) beside those under services/; JSON list in the environment.",
     )
+    calendar_dir: Path | None = Field(
+        default=None,
+        description="Folder of the working-day calendars (<year>.yaml: public holidays and "
+        "weekend days worked); default the shipped shared/contracts/calendars.",
+    )
+    test_working_day_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Tests only: count a working day as this many seconds (every day one), "
+        "so promises fall due within a test; never set in production.",
+    )
+    deadlines_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the deadline service looks for warnings and misses due.",
+    )
+    deadlines_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long past a step's due time (or warning time) the deadline "
+        "service waits before announcing it: an outcome decided in time may still be on "
+        "its way through the log.",
+    )
     fault_crash_point: str = Field(
         default="", description="Tests only: a crash point (shared.platform.faults) to die at."
     )
