@@ -48,9 +48,9 @@ from shared.messaging.consumer import ConsumerLoop
 from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
-from shared.messaging.topics import ensure_topics
-from shared.platform import aio, http_server, ops
-from shared.platform.db import create_pool, migrate_dsn
+from shared.messaging.topics import ensure_topics, missing_topics
+from shared.platform import aio, http_server, ops, tracing
+from shared.platform.db import create_pool, migrate_dsn, pending_migrations
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import ServiceMetrics
@@ -228,6 +228,7 @@ class RunningService:
             if isinstance(result, Exception):
                 service.log.error("task had died", task=task.get_name(), error=repr(result))
         await service.pool.close()
+        tracing.shutdown()  # exports the spans still pending
         service.log.info("service stopped")
 
 
@@ -291,11 +292,17 @@ async def open_service(
     settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
-    applied = await wait_for_dependency(
-        lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
-    )
-    if applied:
-        log.info("migrations applied", schema=schema, applied=applied)
+    if tracing.configure(settings, name) is not None:
+        log.info("tracing on", otel_sample_ratio=settings.otel_sample_ratio)
+    directories = [MESSAGING_MIGRATIONS, *migrations]
+    if not settings.migrate_at_start:
+        await wait_for_migrate_job(settings, log, schema, directories, topics.provisions)
+    else:
+        applied = await wait_for_dependency(
+            lambda: migrate_dsn(settings.dsn(), schema, directories), log
+        )
+        if applied:
+            log.info("migrations applied", schema=schema, applied=applied)
     try:
         created = await wait_for_dependency(lambda: ensure_topics(settings, topics.provisions), log)
     except LimitsError as exc:
@@ -321,6 +328,33 @@ async def open_service(
         relay=OutboxRelay(settings, pool, name=name),
         topics=topics,
     )
+
+
+async def wait_for_migrate_job(
+    settings: Settings, log: Any, schema: str, directories: Sequence[Path], topics: Sequence[str]
+) -> None:
+    """``ONEDOOR_MIGRATE_AT_START=false``: wait (back-off 1 s doubling to 10 s, until a
+    stop) until ``onedoor-migrate`` has applied every migration of this image to
+    ``schema`` and created ``topics``; never migrate from here. A schema ahead of the
+    image (a newer release's migrations) is fine: migrations only add."""
+    delay = 1.0
+    while True:
+        pending = await wait_for_dependency(
+            lambda: pending_migrations(settings.dsn(), schema, directories), log
+        )
+        missing = await wait_for_dependency(lambda: missing_topics(settings, topics), log)
+        if not pending and not missing:
+            log.info("schema and topics ready (made by onedoor-migrate)", schema=schema)
+            return
+        log.warning(
+            "waiting for onedoor-migrate (the migrations Job)",
+            schema=schema,
+            pending_migrations=pending,
+            missing_topics=len(missing),
+            retry_in_s=delay,
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 def load_keys(settings: Settings, name: str) -> tuple[Signer, PublicKeys]:
