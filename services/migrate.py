@@ -202,3 +202,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in skipped:
         print(f"{name}: skipped (its package is not installed here; it migrates at its start)")
     print(f"onedoor-migrate: done, {len(found)} services")
+
+
+if __name__ == "__main__":
+    main()
