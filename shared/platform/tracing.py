@@ -199,8 +199,9 @@ def carry(cause: Sequence[tuple[str, bytes]] | None = None) -> TraceHeaders:
             for stale in tracing.open.values():
                 stale.end()
             tracing.open.clear()
+        event_type = _header(cause, "event_type")
         span = tracing.tracer.start_span(
-            "process",
+            f"process {event_type}" if event_type else "process",
             context=trace.set_span_in_context(NonRecordingSpan(remote)),
             kind=SpanKind.CONSUMER,
         )

@@ -220,6 +220,9 @@ async def test_one_case_is_one_trace_from_the_window_to_the_close(
 
     by_service = await wait_for(whole_trace, 30, "spans of every service in the case's trace")
     assert "POST /cases" in by_service["intake"], by_service
+    assert {"process CaseAccepted", "process StepApproved"} <= by_service["router"], by_service
+    assert "process StepAssigned" in by_service["hr_registration"], by_service
+    assert "process StepAssigned" in by_service["social_security"], by_service
     spans = collector.of_trace(trace_id)
     roots = [s for s in spans if not s.parent.strip("0")]
     assert [(s.service, s.name) for s in roots] == [("intake", "POST /cases")], spans

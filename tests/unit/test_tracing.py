@@ -56,7 +56,7 @@ def test_parse_refuses_what_is_not_a_traceparent() -> None:
 def test_an_event_carries_a_child_span_ended_with_its_batch(
     spans: InMemorySpanExporter,
 ) -> None:
-    record = Rec(((tracing.TRACEPARENT, SAMPLED.encode()),))
+    record = Rec(((tracing.TRACEPARENT, SAMPLED.encode()), ("event_type", b"CaseAccepted")))
     first = dict(tracing.carry(record.headers))
     again = dict(tracing.carry(record.headers))  # a second event of the same record
     assert first == again
@@ -68,8 +68,8 @@ def test_an_event_carries_a_child_span_ended_with_its_batch(
     tracing.consumed("router", [record, other, Rec(())], 0.0, ["cases.accepted"])
     tracing.shutdown()
     done = {s.name: s for s in spans.get_finished_spans()}
-    assert set(done) == {"process", "consume router"}
-    child = done["process"]
+    assert set(done) == {"process CaseAccepted", "consume router"}
+    child = done["process CaseAccepted"]
     assert child.parent is not None
     assert child.parent.span_id == int("00f067aa0ba902b7", 16)
     assert f"{child.context.span_id:016x}" == span_id
