@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import gc
 import os
 import random
@@ -103,6 +104,8 @@ class Plumbing:
     writer: OutboxWriter
     relay: OutboxRelay
     topics: Topics
+    provision: Callable[[], Awaitable[Any]] | None = None
+    """Topic provisioning still to do once running (``open_service(provision_later=True)``)."""
 
     def service(
         self,
@@ -125,6 +128,7 @@ class Plumbing:
             http=http,
             on_close=tuple(on_close),
             ready_without_kafka=ready_without_kafka,
+            provision=self.provision,
         )
 
 
@@ -150,16 +154,60 @@ class ServiceContext:
     ready_without_kafka: bool = False
     """Ready (``/health/ready``) with PostgreSQL alone: intake accepts into its outbox
     while the broker is away."""
+    provision: Callable[[], Awaitable[Any]] | None = None
+    """Topic provisioning that waits for the broker while the service already runs: the
+    relay and the loops start once it is done (see ``open_service``)."""
 
     def start(self, stop: asyncio.Event) -> RunningService:
         """Start the outbox relay and every consumer loop as tasks that run until ``stop``
         is set, once the start-up's long-lived objects are set aside from the garbage
-        collector (:func:`freeze_heap`)."""
+        collector (:func:`freeze_heap`). With provisioning still to do, a ``topics`` task
+        does it first (waiting for the broker as long as it takes) and the relay and the
+        loops start after it; the HTTP app answers meanwhile."""
         freeze_heap()
-        tasks = [asyncio.create_task(self.relay.run(stop), name="relay")]
-        tasks += [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
+        runs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("relay", lambda: self.relay.run(stop)),
+            *((loop.name, functools.partial(loop.run, stop)) for loop in self.loops),
+        ]
+        if self.provision is None:
+            tasks: list[asyncio.Task[Any]] = [
+                asyncio.create_task(run(), name=name) for name, run in runs
+            ]
+        else:
+            # Not a watched task of its own (its normal end is no death): the tasks that
+            # wait for it die with it when it fails.
+            provisioned = asyncio.create_task(self._provision(stop), name="topics")
+            tasks = [asyncio.create_task(_after(provisioned, run), name=n) for n, run in runs]
         metrics = ServiceMetrics([loop.metrics for loop in self.loops], self.relay)
         return RunningService(self, stop, tuple(tasks), time.monotonic(), metrics)
+
+    async def _provision(self, stop: asyncio.Event) -> bool:
+        """Provision the topics, waiting out a broker that is away; False when stopped
+        first. A size-limit disagreement (``LimitsError``) fails it, and with it the relay
+        and the loops that wait for it: the process exits 1, for its supervisor to see."""
+        assert self.provision is not None
+        waiting = asyncio.create_task(wait_for_dependency(self.provision, self.log))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            return False
+        stopped.cancel()
+        try:
+            created = waiting.result()
+        except LimitsError as exc:
+            self.log.error("refusing to publish: the size limits do not agree", error=str(exc))  # noqa: TRY400
+            raise
+        if created:
+            self.log.info("topics created", topics=created)
+        return True
+
+
+async def _after(provisioned: asyncio.Task[bool], run: Callable[[], Awaitable[None]]) -> None:
+    """Run ``run`` once the topics are provisioned; not at all when stopped before."""
+    if await provisioned:
+        await run()
 
 
 HttpApp = Callable[["RunningService"], ASGIApp]
@@ -285,10 +333,14 @@ async def open_service(
     schema: str,
     migrations: Sequence[Path],
     topics: Topics,
+    provision_later: bool = False,
 ) -> Plumbing:
     """Configure logging, migrate, provision ``topics.provisions``, open the pool, load
     the key, build the relay. The service connects to Kafka as its own principal
-    (``Settings.for_service``): the brokers' ACLs allow it only its own topics."""
+    (``Settings.for_service``): the brokers' ACLs allow it only its own topics.
+
+    ``provision_later``: leave the topics to the running service (``ServiceContext.start``),
+    so it serves HTTP while the broker is away (intake accepts into its outbox)."""
     settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
@@ -296,20 +348,25 @@ async def open_service(
         log.info("tracing on", otel_sample_ratio=settings.otel_sample_ratio)
     directories = [MESSAGING_MIGRATIONS, *migrations]
     if not settings.migrate_at_start:
-        await wait_for_migrate_job(settings, log, schema, directories, topics.provisions)
+        # A service that provisions later (intake) waits for its schema only: it serves
+        # while the broker is away, and its topics come with the Job or after it.
+        waits_for = () if provision_later else topics.provisions
+        await wait_for_migrate_job(settings, log, schema, directories, waits_for)
     else:
         applied = await wait_for_dependency(
             lambda: migrate_dsn(settings.dsn(), schema, directories), log
         )
         if applied:
             log.info("migrations applied", schema=schema, applied=applied)
-    try:
-        created = await wait_for_dependency(lambda: ensure_topics(settings, topics.provisions), log)
-    except LimitsError as exc:
-        log.error("refusing to start: the size limits do not agree", error=str(exc))  # noqa: TRY400
-        raise
-    if created:
-        log.info("topics created", topics=created)
+    provision = functools.partial(ensure_topics, settings, topics.provisions)
+    if not provision_later:
+        try:
+            created = await wait_for_dependency(provision, log)
+        except LimitsError as exc:
+            log.error("refusing to start: the size limits do not agree", error=str(exc))  # noqa: TRY400
+            raise
+        if created:
+            log.info("topics created", topics=created)
     # PostgreSQL may restart between the migrations and here (it did, under faults).
     pool = await wait_for_dependency(
         lambda: create_pool(
@@ -327,6 +384,7 @@ async def open_service(
         writer=OutboxWriter(signer),
         relay=OutboxRelay(settings, pool, name=name),
         topics=topics,
+        provision=provision if provision_later else None,
     )
 
 
@@ -342,7 +400,9 @@ async def wait_for_migrate_job(
         pending = await wait_for_dependency(
             lambda: pending_migrations(settings.dsn(), schema, directories), log
         )
-        missing = await wait_for_dependency(lambda: missing_topics(settings, topics), log)
+        missing: list[str] = []
+        if topics:  # none asked: the broker is not needed here
+            missing = await wait_for_dependency(lambda: missing_topics(settings, topics), log)
         if not pending and not missing:
             log.info("schema and topics ready (made by onedoor-migrate)", schema=schema)
             return

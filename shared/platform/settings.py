@@ -221,6 +221,27 @@ class Settings(BaseSettings):
         "python -m services.audit.catalogues) beside services/audit/catalogues: verify "
         "judges each case by the catalogue version that routed it.",
     )
+    audit_verify_every_s: int = Field(
+        default=600,
+        ge=0,
+        description="The audit service runs onedoor-audit verify (in a child process, one "
+        "replay process) at start and then this often, and keeps each result for the "
+        "dashboard's last verification; 0 = never (run it by hand).",
+    )
+    audit_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s/?#]+/?)?$",
+        description="Where intake's pages reach the audit's HTTP API (e.g. "
+        "http://audit:8080): the dashboard (/desk/) and the window's community page "
+        "read its figures there with the signed-in person's own token. Unset: those "
+        "pages say the audit is not configured.",
+    )
+    chartjs_file: Path = Field(
+        default=Path("/usr/share/javascript/chart.js/chart.min.js"),
+        description="Chart.js 3 (Debian's libjs-chart.js), served by intake at "
+        "/static/pages/chart.js for the dashboard's charts. Missing: a warning at start "
+        "and pages with the figures' tables only.",
+    )
     db_pool_min: int = Field(
         default=1, ge=0, description="PostgreSQL connections a service keeps open."
     )
