@@ -49,12 +49,13 @@ from shared.messaging.consumer import ConsumerLoop
 from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
-from shared.messaging.topics import ensure_topics, missing_topics
+from shared.messaging.topics import ensure_topics
 from shared.platform import aio, http_server, ops, tracing
-from shared.platform.db import create_pool, migrate_dsn, pending_migrations
+from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import ServiceMetrics
+from shared.platform.migrate_wait import wait_for_migrate_job
 from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import ConfigError, Settings, get_settings
 
@@ -351,7 +352,9 @@ async def open_service(
         # A service that provisions later (intake) waits for its schema only: it serves
         # while the broker is away, and its topics come with the Job or after it.
         waits_for = () if provision_later else topics.provisions
-        await wait_for_migrate_job(settings, log, schema, directories, waits_for)
+        await wait_for_migrate_job(
+            settings, log, schema, directories, waits_for, wait_for_dependency
+        )
     else:
         applied = await wait_for_dependency(
             lambda: migrate_dsn(settings.dsn(), schema, directories), log
@@ -386,35 +389,6 @@ async def open_service(
         topics=topics,
         provision=provision if provision_later else None,
     )
-
-
-async def wait_for_migrate_job(
-    settings: Settings, log: Any, schema: str, directories: Sequence[Path], topics: Sequence[str]
-) -> None:
-    """``ONEDOOR_MIGRATE_AT_START=false``: wait (back-off 1 s doubling to 10 s, until a
-    stop) until ``onedoor-migrate`` has applied every migration of this image to
-    ``schema`` and created ``topics``; never migrate from here. A schema ahead of the
-    image (a newer release's migrations) is fine: migrations only add."""
-    delay = 1.0
-    while True:
-        pending = await wait_for_dependency(
-            lambda: pending_migrations(settings.dsn(), schema, directories), log
-        )
-        missing: list[str] = []
-        if topics:  # none asked: the broker is not needed here
-            missing = await wait_for_dependency(lambda: missing_topics(settings, topics), log)
-        if not pending and not missing:
-            log.info("schema and topics ready (made by onedoor-migrate)", schema=schema)
-            return
-        log.warning(
-            "waiting for onedoor-migrate (the migrations Job)",
-            schema=schema,
-            pending_migrations=pending,
-            missing_topics=len(missing),
-            retry_in_s=delay,
-        )
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 10.0)
 
 
 def load_keys(settings: Settings, name: str) -> tuple[Signer, PublicKeys]:
