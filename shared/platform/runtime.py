@@ -50,11 +50,12 @@ from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
-from shared.platform import aio, http_server, ops
+from shared.platform import aio, http_server, ops, tracing
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import ServiceMetrics
+from shared.platform.migrate_wait import wait_for_migrate_job
 from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import ConfigError, Settings, get_settings
 
@@ -289,6 +290,7 @@ class RunningService:
             if isinstance(result, Exception):
                 service.log.error("task had died", task=task.get_name(), error=repr(result))
         await service.pool.close()
+        tracing.shutdown()  # exports the spans still pending
         service.log.info("service stopped")
 
 
@@ -356,11 +358,22 @@ async def open_service(
     settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
-    applied = await wait_for_dependency(
-        lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
-    )
-    if applied:
-        log.info("migrations applied", schema=schema, applied=applied)
+    if tracing.configure(settings, name) is not None:
+        log.info("tracing on", otel_sample_ratio=settings.otel_sample_ratio)
+    directories = [MESSAGING_MIGRATIONS, *migrations]
+    if not settings.migrate_at_start:
+        # A service that provisions later (intake) waits for its schema only: it serves
+        # while the broker is away, and its topics come with the Job or after it.
+        waits_for = () if provision_later else topics.provisions
+        await wait_for_migrate_job(
+            settings, log, schema, directories, waits_for, wait_for_dependency
+        )
+    else:
+        applied = await wait_for_dependency(
+            lambda: migrate_dsn(settings.dsn(), schema, directories), log
+        )
+        if applied:
+            log.info("migrations applied", schema=schema, applied=applied)
     provision = functools.partial(ensure_topics, settings, topics.provisions)
     if not provision_later:
         try:

@@ -311,6 +311,25 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(default=8080, description="HTTP port of intake and the audit.")
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+    migrate_at_start: bool = Field(
+        default=True,
+        description="A service applies its schema's migrations and creates its topics at "
+        "start (idempotent). false: it only waits until they are there, made by "
+        "onedoor-migrate (the Kubernetes Job), and says so in its log.",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ONEDOOR_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OpenTelemetry traces: the OTLP/HTTP collector's base URL (spans go "
+        "to <url>/v1/traces). Unset: tracing is off and costs nothing per record.",
+    )
+    otel_sample_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of new traces (cases posted at the window) recorded; the "
+        "services downstream follow the window's decision (W3C traceparent's flag).",
+    )
     http_max_connections: int = Field(
         default=1000,
         ge=1,
