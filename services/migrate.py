@@ -36,7 +36,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from services.catalogue import default_catalogue
-from shared.contracts.topology import AUDIT, INTAKE, ROUTER
+from shared.contracts.topology import AUDIT, DEADLINES, INTAKE, ROUTER
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.topics import TopicProvisioningError, ensure_topics
@@ -69,6 +69,7 @@ def plans(departments: Iterable[str], only: Sequence[str] = ()) -> tuple[list[Pl
     those named); and the departments skipped (not installed here)."""
     from services.audit import main as audit  # noqa: PLC0415 - each service's wiring
     from services.audit import store  # noqa: PLC0415
+    from services.deadlines import main as deadlines  # noqa: PLC0415
     from services.intake import main as intake  # noqa: PLC0415
     from services.router import main as router  # noqa: PLC0415
     from shared.department.adapter import SDK_MIGRATIONS, department_topics  # noqa: PLC0415
@@ -78,6 +79,7 @@ def plans(departments: Iterable[str], only: Sequence[str] = ()) -> tuple[list[Pl
         Plan(INTAKE, tuple(intake.MIGRATIONS), intake.topics(names)),
         Plan(ROUTER, (router.MIGRATIONS,), router.topics(names)),
         Plan(AUDIT, (store.MIGRATIONS_DIR,), audit.topics(names)),
+        Plan(DEADLINES, (deadlines.MIGRATIONS,), deadlines.topics(names)),
     ]
     skipped: list[str] = []
     for name in names:
