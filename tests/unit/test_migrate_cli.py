@@ -17,6 +17,7 @@ def test_every_service_and_department_has_a_plan() -> None:
         "intake",
         "router",
         "audit",
+        "deadlines",
         "hr_registration",
         "social_security",
     ]
