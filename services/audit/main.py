@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from services.audit import store
 from services.audit.api import create_app
+from services.audit.checkpoints import CheckpointWriter
 from services.audit.ingest import AuditIngest, event_log_pattern
 from services.catalogue import default_catalogue
 from shared.contracts.topology import AUDIT, all_topics
@@ -38,7 +39,10 @@ def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) ->
     ``topics.consumes``: the pattern matches those and a department's topics created
     after the audit started."""
     settings = plumbing.settings
-    ingest = AuditIngest(settings, plumbing.pool)
+    checkpoints = CheckpointWriter(
+        settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake
+    )
+    ingest = AuditIngest(settings, plumbing.pool, checkpoints=checkpoints)
     loop = ConsumerLoop(
         settings, [], group_id=NAME, processor=ingest, pattern=event_log_pattern(settings)
     )
@@ -46,7 +50,9 @@ def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) ->
         plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
     )
     return plumbing.service(
-        loops=[loop], http=lambda live: create_app(live, ingest, recorder, issuer_of_oidc)
+        loops=[loop],
+        http=lambda live: create_app(live, ingest, recorder, issuer_of_oidc),
+        on_close=[checkpoints.close],  # a last checkpoint of what this run stored
     )
 
 

@@ -16,10 +16,11 @@ from uuid import UUID
 
 from services.audit.access import keep_reads
 from services.audit.chains import GENESIS, chain_hash, content_hash
+from services.audit.keyed import link_mac
 from services.audit.projection import project
 from services.audit.statistics import CaseFigures
 from services.audit.verifier.log import LogRecord
-from shared.contracts.events import Event, PersonalDataAccessed, parse_event
+from shared.contracts.events import AuditCheckpoint, Event, PersonalDataAccessed, parse_event
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.signing import verdict_mac
 from shared.platform.db import Connection, collect_migrations
@@ -73,25 +74,32 @@ async def ingest(
     conn: Connection,
     batch: Sequence[tuple[LogRecord, Event | None]],
     parsed: ParsedEvents | None = None,
+    *,
+    prefix: str = "",
+    mac_key: bytes | None = None,
 ) -> tuple[IngestResult, set[UUID]]:
     """Append a batch to the store inside the caller's transaction.
 
     Returns the counts and the ids of the cases that gained events (reads of personal
-    data aside: they change no view, and go to ``access_reads``). An event already
-    stored with the same bytes is a redelivery (skipped); with other bytes it is kept in
-    ``conflicts`` as evidence. The events stored now go into ``parsed`` (pending until
-    the caller commits it), so refreshing the views does not parse them a second time.
+    data and the audit's own checkpoints aside: they change no view; reads go to
+    ``access_reads``). An event already stored with the same bytes is a redelivery
+    (skipped); with other bytes it is kept in ``conflicts`` as evidence. The events
+    stored now go into ``parsed`` (pending until the caller commits it), so refreshing
+    the views does not parse them a second time. Every row names the deployment
+    (``prefix``, its topic prefix); each event's chain link gets a MAC under ``mac_key``
+    (``services.audit.keyed.link_mac``; none without a key).
     """
     result = IngestResult()
     events = [(r, e) for r, e in batch if e is not None]
     for record, _ in ((r, e) for r, e in batch if e is None):
         inserted = await conn.fetchval(
-            "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value, topic_prefix) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
             record.topic,
             record.partition,
             record.offset,
             record.value,
+            prefix,
         )
         result.malformed += inserted is not None
     if not events:
@@ -116,8 +124,8 @@ async def ingest(
         else:
             inserted = await conn.fetchval(
                 "INSERT INTO conflicts (event_id, topic, kafka_partition, kafka_offset, value,"
-                " content_hash, stored_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                " ON CONFLICT DO NOTHING RETURNING id",
+                " content_hash, stored_hash, topic_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                " $8) ON CONFLICT DO NOTHING RETURNING id",
                 event.event_id,
                 record.topic,
                 record.partition,
@@ -125,6 +133,7 @@ async def ingest(
                 record.value,
                 digest,
                 known,
+                prefix,
             )
             result.conflicts += inserted is not None
     if not fresh:
@@ -148,6 +157,21 @@ async def ingest(
         seq, prev = heads.get(event.case_id, (0, GENESIS))
         link = chain_hash(prev, digest, event.event_id)
         heads[event.case_id] = (seq + 1, link)
+        mac = (
+            None
+            if mac_key is None
+            else link_mac(
+                mac_key,
+                prefix=prefix,
+                case_id=event.case_id,
+                case_seq=seq + 1,
+                event_id=event.event_id,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                chain_hash=link,
+            )
+        )
         rows.append(
             (
                 event.event_id,
@@ -165,6 +189,8 @@ async def ingest(
                 digest,
                 prev,
                 link,
+                prefix,
+                mac,
             )
         )
     await conn.copy_records_to_table(
@@ -186,6 +212,8 @@ async def ingest(
             "content_hash",
             "prev_hash",
             "chain_hash",
+            "topic_prefix",
+            "link_mac",
         ],
     )
     await conn.execute(
@@ -200,8 +228,10 @@ async def ingest(
         conn, [(e, r.signer) for r, e, _ in fresh if isinstance(e, PersonalDataAccessed)]
     )
     result.stored = len(rows)
-    # A read changes no case's view (the projection leaves reads out).
-    return result, {e.case_id for _, e, _ in fresh if not isinstance(e, PersonalDataAccessed)}
+    # A read changes no case's view (the projection leaves reads out), nor a checkpoint.
+    return result, {
+        e.case_id for _, e, _ in fresh if not isinstance(e, PersonalDataAccessed | AuditCheckpoint)
+    }
 
 
 def printable(text: str) -> str:
@@ -209,13 +239,16 @@ def printable(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
-async def keep_unstorable(conn: Connection, record: LogRecord, reason: str) -> bool:
+async def keep_unstorable(
+    conn: Connection, record: LogRecord, reason: str, *, prefix: str = ""
+) -> bool:
     """Keep a record the database refused to store as an event (see migration 004) in
     ``malformed``, with its exact bytes, origin, signature headers and the reason (inside
     the caller's transaction); whether it is new there."""
     inserted = await conn.fetchval(
         "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value, reason, signer,"
-        " signature) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+        " signature, topic_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT DO NOTHING RETURNING id",
         record.topic,
         record.partition,
         record.offset,
@@ -223,6 +256,7 @@ async def keep_unstorable(conn: Connection, record: LogRecord, reason: str) -> b
         printable(reason)[:2000],
         None if record.signer is None else record.signer.encode(),
         None if record.signature is None else record.signature.encode(),
+        prefix,
     )
     return inserted is not None
 

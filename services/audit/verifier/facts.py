@@ -12,6 +12,7 @@ from services.audit.verifier.report import Violation
 from shared.contracts import topology
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
+    AuditCheckpoint,
     CaseAccepted,
     CaseAdvanced,
     CaseAwaitingInfo,
@@ -87,7 +88,8 @@ H = TypeVar("H", Accepted, Routed, Rejected, Closed, Access)
 
 # What Fact keeps of each class of event, decided once per class: isinstance on a
 # pydantic model runs ABCMeta's check in Python code, and a replay would make several
-# per record. In the order Fact tests them; the flag says "a DeadLetterRedriven".
+# per record. In the order Fact tests them; the flag says "a DeadLetterRedriven" (or an
+# AuditCheckpoint: neither is a step of a case).
 _STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _ACCESS, _PLAIN = range(9)
 _SHAPES: dict[type, tuple[int, bool]] = {}
 _OUTCOME_TYPES = frozenset(cls.event_type for cls in (StepApproved, StepRejected, StepNeedsInfo))
@@ -114,7 +116,7 @@ def shape(cls: type) -> tuple[int, bool]:
             kind = _ACCESS
         else:
             kind = _PLAIN
-        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven))
+        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven | AuditCheckpoint))
     return found
 
 

@@ -1,0 +1,12 @@
+-- Issue 19, class 3: a store its own superuser cannot rewrite without trace.
+-- topic_prefix: the deployment whose log a row was read from (several deployments may
+-- share one audit schema, as the tests and `make audit-drill` do); verify compares the
+-- rows of its own deployment with its log. NULL on rows stored before this migration.
+-- link_mac: a MAC over the row's chain link, its case, sequence and place in the log,
+-- under a secret derived from the audit service's private key (services.audit.keyed);
+-- verify checks it on every row of its deployment.
+ALTER TABLE events
+    ADD COLUMN topic_prefix text,
+    ADD COLUMN link_mac bytea CHECK (link_mac IS NULL OR octet_length(link_mac) = 32);
+ALTER TABLE conflicts ADD COLUMN topic_prefix text;
+ALTER TABLE malformed ADD COLUMN topic_prefix text;
