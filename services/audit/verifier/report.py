@@ -36,6 +36,12 @@ LATE_CLOSE = "late_close"
 STALLED_CASE = "stalled_case"
 STEP_OVERDUE = "step_overdue"
 KEY_NOT_VALID = "key_not_valid"
+# Issue 19, class 3: the audit store held to the log and to its own keyed rows.
+STORE_TAMPERED = "store_tampered"
+MISSING_FROM_STORE = "missing_from_store"
+STORE_DIFFERS_FROM_LOG = "store_differs_from_log"
+NOT_IN_LOG = "not_in_log"
+CHECKPOINT_MISMATCH = "checkpoint_mismatch"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -67,6 +73,11 @@ VIOLATION_KINDS: tuple[str, ...] = (
     STALLED_CASE,
     STEP_OVERDUE,
     KEY_NOT_VALID,
+    STORE_TAMPERED,
+    MISSING_FROM_STORE,
+    STORE_DIFFERS_FROM_LOG,
+    NOT_IN_LOG,
+    CHECKPOINT_MISMATCH,
 )
 
 _DETAIL_LIMIT = 300
@@ -112,6 +123,10 @@ class VerifyReport:
     seconds: float = 0.0
     read_seconds: float = 0.0
     chains_checked: bool = False
+    # Whether the store was compared with the log (storecheck), and what the auditor
+    # should know of that comparison's reach.
+    store_compared: bool = False
+    store_notes: list[str] = field(default_factory=list)
 
     def errors(self) -> list[Violation]:
         """The violations that break the zero-error promise (flags excluded)."""
