@@ -10,7 +10,7 @@ A checkpoint is written through the audit's outbox (signed by the relay with the
 key, like its access records) at the first batch after ``ONEDOOR_AUDIT_CHECKPOINT_EVERY_S``
 seconds or ``ONEDOOR_AUDIT_CHECKPOINT_EVERY_ROWS`` records since the previous one, and at
 a clean shutdown. It names only the partitions whose rows changed since the previous
-checkpoint of this replica.
+checkpoint of this replica, never the checkpoints' own topic.
 """
 
 from __future__ import annotations
@@ -128,8 +128,12 @@ class CheckpointWriter:
         self.written = 0
 
     def ingested(self, records: Iterable[LogRecord]) -> None:
-        """A batch of these records was committed to the store."""
+        """A batch of these records was committed to the store. The checkpoints' own
+        topic is left out (its rows are compared with the log like every other row): a
+        checkpoint read back must not call for the next one."""
         for record in records:
+            if record.topic == AUDIT_CHECKPOINTS:
+                continue
             self._pending += 1
             self._tallies.setdefault((record.topic, record.partition), Tally())
 

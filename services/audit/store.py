@@ -460,11 +460,49 @@ async def stream_events(conn: Connection, batch: int = 5000) -> AsyncIterator[An
         yield row
 
 
-async def rebuild(conn: Connection) -> str:
-    """Drop the projection (and the list of reads) and rebuild it from the store; return
-    the new digest (of the case views)."""
-    await conn.execute("DELETE FROM case_views")
-    await conn.execute("DELETE FROM access_reads")
+@dataclass(frozen=True)
+class ViewDifference:
+    """One case whose live view is not what its stored events give."""
+
+    case_id: UUID
+    fields: tuple[str, ...]  # the view's top-level fields that differ ("*": a view is missing)
+    live: dict[str, Any] | None
+    rebuilt: dict[str, Any] | None
+
+
+def _canonical(view: Any) -> Any:
+    return json.loads(json.dumps(view, sort_keys=True, default=str))
+
+
+def view_differences(
+    live: Iterable[dict[str, Any]], rebuilt: Iterable[dict[str, Any]]
+) -> list[ViewDifference]:
+    """Every case whose live view differs from the rebuilt one, by case id."""
+    old = {str(v["case_id"]): _canonical(v) for v in live}
+    new = {str(v["case_id"]): _canonical(v) for v in rebuilt}
+    found = []
+    for case in sorted(old.keys() | new.keys()):
+        a, b = old.get(case), new.get(case)
+        if a == b:
+            continue
+        fields = (
+            ("*",)
+            if a is None or b is None
+            else tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
+        )
+        found.append(ViewDifference(UUID(case), fields, a, b))
+    return found
+
+
+async def rebuild(conn: Connection, *, replace: bool = True) -> tuple[str, list[ViewDifference]]:
+    """Rebuild the projection (and the list of reads) from the store; return the new
+    digest (of the case views) and every case whose live view differed.
+
+    The live projection is rewritten only when it matches, or with ``replace``: then each
+    replaced view is kept first in ``replaced_views`` (append-only), never lost. Without
+    ``replace`` a differing projection is left as it is, so every rebuild names the same
+    cases until someone decides."""
+    live = await live_views(conn)
     events: list[Event] = []
     reads: list[tuple[PersonalDataAccessed, str | None]] = []
     async for row in stream_events(conn):
@@ -472,10 +510,21 @@ async def rebuild(conn: Connection) -> str:
         events.append(event)
         if isinstance(event, PersonalDataAccessed):
             reads.append((event, row["signer"]))
-    await keep_reads(conn, reads)
     views = project(events)
+    rebuilt = [view.to_json() for view in views.values()]
+    differences = view_differences(live, rebuilt)
+    if differences and not replace:
+        return views_digest(rebuilt), differences
+    if differences:
+        await conn.executemany(
+            "INSERT INTO replaced_views (case_id, live, rebuilt) VALUES ($1, $2, $3)",
+            [(d.case_id, d.live, d.rebuilt) for d in differences],
+        )
+    await conn.execute("DELETE FROM case_views")
+    await conn.execute("DELETE FROM access_reads")
+    await keep_reads(conn, reads)
     await conn.executemany(
         "INSERT INTO case_views (case_id, view) VALUES ($1, $2)",
         [(case_id, view.to_json()) for case_id, view in views.items()],
     )
-    return views_digest(view.to_json() for view in views.values())
+    return views_digest(rebuilt), differences
