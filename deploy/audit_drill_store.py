@@ -173,5 +173,51 @@ class Tampering:
         return event_id
 
 
+async def first_place(conn: asyncpg.Connection, case_id: UUID, event_type: str) -> tuple[str, int]:
+    """Where the case's first stored event of this type was read from."""
+    row = await conn.fetchrow(
+        "SELECT topic, kafka_partition FROM events WHERE case_id = $1 AND event_type = $2"
+        " ORDER BY case_seq LIMIT 1",
+        case_id,
+        event_type,
+    )
+    assert row is not None, f"no {event_type} stored for case {case_id}"
+    return row["topic"], row["kafka_partition"]
+
+
 async def log_end(settings: Settings, topic: str, partition: int) -> int:
     return (await end_offsets(settings, [(topic, partition)]))[(topic, partition)]
+
+
+# What the drill expects of each store fault: kind, case, event, and the other kinds the
+# same tampering is also reported as (for the same case).
+StoreExpected = tuple[str, UUID | None, UUID | None, tuple[str, ...]]
+
+
+async def store_faults(settings: Settings, cases: list[UUID]) -> list[StoreExpected]:
+    """As the superuser, on four stored cases (closed, on the log, stored and counted by
+    a checkpoint): rewrite one's close and recompute its chain; delete another's last
+    two rows; add to a third a row the log lacks; delete a fourth's first task and
+    recompute its chain. What verify must find."""
+    rewritten, cut, padded, holed = cases
+    conn = await superuser(settings)
+    try:
+        topic, partition = await first_place(conn, padded, "StepApproved")
+        beyond = await log_end(settings, topic, partition) + 5
+        async with Tampering(conn) as t:
+            forged = await t.rewrite(
+                rewritten, "CaseClosed", {"outcome": "rejected", "reason_code": "forged"}
+            )
+            gone = await t.delete_last(cut, 2)
+            added = await t.insert_copy(padded, "StepApproved", beyond=beyond)
+            deleted = await t.delete(holed, "StepAssigned")
+    finally:
+        await conn.close()
+    return [
+        ("store_tampered", rewritten, forged, ("store_differs_from_log",)),
+        ("store_differs_from_log", rewritten, forged, ("store_tampered",)),
+        ("missing_from_store", cut, gone[-1], ()),
+        ("not_in_log", padded, added, ("store_tampered",)),
+        ("missing_from_store", holed, deleted, ("store_tampered",)),
+        ("checkpoint_mismatch", None, None, ()),
+    ]

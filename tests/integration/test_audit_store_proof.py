@@ -11,7 +11,13 @@ from uuid import UUID
 import pytest
 
 from deploy.audit_drill import Flow, LogWriter, flow
-from deploy.audit_drill_store import Tampering, audit_stores_the_log, log_end, superuser
+from deploy.audit_drill_store import (
+    Tampering,
+    audit_stores_the_log,
+    first_place,
+    log_end,
+    superuser,
+)
 from services.audit import queries
 from services.audit.verifier.log import log_partitions, read_log
 from services.audit.verifier.report import (
@@ -130,11 +136,7 @@ async def test_a_row_the_log_lacks_is_found(settings: Settings, cases: list[Flow
     case = cases[2]
     conn = await superuser(settings)
     try:
-        topic, partition = await conn.fetchrow(
-            "SELECT topic, kafka_partition FROM events WHERE case_id = $1"
-            " AND event_type = 'StepApproved' ORDER BY case_seq LIMIT 1",
-            case.case_id,
-        )
+        topic, partition = await first_place(conn, case.case_id, "StepApproved")
         beyond = await log_end(settings, topic, partition) + 5
         async with Tampering(conn) as t:
             added = await t.insert_copy(case.case_id, "StepApproved", beyond=beyond)
