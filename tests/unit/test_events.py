@@ -121,6 +121,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "resource": "GET /cases/{case_id}",
         "request_id": "r-1",
     },
+    "AuditCheckpoint": {
+        "partitions": [
+            {"topic": "cases.accepted", "partition": 0, "reached": 3, "rows": 3, "digest": "0" * 64}
+        ],
+        "rows": 3,
+    },
 }
 
 
