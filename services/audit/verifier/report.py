@@ -42,6 +42,14 @@ MISSING_FROM_STORE = "missing_from_store"
 STORE_DIFFERS_FROM_LOG = "store_differs_from_log"
 NOT_IN_LOG = "not_in_log"
 CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+# The kinds found in the audit store held to the log (storecheck), not in the log alone.
+STORE_KINDS: tuple[str, ...] = (
+    STORE_TAMPERED,
+    MISSING_FROM_STORE,
+    STORE_DIFFERS_FROM_LOG,
+    NOT_IN_LOG,
+    CHECKPOINT_MISMATCH,
+)
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
