@@ -28,6 +28,7 @@ verify runs is never taken for a fault.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import math
@@ -149,18 +150,32 @@ async def committed_offsets(settings: Settings) -> dict[Place, int] | None:
     }
 
 
-async def end_offsets(settings: Settings, places: Iterable[Place]) -> dict[Place, int]:
-    """The log's end offsets now of these partitions (which the log has)."""
+async def end_offsets(
+    settings: Settings, places: Iterable[Place], consumer: AIOKafkaConsumer | None = None
+) -> dict[Place, int]:
+    """The log's end offsets now of these partitions (which the log has); through
+    ``consumer`` when given (started, and left running)."""
     tps = {TopicPartition(settings.topic(t), p): (t, p) for t, p in set(places)}
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
+    own = consumer is None
+    if consumer is None:
+        consumer = offsets_reader(settings)
+        await consumer.start()
     try:
+        # Assigned first: the client then fetches the partitions' metadata at once, where
+        # end_offsets alone waits for its next refresh (about a second).
+        consumer.assign(list(tps))
         ends = await consumer.end_offsets(list(tps))
     finally:
-        await consumer.stop()
+        if own:
+            await consumer.stop()
     return {tps[tp]: offset for tp, offset in ends.items()}
+
+
+def offsets_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A group-less consumer (not started) that only asks for end offsets."""
+    return AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
 
 
 async def snapshot(
@@ -170,6 +185,26 @@ async def snapshot(
     ``shards.replay_shards``), between the group's committed offsets (read first) and
     the log's end offsets (read last); None when the store is not reachable or not
     migrated to keyed rows."""
+    # The end offsets' reader starts beside the rest: they are asked for only after the
+    # store's snapshot, but starting a client takes longer than all of it.
+    reader = offsets_reader(settings)
+    starting = asyncio.create_task(reader.start())
+    try:
+        return await _snapshot(settings, shard, log_places, reader, starting)
+    finally:
+        if not starting.done():
+            starting.cancel()
+        with contextlib.suppress(Exception):
+            await reader.stop()
+
+
+async def _snapshot(
+    settings: Settings,
+    shard: tuple[int, int],
+    log_places: Sequence[Place],
+    reader: AIOKafkaConsumer,
+    starting: asyncio.Task[None],
+) -> StoreSnapshot | None:
     committed = await committed_offsets(settings)
     conn = await _connect(settings)
     if conn is None:
@@ -197,7 +232,8 @@ async def snapshot(
         rows.setdefault(place, {}).setdefault(row.offset, []).append(row)
     ends: dict[Place, int] | None
     try:
-        ends = await end_offsets(settings, log_places)
+        await starting
+        ends = await end_offsets(settings, log_places, reader)
     except (KafkaError, OSError):
         ends = None
     notes = []
@@ -285,13 +321,16 @@ async def stored_by_content(settings: Settings, digests: set[bytes]) -> set[byte
 
 
 def log_digests(records: Iterable[LogRecord]) -> dict[Place, dict[int, tuple[bytes, LogRecord]]]:
+    """Each record's SHA-256 by partition and offset (records come a partition's run at
+    a time, so the partition's dict is looked up once per run)."""
     out: dict[Place, dict[int, tuple[bytes, LogRecord]]] = {}
     sha256 = hashlib.sha256
+    topic, partition = "", -1
+    offsets: dict[int, tuple[bytes, LogRecord]] = {}
     for r in records:
-        place = (r.topic, r.partition)
-        offsets = out.get(place)
-        if offsets is None:
-            offsets = out[place] = {}
+        if r.partition != partition or r.topic != topic:
+            topic, partition = r.topic, r.partition
+            offsets = out.setdefault((topic, partition), {})
         offsets[r.offset] = (sha256(r.value).digest(), r)
     return out
 
