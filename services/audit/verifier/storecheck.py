@@ -194,8 +194,9 @@ async def snapshot(
     finally:
         if not starting.done():
             starting.cancel()
+        # Bounded: a client whose start was cut short may never finish stopping.
         with contextlib.suppress(Exception):
-            await reader.stop()
+            await asyncio.wait_for(asyncio.shield(reader.stop()), 5)
 
 
 async def _snapshot(
