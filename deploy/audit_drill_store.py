@@ -45,9 +45,8 @@ async def caught_up(settings: Settings) -> bool:
 async def audit_stores_the_log(settings: Settings, seconds: float = 90) -> None:
     """Run the audit service until it has stored the whole log and signed a checkpoint
     of it (one after every batch here), then stop it cleanly."""
-    service = await build_audit(
-        settings.model_copy(update={"audit_nice": 0, "audit_checkpoint_every_s": 0.0})
-    )
+    quiet = {"audit_nice": 0, "audit_checkpoint_every_s": 0.0, "log_level": "WARNING"}
+    service = await build_audit(settings.model_copy(update=quiet))
     deadline = time.monotonic() + seconds
     async with running(service):
         while not await caught_up(settings):
