@@ -10,7 +10,6 @@ import structlog
 
 from services.audit import store
 from services.audit.checkpoints import CheckpointWriter
-from services.audit.keyed import link_mac_key
 from services.audit.verifier.log import LogRecord
 from shared.contracts import topology
 from shared.contracts.decoding import decode_record
@@ -137,7 +136,7 @@ class AuditIngest:
         self._judge = SignatureJudge(
             settings.keys_dir, keys, verdict_mac_key(own), registry=settings.registry_path()
         )
-        self._link_key = link_mac_key(own)
+        self._own = own  # signs each stored row's chain link
         self._checkpoints = checkpoints
         self._parsed = store.ParsedEvents()
         self.totals = store.IngestResult()
@@ -156,7 +155,7 @@ class AuditIngest:
                     batch,
                     self._parsed,
                     prefix=self._settings.topic_prefix,
-                    mac_key=self._link_key,
+                    signer=self._own,
                 )
                 await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
                 # Views replay each case's stored events: earlier batches' are parsed.
@@ -201,7 +200,7 @@ class AuditIngest:
                                 [(entry, event)],
                                 self._parsed,
                                 prefix=self._settings.topic_prefix,
-                                mac_key=self._link_key,
+                                signer=self._own,
                             )
                             await store.record_verdicts(
                                 conn,

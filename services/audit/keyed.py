@@ -1,9 +1,11 @@
 """What makes the audit store tamper-evident beyond its plain SHA-256 chains.
 
-- Each stored event's chain link carries a MAC (``link_mac``) under a secret derived
-  from the audit service's own private key, as the signature verdicts do. A PostgreSQL
-  superuser can rewrite a row and recompute the plain chain after it, but not the MACs:
-  ``verify`` finds the first row of the case whose MAC fails (``store_tampered``).
+- Each stored event's chain link is signed by the audit service with its own Ed25519
+  key (``link_signature``; the rows of one batch share one signature over a Merkle tree,
+  as the services' records do). A PostgreSQL superuser can rewrite a row and recompute
+  the plain chain after it, but not the signatures: ``verify`` finds the first row of
+  the case whose signature fails (``store_tampered``), with the audit's public keys
+  alone (the registry keeps retired ones, so a key rotation leaves old rows checkable).
 - Each log partition's store rows, in offset order, fold into a rolling digest
   (:func:`fold`); the audit service signs it on the log now and then
   (``AuditCheckpoint``), so a row deleted or changed after a checkpoint no longer
@@ -15,23 +17,13 @@ from __future__ import annotations
 import hashlib
 from uuid import UUID
 
-from shared.messaging.signing import Signer
-
-# Domain separation: this key never equals the verdicts' (verdict_mac_key), so a MAC of
-# one kind can never pass for the other.
-_LINK_KEY_TAG = b"onedoor-audit-link-mac-key/v1\x00"
+# Domain separation: no record value and no batch root starts with this tag, so a
+# signature over a link never passes for a signature over anything else.
 _LINK_TAG = b"onedoor-audit-link/v1\x00"
 DIGEST_START = bytes(32)  # a partition's rolling digest before its first row
 
 
-def link_mac_key(signer: Signer) -> bytes:
-    """The secret that keys each stored row's MAC, derived from the audit's private key
-    (whoever may only write to the database cannot make a MAC that checks)."""
-    return hashlib.sha256(_LINK_KEY_TAG + bytes(signer.key)).digest()
-
-
-def link_mac(
-    key: bytes,
+def link_message(
     *,
     prefix: str,
     case_id: UUID,
@@ -42,11 +34,11 @@ def link_mac(
     offset: int,
     chain_hash: str,
 ) -> bytes:
-    """A MAC (keyed BLAKE2b, 32 bytes) binding one stored row's chain link to its case,
-    its place in the case's chain and its place in the log. The chain hash already covers
+    """What the audit signs of one stored row: its chain link bound to its deployment,
+    case, place in the case's chain and place in the log. The chain hash already covers
     the previous row's link, the row's content hash and its event id."""
     names = f"{prefix}\x00{topic}".encode("utf-8", "surrogatepass")
-    body = b"".join(
+    return b"".join(
         (
             _LINK_TAG,
             len(names).to_bytes(4, "big"),
@@ -59,7 +51,6 @@ def link_mac(
             bytes.fromhex(chain_hash),
         )
     )
-    return hashlib.blake2b(body, key=key, digest_size=32).digest()
 
 
 def fold(digest: bytes, offset: int, content: bytes) -> bytes:

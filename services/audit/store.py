@@ -16,13 +16,13 @@ from uuid import UUID
 
 from services.audit.access import keep_reads
 from services.audit.chains import GENESIS, chain_hash, content_hash
-from services.audit.keyed import link_mac
+from services.audit.keyed import link_message
 from services.audit.projection import project
 from services.audit.statistics import CaseFigures
 from services.audit.verifier.log import LogRecord
 from shared.contracts.events import AuditCheckpoint, Event, PersonalDataAccessed, parse_event
 from shared.messaging import MESSAGING_MIGRATIONS
-from shared.messaging.signing import verdict_mac
+from shared.messaging.signing import Signer, verdict_mac
 from shared.platform.db import Connection, collect_migrations
 
 SCHEMA = "audit"
@@ -76,7 +76,7 @@ async def ingest(
     parsed: ParsedEvents | None = None,
     *,
     prefix: str = "",
-    mac_key: bytes | None = None,
+    signer: Signer | None = None,
 ) -> tuple[IngestResult, set[UUID]]:
     """Append a batch to the store inside the caller's transaction.
 
@@ -86,8 +86,8 @@ async def ingest(
     (skipped); with other bytes it is kept in ``conflicts`` as evidence. The events
     stored now go into ``parsed`` (pending until the caller commits it), so refreshing
     the views does not parse them a second time. Every row names the deployment
-    (``prefix``, its topic prefix); each event's chain link gets a MAC under ``mac_key``
-    (``services.audit.keyed.link_mac``; none without a key).
+    (``prefix``, its topic prefix); each event's chain link is signed by ``signer`` (the
+    audit's key; ``services.audit.keyed.link_message``; unsigned without one).
     """
     result = IngestResult()
     events = [(r, e) for r, e in batch if e is not None]
@@ -153,15 +153,13 @@ async def ingest(
         )
     }
     rows = []
+    links: list[bytes] = []
     for record, event, digest in fresh:
         seq, prev = heads.get(event.case_id, (0, GENESIS))
         link = chain_hash(prev, digest, event.event_id)
         heads[event.case_id] = (seq + 1, link)
-        mac = (
-            None
-            if mac_key is None
-            else link_mac(
-                mac_key,
+        links.append(
+            link_message(
                 prefix=prefix,
                 case_id=event.case_id,
                 case_seq=seq + 1,
@@ -190,12 +188,13 @@ async def ingest(
                 prev,
                 link,
                 prefix,
-                mac,
             )
         )
+    # One Ed25519 signature per tree of up to BATCH_LEAVES links, each verifiable alone.
+    signatures = signer.sign_batch(links) if signer is not None else [None] * len(rows)
     await conn.copy_records_to_table(
         "events",
-        records=rows,
+        records=[(*row, sig) for row, sig in zip(rows, signatures, strict=True)],
         columns=[
             "event_id",
             "case_id",
@@ -213,7 +212,7 @@ async def ingest(
             "prev_hash",
             "chain_hash",
             "topic_prefix",
-            "link_mac",
+            "link_signature",
         ],
     )
     await conn.execute(

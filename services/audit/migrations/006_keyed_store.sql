@@ -2,12 +2,13 @@
 -- topic_prefix: the deployment whose log a row was read from (several deployments may
 -- share one audit schema, as the tests and `make audit-drill` do); verify compares the
 -- rows of its own deployment with its log. NULL on rows stored before this migration.
--- link_mac: a MAC over the row's chain link, its case, sequence and place in the log,
--- under a secret derived from the audit service's private key (services.audit.keyed);
--- verify checks it on every row of its deployment.
+-- link_signature: the audit service's Ed25519 signature over the row's chain link, its
+-- case, sequence and place in the log (services.audit.keyed; the rows of one batch
+-- share one signature over a Merkle tree, as the services' records do); verify checks it
+-- on every row of its deployment with the audit's public keys from the key registry.
 ALTER TABLE events
     ADD COLUMN topic_prefix text,
-    ADD COLUMN link_mac bytea CHECK (link_mac IS NULL OR octet_length(link_mac) = 32);
+    ADD COLUMN link_signature text;
 ALTER TABLE conflicts ADD COLUMN topic_prefix text;
 ALTER TABLE malformed ADD COLUMN topic_prefix text;
 

@@ -16,8 +16,8 @@ by record, by SHA-256 of the exact bytes:
   signed by the audit; a forged one is the replay's ``bad_signature``).
 
 And, over the whole store (:func:`keyed_breaks`): ``store_tampered``, the first row of
-a case whose link MAC (``services.audit.keyed.link_mac``) does not check under the
-audit's key, or that has none.
+a case whose link signature (``services.audit.keyed.link_message``, signed by the audit)
+does not verify with the audit's public keys, or that has none.
 
 A replay shared between processes compares in each process the partitions it reads
 (``shard``); the store rows are read in one snapshot, after the group's committed
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,8 +41,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.audit import store
-from services.audit.ingest import VERDICT_SIGNER
-from services.audit.keyed import DIGEST_START, fold, link_mac, link_mac_key
+from services.audit.keyed import DIGEST_START, fold, link_message
 from services.audit.verifier.log import LogRecord, read_log
 from services.audit.verifier.placement import case_of_key
 from services.audit.verifier.report import (
@@ -60,7 +58,7 @@ from shared.contracts import topology
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import AuditCheckpoint, EventDecodeError
 from shared.messaging.kafka import client_options, make_admin
-from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
+from shared.messaging.signing import PublicKeys
 from shared.platform.settings import Settings
 
 Place = tuple[str, int]  # (logical topic, partition)
@@ -81,7 +79,8 @@ FROM malformed WHERE topic_prefix = $1 AND kafka_partition % $2 = $3
 _LEGACY_ROWS = "SELECT count(*) FROM events WHERE topic_prefix IS NULL"
 _STORED_CONTENT = "SELECT content_hash FROM events WHERE content_hash = ANY($1::text[])"
 _LINKS = """
-SELECT case_id, case_seq, event_id, topic, kafka_partition, kafka_offset, chain_hash, link_mac
+SELECT case_id, case_seq, event_id, topic, kafka_partition, kafka_offset, chain_hash,
+       link_signature
 FROM events WHERE topic_prefix = $1 ORDER BY case_id, case_seq
 """
 
@@ -449,14 +448,9 @@ async def compare_with_log(
 
 async def keyed_breaks(settings: Settings) -> list[Violation] | None:
     """``store_tampered``: per case of this deployment, the first stored row whose link
-    MAC is missing or does not check under the audit's key. None when it cannot be
-    checked (no audit key in the keys folder, the store unreachable or not migrated)."""
-    try:
-        key = link_mac_key(
-            Signer.load(settings.keys_dir, VERDICT_SIGNER, key_file=settings.signing_key_file)
-        )
-    except (SigningKeyError, OSError, ValueError):
-        return None
+    signature is missing or does not verify as the audit's (any key of it in the
+    registry). None when it cannot be checked (the store unreachable or not migrated)."""
+    keys = PublicKeys.load_or_empty(settings.registry_path())
     conn = await _connect(settings)
     if conn is None:
         return None
@@ -467,8 +461,7 @@ async def keyed_breaks(settings: Settings) -> list[Violation] | None:
             async for row in conn.cursor(_LINKS, settings.topic_prefix, prefetch=5000):
                 if row["case_id"] == current:
                     continue  # this case is reported already
-                expected = link_mac(
-                    key,
+                message = link_message(
                     prefix=settings.topic_prefix,
                     case_id=row["case_id"],
                     case_seq=row["case_seq"],
@@ -478,8 +471,8 @@ async def keyed_breaks(settings: Settings) -> list[Violation] | None:
                     offset=row["kafka_offset"],
                     chain_hash=row["chain_hash"],
                 )
-                mac = row["link_mac"]
-                if mac is not None and hmac.compare_digest(bytes(mac), expected):
+                signature = row["link_signature"]
+                if signature is not None and keys.verify(topology.AUDIT, message, signature):
                     continue
                 current = row["case_id"]
                 found.append(
@@ -491,9 +484,9 @@ async def keyed_breaks(settings: Settings) -> list[Violation] | None:
                         row["kafka_partition"],
                         row["kafka_offset"],
                         f"row {row['case_seq']} of the case's chain "
-                        + ("has no MAC" if mac is None else "fails its MAC")
-                        + " under the audit's key: written or rewritten outside the audit "
-                        "service (the case's later rows are not vouched for either)",
+                        + ("is not signed" if signature is None else "fails its signature")
+                        + " by the audit: written or rewritten outside the audit service "
+                        "(the case's later rows are not vouched for either)",
                     )
                 )
     except (asyncpg.UndefinedColumnError, asyncpg.UndefinedTableError):
