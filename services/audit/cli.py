@@ -333,7 +333,10 @@ def parser() -> argparse.ArgumentParser:
         "(byte-identical record, same headers, same key) and whose MAC checks under the "
         "audit's key in ONEDOOR_KEYS_DIR, and checks every other record's signature itself "
         "(not ingested yet, or altered since). Without the audit's key every signature is "
-        "checked.",
+        "checked. The audit store is held to the log both ways (missing_from_store, "
+        "store_differs_from_log, not_in_log), to the audit's signature on each stored row "
+        "(store_tampered) and to every checkpoint the audit signed on the log "
+        "(checkpoint_mismatch).",
     )
     v.add_argument("--json", action="store_true")
     sig = v.add_mutually_exclusive_group()
