@@ -52,7 +52,7 @@ from shared.messaging.kafka import client_options
 from shared.platform.settings import Settings
 
 console = Console()
-SERVICES = ["router", "hr_registration", "social_security", "audit"]
+SERVICES = ["router", "hr_registration", "social_security", "audit", "deadlines"]
 HTTP_SERVICES = {"intake", "audit"}  # uvicorn apps; the others serve /health on their own port
 REGIONS = ["110105", "110108", "310104", "440305", "330106", "510107"]
 SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu"]

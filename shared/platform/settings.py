@@ -235,6 +235,27 @@ class Settings(BaseSettings):
         "python -m services.audit.catalogues) beside services/audit/catalogues: verify "
         "judges each case by the catalogue version that routed it.",
     )
+    audit_verify_every_s: int = Field(
+        default=600,
+        ge=0,
+        description="The audit service runs onedoor-audit verify (in a child process, one "
+        "replay process) at start and then this often, and keeps each result for the "
+        "dashboard's last verification; 0 = never (run it by hand).",
+    )
+    audit_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s/?#]+/?)?$",
+        description="Where intake's pages reach the audit's HTTP API (e.g. "
+        "http://audit:8080): the dashboard (/desk/) and the window's community page "
+        "read its figures there with the signed-in person's own token. Unset: those "
+        "pages say the audit is not configured.",
+    )
+    chartjs_file: Path = Field(
+        default=Path("/usr/share/javascript/chart.js/chart.min.js"),
+        description="Chart.js 3 (Debian's libjs-chart.js), served by intake at "
+        "/static/pages/chart.js for the dashboard's charts. Missing: a warning at start "
+        "and pages with the figures' tables only.",
+    )
     db_pool_min: int = Field(
         default=1, ge=0, description="PostgreSQL connections a service keeps open."
     )
@@ -259,6 +280,29 @@ class Settings(BaseSettings):
         default=(),
         description="Extra folders holding department packages (<dir>/<department>/"
         "catalogue.yaml) beside those under services/; JSON list in the environment.",
+    )
+    calendar_dir: Path | None = Field(
+        default=None,
+        description="Folder of the working-day calendars (<year>.yaml: public holidays and "
+        "weekend days worked); default the shipped shared/contracts/calendars.",
+    )
+    test_working_day_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Tests only: count a working day as this many seconds (every day one), "
+        "so promises fall due within a test; never set in production.",
+    )
+    deadlines_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the deadline service looks for warnings and misses due.",
+    )
+    deadlines_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long past a step's due time (or warning time) the deadline "
+        "service waits before announcing it: an outcome decided in time may still be on "
+        "its way through the log.",
     )
     fault_crash_point: str = Field(
         default="", description="Tests only: a crash point (shared.platform.faults) to die at."
