@@ -25,7 +25,7 @@ import structlog
 
 from services.audit.keyed import DIGEST_START, fold
 from services.audit.verifier.log import LogRecord
-from shared.contracts.events import AuditCheckpoint, StorePartition
+from shared.contracts.audit_events import AuditCheckpoint, StorePartition
 from shared.contracts.topology import AUDIT, AUDIT_CHECKPOINTS
 from shared.messaging.outbox import OutboxWriter
 from shared.platform.db import DB_AWAY, Connection

@@ -20,7 +20,8 @@ from services.audit.keyed import link_message
 from services.audit.projection import project
 from services.audit.statistics import CaseFigures
 from services.audit.verifier.log import LogRecord
-from shared.contracts.events import AuditCheckpoint, Event, PersonalDataAccessed, parse_event
+from shared.contracts.audit_events import AuditCheckpoint
+from shared.contracts.events import Event, PersonalDataAccessed, parse_event
 from shared.messaging import MESSAGING_MIGRATIONS
 from shared.messaging.signing import Signer, verdict_mac
 from shared.platform.db import Connection, collect_migrations

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.events import (
-    AuditCheckpoint,
     CaseAccepted,
     CaseAdvanced,
     CaseAwaitingInfo,

@@ -29,8 +29,9 @@ from services.audit.verifier.report import (
     VerifyReport,
 )
 from services.audit.verifier.run import verify_log
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.catalogue import Catalogue
-from shared.contracts.events import AuditCheckpoint, CaseClosed, parse_event
+from shared.contracts.events import CaseClosed, parse_event
 from shared.contracts.topology import AUDIT_CHECKPOINTS
 from shared.department.decisions import Approve
 from shared.platform.settings import Settings

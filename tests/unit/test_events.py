@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import pytest
 
+import shared.contracts.audit_events  # noqa: F401 - registers the audit's own events
 from shared.contracts.events import (
     Applicant,
     Event,

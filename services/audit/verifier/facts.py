@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
 from services.audit.timeline import order_key
 from services.audit.verifier.report import Violation
 from shared.contracts import topology
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
-    AuditCheckpoint,
     CaseAccepted,
     CaseAdvanced,
     CaseAwaitingInfo,

@@ -55,8 +55,9 @@ from services.audit.verifier.report import (
     violation_order,
 )
 from shared.contracts import topology
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.decoding import decode_record
-from shared.contracts.events import AuditCheckpoint, EventDecodeError
+from shared.contracts.events import EventDecodeError
 from shared.messaging.kafka import client_options, make_admin
 from shared.messaging.signing import PublicKeys
 from shared.platform.settings import Settings
