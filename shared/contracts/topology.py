@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.events import (
     CaseAccepted,
     CaseAdvanced,
@@ -55,6 +56,8 @@ OPS_REDRIVES: Final = "ops.redrives"
 # People's reads of personal data, one topic per service that shows it (one writer each).
 ACCESS_INTAKE: Final = "access.intake"
 ACCESS_AUDIT: Final = "access.audit"
+# The audit store's checkpoints: the audit vouches on the log for what it stored.
+AUDIT_CHECKPOINTS: Final = "audit.checkpoints"
 DEPT_TASKS: Final = "dept.{department}.tasks"
 DEPT_OUTCOMES: Final = "dept.{department}.outcomes"
 DLQ_SUFFIX: Final = ".dlq"
@@ -168,6 +171,14 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         readers=(AUDIT,),
         events=(PersonalDataAccessed,),
         description="who read which case's history through the audit (HTTP and CLI)",
+    ),
+    TopicSpec(
+        AUDIT_CHECKPOINTS,
+        writer=AUDIT,
+        readers=(AUDIT,),
+        events=(AuditCheckpoint,),
+        description="the audit store's signed checkpoints: per partition, the offset "
+        "reached, the rows stored and their digest",
     ),
 )
 

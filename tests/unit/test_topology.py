@@ -150,6 +150,6 @@ def test_who_reads_and_writes_what() -> None:
     ]
     assert topology.writes("hr_registration", departments) == ["dept.hr_registration.outcomes"]
     assert topology.writes("intake", departments) == ["cases.accepted", "access.intake"]
-    assert topology.writes("audit", departments) == ["access.audit"]
+    assert topology.writes("audit", departments) == ["access.audit", "audit.checkpoints"]
     every_log = set(topology.event_log_topics(departments))
     assert set(topology.reads("audit", departments)) == every_log
