@@ -42,31 +42,45 @@ class Placement:
     def __init__(self, partitions: Mapping[str, int], found: list[Violation]) -> None:
         self._partitions = partitions
         self._found = found
-        # UUID.int of a case id -> its key, and the partition of that key per count
-        self._cases: dict[int, tuple[bytes, dict[int, int]]] = {}
+        # A key found to be its case's id -> (UUID.int of that case, the partition the
+        # key maps to on each topic, -1 on a topic without a partition count)
+        self._keys: dict[bytes, tuple[int, dict[str, int]]] = {}
         self._homes: dict[tuple[bytes, int], int] = {}  # any other key's, per count
 
     def check(self, record: LogRecord, fact: Fact) -> None:
+        key, topic = record.key, record.topic
+        # The usual record: a key seen before, on its own case, in its home partition.
+        entry = self._keys.get(key) if key is not None else None
+        if key is not None and entry is not None and entry[0] == fact.case_id.int:
+            home = entry[1].get(topic)
+            if home is None:
+                home = entry[1][topic] = self._home(key, topic)
+            if home != record.partition and home >= 0:
+                self._report(record, fact.case_id, fact, home, self._partitions[topic])
+            return
         case = fact.case_id
-        entry = self._cases.get(case.int)
-        if entry is None:
-            entry = self._cases[case.int] = (str(case).encode(), {})
-        want, homes = entry
-        key = record.key
+        want = str(case).encode()
         if key != want:
             self._found.append(
                 fact.violation(WRONG_KEY, f"{_key_words(key)}, not by its case id {case}")
             )
             self.check_partition(record, case, fact)
             return
-        count = self._partitions.get(record.topic)
+        homes: dict[str, int] = {}
+        self._keys[want] = (case.int, homes)
+        home = homes[topic] = self._home(want, topic)
+        if home != record.partition and home >= 0:
+            self._report(record, case, fact, home, self._partitions[topic])
+
+    def _home(self, key: bytes, topic: str) -> int:
+        """The partition ``key`` maps to on ``topic``; -1 when its count is unknown."""
+        count = self._partitions.get(topic)
         if not count:
-            return
-        home = homes.get(count)
+            return -1
+        home = self._homes.get((key, count))
         if home is None:
-            home = homes[count] = (murmur2(want) & 0x7FFFFFFF) % count
-        if home != record.partition:
-            self._report(record, case, fact, home, count)
+            home = self._homes[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
+        return home
 
     def check_partition(self, record: LogRecord, case_id: UUID | None, fact: Fact | None) -> None:
         key, count = record.key, self._partitions.get(record.topic)
