@@ -213,9 +213,7 @@ class Fact:
             self.head = _new(Closed, (closed.outcome, closed.on_spot))
         elif kind == _ACCESS:
             read = cast("PersonalDataAccessed", event)
-            self.head = _new(
-                Access, (read.accessor, read.role, read.accessor_centre, read.reason)
-            )
+            self.head = _new(Access, (read.accessor, read.role, read.accessor_centre, read.reason))
 
     def _accepted(self, accepted: CaseAccepted) -> None:
         a = accepted.applicant
