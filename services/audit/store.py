@@ -362,7 +362,7 @@ async def case_events(
 ) -> list[Event]:
     """The events that count (``COUNTS``) of these cases, in each case's chain order."""
     rows = await conn.fetch(
-        "SELECT e.event_id, e.value FROM unnest($1::uuid[]) AS u(id) "
+        "SELECT e.event_id, e.value FROM unnest($1::uuid[]) AS u(id) "  # noqa: S608 - constant
         f"JOIN events e ON e.case_id = u.id WHERE {COUNTS} "
         "ORDER BY e.case_id, e.case_seq",
         list(set(case_ids)),
@@ -437,7 +437,7 @@ async def view_figures(
 async def stream_events(conn: Connection, batch: int = 5000) -> AsyncIterator[Any]:
     """Every stored row in case chain order (call inside a transaction), each with
     ``counts``: whether it counts toward its case's story (``COUNTS``)."""
-    query = f"SELECT e.*, {COUNTS} AS counts FROM events e ORDER BY case_id, case_seq"
+    query = f"SELECT e.*, {COUNTS} AS counts FROM events e ORDER BY case_id, case_seq"  # noqa: S608 - constant
     async for row in conn.cursor(query, prefetch=batch):
         yield row
 
