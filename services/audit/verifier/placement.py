@@ -42,19 +42,19 @@ class Placement:
     def __init__(self, partitions: Mapping[str, int], found: list[Violation]) -> None:
         self._partitions = partitions
         self._found = found
-        # A key found to be its case's id -> (UUID.int of that case, the partition the
-        # key maps to on each topic, -1 on a topic without a partition count)
-        self._keys: dict[bytes, tuple[int, dict[str, int]]] = {}
-        self._homes: dict[tuple[bytes, int], int] = {}  # any other key's, per count
+        # A key found to be its case's id -> (UUID.int of that case, the partition count
+        # of the topic it was first seen on, the partition the key maps to there): the
+        # topics of a log have one count as a rule, so one entry answers every record.
+        self._keys: dict[bytes, tuple[int, int | None, int]] = {}
+        self._homes: dict[tuple[bytes, int], int] = {}  # any key's, per count
 
     def check(self, record: LogRecord, fact: Fact) -> None:
         key, topic = record.key, record.topic
         # The usual record: a key seen before, on its own case, in its home partition.
         entry = self._keys.get(key) if key is not None else None
         if key is not None and entry is not None and entry[0] == fact.case_id.int:
-            home = entry[1].get(topic)
-            if home is None:
-                home = entry[1][topic] = self._home(key, topic)
+            count = self._partitions.get(topic)
+            home = entry[2] if count == entry[1] else self._home(key, count)
             if home != record.partition and home >= 0:
                 self._report(record, fact.case_id, fact, home, self._partitions[topic])
             return
@@ -66,15 +66,14 @@ class Placement:
             )
             self.check_partition(record, case, fact)
             return
-        homes: dict[str, int] = {}
-        self._keys[want] = (case.int, homes)
-        home = homes[topic] = self._home(want, topic)
+        count = self._partitions.get(topic)
+        home = self._home(want, count)
+        self._keys[want] = (case.int, count, home)
         if home != record.partition and home >= 0:
             self._report(record, case, fact, home, self._partitions[topic])
 
-    def _home(self, key: bytes, topic: str) -> int:
-        """The partition ``key`` maps to on ``topic``; -1 when its count is unknown."""
-        count = self._partitions.get(topic)
+    def _home(self, key: bytes, count: int | None) -> int:
+        """The partition ``key`` maps to among ``count``; -1 when the count is unknown."""
         if not count:
             return -1
         home = self._homes.get((key, count))
