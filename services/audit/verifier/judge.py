@@ -3,13 +3,13 @@ and step indexes, whatever order the log came in (the replay's second pass)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import NamedTuple
 from uuid import UUID
 
 from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
+from services.audit.verifier.catalogued import outcomes_topic, slip_of, tasks_topic
 from services.audit.verifier.clock import CaseClock, Timing
 from services.audit.verifier.facts import (
     Accepted,
@@ -52,7 +52,6 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.contracts.topology import dept_outcomes, dept_tasks
 
 
 def _particulars(fact: Fact) -> dict[str, object]:
@@ -83,45 +82,6 @@ def _routable(item: Item | None, accepted: Fact) -> bool:
     event = accepted.event()
     assert isinstance(event, CaseAccepted)
     return not item.validate_form(event.form)
-
-
-class _Slip(NamedTuple):
-    """What a CaseRouted must say of an item that it routes, as ``Routed`` says it."""
-
-    steps: tuple[tuple[int, str, str], ...]
-    settle_on_spot: bool
-    applicant_kind: str
-    promise: timedelta
-
-
-# id(item) -> (the item, its slip): the item is kept, so its id is never another's.
-_SLIPS: dict[int, tuple[Item, _Slip]] = {}
-
-
-def _slip_of(item: Item) -> _Slip:
-    found = _SLIPS.get(id(item))
-    if found is not None and found[0] is item:
-        return found[1]
-    if len(_SLIPS) >= 4096:
-        _SLIPS.clear()  # catalogues come and go (tests); a replay's items stay few
-    slip = _Slip(
-        tuple((i, s.department, s.action) for i, s in enumerate(item.steps)),
-        item.settle_on_spot,
-        item.applicant_kind,
-        timedelta(days=item.promised_days),
-    )
-    _SLIPS[id(item)] = (item, slip)
-    return slip
-
-
-# department -> its tasks and its outcomes topic
-_TASKS: dict[str | None, str] = {}
-_OUTCOMES: dict[str | None, str] = {}
-
-
-def _topic(memo: dict[str | None, str], name: Callable[[str], str], fact: Fact) -> str:
-    found = memo[fact.department] = name(fact.department or "")
-    return found
 
 
 def _slip(steps: list[tuple[str, str]]) -> str:
@@ -244,7 +204,7 @@ class CaseJudge:
         ):
             # The usual case: the slip is the catalogue's to the letter (one comparison
             # of tuples); anything else is looked at rule by rule below.
-            slip = _slip_of(item)
+            slip = slip_of(item)
             if (
                 routed.steps == slip.steps
                 and routed.settle_on_spot == slip.settle_on_spot
@@ -328,7 +288,7 @@ class CaseJudge:
         if cause is not None:
             problems.append(cause)
         if step.event_type == StepAssigned.event_type and step.department is not None:
-            expected_topic = _TASKS.get(step.department) or _topic(_TASKS, dept_tasks, step)
+            expected_topic = tasks_topic(step.department)
             if step.topic != expected_topic:
                 problems.append(f"published on {step.topic}, not {expected_topic}")
         return problems
@@ -415,9 +375,7 @@ class CaseJudge:
                 f"outcome of step {outcome.step_index} by {outcome.department} answers "
                 f"the assignment of step {task.step_index} to {task.department}"
             )
-        expected_topic = _OUTCOMES.get(outcome.department) or _topic(
-            _OUTCOMES, dept_outcomes, outcome
-        )
+        expected_topic = outcomes_topic(outcome.department or "")
         if outcome.topic != expected_topic:
             problems.append(f"outcome of {outcome.department} published on {outcome.topic}")
         return problems
