@@ -144,9 +144,13 @@ class CaseAccepted(Event):
 
 
 class CaseRouted(Event):
-    """The router matched the item and wrote the routing slip."""
+    """The router matched the item and wrote the routing slip.
+
+    Version 2 counts the promise in working days on the centre's calendar
+    (``working_days``); version 1 records (calendar days) are upcast with ``None``."""
 
     event_type: ClassVar[str] = "CaseRouted"
+    schema_version: ClassVar[int] = 2
 
     item_code: str = Field(description="Catalogue item code.")
     catalogue_version: str = Field(description="Catalogue version that routed the case.")
@@ -155,6 +159,12 @@ class CaseRouted(Event):
     )
     settle_on_spot: bool = Field(description="Approved at once; departments review afterwards.")
     promised_by: AwareDatetime = Field(description="Promised completion time.")
+    working_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="The catalogue's promise in working days, counted to promised_by on "
+        "the working-day calendar; None on records from before version 2 (calendar days).",
+    )
 
 
 class CaseRejected(Event):
@@ -227,9 +237,13 @@ class CaseReviewFlagged(Event):
 
 
 class StepAssigned(Event):
-    """The router asks a department to perform one step of a case (dept.<name>.tasks)."""
+    """The router asks a department to perform one step of a case (dept.<name>.tasks).
+
+    Version 2 adds the step's promise in working days and when one is left
+    (``working_days``, ``warn_at``); version 1 records are upcast with ``None``."""
 
     event_type: ClassVar[str] = "StepAssigned"
+    schema_version: ClassVar[int] = 2
 
     step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
     department: str = Field(description="Department that owns the step.")
@@ -250,6 +264,16 @@ class StepAssigned(Event):
         "until it has seen that event.",
     )
     due_by: AwareDatetime = Field(description="When the step should be decided.")
+    working_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="Working days the step was given to due_by; None before version 2.",
+    )
+    warn_at: AwareDatetime | None = Field(
+        default=None,
+        description="When one working day is left (a DeadlineWarning falls due); None "
+        "before version 2.",
+    )
 
 
 class StepOutcome(Event):
@@ -303,6 +327,33 @@ class StepNeedsInfo(StepOutcome):
 
     missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
     message: str = Field(description="What is missing, for the applicant.")
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+class DeadlineNotice(Event):
+    """Common shape of the deadline service's notices (topic ``cases.deadlines``): one
+    step of a case, the StepAssigned that set its deadline is ``causation_id``."""
+
+    step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
+    department: str = Field(description="Department that owns the step.")
+    review: bool = Field(description="True for the review of an on-the-spot approval.")
+    due_by: AwareDatetime = Field(description="The step's due time, as its task recorded it.")
+
+
+class DeadlineWarning(DeadlineNotice):
+    """One working day is left for a step that is still undecided."""
+
+    event_type: ClassVar[str] = "DeadlineWarning"
+
+    warn_at: AwareDatetime = Field(description="When one working day was left.")
+
+
+class DeadlineMissed(DeadlineNotice):
+    """A step was not decided by its due time."""
+
+    event_type: ClassVar[str] = "DeadlineMissed"
 
 
 # --------------------------------------------------------------------------- operations
@@ -482,6 +533,8 @@ for _cls in (
     StepApproved,
     StepRejected,
     StepNeedsInfo,
+    DeadlineWarning,
+    DeadlineMissed,
     DeadLetterRedriven,
     PersonalDataAccessed,
 ):
@@ -510,6 +563,19 @@ def upcast_step_outcome_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 for _outcome in (StepApproved, StepRejected, StepNeedsInfo):
     registry.register_upcaster(_outcome.event_type, 1, upcast_step_outcome_v1)
+
+
+def upcast_to_working_days(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 CaseRouted or StepAssigned (promises in calendar days) as version 2:
+    no working-day count, no warning time."""
+    if "working_days" in data:
+        raise MalformedEventError("a version 1 routing event carries no working_days")
+    extra = {"warn_at": None} if "due_by" in data else {}
+    return {**data, "working_days": None, **extra}
+
+
+registry.register_upcaster(CaseRouted.event_type, 1, upcast_to_working_days)
+registry.register_upcaster(StepAssigned.event_type, 1, upcast_to_working_days)
 
 
 def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:

@@ -81,6 +81,21 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "review": True,
         "follows_department": "hr_registration",
         "due_by": "2026-11-28T00:00:00Z",
+        "working_days": 5,
+        "warn_at": "2026-11-27T00:00:00Z",
+    },
+    "DeadlineWarning": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "review": False,
+        "due_by": "2026-11-28T00:00:00Z",
+        "warn_at": "2026-11-27T00:00:00Z",
+    },
+    "DeadlineMissed": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "review": True,
+        "due_by": "2026-11-28T00:00:00Z",
     },
     "StepApproved": {
         "step_index": 1,
@@ -338,3 +353,19 @@ def test_a_v2_outcome_without_its_applicant_kind_is_malformed() -> None:
     del body["applicant_kind"]
     with pytest.raises(MalformedEventError, match="applicant_kind"):
         parse_event(json.dumps(body, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize("event_type", ["CaseRouted", "StepAssigned"])
+def test_a_v1_routing_event_parses_as_v2_with_no_working_days(event_type: str) -> None:
+    body = json.loads(_make(event_type).to_json())
+    assert body["schema_version"] == 2
+    for name in ("working_days", "warn_at"):
+        body.pop(name, None)
+    body["schema_version"] = 1
+    parsed = parse_event(json.dumps(body))
+    assert parsed.schema_version == 2
+    assert parsed.working_days is None  # type: ignore[attr-defined]
+    if event_type == "StepAssigned":
+        assert parsed.warn_at is None  # type: ignore[attr-defined]
+    with pytest.raises(MalformedEventError, match="no working_days"):
+        parse_event(json.dumps({**body, "working_days": 3}))

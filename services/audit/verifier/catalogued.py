@@ -3,7 +3,6 @@ or department rather than once per case: the judge compares each case with these
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import NamedTuple
 
 from shared.contracts.catalogue import Item
@@ -16,7 +15,6 @@ class Slip(NamedTuple):
     steps: tuple[tuple[int, str, str], ...]  # (index, department, action)
     settle_on_spot: bool
     applicant_kind: str
-    promise: timedelta  # promised_by is the acceptance's time plus this
 
 
 # id(item) -> (the item, its slip): the item is kept, so its id is never another's.
@@ -33,7 +31,6 @@ def slip_of(item: Item) -> Slip:
         tuple((i, s.department, s.action) for i, s in enumerate(item.steps)),
         item.settle_on_spot,
         item.applicant_kind,
-        timedelta(days=item.promised_days),
     )
     _SLIPS[id(item)] = (item, slip)
     return slip

@@ -36,6 +36,11 @@ LATE_CLOSE = "late_close"
 STALLED_CASE = "stalled_case"
 STEP_OVERDUE = "step_overdue"
 KEY_NOT_VALID = "key_not_valid"
+# Issue 20 (service promises): the deadline service's notices (verifier/deadlines.py).
+DEADLINE_NOT_ANNOUNCED = "deadline_not_announced"
+DEADLINE_ANNOUNCED_TWICE = "deadline_announced_twice"
+DEADLINE_ANNOUNCED_EARLY = "deadline_announced_early"
+DEADLINE_ANNOUNCED_WRONGLY = "deadline_announced_wrongly"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -67,6 +72,10 @@ VIOLATION_KINDS: tuple[str, ...] = (
     STALLED_CASE,
     STEP_OVERDUE,
     KEY_NOT_VALID,
+    DEADLINE_NOT_ANNOUNCED,
+    DEADLINE_ANNOUNCED_TWICE,
+    DEADLINE_ANNOUNCED_EARLY,
+    DEADLINE_ANNOUNCED_WRONGLY,
 )
 
 _DETAIL_LIMIT = 300
