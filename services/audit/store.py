@@ -378,12 +378,26 @@ class ParsedEvents:
         self._pending.pop(event_id, None)
 
 
+# Whether a stored event counts toward its case's story (the projection, so `history`,
+# `stats` and a rebuild): it came signed (both headers), and the signature verdict
+# recorded at ingest for this very record (its event id at its log position) is not a
+# bad one. As in verify, a record that fails its signature checks never counts; verify
+# alone also judges the signer's key validity and its right to the topic.
+COUNTS = (
+    "coalesce(e.signer, '') <> '' AND coalesce(e.signature, '') <> '' AND NOT EXISTS ("
+    "SELECT 1 FROM signature_verdicts v WHERE v.event_id = e.event_id AND NOT v.valid"
+    " AND v.topic = e.topic AND v.kafka_partition = e.kafka_partition"
+    " AND v.kafka_offset = e.kafka_offset)"
+)
+
+
 async def case_events(
     conn: Connection, case_ids: Iterable[UUID], parsed: ParsedEvents | None = None
 ) -> list[Event]:
+    """The events that count (``COUNTS``) of these cases, in each case's chain order."""
     rows = await conn.fetch(
-        "SELECT e.event_id, e.value FROM unnest($1::uuid[]) AS u(id) "
-        "JOIN events e ON e.case_id = u.id "
+        "SELECT e.event_id, e.value FROM unnest($1::uuid[]) AS u(id) "  # noqa: S608 - constant
+        f"JOIN events e ON e.case_id = u.id WHERE {COUNTS} "
         "ORDER BY e.case_id, e.case_seq",
         list(set(case_ids)),
     )
@@ -455,8 +469,10 @@ async def view_figures(
 
 
 async def stream_events(conn: Connection, batch: int = 5000) -> AsyncIterator[Any]:
-    """Every stored row in case chain order (call inside a transaction)."""
-    async for row in conn.cursor("SELECT * FROM events ORDER BY case_id, case_seq", prefetch=batch):
+    """Every stored row in case chain order (call inside a transaction), each with
+    ``counts``: whether it counts toward its case's story (``COUNTS``)."""
+    query = f"SELECT e.*, {COUNTS} AS counts FROM events e ORDER BY case_id, case_seq"  # noqa: S608 - constant
+    async for row in conn.cursor(query, prefetch=batch):
         yield row
 
 
@@ -507,7 +523,8 @@ async def rebuild(conn: Connection, *, replace: bool = True) -> tuple[str, list[
     reads: list[tuple[PersonalDataAccessed, str | None]] = []
     async for row in stream_events(conn):
         event = parse_event(row["value"])
-        events.append(event)
+        if row["counts"]:
+            events.append(event)
         if isinstance(event, PersonalDataAccessed):
             reads.append((event, row["signer"]))
     views = project(events)

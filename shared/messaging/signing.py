@@ -217,8 +217,17 @@ def digest_prefix(public_key: bytes, signer: str) -> bytes:
 
 def signer_digest(prefix: bytes, signature: str, value: bytes) -> bytes:
     """:func:`record_digest` from the signer's :func:`digest_prefix`."""
+    return _digest_rest(hashlib.sha256(prefix), signature, value)
+
+
+def digest_after(started: hashlib._Hash, signature: str, value: bytes) -> bytes:
+    """:func:`signer_digest` from ``hashlib.sha256(prefix)`` (copied, never changed):
+    a replay hashes each signer's prefix once, not once per record."""
+    return _digest_rest(started.copy(), signature, value)
+
+
+def _digest_rest(digest: hashlib._Hash, signature: str, value: bytes) -> bytes:
     sig = signature.encode("utf-8", "surrogatepass")
-    digest = hashlib.sha256(prefix)
     digest.update(len(sig).to_bytes(4, "big") + sig)
     digest.update(value)
     return digest.digest()

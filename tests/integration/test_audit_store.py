@@ -321,12 +321,18 @@ async def test_records_the_database_refuses_are_kept_as_evidence_and_the_rest_st
     good, nul_producer, nul_header, last = (accepted(n) for n in (1, 2, 3, 4))
     nul_producer = nul_producer.model_copy(update={"producer": "int\x00ake"})
     topic = settings.topic("cases.accepted")
-    plain = ((SIGNER_HEADER, b"intake"), (SIGNATURE_HEADER, b"sig"))
+    intake = signer_for(settings.keys_dir, "intake")
+
+    def signed(event: Event) -> tuple[tuple[str, bytes], ...]:
+        # Signed for real: history shows only records whose signature verifies.
+        value = event.to_json()
+        return ((SIGNER_HEADER, b"intake"), (SIGNATURE_HEADER, intake.sign(value).encode()))
+
     records = [
-        Record(topic, 0, 0, None, good.to_json(), plain),
-        Record(topic, 0, 1, None, nul_producer.to_json(), plain),
+        Record(topic, 0, 0, None, good.to_json(), signed(good)),
+        Record(topic, 0, 1, None, nul_producer.to_json(), signed(nul_producer)),
         Record(topic, 0, 2, None, nul_header.to_json(), ((SIGNER_HEADER, b"in\x00take"),)),
-        Record(topic, 0, 3, None, last.to_json(), plain),
+        Record(topic, 0, 3, None, last.to_json(), signed(last)),
     ]
     audit = AuditIngest(settings, pool)
     result = await audit.process(records)
@@ -351,3 +357,51 @@ async def test_records_the_database_refuses_are_kept_as_evidence_and_the_rest_st
     await audit.process(records)
     assert await pool.fetchval("SELECT count(*) FROM events") == 2
     assert await pool.fetchval("SELECT count(*) FROM malformed") == 2
+
+
+async def test_a_record_failing_its_signature_never_counts_in_history_stats_or_rebuild(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A forged close (its signature does not verify) and an unsigned one are stored as
+    evidence, but neither closes its case in ``history``, ``stats`` or a rebuild."""
+    router = signer_for(tmp_path, "router")
+    intake = signer_for(tmp_path, "intake")
+    mac_key = verdict_mac_key(signer_for(tmp_path, "audit"))
+    judge = SignatureJudge(tmp_path, PublicKeys.load(tmp_path), mac_key)
+    cases = [accepted(n) for n in range(3)]
+    genuine = CaseClosed(**cases[0].caused(), producer="router", outcome="approved", on_spot=True)
+    forged = CaseClosed(**cases[1].caused(), producer="router", outcome="approved", on_spot=True)
+    unsigned = CaseClosed(**cases[2].caused(), producer="router", outcome="approved", on_spot=True)
+
+    def signed(event: Event, offset: int, signature: str | None) -> tuple[LogRecord, Event]:
+        topic = "cases.accepted" if isinstance(event, CaseAccepted) else "cases.routing"
+        value = event.to_json()
+        signer = None if signature is None else event.producer
+        return LogRecord(topic, 0, offset, value, signer, signature), event
+
+    batch = [signed(c, i, intake.sign(c.to_json())) for i, c in enumerate(cases)]
+    batch += [
+        signed(genuine, 10, router.sign(genuine.to_json())),
+        signed(forged, 11, router.sign(b"other bytes")),  # the router never signed these
+        signed(unsigned, 12, None),
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        _, touched = await store.ingest(conn, batch)
+        verdicts = judge.verdicts(batch)
+        assert [v.valid for v in verdicts] == [True, True, True, True, False]
+        await store.record_verdicts(conn, "", verdicts)
+        await store.refresh_views(conn, touched)
+    async with pool.acquire() as conn:
+        assert await pool.fetchval("SELECT count(*) FROM events") == 6  # all kept as evidence
+        views = [await queries.history(conn, c.case_id) for c in cases]
+        assert [v["outcome"] if v else "-" for v in views] == ["approved", None, None]
+        figures = await queries.statistics(conn)
+        assert figures["per_item"]["HR-JOB-REGISTRATION"] == {
+            "accepted": 3,
+            "approved": 1,
+            "open": 2,
+            "rejected": 0,
+        }
+        assert figures["accept_to_close_ms"]["count"] == 1
+        rebuilt = await queries.rebuild_projection(conn)
+        assert rebuilt.identical

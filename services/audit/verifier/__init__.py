@@ -8,6 +8,7 @@ zero-error invariants. One module per concern; import from the module itself:
 - ``facts``: what the rules keep of each event, per case;
 - ``placement``: Kafka's own facts, each record's key and partition;
 - ``judge``: the rules over one accepted case (``CaseJudge``);
+- ``catalogued``: what the catalogue and topology say, worked out once per item;
 - ``clock``: the time rules of one case (``CaseClock``, ``Timing``);
 - ``replay``: ``verify``, records in, report out (pure, no I/O);
 - ``stored``: what a replay asks the audit store (ingest verdicts, its hash chains);

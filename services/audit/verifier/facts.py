@@ -87,19 +87,24 @@ Head = Accepted | Routed | Rejected | Closed | Access | str | datetime | None
 H = TypeVar("H", Accepted, Routed, Rejected, Closed, Access)
 
 
+# A NamedTuple's own constructor is Python code (a lambda); tuple.__new__ builds the same
+# instance in C, from exactly its fields in order.
+_new = tuple.__new__
+
+
 # What Fact keeps of each class of event, decided once per class: isinstance on a
 # pydantic model runs ABCMeta's check in Python code, and a replay would make several
 # per record. In the order Fact tests them; the flag says "a DeadLetterRedriven" (or an
 # AuditCheckpoint: neither is a step of a case).
 _STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _ACCESS, _PLAIN = range(9)
-_SHAPES: dict[type, tuple[int, bool]] = {}
+SHAPES: dict[type, tuple[int, bool]] = {}
 _OUTCOME_TYPES = frozenset(cls.event_type for cls in (StepApproved, StepRejected, StepNeedsInfo))
 _ASSIGNED = StepAssigned.event_type
 
 
 def shape(cls: type) -> tuple[int, bool]:
     """The class's shape for Fact, and whether it is an operator's redrive."""
-    found = _SHAPES.get(cls)
+    found = SHAPES.get(cls)
     if found is None:
         if issubclass(cls, StepAssigned | CaseAdvanced | StepOutcome):
             kind = _STEP_REJECTED if issubclass(cls, StepRejected) else _STEP
@@ -117,7 +122,7 @@ def shape(cls: type) -> tuple[int, bool]:
             kind = _ACCESS
         else:
             kind = _PLAIN
-        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven | AuditCheckpoint))
+        found = SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven | AuditCheckpoint))
     return found
 
 
@@ -193,27 +198,32 @@ class Fact:
         elif kind == _ROUTED:
             routed = cast("CaseRouted", event)
             steps = tuple((s.index, s.department, s.action) for s in routed.steps)
-            self.head = Routed(
-                routed.item_code,
-                routed.catalogue_version,
-                steps,
-                routed.settle_on_spot,
-                routed.promised_by,
-                routed.working_days,
+            self.head = _new(
+                Routed,
+                (
+                    routed.item_code,
+                    routed.catalogue_version,
+                    steps,
+                    routed.settle_on_spot,
+                    routed.promised_by,
+                    routed.working_days,
+                ),
             )
         elif kind == _REJECTED:
             rejected = cast("CaseRejected", event)
-            self.head = Rejected(rejected.catalogue_version, rejected.reason_code)
+            self.head = _new(Rejected, (rejected.catalogue_version, rejected.reason_code))
         elif kind == _CLOSED:
             closed = cast("CaseClosed", event)
-            self.head = Closed(closed.outcome, closed.on_spot)
+            self.head = _new(Closed, (closed.outcome, closed.on_spot))
         elif kind == _ACCESS:
             read = cast("PersonalDataAccessed", event)
-            self.head = Access(read.accessor, read.role, read.accessor_centre, read.reason)
+            self.head = _new(Access, (read.accessor, read.role, read.accessor_centre, read.reason))
 
     def _accepted(self, accepted: CaseAccepted) -> None:
         a = accepted.applicant
-        self.head = Accepted(accepted.item_code, a.kind, accepted.centre_id, accepted.receipt_no)
+        self.head = _new(
+            Accepted, (accepted.item_code, a.kind, accepted.centre_id, accepted.receipt_no)
+        )
         self.subject = hash((accepted.item_code, a.kind, a.id_number))
         self.particulars = hash((a.name, accepted.community_code, form_hash(accepted.form)))
 

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
+from services.audit.verifier.catalogued import outcomes_topic, slip_of, tasks_topic
 from services.audit.verifier.clock import CaseClock, Timing
 from services.audit.verifier.deadlines import check_notices, promise_problems
 from services.audit.verifier.facts import (
@@ -52,7 +53,6 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
-from shared.contracts.topology import dept_outcomes, dept_tasks
 
 
 def _particulars(fact: Fact) -> dict[str, object]:
@@ -198,6 +198,22 @@ class CaseJudge:
         if self.routed_fact is None or self.routed is None:
             return
         routed, item = self.routed, self.item
+        if (
+            item is not None
+            and self.rejected_fact is None
+            and routed.item_code == self.item_code
+            and routed.catalogue_version in self.published
+        ):
+            # The usual case: the slip is the catalogue's to the letter (one comparison
+            # of tuples); anything else is looked at rule by rule below.
+            slip = slip_of(item)
+            if (
+                routed.steps == slip.steps
+                and routed.settle_on_spot == slip.settle_on_spot
+                and slip.applicant_kind == self.accepted.payload(Accepted).applicant_kind
+                and not promise_problems(routed, item.promised_days, self.accepted.at)
+            ):
+                return
         problems: list[str] = []
         if routed.catalogue_version not in self.published:
             problems.append(
@@ -270,7 +286,7 @@ class CaseJudge:
         if cause is not None:
             problems.append(cause)
         if step.event_type == StepAssigned.event_type and step.department is not None:
-            expected_topic = dept_tasks(step.department)
+            expected_topic = tasks_topic(step.department)
             if step.topic != expected_topic:
                 problems.append(f"published on {step.topic}, not {expected_topic}")
         return problems
@@ -357,7 +373,7 @@ class CaseJudge:
                 f"outcome of step {outcome.step_index} by {outcome.department} answers "
                 f"the assignment of step {task.step_index} to {task.department}"
             )
-        expected_topic = dept_outcomes(outcome.department or "")
+        expected_topic = outcomes_topic(outcome.department or "")
         if outcome.topic != expected_topic:
             problems.append(f"outcome of {outcome.department} published on {outcome.topic}")
         return problems

@@ -42,31 +42,44 @@ class Placement:
     def __init__(self, partitions: Mapping[str, int], found: list[Violation]) -> None:
         self._partitions = partitions
         self._found = found
-        # UUID.int of a case id -> its key, and the partition of that key per count
-        self._cases: dict[int, tuple[bytes, dict[int, int]]] = {}
-        self._homes: dict[tuple[bytes, int], int] = {}  # any other key's, per count
+        # A key found to be its case's id -> (UUID.int of that case, the partition count
+        # of the topic it was first seen on, the partition the key maps to there): the
+        # topics of a log have one count as a rule, so one entry answers every record.
+        self._keys: dict[bytes, tuple[int, int | None, int]] = {}
+        self._homes: dict[tuple[bytes, int], int] = {}  # any key's, per count
 
     def check(self, record: LogRecord, fact: Fact) -> None:
+        key, topic = record.key, record.topic
+        # The usual record: a key seen before, on its own case, in its home partition.
+        entry = self._keys.get(key) if key is not None else None
+        if key is not None and entry is not None and entry[0] == fact.case_id.int:
+            count = self._partitions.get(topic)
+            home = entry[2] if count == entry[1] else self._home(key, count)
+            if home != record.partition and home >= 0:
+                self._report(record, fact.case_id, fact, home, self._partitions[topic])
+            return
         case = fact.case_id
-        entry = self._cases.get(case.int)
-        if entry is None:
-            entry = self._cases[case.int] = (str(case).encode(), {})
-        want, homes = entry
-        key = record.key
+        want = str(case).encode()
         if key != want:
             self._found.append(
                 fact.violation(WRONG_KEY, f"{_key_words(key)}, not by its case id {case}")
             )
             self.check_partition(record, case, fact)
             return
-        count = self._partitions.get(record.topic)
+        count = self._partitions.get(topic)
+        home = self._home(want, count)
+        self._keys[want] = (case.int, count, home)
+        if home != record.partition and home >= 0:
+            self._report(record, case, fact, home, self._partitions[topic])
+
+    def _home(self, key: bytes, count: int | None) -> int:
+        """The partition ``key`` maps to among ``count``; -1 when the count is unknown."""
         if not count:
-            return
-        home = homes.get(count)
+            return -1
+        home = self._homes.get((key, count))
         if home is None:
-            home = homes[count] = (murmur2(want) & 0x7FFFFFFF) % count
-        if home != record.partition:
-            self._report(record, case, fact, home, count)
+            home = self._homes[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
+        return home
 
     def check_partition(self, record: LogRecord, case_id: UUID | None, fact: Fact | None) -> None:
         key, count = record.key, self._partitions.get(record.topic)

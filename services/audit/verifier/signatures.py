@@ -3,6 +3,7 @@ record: the signature rules of a replay."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Container, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -10,7 +11,7 @@ from shared.contracts import topology
 from shared.contracts.events import Event, registry
 from shared.contracts.topology import INTAKE, ROUTER
 from shared.messaging.keyring import KeyEntry
-from shared.messaging.signing import PublicKeys, digest_prefix, signer_digest
+from shared.messaging.signing import PublicKeys, digest_after, digest_prefix
 
 
 def allowed_signer(topic: str) -> str | None:
@@ -82,7 +83,8 @@ class SignatureCache:
         self._keys = keys
         self._verified = verified
         self._seen: dict[bytes, bool] = {}
-        self._prefixes: dict[str, bytes] = {}  # signer -> its digest_prefix
+        # signer -> sha256 fed its digest_prefix (each record's digest goes on from a copy)
+        self._prefixes: dict[str, hashlib._Hash] = {}
         # signer -> [since, until): when every one of its keys is valid (in _tz)
         self._common: dict[str, tuple[datetime, datetime | None] | None] = {}
         self._tz: tzinfo | None = None
@@ -95,8 +97,8 @@ class SignatureCache:
             raw = self._keys.raw(signer)
             if raw is None:
                 return False  # PublicKeys.verify's answer for a signer without a key
-            prefix = self._prefixes[signer] = digest_prefix(raw, signer)
-        digest = signer_digest(prefix, signature, value)
+            prefix = self._prefixes[signer] = hashlib.sha256(digest_prefix(raw, signer))
+        digest = digest_after(prefix, signature, value)
         if digest in self._verified:
             self.reused += 1
             return True
