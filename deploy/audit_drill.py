@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from services.audit.verifier.report import VerifyReport
 from services.audit.verifier.run import verify_log
 from services.audit.verifier.signatures import allowed_signer
 from services.catalogue import default_catalogue
+from services.intake.subject_keys import sealed_applicant
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
 from shared.contracts.access import Accessor
@@ -50,6 +52,7 @@ from shared.contracts.events import (
     utcnow,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.sealing import CentreSecret, new_data_key
 from shared.contracts.topology import (
     ACCESS_AUDIT,
     ACCESS_INTAKE,
@@ -76,6 +79,7 @@ BENEFIT_FORM = {
     "education": "college",
     "desired_occupation": "cook",
 }
+DRILL_SECRET = CentreSecret(os.urandom(32))  # the drill's own pseudonyms
 _serial = iter(range(1, 1_000_000))
 
 
@@ -181,14 +185,18 @@ def accepted(item: str, form: dict[str, Any], *, at: datetime | None = None) -> 
     n = next(_serial)
     eid = uuid4()
     rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
+    case_id = uuid4()
+    who = Applicant(kind="natural", name="Wu Lei", id_number=rid, phone="13612345678")
+    ref = DRILL_SECRET.subject_ref(rid)
     return CaseAccepted(
         event_id=eid,
-        case_id=uuid4(),
+        case_id=case_id,
         correlation_id=eid,
         producer="intake",
         occurred_at=at or utcnow(),
         item_code=item,
-        applicant=Applicant(kind="natural", name="Wu Lei", id_number=rid, phone="13612345678"),
+        # Sealed as intake seals, under a throw-away key: the audit never opens them.
+        applicant=sealed_applicant(who, ref, (uuid4(), new_data_key()), case_id),
         community_code="110105001001",
         form=form,
         centre_id="C01",
@@ -526,7 +534,11 @@ def subject_mismatch(log: LogWriter, catalogue: Catalogue) -> Expected:
     task = case.task()
     stranger = make_resident_id("110105", date(1979, 5, 5), 999)
     other = task.model_copy(
-        update={"applicant": task.applicant.model_copy(update={"id_number": stranger})}
+        update={
+            "applicant": task.applicant.model_copy(
+                update={"ref": DRILL_SECRET.subject_ref(stranger)}
+            )
+        }
     )
     # The benefit paid to someone else, on the genuine case's slip; the router closes it.
     paid = outcome_event("social_security", other, Approve("SS-1"))

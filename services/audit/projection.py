@@ -34,6 +34,7 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
+from shared.contracts.sealing import PLAIN
 
 E = TypeVar("E", bound=Event)
 
@@ -234,7 +235,13 @@ def _view(accepted: CaseAccepted, ordered: list[Event]) -> CaseView:
     routed = _first_of(ordered, CaseRouted)
     rejected = _first_of(ordered, CaseRejected)
     closed = _first_of(ordered, CaseClosed)
-    secrets = (accepted.applicant.id_number, accepted.applicant.phone)
+    # The audit holds no data key: only a record from before sealing (upcast, its fields
+    # "plain.") shows values to scrub; sealed ones cannot leak what the audit never has.
+    secrets = tuple(
+        token.removeprefix(PLAIN)
+        for field, token in accepted.applicant.sealed.items()
+        if field in ("id_number", "phone") and token.startswith(PLAIN)
+    )
     flags: set[tuple[int, str, str]] = set()
     timeline: list[TimelineEntry] = []
     for event in ordered:

@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.contracts.identity import validate_resident_id
+from shared.contracts.sealing import PLAIN, REF_PATTERN, legacy_ref
 
 
 def utcnow() -> datetime:
@@ -112,6 +113,28 @@ class Applicant(BaseModel):
     phone: str = Field(description="Contact mobile number.", examples=["13800138000"])
 
 
+class SealedApplicant(BaseModel):
+    """Who applies, as events carry it: the kind in clear, the person by a pseudonym, and
+    the personal fields sealed under the person's data key (shared.contracts.sealing).
+    Erasing the person deletes that key: the sealed fields can then never be opened."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["natural", "legal"] = Field(description="natural person or legal person")
+    ref: str = Field(
+        pattern=REF_PATTERN,
+        description="The applicant's stable pseudonym (keyed hash of the ID number); "
+        "what outcomes, statistics and the departments' own records key on.",
+        examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
+    )
+    key_id: UUID = Field(description="The data key the sealed fields are sealed under.")
+    sealed: dict[str, str] = Field(
+        description="Personal fields (name, id_number, phone: only those the reader needs), "
+        "each AES-256-GCM sealed: 'v1.' + base64url(nonce, ciphertext, tag).",
+        examples=[{"name": "v1.q83vEjRWeJCrze8SNFZ4kKvN7xI0Vn...", "id_number": "v1.Z2V0..."}],
+    )
+
+
 class RoutedStep(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -124,12 +147,17 @@ class RoutedStep(BaseModel):
 
 
 class CaseAccepted(Event):
-    """A window or the mobile terminal accepted a case (intake)."""
+    """A window or the mobile terminal accepted a case (intake).
+
+    Version 2 seals the applicant's personal fields (:class:`SealedApplicant`); version 1
+    records are upcast on read (:func:`upcast_clear_applicant`).
+    """
 
     event_type: ClassVar[str] = "CaseAccepted"
+    schema_version: ClassVar[int] = 2
 
     item_code: str = Field(description="Catalogue item code.", examples=["SS-UNEMPLOYMENT-BENEFIT"])
-    applicant: Applicant = Field(description="Who applies.")
+    applicant: SealedApplicant = Field(description="Who applies (name, ID number, phone sealed).")
     community_code: str = Field(
         description="Applicant's community (neighbourhood committee).", examples=["110105001001"]
     )
@@ -227,15 +255,20 @@ class CaseReviewFlagged(Event):
 
 
 class StepAssigned(Event):
-    """The router asks a department to perform one step of a case (dept.<name>.tasks)."""
+    """The router asks a department to perform one step of a case (dept.<name>.tasks).
+
+    Version 2 carries the applicant sealed, and only the fields department rules use
+    (name and ID number; never the phone); version 1 records are upcast on read.
+    """
 
     event_type: ClassVar[str] = "StepAssigned"
+    schema_version: ClassVar[int] = 2
 
     step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
     department: str = Field(description="Department that owns the step.")
     action: str = Field(description="What the department is asked to do.")
     item_code: str = Field(description="Catalogue item code.")
-    applicant: Applicant = Field(description="Who applies.")
+    applicant: SealedApplicant = Field(description="Who applies (name and ID number sealed).")
     community_code: str = Field(description="Applicant's community (neighbourhood committee).")
     form: dict[str, Any] = Field(
         default_factory=dict, description="Item-specific form fields, as the window took them."
@@ -255,20 +288,24 @@ class StepAssigned(Event):
 class StepOutcome(Event):
     """Common shape of a department's answer (dept.<name>.outcomes).
 
-    Version 2 added ``applicant_kind``; version 1 records are upcast on read (see
-    :func:`upcast_step_outcome_v1`).
+    Version 2 added ``applicant_kind``; version 3 refers to the applicant by
+    ``applicant_ref`` instead of the ID number. Older records are upcast on read (see
+    :func:`upcast_step_outcome_v1`, :func:`upcast_step_outcome_v2`).
     """
 
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
     department: str = Field(description="Department that owns the step.")
     action: str = Field(description="What the department is asked to do.")
     item_code: str = Field(description="Catalogue item code.")
-    applicant_id: str = Field(description="Applicant's id number, for departments that learn.")
+    applicant_ref: str = Field(
+        pattern=REF_PATTERN,
+        description="The applicant's pseudonym (as on the task), for departments that learn.",
+        examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
+    )
     applicant_kind: Literal["natural", "legal"] = Field(
-        description="natural person (applicant_id is a resident ID) or legal person "
-        "(a unified social credit code)."
+        description="natural person or legal person (a company)."
     )
     review: bool = Field(
         default=False, description="True for the review of an on-the-spot approval."
@@ -326,6 +363,33 @@ class DeadLetterRedriven(Event):
     )
     operator: str = Field(description="Who re-drove it (an operator id, not a person's ID).")
     reason: str = Field(min_length=3, description="Why it is safe to process now.")
+
+
+class PersonErased(Event):
+    """An admin erased a person (``onedoor-admin erase``, topic ``privacy.erasures``):
+    the person's data keys are deleted from intake's database, so every sealed copy of
+    their fields, anywhere, can no longer be opened. Names the person by pseudonym only;
+    ``case_id`` and ``correlation_id`` are the nil UUID (no case), as a redrive of an
+    unparseable record."""
+
+    event_type: ClassVar[str] = "PersonErased"
+
+    subject_ref: str = Field(
+        pattern=REF_PATTERN,
+        description="The erased person's pseudonym.",
+        examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
+    )
+    key_ids: tuple[UUID, ...] = Field(
+        description="The data keys deleted (none if the person had none left)."
+    )
+    erased_by: str = Field(
+        min_length=1, max_length=200, description="Who erased (an admin account, not an ID)."
+    )
+    reason: str = Field(
+        min_length=3,
+        max_length=500,
+        description="Why, as the admin gave it (a request number, never personal data).",
+    )
 
 
 # --------------------------------------------------------------------------- people's reads
@@ -484,6 +548,7 @@ for _cls in (
     StepNeedsInfo,
     DeadLetterRedriven,
     PersonalDataAccessed,
+    PersonErased,
 ):
     registry.register(_cls)
 
@@ -508,8 +573,38 @@ def upcast_step_outcome_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "applicant_kind": "natural" if natural else "legal"}
 
 
+def upcast_step_outcome_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 step outcome as version 3: ``applicant_id`` becomes ``applicant_ref``
+    (:func:`~shared.contracts.sealing.legacy_ref` of it: the record alone decides it)."""
+    applicant_id = data.pop("applicant_id", None)
+    if not isinstance(applicant_id, str) or "applicant_ref" in data:
+        raise MalformedEventError("a version 2 step outcome carries applicant_id, no ref")
+    return {**data, "applicant_ref": legacy_ref(applicant_id)}
+
+
+def upcast_clear_applicant(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 CaseAccepted or StepAssigned (applicant in clear) as version 2: the
+    reference is :func:`~shared.contracts.sealing.legacy_ref` of the ID number, the
+    fields ``plain.`` tokens under the nil key id (they were never sealed)."""
+    applicant = data.get("applicant")
+    if not isinstance(applicant, dict) or not isinstance(applicant.get("id_number"), str):
+        raise MalformedEventError("a version 1 applicant carries an id_number")
+    fields = {k: v for k, v in applicant.items() if k != "kind"}
+    sealed = {k: PLAIN + v for k, v in fields.items() if isinstance(v, str)}
+    upcast = {
+        "kind": applicant.get("kind"),
+        "ref": legacy_ref(applicant["id_number"]),
+        "key_id": str(UUID(int=0)),
+        "sealed": sealed,
+    }
+    return {**data, "applicant": upcast}
+
+
 for _outcome in (StepApproved, StepRejected, StepNeedsInfo):
     registry.register_upcaster(_outcome.event_type, 1, upcast_step_outcome_v1)
+    registry.register_upcaster(_outcome.event_type, 2, upcast_step_outcome_v2)
+for _carrier in (CaseAccepted, StepAssigned):
+    registry.register_upcaster(_carrier.event_type, 1, upcast_clear_applicant)
 
 
 def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:

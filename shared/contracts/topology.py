@@ -31,6 +31,7 @@ from shared.contracts.events import (
     DeadLetterRedriven,
     Event,
     PersonalDataAccessed,
+    PersonErased,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -51,6 +52,8 @@ OPS_REDRIVES: Final = "ops.redrives"
 # People's reads of personal data, one topic per service that shows it (one writer each).
 ACCESS_INTAKE: Final = "access.intake"
 ACCESS_AUDIT: Final = "access.audit"
+# People erased (their data keys deleted): written by intake's outbox for onedoor-admin.
+PRIVACY_ERASURES: Final = "privacy.erasures"
 DEPT_TASKS: Final = "dept.{department}.tasks"
 DEPT_OUTCOMES: Final = "dept.{department}.outcomes"
 DLQ_SUFFIX: Final = ".dlq"
@@ -157,6 +160,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         readers=(AUDIT,),
         events=(PersonalDataAccessed,),
         description="who read which case's history through the audit (HTTP and CLI)",
+    ),
+    TopicSpec(
+        PRIVACY_ERASURES,
+        writer=INTAKE,
+        readers=(AUDIT,),
+        events=(PersonErased,),
+        description="a person erased: their data keys deleted (onedoor-admin erase)",
     ),
 )
 
