@@ -114,9 +114,8 @@ class Applicant(BaseModel):
 
 
 class SealedApplicant(BaseModel):
-    """Who applies, as events carry it: the kind in clear, the person by a pseudonym, and
-    the personal fields sealed under the person's data key (shared.contracts.sealing).
-    Erasing the person deletes that key: the sealed fields can then never be opened."""
+    """Who applies, as events carry it: the kind, a pseudonym, and the personal fields
+    sealed under the person's data key (shared.contracts.sealing; erasure deletes it)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -131,7 +130,7 @@ class SealedApplicant(BaseModel):
     sealed: dict[str, str] = Field(
         description="Personal fields (name, id_number, phone: only those the reader needs), "
         "each AES-256-GCM sealed: 'v1.' + base64url(nonce, ciphertext, tag).",
-        examples=[{"name": "v1.q83vEjRWeJCrze8SNFZ4kKvN7xI0Vn...", "id_number": "v1.Z2V0..."}],
+        examples=[{"name": "v1.q83vEjRWeJCrze8SNFZ4kKvN7xI0Vn", "id_number": "v1.Z2V0bm9u"}],
     )
 
 
@@ -366,11 +365,9 @@ class DeadLetterRedriven(Event):
 
 
 class PersonErased(Event):
-    """An admin erased a person (``onedoor-admin erase``, topic ``privacy.erasures``):
-    the person's data keys are deleted from intake's database, so every sealed copy of
-    their fields, anywhere, can no longer be opened. Names the person by pseudonym only;
-    ``case_id`` and ``correlation_id`` are the nil UUID (no case), as a redrive of an
-    unparseable record."""
+    """An admin erased a person (``onedoor-admin erase``): their data keys are deleted,
+    so no sealed copy of their fields can be opened again. Names the person by pseudonym
+    only; ``case_id`` and ``correlation_id`` are the nil UUID (no case)."""
 
     event_type: ClassVar[str] = "PersonErased"
 
@@ -379,12 +376,8 @@ class PersonErased(Event):
         description="The erased person's pseudonym.",
         examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
     )
-    key_ids: tuple[UUID, ...] = Field(
-        description="The data keys deleted (none if the person had none left)."
-    )
-    erased_by: str = Field(
-        min_length=1, max_length=200, description="Who erased (an admin account, not an ID)."
-    )
+    key_ids: tuple[UUID, ...] = Field(description="The data keys deleted (maybe none).")
+    erased_by: str = Field(min_length=1, max_length=200, description="The admin account.")
     reason: str = Field(
         min_length=3,
         max_length=500,
@@ -574,8 +567,8 @@ def upcast_step_outcome_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def upcast_step_outcome_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 2 step outcome as version 3: ``applicant_id`` becomes ``applicant_ref``
-    (:func:`~shared.contracts.sealing.legacy_ref` of it: the record alone decides it)."""
+    """A version 2 step outcome as version 3: ``applicant_ref`` is
+    :func:`~shared.contracts.sealing.legacy_ref` of ``applicant_id`` (dropped)."""
     applicant_id = data.pop("applicant_id", None)
     if not isinstance(applicant_id, str) or "applicant_ref" in data:
         raise MalformedEventError("a version 2 step outcome carries applicant_id, no ref")
@@ -583,20 +576,14 @@ def upcast_step_outcome_v2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def upcast_clear_applicant(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 CaseAccepted or StepAssigned (applicant in clear) as version 2: the
-    reference is :func:`~shared.contracts.sealing.legacy_ref` of the ID number, the
-    fields ``plain.`` tokens under the nil key id (they were never sealed)."""
+    """A version 1 CaseAccepted or StepAssigned (applicant in clear) as version 2: its
+    ref :func:`~shared.contracts.sealing.legacy_ref`, its fields ``plain.`` tokens."""
     applicant = data.get("applicant")
     if not isinstance(applicant, dict) or not isinstance(applicant.get("id_number"), str):
         raise MalformedEventError("a version 1 applicant carries an id_number")
-    fields = {k: v for k, v in applicant.items() if k != "kind"}
-    sealed = {k: PLAIN + v for k, v in fields.items() if isinstance(v, str)}
-    upcast = {
-        "kind": applicant.get("kind"),
-        "ref": legacy_ref(applicant["id_number"]),
-        "key_id": str(UUID(int=0)),
-        "sealed": sealed,
-    }
+    sealed = {k: PLAIN + v for k, v in applicant.items() if k != "kind" and isinstance(v, str)}
+    ref, nil = legacy_ref(applicant["id_number"]), str(UUID(int=0))
+    upcast = {"kind": applicant.get("kind"), "ref": ref, "key_id": nil, "sealed": sealed}
     return {**data, "applicant": upcast}
 
 

@@ -56,6 +56,10 @@ class DataKeys:
             key = self._secret.unwrap(row["ref"], row["wrapped"])
             self._cache[row["ref"]] = (now, row["key_id"], key)
 
+    def remember(self, ref: str, key_id: UUID, key: bytes) -> None:
+        """Hold a key given by hand (tools and tests that hold one already)."""
+        self._cache[ref] = (time.monotonic(), key_id, key)
+
     def open(self, applicant: SealedApplicant, case_id: UUID) -> OpenedApplicant:
         """The applicant's fields in clear.
 

@@ -51,14 +51,14 @@ TEST_SECRET = CentreSecret(bytes(range(32)))
 TEST_KEY = bytes(range(32, 64))
 
 
-def test_key_id(ref: str) -> UUID:
+def fixed_key_id(ref: str) -> UUID:
     return uuid5(NAMESPACE_URL, ref)
 
 
 def sealed(who: Applicant, case_id: UUID) -> SealedApplicant:
     """``who`` as intake seals it for ``case_id`` (under TEST_SECRET and TEST_KEY)."""
     ref = TEST_SECRET.subject_ref(who.id_number)
-    return sealed_applicant(who, ref, (test_key_id(ref), TEST_KEY), case_id)
+    return sealed_applicant(who, ref, (fixed_key_id(ref), TEST_KEY), case_id)
 
 
 def in_clear(who: Applicant) -> SealedApplicant:
