@@ -47,6 +47,7 @@ from shared.contracts.events import (
     CaseRouted,
     Event,
     PersonalDataAccessed,
+    PersonErased,
     StepAssigned,
     StepOutcome,
     utcnow,
@@ -58,6 +59,7 @@ from shared.contracts.topology import (
     ACCESS_INTAKE,
     CASES_ACCEPTED,
     CASES_ROUTING,
+    PRIVACY_ERASURES,
     all_topics,
     dept_outcomes,
     dept_tasks,
@@ -181,7 +183,9 @@ class LogWriter:
         self.raw.clear()
 
 
-def accepted(item: str, form: dict[str, Any], *, at: datetime | None = None) -> CaseAccepted:
+def accepted(
+    item: str, form: dict[str, Any], *, at: datetime | None = None, key_id: UUID | None = None
+) -> CaseAccepted:
     n = next(_serial)
     eid = uuid4()
     rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
@@ -196,7 +200,7 @@ def accepted(item: str, form: dict[str, Any], *, at: datetime | None = None) -> 
         occurred_at=at or utcnow(),
         item_code=item,
         # Sealed as intake seals, under a throw-away key: the audit never opens them.
-        applicant=sealed_applicant(who, ref, (uuid4(), new_data_key()), case_id),
+        applicant=sealed_applicant(who, ref, (key_id or uuid4(), new_data_key()), case_id),
         community_code="110105001001",
         form=form,
         centre_id="C01",
@@ -646,10 +650,36 @@ def key_not_valid(log: LogWriter, catalogue: Catalogue) -> Expected:
     return Expected("key_not_valid", case.case_id, closed.event_id)
 
 
+def sealed_under_erased_key(log: LogWriter, catalogue: Catalogue) -> Expected:
+    nil, erased_at = UUID(int=0), utcnow() - timedelta(hours=2)
+
+    def erasure(key_id: UUID) -> PersonErased:
+        return PersonErased(
+            case_id=nil,
+            correlation_id=nil,
+            producer="intake",
+            occurred_at=erased_at,
+            subject_ref=DRILL_SECRET.subject_ref(str(key_id)),
+            key_ids=(key_id,),
+            erased_by="admin-1",
+            reason="drill: request 2026-1",
+        )
+
+    # A clean erasure (nothing sealed under its key afterwards) is no violation.
+    log.add(PRIVACY_ERASURES, erasure(uuid4()))
+    # An erased key sealing a case accepted after the erasure: the key survived.
+    key_id = uuid4()
+    log.add(PRIVACY_ERASURES, erasure(key_id))
+    case = Flow(log, catalogue, accepted("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM, key_id=key_id))
+    case.start().decide(Reject("already_registered", "registered already"))
+    return Expected("sealed_under_erased_key", case.case_id, case.accepted.event_id)
+
+
 FAULTS.update(
     {
         fault.__name__: fault
         for fault in (
+            sealed_under_erased_key,
             event_on_two_topics,
             forged_copy,
             subject_mismatch,

@@ -23,6 +23,7 @@ from shared.contracts.events import (
     Event,
     EventDecodeError,
     PersonalDataAccessed,
+    PersonErased,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -114,7 +115,9 @@ def shape(cls: type) -> tuple[int, bool]:
             kind = _ACCESS
         else:
             kind = _PLAIN
-        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven))
+        # An operator's or admin's act, not a step of a case (the erasure check is
+        # services.audit.verifier.erasures).
+        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven | PersonErased))
     return found
 
 

@@ -36,6 +36,8 @@ LATE_CLOSE = "late_close"
 STALLED_CASE = "stalled_case"
 STEP_OVERDUE = "step_overdue"
 KEY_NOT_VALID = "key_not_valid"
+# Issue 17 (privacy): a case sealed under a data key its person's erasure deleted.
+SEALED_UNDER_ERASED_KEY = "sealed_under_erased_key"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -67,6 +69,7 @@ VIOLATION_KINDS: tuple[str, ...] = (
     STALLED_CASE,
     STEP_OVERDUE,
     KEY_NOT_VALID,
+    SEALED_UNDER_ERASED_KEY,
 )
 
 _DETAIL_LIMIT = 300

@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 
 from services.audit.catalogues import published_catalogues
 from services.audit.verifier.clock import Timing
+from services.audit.verifier.erasures import erasure_breaks
 from services.audit.verifier.log import Progress, log_partitions, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, verify
 from services.audit.verifier.report import VerifyReport
@@ -69,6 +70,7 @@ async def verify_log(
             else None
         )
         chain = asyncio.create_task(chain_breaks(settings))
+        erasures = asyncio.create_task(erasure_breaks(settings))
         try:
             report: VerifyReport | None = None
             if sharded is not None:
@@ -88,14 +90,17 @@ async def verify_log(
                     on_progress=on_progress,
                 )
             broken = await chain
+            sealed_again = await erasures
         except BaseException:
             chain.cancel()
+            erasures.cancel()
             raise
         finally:
             if sharded is not None:
                 sharded.stop()
     if broken:
         report.violations.extend(broken)
+    report.violations.extend(sealed_again)
     report.chains_checked = broken is not None
     report.read_seconds = read_s
     report.seconds = time.perf_counter() - started
