@@ -40,15 +40,16 @@ def test_a_sealed_value_opens_only_with_its_key_case_and_field() -> None:
     token = seal(key, key_id, case, "id_number", "11010519491231002X")
     assert "11010519491231002X" not in token
     assert open_sealed(key, key_id, case, "id_number", token) == "11010519491231002X"
-    for wrong in (
+    wrong: list[tuple[bytes | None, UUID, UUID, str]] = [
         (new_data_key(), key_id, case, "id_number"),  # another person's key
         (key, key_id, uuid4(), "id_number"),  # copied into another case
         (key, key_id, case, "phone"),  # or into another field
         (key, uuid4(), case, "id_number"),  # or claimed under another key id
         (None, key_id, case, "id_number"),  # the key erased
-    ):
+    ]
+    for k, kid, c, f in wrong:
         with pytest.raises(SealError):
-            open_sealed(*wrong, token)
+            open_sealed(k, kid, c, f, token)
 
 
 def test_the_pseudonym_is_stable_keyed_and_says_nothing_by_itself() -> None:
