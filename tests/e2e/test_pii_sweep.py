@@ -236,7 +236,9 @@ async def test_no_clear_id_or_phone_is_left_where_the_design_says_none(
 
     await wait_for(dead_lettered, 60, "the misplaced task dead-lettered", interval=0.2)
 
-    counts = await sweep_topics(pipeline) | await sweep_tables(database_url) | sweep_logs(pipeline)
+    # dict, not Counter: a Counter's | drops the zero counts this report must show.
+    counts = {**await sweep_topics(pipeline), **await sweep_tables(database_url)}
+    counts |= sweep_logs(pipeline)
     print("\nPII sweep (clear resident IDs + mobile numbers):")
     for place, n in sorted(counts.items()):
         print(f"  {place:<60} {n:>6}{'  (allowed)' if place in ALLOWED else ''}")
