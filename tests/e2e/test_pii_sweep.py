@@ -103,12 +103,19 @@ async def sweep_tables(database_url: str) -> Counter[str]:
         )
         for t in tables:
             name = f'"{t["table_schema"]}"."{t["table_name"]}"'
-            rows = await conn.fetch(f"SELECT t::text AS row FROM {name} t")  # noqa: S608 - catalogue names
+            rows = await conn.fetch(f"SELECT * FROM {name}")  # noqa: S608 - catalogue names
             key = f"table {t['table_schema']}.{t['table_name']}"
-            found[key] = sum(personal(r["row"]) for r in rows)
+            # Every value as text; bytea (the audit keeps each record's bytes) decoded.
+            found[key] = sum(personal(_text(v)) for r in rows for v in r.values())
     finally:
         await conn.close()
     return found
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 def sweep_logs(pipeline: Pipeline) -> Counter[str]:
