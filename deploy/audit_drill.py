@@ -34,6 +34,7 @@ from services.audit.verifier.report import VerifyReport
 from services.audit.verifier.run import verify_log
 from services.audit.verifier.signatures import allowed_signer
 from services.catalogue import default_catalogue
+from services.deadlines.domain import owed_notices
 from services.intake.subject_keys import sealed_applicant
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
@@ -45,6 +46,9 @@ from shared.contracts.events import (
     CaseAwaitingInfo,
     CaseClosed,
     CaseRouted,
+    DeadlineMissed,
+    DeadlineNotice,
+    DeadlineWarning,
     Event,
     PersonalDataAccessed,
     PersonErased,
@@ -58,6 +62,7 @@ from shared.contracts.topology import (
     ACCESS_AUDIT,
     ACCESS_INTAKE,
     CASES_ACCEPTED,
+    CASES_DEADLINES,
     CASES_ROUTING,
     PRIVACY_ERASURES,
     all_topics,
@@ -73,7 +78,7 @@ from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
 from shared.platform.settings import Settings, get_settings
 
-SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit")
+SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit", "deadlines")
 BENEFIT_FORM = {
     "last_employer": "X Co.",
     "separation_date": "2026-09-30",
@@ -320,6 +325,9 @@ class Expected:
     event_id: UUID | None
     severity: str = "error"
     also: tuple[str, ...] = ()  # kinds the same bad record is also reported as
+    # Kinds the same case shows at other records, as its scenario must (a deadline
+    # missed is also a case past its promise).
+    elsewhere: tuple[str, ...] = ()
 
 
 Fault = Callable[[LogWriter, Catalogue], Expected]
@@ -696,6 +704,94 @@ FAULTS.update(
 )
 
 
+# --------------------------------------------------------------------------- deadlines (issue 20)
+
+
+def _late(log: LogWriter, catalogue: Catalogue, days: int = 60) -> Flow:
+    """A case accepted ``days`` ago whose department never answered."""
+    return flow(log, catalogue, at=datetime.now(UTC) - timedelta(days=days))
+
+
+def _notices(case: Flow) -> list[DeadlineNotice]:
+    """What the deadline service gives for this case by now (not yet on the log)."""
+    return owed_notices(case.events, utcnow())
+
+
+def deadline_not_announced(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # The deadline service warned, then was down for good: the miss never came.
+    case = _late(log, catalogue)
+    UNANNOUNCED.add(case.case_id)
+    case.emit([(CASES_DEADLINES, n) for n in _notices(case) if isinstance(n, DeadlineWarning)])
+    return Expected(
+        "deadline_not_announced", case.case_id, case.task().event_id, elsewhere=("overdue",)
+    )
+
+
+def deadline_announced_twice(log: LogWriter, catalogue: Catalogue) -> Expected:
+    case = _late(log, catalogue)
+    notices = _notices(case)
+    missed = next(n for n in notices if isinstance(n, DeadlineMissed))
+    later = missed.occurred_at + timedelta(seconds=1)
+    again = missed.model_copy(update={"event_id": uuid4(), "occurred_at": later})
+    case.emit([(CASES_DEADLINES, n) for n in [*notices, again]])
+    return Expected(
+        "deadline_announced_twice", case.case_id, again.event_id, elsewhere=("overdue",)
+    )
+
+
+def deadline_announced_early(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # Accepted now and warned at once, days before one working day is left.
+    case = flow(log, catalogue)
+    future = owed_notices(case.events, utcnow() + timedelta(days=400))
+    warning = next(n for n in future if isinstance(n, DeadlineWarning))
+    early = warning.model_copy(update={"occurred_at": utcnow()})
+    case.emit([(CASES_DEADLINES, early)])
+    return Expected("deadline_announced_early", case.case_id, early.event_id)
+
+
+def deadline_announced_wrongly(log: LogWriter, catalogue: Catalogue) -> Expected:
+    # Decided at once, well in time, and warned about all the same.
+    case = flow(log, catalogue)
+    task = case.task()
+    case.decide(Reject("already_registered", "m"))
+    assert task.warn_at is not None
+    wrong = DeadlineWarning(
+        **task.caused(),
+        producer="deadlines",
+        step_index=task.step_index,
+        department=task.department,
+        review=task.review,
+        due_by=task.due_by,
+        warn_at=task.warn_at,
+    )
+    case.emit([(CASES_DEADLINES, wrong)])
+    return Expected("deadline_announced_wrongly", case.case_id, wrong.event_id)
+
+
+UNANNOUNCED: set[UUID] = set()  # cases whose notices the drill's deadline service skips
+FAULTS.update(
+    {
+        fault.__name__: fault
+        for fault in (
+            deadline_not_announced,
+            deadline_announced_twice,
+            deadline_announced_early,
+            deadline_announced_wrongly,
+        )
+    }
+)
+
+
+def announce_deadlines(log: LogWriter) -> int:
+    """What a working deadline service gives for every late case of the drill (a late
+    close, an overdue case...), so that only the deadline faults above go unannounced."""
+    events = [e for _, e in log.sent if e.case_id not in UNANNOUNCED]
+    notices = owed_notices(events, utcnow())
+    for notice in notices:
+        log.add(CASES_DEADLINES, notice)
+    return len(notices)
+
+
 def found(report: VerifyReport, expected: Expected) -> bool:
     return any(
         v.kind == expected.kind
@@ -711,6 +807,7 @@ async def drill(settings: Settings, console: Console) -> int:
     log = LogWriter.create(settings)
     clean_cases(log, catalogue)
     expected = [fault(log, catalogue) for fault in FAULTS.values()]
+    announce_deadlines(log)
     await log.flush()
     report = await verify_log(settings)
     seconds = report.seconds
@@ -729,7 +826,9 @@ async def drill(settings: Settings, console: Console) -> int:
     extra = [
         v
         for v in report.violations
-        if not any(v.kind in (e.kind, *e.also) and v.case_id == e.case_id for e in expected)
+        if not any(
+            v.kind in (e.kind, *e.also, *e.elsewhere) and v.case_id == e.case_id for e in expected
+        )
     ]
     console.print(
         f"verify read {report.records} records ({report.cases} cases) in {seconds:.2f} s: "

@@ -62,6 +62,7 @@ LAUNCHER_VARIABLES = {
     "ONEDOOR_KAFKA_NODES": "3: the local stack runs a replicated three-node cluster",
     "ONEDOOR_CHROMIUM": "the browser tests' Chromium (default /usr/bin/chromium)",
     "ONEDOOR_SCREENSHOTS": "where the browser tests save screenshots (.data/screenshots)",
+    "ONEDOOR_FAULT_SEED": "the overlapping-faults scenario's seed (replays its kills)",
 }
 # Read by a CLI, not by a service.
 CLI_VARIABLES = {

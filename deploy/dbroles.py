@@ -35,7 +35,7 @@ import asyncpg
 from shared.platform.settings import compose_dsn, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("intake", "router", "hr_registration", "social_security", "audit")
+SERVICES = ("intake", "router", "hr_registration", "social_security", "audit", "deadlines")
 AUDIT_SCHEMA = "audit"
 NOT_DEPARTMENTS = frozenset({"intake", "router", "audit"})
 AUDITOR = "onedoor_auditor"

@@ -34,6 +34,7 @@ from rich.table import Table
 
 from deploy import dbroles, kafka_security
 from deploy import stack as local_stack
+from deploy.scrape import figures, scrape_all
 from services.audit.output import Terminal, print_verify_report, progress_bar
 from services.audit.verifier.run import verify_log
 from services.catalogue import default_catalogue
@@ -52,7 +53,7 @@ from shared.messaging.kafka import client_options
 from shared.platform.settings import Settings
 
 console = Console()
-SERVICES = ["router", "hr_registration", "social_security", "audit"]
+SERVICES = ["router", "hr_registration", "social_security", "audit", "deadlines"]
 HTTP_SERVICES = {"intake", "audit"}  # uvicorn apps; the others serve /health on their own port
 REGIONS = ["110105", "110108", "310104", "440305", "330106", "510107"]
 SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu"]
@@ -420,6 +421,25 @@ def auditor_settings(cfg: local_stack.StackConfig, prefix: str) -> Settings:
     ).as_principal(AUDIT)
 
 
+async def print_results(
+    table: Table, health: Mapping[str, str], cfg: local_stack.StackConfig
+) -> None:
+    """The summary, then a short scrape of each service's metrics."""
+    console.print(table, *saved_scrape(await scrape_all(health), cfg), sep="\n")
+
+
+def saved_scrape(scraped: Mapping[str, str], cfg: local_stack.StackConfig) -> list[str]:
+    """Each service's whole scrape saved under ``<data>/metrics``; the lines to print:
+    its key figures, one line per service."""
+    save_to = cfg.data_dir / "metrics"
+    save_to.mkdir(parents=True, exist_ok=True)
+    lines = [f"[bold]metrics[/] (GET /metrics; whole scrapes in {save_to}):"]
+    for name, text in scraped.items():
+        (save_to / f"{name}.prom").write_text(text)
+        lines.append(f"  {name:<16} {figures(text).line()}")
+    return lines
+
+
 async def demo(cases: int, deadline_s: float, seed: int) -> int:
     started = time.monotonic()
     cfg = local_stack.StackConfig.from_env()
@@ -472,7 +492,7 @@ async def demo(cases: int, deadline_s: float, seed: int) -> int:
             ),
         )
         dead = await wait_closed(run, obs, procs, deadline_s)
-        console.print(summary(run, obs, catalogue, started))
+        await print_results(summary(run, obs, catalogue, started), health, cfg)
         still_open = [c for c in run.accepted if c not in obs.closed]
         if dead:
             console.print(f"[red]FAILED[/]: service(s) died: {', '.join(dead)}")

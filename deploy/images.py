@@ -49,13 +49,14 @@ UID = 10001  # the image's user
 KAFKA, PG = 27092, 27432
 DATABASE_URL = f"postgresql://127.0.0.1:{PG}/onedoor"  # each service names its role
 HTTP = {"intake": 27080, "audit": 27081}
-HEALTH = {"router": 27082, "social-security": 27083, "hr-registration": 27084}
+HEALTH = {"router": 27082, "social-security": 27083, "hr-registration": 27084, "deadlines": 27085}
 SIGNER = {  # the Deployment's name -> the service (and key) it runs
     "intake": "intake",
     "router": "router",
     "social-security": "social_security",
     "hr-registration": "hr_registration",
     "audit": "audit",
+    "deadlines": "deadlines",
 }
 
 

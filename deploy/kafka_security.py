@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.contracts.topology import AUDIT, INTAKE, ROUTER
+from shared.contracts.topology import AUDIT, DEADLINES, INTAKE, ROUTER
 from shared.messaging import acls, principals
 from shared.platform.secret_files import read_secret
 from shared.platform.settings import Settings
@@ -206,6 +206,7 @@ def service_topics(departments: Iterable[str]) -> dict[str, Topics]:
     creates: the same derivation as its builder's."""
     # Imported here: the services' wiring is only needed to compute ACLs.
     from services.audit import main as audit  # noqa: PLC0415
+    from services.deadlines import main as deadlines  # noqa: PLC0415
     from services.intake import main as intake  # noqa: PLC0415
     from services.router import main as router  # noqa: PLC0415
     from shared.department.adapter import department_topics  # noqa: PLC0415
@@ -215,6 +216,7 @@ def service_topics(departments: Iterable[str]) -> dict[str, Topics]:
         INTAKE: intake.topics(names),
         ROUTER: router.topics(names),
         AUDIT: audit.topics(names),
+        DEADLINES: deadlines.topics(names),
     }
     for name in names:
         topics[name] = department_topics(_department(name))
@@ -236,7 +238,7 @@ async def provision(
     names = sorted(set(departments))
     granted = deployment_bindings(prefix, names)
     await principals.ensure_principals(
-        admin, secrets, acls.principals([INTAKE, ROUTER, AUDIT, *names])
+        admin, secrets, acls.principals([INTAKE, ROUTER, AUDIT, DEADLINES, *names])
     )
     await principals.grant(admin, granted)
     return granted

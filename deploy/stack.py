@@ -856,7 +856,15 @@ def restart_kafka(cfg: StackConfig, down_s: float = 0.0) -> None:
 
 # Every signer of the local stack: its services (the audit's key keys its verdict MACs)
 # and the operator who re-drives dead letters.
-SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit", "operator")
+SIGNERS = (
+    "intake",
+    "router",
+    "hr_registration",
+    "social_security",
+    "audit",
+    "deadlines",
+    "operator",
+)
 
 
 def ensure_keys(keys_dir: Path, registry: Path | None = None, extra: tuple[str, ...] = ()) -> Path:

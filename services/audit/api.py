@@ -6,6 +6,10 @@ GET /cases/{case_id}/history   the case's timeline (JSON; auditor or admin, with
 GET /access/cases/{case_id}    who read this case's data (JSON; auditor or admin)
 GET /access/accounts/{name}    what this account read (JSON; auditor or admin)
 GET /stats                     statistics from the projection (JSON; auditor or admin)
+GET /dashboard                 the dashboard's charts and the last verify run (auditor,
+                               admin; a centre head: its own centre's cases)
+GET /communities[/{code}]      cases per community (and one community's detail); a clerk
+                               or a centre head sees its own centre's cases only
 GET /health                    liveness, ingest counters (open, no personal data)
 
 Tokens are intake's (``POST /auth/token`` there), checked with the public half of its
@@ -17,17 +21,19 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 from uuid import UUID
 
+import asyncpg
 import structlog
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 
-from services.audit import access, queries
+from services.audit import access, dashboard, queries, verifications
 from services.audit.ingest import AuditIngest
 from shared.contracts.access import REASON_HEADER, Accessor, needs_reason, reason_problem
+from shared.contracts.events import utcnow
 from shared.messaging.access import AccessNotRecordedError, AccessRecorder
 from shared.platform.apidocs import api_app
 from shared.platform.oidc import OidcVerifier
@@ -36,6 +42,11 @@ from shared.platform.tokens import Claims, TokenVerifier, decide, load_verify_ke
 
 log = structlog.get_logger("audit.api")
 READERS = ("auditor", "admin")
+# Counts and case numbers, never a person's data: a centre's head and clerks see their
+# own centre's, auditors and admins every centre's.
+DASHBOARD_READERS = ("auditor", "admin", "head")
+COMMUNITY_READERS = ("clerk", "head", "auditor", "admin")
+CENTRE_BOUND = ("clerk", "head")
 
 
 class IntakeTokens:
@@ -43,7 +54,7 @@ class IntakeTokens:
     reads intake's public key when first needed (intake creates the key pair at its first
     start, maybe after the audit started)."""
 
-    def __init__(self, path: Path, issuer_of_oidc: OidcVerifier | None = None) -> None:
+    def __init__(self, path: FilePath, issuer_of_oidc: OidcVerifier | None = None) -> None:
         self._path = path
         self._oidc = issuer_of_oidc
         self._verifier: TokenVerifier | None = None
@@ -67,6 +78,32 @@ def reader(request: Request, authorization: Annotated[str | None, Header()] = No
     return claims
 
 
+def dashboard_reader(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Claims:
+    """An auditor, an admin or a centre head (see :func:`reader`)."""
+    claims: Claims = request.app.state.decide(authorization, DASHBOARD_READERS)
+    return claims
+
+
+def community_reader(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Claims:
+    """A clerk, a centre head, an auditor or an admin (see :func:`reader`)."""
+    claims: Claims = request.app.state.decide(authorization, COMMUNITY_READERS)
+    return claims
+
+
+def centre_of(who: Claims) -> str | None:
+    """The one centre whose cases ``who`` may count (None: every centre). A clerk or a
+    head whose token names no centre is refused."""
+    if who.role not in CENTRE_BOUND:
+        return None
+    if not who.centre:
+        raise HTTPException(status_code=403, detail=f"this {who.role}'s token names no centre")
+    return who.centre
+
+
 def create_app(
     live: RunningService,
     ingest: AuditIngest,
@@ -80,8 +117,8 @@ def create_app(
     reader_role = settings.audit_reader_role  # its queries run as the auditor's role
     tokens = IntakeTokens(settings.token_public_key_path(), issuer_of_oidc)
 
-    def auditor(authorization: Annotated[str | None, Header()] = None) -> Claims:
-        claims = decide(tokens.verifier(), authorization, READERS)
+    def allowed(authorization: str | None, roles: tuple[str, ...]) -> Claims:
+        claims = decide(tokens.verifier(), authorization, roles)
         if isinstance(claims, Claims):
             return claims
         status, detail = claims
@@ -89,7 +126,11 @@ def create_app(
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         raise HTTPException(status_code=status, detail=detail, headers=headers)
 
+    def auditor(authorization: Annotated[str | None, Header()] = None) -> Claims:
+        return allowed(authorization, READERS)
+
     app.state.reader = auditor
+    app.state.decide = allowed
 
     @app.get("/cases/{case_id}/history")
     async def history(
@@ -148,6 +189,8 @@ def create_app(
         async with pool.acquire() as conn, queries.read_only(conn, reader_role):
             return await queries.statistics(conn)
 
+    add_figures(app, pool, reader_role)
+
     @app.get("/health")
     async def health() -> JSONResponse:
         body = await live.health()
@@ -156,3 +199,39 @@ def create_app(
         return JSONResponse(status_code=200 if body["database"] else 503, content=body)
 
     return app
+
+
+def add_figures(app: FastAPI, pool: asyncpg.Pool, reader_role: str | None) -> None:
+    """The dashboard's and the community page's figures (counts, case numbers, the last
+    verify run), read as the auditor's role in a read-only transaction."""
+
+    @app.get("/dashboard")
+    async def dashboard_figures(
+        who: Annotated[Claims, Depends(dashboard_reader)],
+    ) -> dict[str, Any]:
+        """Every chart's exact counts (a centre head: its centre's cases only) and the
+        last verify run the service made."""
+        centre = centre_of(who)
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
+            rows = await dashboard.case_rows(conn, centre=centre)
+            last = await verifications.last_run(conn)
+        body = dashboard.dashboard(rows, utcnow())
+        body |= {"centre": centre, "verification": last}
+        return body
+
+    @app.get("/communities")
+    async def community_list(who: Annotated[Claims, Depends(community_reader)]) -> dict[str, Any]:
+        centre = centre_of(who)
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
+            rows = await dashboard.case_rows(conn, centre=centre)
+        return {"centre": centre, "communities": dashboard.communities(rows)}
+
+    @app.get("/communities/{code}")
+    async def community_detail(
+        code: Annotated[str, Path(pattern=dashboard.COMMUNITY_CODE)],
+        who: Annotated[Claims, Depends(community_reader)],
+    ) -> dict[str, Any]:
+        centre = centre_of(who)
+        async with pool.acquire() as conn, queries.read_only(conn, reader_role):
+            rows = await dashboard.case_rows(conn, centre=centre, community=code)
+        return dashboard.community(rows, code, utcnow()) | {"centre": centre}

@@ -209,12 +209,27 @@ async def cmd_stats(settings: Settings, args: argparse.Namespace) -> int:
             title=dimension.replace("_", " "),
             right=measures,
         )
+    for dimension, rows in data.get("promises", {}).items():
+        if not rows:
+            continue
+        measures = list(next(iter(rows.values())))
+        out.table(
+            [(key, *(_figure(m, counters[m]) for m in measures)) for key, counters in rows.items()],
+            columns=("key", *measures),
+            title=f"promises kept {dimension.replace('_', ' ')}",
+            right=measures,
+        )
     out.line(f"on-the-spot share: {data['on_spot_share']:.1%}")
     out.line(f"rejection reasons: {data['reasons']}")
     out.line(f"accept-to-close ms: {data['accept_to_close_ms']}")
     out.line(f"open past promised time: {len(data['open_past_promise'])}")
     out.line(f"reads of personal data by role: {data['accesses_by_role']}")
     return 0
+
+
+def _figure(measure: str, value: float) -> str:
+    """A share as a percentage, a count as an integer."""
+    return f"{value:.1%}" if measure == "share" else str(int(value))
 
 
 def _print_stats_csv(data: dict[str, Any]) -> None:
@@ -224,6 +239,10 @@ def _print_stats_csv(data: dict[str, Any]) -> None:
         for key, counters in data[dimension].items():
             for measure, value in counters.items():
                 writer.writerow([dimension, key, measure, value])
+    for dimension, rows in data.get("promises", {}).items():
+        for key, counters in rows.items():
+            for measure, value in counters.items():
+                writer.writerow([f"promises_{dimension}", key, measure, value])
     for reason, n in data["reasons"].items():
         writer.writerow(["reasons", reason, "count", n])
     for name, value in data["accept_to_close_ms"].items():

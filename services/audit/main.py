@@ -5,15 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from starlette.types import ASGIApp
+
 from services.audit import store
 from services.audit.api import create_app
 from services.audit.ingest import AuditIngest, event_log_pattern
+from services.audit.verifications import VerifySchedule
 from services.catalogue import default_catalogue
 from shared.contracts.topology import AUDIT, all_topics
 from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import ConsumerLoop
 from shared.platform import oidc
-from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
+from shared.platform.runtime import (
+    Plumbing,
+    RunningService,
+    ServiceContext,
+    Topics,
+    open_service,
+)
 from shared.platform.settings import Settings
 
 NAME = AUDIT
@@ -45,9 +54,13 @@ def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) ->
     recorder = AccessRecorder(
         plumbing.pool, plumbing.writer, service=NAME, committed=plumbing.relay.wake
     )
-    return plumbing.service(
-        loops=[loop], http=lambda live: create_app(live, ingest, recorder, issuer_of_oidc)
-    )
+    schedule = VerifySchedule(settings, plumbing.pool)
+
+    def http(live: RunningService) -> ASGIApp:
+        schedule.start()  # verify at start, then every audit_verify_every_s
+        return create_app(live, ingest, recorder, issuer_of_oidc)
+
+    return plumbing.service(loops=[loop], http=http, on_close=[schedule.close])
 
 
 async def build(settings: Settings) -> ServiceContext:

@@ -26,6 +26,8 @@ from shared.contracts.events import (
     CaseRejected,
     CaseReviewFlagged,
     CaseRouted,
+    DeadlineMissed,
+    DeadlineWarning,
     Event,
     PersonalDataAccessed,
     StepApproved,
@@ -189,6 +191,10 @@ def _describe(event: Event) -> tuple[int | None, str | None, str]:  # noqa: PLR0
         return None, event.department, f"closed {event.outcome}{how}{reason}"
     if isinstance(event, CaseReviewFlagged):
         return event.step_index, event.department, f"review failed: {event.reason_code}"
+    if isinstance(event, DeadlineWarning):
+        return event.step_index, event.department, f"one working day left (due {iso(event.due_by)})"
+    if isinstance(event, DeadlineMissed):
+        return event.step_index, event.department, f"missed its due time {iso(event.due_by)}"
     return None, None, event.event_type
 
 

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from services.audit import access, store
 from services.audit.projection import CaseView, project
-from services.audit.statistics import OUTCOME_COUNTER, tally
+from services.audit.statistics import COUNTED, tally
 from shared.contracts.events import utcnow
 from shared.platform.db import Connection, connect
 from shared.platform.settings import Settings
@@ -58,7 +58,7 @@ async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[s
     ingested batch): one narrow row per case, never a replay of the stored events; and
     the reads of personal data by role (``accesses_by_role``, from the stored
     PersonalDataAccessed events)."""
-    figures, outcomes = await store.view_figures(conn, list(OUTCOME_COUNTER))
+    figures, outcomes = await store.view_figures(conn, list(COUNTED))
     body = tally(figures, outcomes, now=utcnow() if now is None else now).to_json()
     body["accesses_by_role"] = await access.counts_by_role(conn)
     return body

@@ -1,5 +1,6 @@
 """Statistics over the case-history projection: per item, department, community and
-day; the on-the-spot share; accept-to-close times; open cases past their promise.
+day; the on-the-spot share; accept-to-close times; open cases past their promise; the
+promises kept (on-time share per item, community and department).
 
 Pure code, no I/O. The figures are a tally of a few fields of each case view
 (:class:`CaseFigures`) and of the departments' outcomes in the views' timelines, so the
@@ -11,13 +12,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
 from services.audit.projection import CaseView
-from shared.contracts.events import StepApproved, StepNeedsInfo, StepRejected
+from shared.contracts.events import (
+    DeadlineMissed,
+    DeadlineWarning,
+    StepApproved,
+    StepNeedsInfo,
+    StepRejected,
+)
 
 # Dates in the statistics are the centre's calendar days (China keeps no summer time).
 CENTRE_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -28,6 +35,12 @@ OUTCOME_COUNTER: Mapping[str, str] = {
     StepRejected.event_type: "rejected",
     StepNeedsInfo.event_type: "needs_info",
 }
+# The deadline service's notices, counted per department like the outcomes.
+NOTICE_COUNTER: Mapping[str, str] = {
+    DeadlineWarning.event_type: "warned",
+    DeadlineMissed.event_type: "missed",
+}
+COUNTED: tuple[str, ...] = (*OUTCOME_COUNTER, *NOTICE_COUNTER)
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,11 @@ class Stats:
     reasons: dict[str, int]  # reason_code of closed rejected cases -> count
     accept_to_close_ms: dict[str, float]  # "p50", "p90", "p99", "count"
     open_past_promise: list[str]  # case ids open past promised_by, sorted
+    # Promises kept: "per_item" / "per_community" -> key -> on_time, late (cases closed
+    # by their promise, or closed after it or open past it) and share (on_time of both);
+    # "per_department" -> department -> decided, missed (DeadlineMissed notices), warned,
+    # share (decided steps without a DeadlineMissed, of the decided).
+    promises: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready with every mapping's keys sorted."""
@@ -52,6 +70,7 @@ class Stats:
             "reasons": dict(sorted(self.reasons.items())),
             "accept_to_close_ms": dict(self.accept_to_close_ms),
             "open_past_promise": sorted(self.open_past_promise),
+            "promises": {d: _sorted_nested(t) for d, t in sorted(self.promises.items())},
         }
 
 
@@ -86,7 +105,7 @@ class CaseFigures:
         )
 
 
-def _sorted_nested(table: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+def _sorted_nested(table: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {key: dict(table[key]) for key in sorted(table)}
 
 
@@ -107,7 +126,7 @@ def department_outcomes(views: Iterable[CaseView]) -> dict[tuple[str, str], int]
     counts: dict[tuple[str, str], int] = {}
     for view in views:
         for entry in view.timeline:
-            if entry.event_type in OUTCOME_COUNTER and entry.department is not None:
+            if entry.event_type in COUNTED and entry.department is not None:
                 key = (entry.department, entry.event_type)
                 counts[key] = counts.get(key, 0) + 1
     return counts
@@ -135,8 +154,17 @@ def tally(
     durations: list[float] = []
     closes = on_spot = 0
     late: list[str] = []
+    kept: dict[str, dict[str, dict[str, float]]] = {"per_item": {}, "per_community": {}}
     for case in cases:
         state = "open" if case.outcome is None else case.outcome
+        promise = _kept(case, now)
+        if promise is not None:
+            for dimension, key in (
+                ("per_item", case.item_code),
+                ("per_community", case.community_code),
+            ):
+                row = kept[dimension].setdefault(key, {"on_time": 0, "late": 0})
+                row[promise] += 1
         day = case.accepted_at.astimezone(CENTRE_TZ).date().isoformat()
         for table, key in (
             (per_item, case.item_code),
@@ -156,12 +184,24 @@ def tally(
         elif case.promised_by is not None and case.promised_by < now and not case.waiting:
             late.append(case.case_id)
     per_department: dict[str, dict[str, int]] = {}
+    notices: dict[str, dict[str, float]] = {}
     for (department, event_type), n in outcomes.items():
+        if event_type in NOTICE_COUNTER:
+            row = notices.setdefault(department, {"missed": 0, "warned": 0})
+            row[NOTICE_COUNTER[event_type]] += n
+            continue
         dept = per_department.setdefault(
             department, {"approved": 0, "rejected": 0, "needs_info": 0}
         )
         dept[OUTCOME_COUNTER[event_type]] += n
     durations.sort()
+    kept["per_department"] = {
+        d: {"decided": float(sum(c.values())), "missed": 0, "warned": 0, **notices.get(d, {})}
+        for d, c in per_department.items()
+    }
+    for rows in kept.values():
+        for row in rows.values():
+            _share(row)
     return Stats(
         per_item=_sorted_nested(per_item),
         per_department=_sorted_nested(per_department),
@@ -176,4 +216,29 @@ def tally(
             "count": float(len(durations)),
         },
         open_past_promise=sorted(late),
+        promises={d: _sorted_nested(t) for d, t in kept.items()},
     )
+
+
+def _kept(case: CaseFigures, now: datetime) -> str | None:
+    """Whether the case kept its promise: "on_time", "late", or None (open and still
+    within its promise, or waiting for the applicant, whose wait stops the centre's
+    clock). An on-the-spot case closed at once: on time."""
+    if case.closed_at is not None:
+        late = (
+            not case.on_spot and case.promised_by is not None and case.closed_at > case.promised_by
+        )
+        return "late" if late else "on_time"
+    if case.promised_by is not None and case.promised_by < now and not case.waiting:
+        return "late"
+    return None
+
+
+def _share(row: dict[str, float]) -> None:
+    """Add the on-time share (0..1, 4 places) to a row of ``Stats.promises``."""
+    if "decided" in row:
+        decided = row["decided"]
+        row["share"] = round(max(decided - row["missed"], 0) / decided, 4) if decided else 1.0
+    else:
+        total = row["on_time"] + row["late"]
+        row["share"] = round(row["on_time"] / total, 4) if total else 1.0

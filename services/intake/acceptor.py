@@ -35,7 +35,7 @@ from shared.contracts.sealing import CentreSecret
 from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
 from shared.messaging.outbox import OutboxWriter
-from shared.platform import metrics
+from shared.platform import metrics, tracing
 from shared.platform.db import Connection
 from shared.platform.settings import Settings
 
@@ -81,6 +81,9 @@ class _Pending:
     answer: asyncio.Future[dict[str, Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # The posting request's trace context, taken in the request's own task (the group
+    # commit writes the row from another): empty when tracing is off.
+    trace: tracing.TraceHeaders = field(default_factory=tracing.carry)
 
     def settle(self, result: dict[str, Any] | BaseException) -> None:
         if self.answer.done():
@@ -292,4 +295,9 @@ class Acceptor:
         ]
         if claims:
             await store.claim_keys(conn, claims)
-        await self._writer.add(conn, CASES_ACCEPTED, *events)
+        # Each case carries the trace of the request that posted it (none when off).
+        trace = [new.pending.trace for new in fresh]
+        await self._writer.write(
+            conn,
+            [self._writer.row(CASES_ACCEPTED, e, t) for e, t in zip(events, trace, strict=True)],
+        )

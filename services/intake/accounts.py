@@ -1,5 +1,6 @@
 """Staff accounts (schema ``intake``): clerks bound to a centre and a window, department
-officers of one department, auditors, operators and admins.
+officers of one department, auditors, operators, admins, and centre heads (``head``,
+bound to a centre: the dashboard of its centre's cases).
 
 Passwords are hashed with Argon2id (argon2-cffi's defaults); a disabled account cannot
 sign in or refresh. Refresh tokens are random, stored as their SHA-256 only, and
@@ -85,6 +86,8 @@ def check_binding(
         raise AccountError("a clerk, and only a clerk, has a centre and a window")
     if (role == "department_officer") != bool(department):
         raise AccountError("a department officer, and only one, has a department")
+    if role == "head" and not (centre_id and not window_id):
+        raise AccountError("a centre head has a centre and no window")
 
 
 async def create(

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     create = sub.add_parser("create", help="a new account")
     create.add_argument("name")
     create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--centre", help="a clerk's centre (e.g. C01)")
+    create.add_argument("--centre", help="a clerk's or a centre head's centre (e.g. C01)")
     create.add_argument("--window", help="a clerk's window (e.g. W03)")
     create.add_argument("--department", help="a department officer's department")
     for name in ("disable", "enable", "reset-password"):

@@ -201,7 +201,7 @@ def create_app(  # noqa: PLR0917 - the parts main.wire built, in the order it bu
         response.headers.update(headers)
         return body
 
-    @app.get("/cases/{case_id}")
+    @app.get("/cases/{case_id}", responses=responses.GET_CASE)
     async def case_status(
         case_id: UUID,
         token: Annotated[str | None, Depends(authorization)],
@@ -251,7 +251,7 @@ def create_app(  # noqa: PLR0917 - the parts main.wire built, in the order it bu
             )
         return answer
 
-    @app.get("/health")
+    @app.get("/health", responses=responses.HEALTH)
     async def health() -> JSONResponse:
         body = await live.health()
         return JSONResponse(status_code=200 if body["database"] else 503, content=body)

@@ -35,6 +35,7 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.intake import responses
 from services.intake.notifier import Notifier, NotifierError
 from services.intake.signin import RateLimiter
 from shared.contracts.access import Accessor, citizen_name
@@ -281,9 +282,13 @@ class CitizenDesk:
         self.wrong_per_address = RateLimiter(4 * settings.citizen_max_wrong_codes, lock_s)
 
     def add_routes(self, app: FastAPI) -> None:
-        app.post("/citizen/code", status_code=202, tags=["citizen"])(self.send_code)
-        app.post("/citizen/session", tags=["citizen"])(self.session)
-        app.get("/citizen/case", tags=["citizen"])(self.own_case)
+        app.post(
+            "/citizen/code", status_code=202, tags=["citizen"], responses=responses.CITIZEN_CODE
+        )(self.send_code)
+        app.post("/citizen/session", tags=["citizen"], responses=responses.CITIZEN_SESSION)(
+            self.session
+        )
+        app.get("/citizen/case", tags=["citizen"], responses=responses.CITIZEN_CASE)(self.own_case)
 
     async def send_code(self, body: CodeRequest, request: Request) -> JSONResponse:
         """Ask for a one-time code. The same 202 whether or not the receipt matched."""

@@ -105,6 +105,8 @@ async def build(settings: Settings, catalogue: Catalogue | None = None) -> Servi
         schema=NAME,
         migrations=MIGRATIONS,
         topics=topics(catalogue.departments()),
+        # Windows are served while the broker is away: cases wait in the outbox.
+        provision_later=True,
     )
     plumbing.log.info("catalogue loaded", version=catalogue.version, items=len(catalogue.items))
     return wire(plumbing, catalogue, issuer_of_oidc)

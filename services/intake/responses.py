@@ -89,6 +89,12 @@ POST_CASES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
+    400: {
+        "model": FieldProblems,
+        "description": "The body does not decode: not UTF-8, not JSON, nested deeper than "
+        "32 levels, or an integer of more than 30 digits (``type``: "
+        '``body_undecodable``, ``loc``: ``["body"]``).',
+    },
     401: _problem(
         "No access token, or a bad or expired one. Decided before the body is read.",
         **{"WWW-Authenticate": "``Bearer``"},
@@ -115,4 +121,54 @@ POST_CASES: dict[int | str, dict[str, Any]] = {
         "The case store is away; retry shortly with the same Idempotency-Key.",
         **{"Retry-After": "Seconds to wait before retrying."},
     ),
+}
+
+
+# ------------------------------------------------------------------ the other routes
+# What each answers beyond its 2xx and FastAPI's own 422 (a body, a path or a header
+# that does not validate), so the document lists every status the API can send.
+
+_NO_TOKEN = _problem("No access token, or a bad or expired one.", **{"WWW-Authenticate": "Bearer"})
+_TOO_MANY = _problem(
+    "Too many attempts from this address or for this account: wait and retry.",
+    **{"Retry-After": "Seconds to wait."},
+)
+_NOT_RECORDED = _problem(
+    "The read could not be recorded as a PersonalDataAccessed event (the store is away): "
+    "nothing is shown until it is; retry shortly.",
+    **{"Retry-After": "Seconds to wait."},
+)
+
+SIGN_IN: dict[int | str, dict[str, Any]] = {
+    401: _problem("Bad name or password, or the account is disabled."),
+    429: _TOO_MANY,
+}
+REFRESH: dict[int | str, dict[str, Any]] = {
+    401: _problem("The refresh token is unknown, expired or revoked."),
+}
+GET_CASE: dict[int | str, dict[str, Any]] = {
+    401: _NO_TOKEN,
+    403: _problem("Another role, or a clerk of another centre."),
+    404: _problem("No case with this id."),
+    503: _NOT_RECORDED,
+}
+CITIZEN_CODE: dict[int | str, dict[str, Any]] = {
+    429: _TOO_MANY,
+    503: _problem(
+        "The notifier cannot deliver the code now; retry later.",
+        **{"Retry-After": "Seconds to wait."},
+    ),
+}
+CITIZEN_SESSION: dict[int | str, dict[str, Any]] = {
+    401: _problem("Wrong, spent or expired code, or no such receipt."),
+    429: _TOO_MANY,
+}
+CITIZEN_CASE: dict[int | str, dict[str, Any]] = {
+    401: _NO_TOKEN,
+    403: _problem("A token that is not a citizen's."),
+    404: _problem("The case the token names does not exist."),
+    503: _NOT_RECORDED,
+}
+HEALTH: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The database is away: the same body, with ``database: false``."},
 }

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.intake import accounts
+from services.intake import accounts, responses
 from shared.platform.settings import Settings
 from shared.platform.tokens import TokenIssuer
 
@@ -95,7 +95,7 @@ def add_routes(app: FastAPI, settings: Settings, pool: asyncpg.Pool, issuer: Tok
             "role": account.role,
         }
 
-    @app.post("/auth/token", tags=["auth"])
+    @app.post("/auth/token", tags=["auth"], responses=responses.SIGN_IN)
     async def sign_in(body: SignIn, request: Request) -> JSONResponse:
         """Sign in with name and password: a 15-minute access token and a refresh token.
         Failed attempts are limited per account and per client address (429)."""
@@ -119,7 +119,7 @@ def add_routes(app: FastAPI, settings: Settings, pool: asyncpg.Pool, issuer: Tok
         log.info("signed in", account=account.name, role=account.role, client=address)
         return JSONResponse(answer)
 
-    @app.post("/auth/refresh", tags=["auth"])
+    @app.post("/auth/refresh", tags=["auth"], responses=responses.REFRESH)
     async def refresh(body: Refresh) -> JSONResponse:
         """A fresh access token (and a new refresh token) for a live refresh token; the old
         refresh token is spent."""

@@ -13,7 +13,7 @@ the review is flagged instead (the case stays closed as approved).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -37,9 +37,10 @@ from shared.contracts.events import (
     parse_event,
 )
 from shared.contracts.topology import CASES_ROUTING, dept_tasks
+from shared.contracts.workdays import CalendarError, Deadline, Workdays, workdays_for
 
 PRODUCER = "router"
-REVIEW_DAYS = 5  # how long a department has to review an on-the-spot approval
+REVIEW_DAYS = 5  # working days a department has to review an on-the-spot approval
 # reason_code of the flag raised when a review cannot be done without more information
 REVIEW_NEEDS_INFO = "needs_info"
 
@@ -71,6 +72,10 @@ class CaseState:
     current_step: int | None
     outcome: Literal["approved", "rejected"] | None
     promised_by: datetime
+    # When one working day of the promise is left (the steps' warning time); None for a
+    # case routed before promises were counted in working days.
+    warn_at: datetime | None = None
+    working_days: int | None = None  # the promise in working days (None: as warn_at)
 
     @property
     def closed(self) -> bool:
@@ -102,11 +107,20 @@ def _assign(
     cause: Event,
     now: datetime,
     *,
+    workdays: Workdays,
     follows: str | None,
 ) -> list[Emit]:
     step = state.steps[index]
     review = state.on_spot
-    due = now + timedelta(days=REVIEW_DAYS) if review else state.promised_by
+    warn_at: datetime | None
+    if review:
+        promise = _count(workdays, now, REVIEW_DAYS)
+        due, warn_at = promise.due_by, promise.warn_at
+    else:
+        # A step of an open case shares the case's promise (the catalogue promises the
+        # item, not each step); a later step has what is left of it.
+        due, warn_at = state.promised_by, state.warn_at
+    due = max(due, now)
     env = cause.caused()
     emits: list[Emit] = [
         (
@@ -123,7 +137,9 @@ def _assign(
                 form=accepted.form,
                 review=review,
                 follows_department=follows,
-                due_by=max(due, now),
+                due_by=due,
+                working_days=REVIEW_DAYS if review else state.working_days,
+                warn_at=None if warn_at is None else min(max(warn_at, now), due),
             ),
         )
     ]
@@ -145,10 +161,22 @@ def _assign(
     return emits
 
 
+def _count(workdays: Workdays, start: datetime, days: int) -> Deadline:
+    try:
+        return workdays.deadline(start, days)
+    except CalendarError as exc:  # a year without its calendar file: dead-lettered, loudly
+        raise RoutingViolationError(str(exc)) from None
+
+
 def route(
-    accepted: CaseAccepted, catalogue: Catalogue, now: datetime
+    accepted: CaseAccepted,
+    catalogue: Catalogue,
+    now: datetime,
+    workdays: Workdays | None = None,
 ) -> tuple[CaseState | None, list[Emit]]:
-    """A new case: write its slip and assign step 0, or reject it with a reason."""
+    """A new case: write its slip and assign step 0, or reject it with a reason.
+    ``workdays``: the calendar promises are counted on (default: the shipped one)."""
+    workdays = workdays or workdays_for(None, None)
     env = accepted.caused()
     item = catalogue.get(accepted.item_code)
     problem: tuple[str, str, str] | None = None
@@ -197,7 +225,7 @@ def route(
         RoutedStep(index=i, department=s.department, action=s.action)
         for i, s in enumerate(item.steps)
     )
-    promised_by = accepted.occurred_at + timedelta(days=item.promised_days)
+    promise = _count(workdays, accepted.occurred_at, item.promised_days)
     state = CaseState(
         case_id=accepted.case_id,
         correlation_id=accepted.correlation_id,
@@ -209,7 +237,9 @@ def route(
         on_spot=item.settle_on_spot,
         current_step=0,
         outcome="approved" if item.settle_on_spot else None,
-        promised_by=promised_by,
+        promised_by=promise.due_by,
+        warn_at=promise.warn_at,
+        working_days=item.promised_days,
     )
     emits: list[Emit] = [
         (
@@ -221,7 +251,8 @@ def route(
                 catalogue_version=catalogue.version,
                 steps=steps,
                 settle_on_spot=item.settle_on_spot,
-                promised_by=promised_by,
+                promised_by=promise.due_by,
+                working_days=item.promised_days,
             ),
         )
     ]
@@ -232,14 +263,18 @@ def route(
                 CaseClosed(**env, producer=PRODUCER, outcome="approved", on_spot=True),
             )
         )
-    emits += _assign(state, accepted, 0, accepted, now, follows=None)
+    emits += _assign(state, accepted, 0, accepted, now, workdays=workdays, follows=None)
     return state, emits
 
 
 def on_outcome(
-    state: CaseState | None, outcome: StepOutcome, now: datetime
+    state: CaseState | None,
+    outcome: StepOutcome,
+    now: datetime,
+    workdays: Workdays | None = None,
 ) -> tuple[CaseState, list[Emit]]:
     """A department decided a step: advance the slip, close the case, or flag a review."""
+    workdays = workdays or workdays_for(None, None)
     if state is None:
         raise RoutingViolationError(f"outcome for unknown case {outcome.case_id}")
     if state.current_step is None or outcome.step_index != state.current_step:
@@ -283,7 +318,13 @@ def on_outcome(
     if following < len(state.steps):
         advanced = replace(state, current_step=following)
         return advanced, _assign(
-            advanced, state.accepted(), following, outcome, now, follows=step.department
+            advanced,
+            state.accepted(),
+            following,
+            outcome,
+            now,
+            workdays=workdays,
+            follows=step.department,
         )
     if state.on_spot:
         return replace(state, current_step=None), []

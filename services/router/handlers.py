@@ -17,14 +17,17 @@ from shared.contracts.events import (
     StepOutcome,
     utcnow,
 )
+from shared.contracts.workdays import Workdays, workdays_for
 from shared.messaging.consumer import StatefulHandler, Tx
 from shared.platform.db import Connection
 from shared.platform.metrics import CASES_CLOSED
 
 
 class RouterHandler(StatefulHandler):
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, workdays: Workdays | None = None) -> None:
+        """``workdays``: the calendar promises are counted on (default: the shipped one)."""
         self.catalogue = catalogue
+        self.workdays = workdays or workdays_for(None, None)
         self._cases: dict[UUID, CaseState] = {}
         self._rejected: set[UUID] = set()
         self._new: dict[UUID, None] = {}  # insertion-ordered set
@@ -40,7 +43,7 @@ class RouterHandler(StatefulHandler):
         if isinstance(event, CaseAccepted):
             if event.case_id in self._cases or event.case_id in self._rejected:
                 raise domain.RoutingViolationError(f"case {event.case_id} was accepted twice")
-            state, emits = domain.route(event, self.catalogue, now)
+            state, emits = domain.route(event, self.catalogue, now, self.workdays)
             if state is not None:
                 self._cases[event.case_id] = state
                 self._new[event.case_id] = None
@@ -49,7 +52,9 @@ class RouterHandler(StatefulHandler):
                 self._rejected.add(event.case_id)
                 self._new_rejected.append((event.case_id, rejected.reason_code))
         elif isinstance(event, StepOutcome):
-            state, emits = domain.on_outcome(self._cases.get(event.case_id), event, now)
+            state, emits = domain.on_outcome(
+                self._cases.get(event.case_id), event, now, self.workdays
+            )
             self._cases[event.case_id] = state
             if event.case_id not in self._new:
                 self._changed[event.case_id] = None

@@ -29,6 +29,8 @@ def _state(row: Any) -> CaseState:
         current_step=row["current_step"],
         outcome=row["outcome"],
         promised_by=row["promised_by"],
+        warn_at=row["warn_at"],
+        working_days=row["working_days"],
     )
 
 
@@ -57,12 +59,13 @@ async def insert(conn: Connection, states: Sequence[CaseState]) -> None:
     # One statement per batch (executemany runs one per row on the server).
     await conn.execute(
         """INSERT INTO cases (case_id, correlation_id, item_code, catalogue_version, steps,
-                              accepted, status, on_spot, current_step, outcome, promised_by)
-           SELECT id, corr, item, cat, steps::jsonb, acc, st, spot, step, outc, due
+                              accepted, status, on_spot, current_step, outcome, promised_by,
+                              warn_at, working_days)
+           SELECT id, corr, item, cat, steps::jsonb, acc, st, spot, step, outc, due, warn, days
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                        $6::bytea[], $7::text[], $8::bool[], $9::int[], $10::text[],
-                       $11::timestamptz[])
-                AS u(id, corr, item, cat, steps, acc, st, spot, step, outc, due)""",
+                       $11::timestamptz[], $12::timestamptz[], $13::int[])
+                AS u(id, corr, item, cat, steps, acc, st, spot, step, outc, due, warn, days)""",
         [s.case_id for s in states],
         [s.correlation_id for s in states],
         [s.item_code for s in states],
@@ -74,6 +77,8 @@ async def insert(conn: Connection, states: Sequence[CaseState]) -> None:
         [s.current_step for s in states],
         [s.outcome for s in states],
         [s.promised_by for s in states],
+        [s.warn_at for s in states],
+        [s.working_days for s in states],
     )
 
 

@@ -73,6 +73,14 @@ _REDRIVE_HEADERS: Final = {
         "Only with onedoor-redrive: the operator's signature of those bytes (as onedoor-signature)."
     ),
 }
+_TRACE_HEADERS: Final = {
+    "traceparent": (
+        "Only when tracing is on (ONEDOOR_OTEL_ENDPOINT): the W3C trace context of the span "
+        "that caused the event, so one case is one trace. Outside the signature; readers "
+        "may ignore it (docs/deploy.md, traces)."
+    ),
+    "tracestate": "Only with traceparent, when the trace carries vendor state: W3C tracestate.",
+}
 _DLQ_HEADERS: Final = {
     topology.DLQ_REASON: (
         "Why, machine-readable: the decode or trust failure (malformed, "
@@ -332,6 +340,7 @@ def _message(spec: TopicSpec, cls: type[Event]) -> dict[str, Any]:
     else:
         signer["const"] = spec.writer
     properties |= {n: {"type": "string", "description": t} for n, t in _REDRIVE_HEADERS.items()}
+    properties |= {n: {"type": "string", "description": t} for n, t in _TRACE_HEADERS.items()}
     return {
         "name": cls.event_type,
         "title": cls.event_type,

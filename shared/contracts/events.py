@@ -14,40 +14,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from shared.contracts.identity import validate_resident_id
-from shared.contracts.sealing import PLAIN, REF_PATTERN, legacy_ref
+from shared.contracts import errors as _errors  # its errors re-exported below
+from shared.contracts.sealing import REF_PATTERN
+from shared.contracts.upcasts import (
+    upcast_clear_applicant,
+    upcast_step_outcome_v1,
+    upcast_step_outcome_v2,
+    upcast_to_working_days,
+)
+
+EventDecodeError = _errors.EventDecodeError
+MalformedEventError = _errors.MalformedEventError
+UnknownEventTypeError = _errors.UnknownEventTypeError
+UnsupportedSchemaVersionError = _errors.UnsupportedSchemaVersionError
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class EventDecodeError(ValueError):
-    """A record could not be turned into an event; ``reason`` is the machine-readable kind."""
-
-    reason: ClassVar[str] = "malformed"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{self.reason}: {message}")
-        self.detail = message
-
-
-class MalformedEventError(EventDecodeError):
-    reason = "malformed"
-
-
-class UnknownEventTypeError(EventDecodeError):
-    reason = "unknown_event_type"
-
-
-class UnsupportedSchemaVersionError(EventDecodeError):
-    reason = "unsupported_schema_version"
 
 
 class Event(BaseModel):
@@ -171,9 +160,13 @@ class CaseAccepted(Event):
 
 
 class CaseRouted(Event):
-    """The router matched the item and wrote the routing slip."""
+    """The router matched the item and wrote the routing slip.
+
+    Version 2 counts the promise in working days on the centre's calendar
+    (``working_days``); version 1 records (calendar days) are upcast with ``None``."""
 
     event_type: ClassVar[str] = "CaseRouted"
+    schema_version: ClassVar[int] = 2
 
     item_code: str = Field(description="Catalogue item code.")
     catalogue_version: str = Field(description="Catalogue version that routed the case.")
@@ -182,6 +175,12 @@ class CaseRouted(Event):
     )
     settle_on_spot: bool = Field(description="Approved at once; departments review afterwards.")
     promised_by: AwareDatetime = Field(description="Promised completion time.")
+    working_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="The catalogue's promise in working days, counted to promised_by on "
+        "the working-day calendar; None on records from before version 2 (calendar days).",
+    )
 
 
 class CaseRejected(Event):
@@ -256,12 +255,13 @@ class CaseReviewFlagged(Event):
 class StepAssigned(Event):
     """The router asks a department to perform one step of a case (dept.<name>.tasks).
 
-    Version 2 carries the applicant sealed, and only the fields department rules use
-    (name and ID number; never the phone); version 1 records are upcast on read.
+    Version 2 adds the step's promise in working days and when one is left
+    (``working_days``, ``warn_at``); version 1 records are upcast with ``None``. Version 3
+    carries the applicant sealed, only the fields department rules use (name, ID number).
     """
 
     event_type: ClassVar[str] = "StepAssigned"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
     department: str = Field(description="Department that owns the step.")
@@ -282,6 +282,16 @@ class StepAssigned(Event):
         "until it has seen that event.",
     )
     due_by: AwareDatetime = Field(description="When the step should be decided.")
+    working_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="Working days the step was given to due_by; None before version 2.",
+    )
+    warn_at: AwareDatetime | None = Field(
+        default=None,
+        description="When one working day is left (a DeadlineWarning falls due); None "
+        "before version 2.",
+    )
 
 
 class StepOutcome(Event):
@@ -339,6 +349,33 @@ class StepNeedsInfo(StepOutcome):
 
     missing: tuple[str, ...] = Field(description="Form fields the applicant must supply.")
     message: str = Field(description="What is missing, for the applicant.")
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+class DeadlineNotice(Event):
+    """Common shape of the deadline service's notices (topic ``cases.deadlines``): one
+    step of a case, the StepAssigned that set its deadline is ``causation_id``."""
+
+    step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
+    department: str = Field(description="Department that owns the step.")
+    review: bool = Field(description="True for the review of an on-the-spot approval.")
+    due_by: AwareDatetime = Field(description="The step's due time, as its task recorded it.")
+
+
+class DeadlineWarning(DeadlineNotice):
+    """One working day is left for a step that is still undecided."""
+
+    event_type: ClassVar[str] = "DeadlineWarning"
+
+    warn_at: AwareDatetime = Field(description="When one working day was left.")
+
+
+class DeadlineMissed(DeadlineNotice):
+    """A step was not decided by its due time."""
+
+    event_type: ClassVar[str] = "DeadlineMissed"
 
 
 # --------------------------------------------------------------------------- operations
@@ -539,6 +576,8 @@ for _cls in (
     StepApproved,
     StepRejected,
     StepNeedsInfo,
+    DeadlineWarning,
+    DeadlineMissed,
     DeadLetterRedriven,
     PersonalDataAccessed,
     PersonErased,
@@ -546,52 +585,13 @@ for _cls in (
     registry.register(_cls)
 
 
-def upcast_step_outcome_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 StepApproved / StepRejected / StepNeedsInfo body as version 2: adds
-    ``applicant_kind``, which version 1 did not carry.
-
-    The kind is read from ``applicant_id`` alone, so the same record always upcasts the
-    same way: a valid 18-character resident ID (by
-    :func:`~shared.contracts.identity.validate_resident_id`) is a natural person's,
-    anything else (a credit code) a legal person's. The resident ID's "birth date not
-    in the future" check is made against no particular day: it concerns the clock at
-    intake, not the kind, and the clock must not decide a replay.
-    """
-    if "applicant_kind" in data:
-        raise MalformedEventError("a version 1 step outcome carries no applicant_kind")
-    applicant_id = data.get("applicant_id")
-    natural = (
-        isinstance(applicant_id, str) and validate_resident_id(applicant_id, today=date.max) is None
-    )
-    return {**data, "applicant_kind": "natural" if natural else "legal"}
-
-
-def upcast_step_outcome_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 2 step outcome as version 3: ``applicant_ref`` is
-    :func:`~shared.contracts.sealing.legacy_ref` of ``applicant_id`` (dropped)."""
-    applicant_id = data.pop("applicant_id", None)
-    if not isinstance(applicant_id, str) or "applicant_ref" in data:
-        raise MalformedEventError("a version 2 step outcome carries applicant_id, no ref")
-    return {**data, "applicant_ref": legacy_ref(applicant_id)}
-
-
-def upcast_clear_applicant(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 CaseAccepted or StepAssigned (applicant in clear) as version 2: its
-    ref :func:`~shared.contracts.sealing.legacy_ref`, its fields ``plain.`` tokens."""
-    applicant = data.get("applicant")
-    if not isinstance(applicant, dict) or not isinstance(applicant.get("id_number"), str):
-        raise MalformedEventError("a version 1 applicant carries an id_number")
-    sealed = {k: PLAIN + v for k, v in applicant.items() if k != "kind" and isinstance(v, str)}
-    ref, nil = legacy_ref(applicant["id_number"]), str(UUID(int=0))
-    upcast = {"kind": applicant.get("kind"), "ref": ref, "key_id": nil, "sealed": sealed}
-    return {**data, "applicant": upcast}
-
-
 for _outcome in (StepApproved, StepRejected, StepNeedsInfo):
     registry.register_upcaster(_outcome.event_type, 1, upcast_step_outcome_v1)
     registry.register_upcaster(_outcome.event_type, 2, upcast_step_outcome_v2)
-for _carrier in (CaseAccepted, StepAssigned):
-    registry.register_upcaster(_carrier.event_type, 1, upcast_clear_applicant)
+registry.register_upcaster(CaseAccepted.event_type, 1, upcast_clear_applicant)
+registry.register_upcaster(StepAssigned.event_type, 2, upcast_clear_applicant)
+registry.register_upcaster(CaseRouted.event_type, 1, upcast_to_working_days)
+registry.register_upcaster(StepAssigned.event_type, 1, upcast_to_working_days)
 
 
 def parse_event(raw: bytes | str | Mapping[str, Any]) -> Event:

@@ -60,6 +60,8 @@ _BY_NAME: dict[str, Any] = {
     "reason_code": "already_registered",
     "promised_by": OCCURRED_AT + timedelta(days=14),
     "due_by": OCCURRED_AT + timedelta(days=5),
+    "warn_at": OCCURRED_AT + timedelta(days=4),
+    "working_days": 10,
     "operator": "ops-01",
     "reason": "the consumer bug that refused it is fixed in release 1.4.2",
     "dlq_topic": "dept.hr_registration.tasks.dlq",

@@ -29,6 +29,8 @@ from shared.contracts.events import (
     CaseReviewFlagged,
     CaseRouted,
     DeadLetterRedriven,
+    DeadlineMissed,
+    DeadlineWarning,
     Event,
     PersonalDataAccessed,
     PersonErased,
@@ -42,12 +44,14 @@ from shared.contracts.events import (
 INTAKE: Final = "intake"
 ROUTER: Final = "router"
 AUDIT: Final = "audit"
+DEADLINES: Final = "deadlines"
 OPERATOR: Final = "operator"  # the signing identity of ``onedoor-audit dlq redrive``
 DEPARTMENT: Final = "{department}"
 OTHER_DEPARTMENTS: Final = "departments that learn from {department}"
 
 CASES_ACCEPTED: Final = "cases.accepted"
 CASES_ROUTING: Final = "cases.routing"
+CASES_DEADLINES: Final = "cases.deadlines"
 OPS_REDRIVES: Final = "ops.redrives"
 # People's reads of personal data, one topic per service that shows it (one writer each).
 ACCESS_INTAKE: Final = "access.intake"
@@ -115,7 +119,7 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(
         CASES_ROUTING,
         writer=ROUTER,
-        readers=(INTAKE, AUDIT),
+        readers=(INTAKE, AUDIT, DEADLINES),
         events=(
             CaseRouted,
             CaseRejected,
@@ -129,16 +133,23 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
     TopicSpec(
         DEPT_TASKS,
         writer=ROUTER,
-        readers=(DEPARTMENT, AUDIT),
+        readers=(DEPARTMENT, AUDIT, DEADLINES),
         events=(StepAssigned,),
         description="the steps assigned to a department, one per step in slip order",
     ),
     TopicSpec(
         DEPT_OUTCOMES,
         writer=DEPARTMENT,
-        readers=(ROUTER, AUDIT, OTHER_DEPARTMENTS),
+        readers=(ROUTER, AUDIT, DEADLINES, OTHER_DEPARTMENTS),
         events=(StepApproved, StepRejected, StepNeedsInfo),
         description="a department's outcome of each step it was assigned",
+    ),
+    TopicSpec(
+        CASES_DEADLINES,
+        writer=DEADLINES,
+        readers=(AUDIT,),
+        events=(DeadlineWarning, DeadlineMissed),
+        description="a step with one working day left, or past its due time, undecided",
     ),
     TopicSpec(
         OPS_REDRIVES,

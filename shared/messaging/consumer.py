@@ -57,6 +57,7 @@ from shared.messaging.outbox import OutboxRelay, OutboxRow, OutboxWriter, header
 from shared.messaging.signing import PublicKeys
 from shared.messaging.store import PgStore, Store, UnitOfWork
 from shared.messaging.trust import Gate
+from shared.platform import tracing
 from shared.platform.aio import sleep_or_stop
 from shared.platform.db import DB_AWAY, Connection
 from shared.platform.faults import FaultInjector
@@ -110,7 +111,7 @@ class Tx:
 
     def emit(self, topic: str, event: Event) -> None:
         """Queue an event for ``topic`` (logical name); written in this transaction."""
-        self.rows.append(self.writer.row(topic, event))
+        self.rows.append(self.writer.row(topic, event, tracing.carry(self.record.headers)))
 
     def tally(self, name: str, label: str) -> None:
         """Count a fact for the service's metrics (``shared.platform.metrics.TALLIES``);
@@ -538,6 +539,7 @@ class ConsumerLoop:
                 self.last_batch_at = time.monotonic()
                 seconds = time.perf_counter() - began
                 self.metrics.batch(seconds, fetched, result.dead, result.tallies, result.blocked)
+                tracing.consumed(self._group, records, began, (tp.topic for tp in fetched))
                 if result.blocked:
                     # Give the topics we learn from a moment to catch up before re-reading.
                     await sleep_or_stop(stop, 0.05)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from shared.contracts.topology import (
 )
 from shared.messaging.kafka import make_producer
 from shared.messaging.signing import Signer
+from shared.platform import tracing
 from shared.platform.aio import sleep_or_stop, wait_any
 from shared.platform.db import DB_AWAY, Connection, connect
 from shared.platform.faults import FaultInjector
@@ -90,8 +92,10 @@ class OutboxWriter:
     def __init__(self, signer: Signer) -> None:
         self.signer = signer
 
-    def row(self, topic: str, event: Event) -> OutboxRow:
-        headers = (("event_type", event.event_type), ("content-type", "application/json"))
+    def row(self, topic: str, event: Event, trace: Sequence[tuple[str, str]] = ()) -> OutboxRow:
+        """``trace``: the W3C trace headers it carries (``shared.platform.tracing.carry``),
+        outside what its signature covers."""
+        headers = (("event_type", event.event_type), ("content-type", "application/json"), *trace)
         return OutboxRow(
             event.event_id, topic, str(event.case_id).encode(), event.to_json(), headers, True
         )
@@ -232,6 +236,7 @@ class OutboxRelay:
         )
         if not rows:
             return 0
+        began = time.perf_counter()
         if self._faults is not None:
             self._faults.reach("before_relay_publish")
         # Send the whole batch, then await it: one round of broker acknowledgements
@@ -253,6 +258,7 @@ class OutboxRelay:
         if self._faults is not None:
             self._faults.reach("after_relay_publish")
         await self._delete(conn, [r["id"] for r in rows])
+        tracing.published(self._name, rows, began)
         return len(rows)
 
     async def _settle(

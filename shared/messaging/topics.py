@@ -92,6 +92,20 @@ async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
         await admin.close()
 
 
+async def missing_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """The deployed names of ``names`` (logical) that the broker does not have yet: what
+    a service started with ``ONEDOOR_MIGRATE_AT_START=false`` waits for ``onedoor-migrate``
+    to create. Needs only the right to describe the topics (every service has it)."""
+    wanted = sorted({settings.topic(n) for n in names})
+    admin = make_admin(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [n for n in wanted if n not in existing]
+
+
 async def max_message_bytes(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
     """Each topic's effective ``max.message.bytes`` (its own, or the broker's default)."""
     found: dict[str, int] = {}

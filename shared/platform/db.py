@@ -251,3 +251,32 @@ async def migrate_dsn(dsn: str, schema: str, directories: Sequence[Path]) -> lis
         return await migrate(conn, schema, directories)
     finally:
         await conn.close()
+
+
+async def pending_migrations(dsn: str, schema: str, directories: Sequence[Path]) -> list[str]:
+    """The migrations of ``directories`` not applied to ``schema`` yet (all of them when
+    the schema or its table is missing): what a service started with
+    ``ONEDOOR_MIGRATE_AT_START=false`` waits for ``onedoor-migrate`` to apply.
+
+    Raises:
+        MigrationError: an applied migration's text changed (the image and the schema
+            disagree; add a new migration instead).
+    """
+    _check_schema(schema)
+    migrations = collect_migrations(directories)
+    conn: Any = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass($1) IS NULL", f'"{schema}".schema_migrations'):
+            return [m.name for m in migrations]
+        # The schema's name was checked by _check_schema: a quoted identifier, no input.
+        rows = await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')  # noqa: S608
+    finally:
+        await conn.close()
+    done = {r["version"]: r["checksum"] for r in rows}
+    for m in migrations:
+        if m.version in done and done[m.version] != m.checksum:
+            raise MigrationError(
+                f"{schema}: migration {m.name} was changed after it was applied; "
+                "add a new migration instead of editing an applied one"
+            )
+    return [m.name for m in migrations if m.version not in done]

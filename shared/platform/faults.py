@@ -3,6 +3,7 @@
     ONEDOOR_FAULT_CRASH_POINT=after_commit_before_offsets   # consumer: DB committed, offsets not
     ONEDOOR_FAULT_CRASH_POINT=before_relay_publish          # relay: rows read, nothing sent
     ONEDOOR_FAULT_CRASH_POINT=after_relay_publish           # relay: sent, rows not marked sent
+    ONEDOOR_FAULT_CRASH_POINT=deadlines_before_commit       # deadline clock: notices not committed
     ONEDOOR_FAULT_CRASH_AFTER=N                             # on the Nth time the point is reached
 
 The process kills itself with SIGKILL, exactly as ``kill -9`` would: no finally blocks,
@@ -20,7 +21,12 @@ import structlog
 from shared.platform.settings import Settings
 
 CRASH_POINTS = frozenset(
-    {"after_commit_before_offsets", "before_relay_publish", "after_relay_publish"}
+    {
+        "after_commit_before_offsets",
+        "before_relay_publish",
+        "after_relay_publish",
+        "deadlines_before_commit",
+    }
 )
 
 

@@ -37,7 +37,7 @@ from shared.platform.settings import ConfigError, Settings
 log = structlog.get_logger("platform.oidc")
 
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
-STAFF_ROLES = ("clerk", "department_officer", "auditor", "operator", "admin")
+STAFF_ROLES = ("clerk", "department_officer", "auditor", "operator", "admin", "head")
 
 
 class OidcError(Exception):

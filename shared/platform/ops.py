@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.platform import metrics
+from shared.platform import metrics, tracing
 
 if TYPE_CHECKING:
     from shared.platform.runtime import RunningService
@@ -58,11 +58,14 @@ async def readiness(live: RunningService) -> tuple[bool, dict[str, Any]]:
         ready = database and not stopped
     else:
         ready = database and kafka and not stopped and not failing
+    # What is away, by name: an operator reads it off the probe's answer.
+    unavailable = [name for name, up in (("postgresql", database), ("kafka", kafka)) if not up]
     return ready, {
         "service": service.name,
         "ready": ready,
         "database": database,
         "kafka": kafka,
+        "unavailable": unavailable,
         "errors": [*failing, *stopped],
     }
 
@@ -122,12 +125,14 @@ class OpsFront:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, timed)
-        finally:
-            self._observe(scope, status, time.perf_counter() - began)
+        with tracing.server_span(scope) as span:
+            try:
+                await self.app(scope, receive, timed)
+            finally:
+                route = self._observe(scope, status, time.perf_counter() - began)
+                tracing.name_server_span(span, scope["method"], route, status)
 
-    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+    def _observe(self, scope: Scope, status: int, seconds: float) -> str:
         route = scope.get(metrics.ROUTE_KEY)
         if route is None:
             matched = scope.get("route")  # Starlette's, once a route matched
@@ -138,6 +143,7 @@ class OpsFront:
             labels = (key[0] if key[0] in METHODS else "other", route, metrics.status_class(status))
             series = self._series[key] = self._latency.labels(*labels)
         series.observe(seconds)
+        return str(route)
 
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})

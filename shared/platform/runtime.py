@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import gc
 import os
 import random
@@ -34,7 +35,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -49,11 +50,12 @@ from shared.messaging.kafka import KafkaPrincipalError
 from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys, Signer, SigningKeyError
 from shared.messaging.topics import ensure_topics
-from shared.platform import aio, http_server, ops
+from shared.platform import aio, http_server, ops, tracing
 from shared.platform.db import create_pool, migrate_dsn
 from shared.platform.limits import LimitsError
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import ServiceMetrics
+from shared.platform.migrate_wait import wait_for_migrate_job
 from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import ConfigError, Settings, get_settings
 
@@ -89,6 +91,14 @@ class Topics:
         return cls(consumes, emits, tuple(dict.fromkeys(provisions)))
 
 
+class Runner(Protocol):
+    """A task of a service beside its loops and relay: runs until ``stop`` is set."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plumbing:
     """What :func:`open_service` opened for a service; a builder wires its loops and its
@@ -103,6 +113,8 @@ class Plumbing:
     writer: OutboxWriter
     relay: OutboxRelay
     topics: Topics
+    provision: Callable[[], Awaitable[Any]] | None = None
+    """Topic provisioning still to do once running (``open_service(provision_later=True)``)."""
 
     def service(
         self,
@@ -111,6 +123,7 @@ class Plumbing:
         http: HttpApp | None = None,
         on_close: Iterable[Callable[[], Awaitable[None]]] = (),
         ready_without_kafka: bool = False,
+        runners: Iterable[Runner] = (),
     ) -> ServiceContext:
         """The finished service: this plumbing, its consumer loops, its HTTP app.
         ``ready_without_kafka``: its readiness needs PostgreSQL only (see ``ops``)."""
@@ -125,6 +138,8 @@ class Plumbing:
             http=http,
             on_close=tuple(on_close),
             ready_without_kafka=ready_without_kafka,
+            runners=tuple(runners),
+            provision=self.provision,
         )
 
 
@@ -150,16 +165,63 @@ class ServiceContext:
     ready_without_kafka: bool = False
     """Ready (``/health/ready``) with PostgreSQL alone: intake accepts into its outbox
     while the broker is away."""
+    runners: tuple[Runner, ...] = ()
+    """Other tasks that run until the stop (the deadline service's timers)."""
+    provision: Callable[[], Awaitable[Any]] | None = None
+    """Topic provisioning that waits for the broker while the service already runs: the
+    relay and the loops start once it is done (see ``open_service``)."""
 
     def start(self, stop: asyncio.Event) -> RunningService:
         """Start the outbox relay and every consumer loop as tasks that run until ``stop``
         is set, once the start-up's long-lived objects are set aside from the garbage
-        collector (:func:`freeze_heap`)."""
+        collector (:func:`freeze_heap`). With provisioning still to do, a ``topics`` task
+        does it first (waiting for the broker as long as it takes) and the relay and the
+        loops start after it; the HTTP app answers meanwhile."""
         freeze_heap()
-        tasks = [asyncio.create_task(self.relay.run(stop), name="relay")]
-        tasks += [asyncio.create_task(loop.run(stop), name=loop.name) for loop in self.loops]
+        runs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("relay", lambda: self.relay.run(stop)),
+            *((loop.name, functools.partial(loop.run, stop)) for loop in self.loops),
+            *((r.name, functools.partial(r.run, stop)) for r in self.runners),
+        ]
+        if self.provision is None:
+            tasks: list[asyncio.Task[Any]] = [
+                asyncio.create_task(run(), name=name) for name, run in runs
+            ]
+        else:
+            # Not a watched task of its own (its normal end is no death): the tasks that
+            # wait for it die with it when it fails.
+            provisioned = asyncio.create_task(self._provision(stop), name="topics")
+            tasks = [asyncio.create_task(_after(provisioned, run), name=n) for n, run in runs]
         metrics = ServiceMetrics([loop.metrics for loop in self.loops], self.relay)
         return RunningService(self, stop, tuple(tasks), time.monotonic(), metrics)
+
+    async def _provision(self, stop: asyncio.Event) -> bool:
+        """Provision the topics, waiting out a broker that is away; False when stopped
+        first. A size-limit disagreement (``LimitsError``) fails it, and with it the relay
+        and the loops that wait for it: the process exits 1, for its supervisor to see."""
+        assert self.provision is not None
+        waiting = asyncio.create_task(wait_for_dependency(self.provision, self.log))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            return False
+        stopped.cancel()
+        try:
+            created = waiting.result()
+        except LimitsError as exc:
+            self.log.error("refusing to publish: the size limits do not agree", error=str(exc))  # noqa: TRY400
+            raise
+        if created:
+            self.log.info("topics created", topics=created)
+        return True
+
+
+async def _after(provisioned: asyncio.Task[bool], run: Callable[[], Awaitable[None]]) -> None:
+    """Run ``run`` once the topics are provisioned; not at all when stopped before."""
+    if await provisioned:
+        await run()
 
 
 HttpApp = Callable[["RunningService"], ASGIApp]
@@ -228,6 +290,7 @@ class RunningService:
             if isinstance(result, Exception):
                 service.log.error("task had died", task=task.get_name(), error=repr(result))
         await service.pool.close()
+        tracing.shutdown()  # exports the spans still pending
         service.log.info("service stopped")
 
 
@@ -284,25 +347,42 @@ async def open_service(
     schema: str,
     migrations: Sequence[Path],
     topics: Topics,
+    provision_later: bool = False,
 ) -> Plumbing:
     """Configure logging, migrate, provision ``topics.provisions``, open the pool, load
     the key, build the relay. The service connects to Kafka as its own principal
-    (``Settings.for_service``): the brokers' ACLs allow it only its own topics."""
+    (``Settings.for_service``): the brokers' ACLs allow it only its own topics.
+
+    ``provision_later``: leave the topics to the running service (``ServiceContext.start``),
+    so it serves HTTP while the broker is away (intake accepts into its outbox)."""
     settings = settings.for_service(name)
     log = configure_logging(name, level=settings.log_level, json=settings.log_json)
     signer, keys = load_keys(settings, name)  # before anything else: a missing key stops here
-    applied = await wait_for_dependency(
-        lambda: migrate_dsn(settings.dsn(), schema, [MESSAGING_MIGRATIONS, *migrations]), log
-    )
-    if applied:
-        log.info("migrations applied", schema=schema, applied=applied)
-    try:
-        created = await wait_for_dependency(lambda: ensure_topics(settings, topics.provisions), log)
-    except LimitsError as exc:
-        log.error("refusing to start: the size limits do not agree", error=str(exc))  # noqa: TRY400
-        raise
-    if created:
-        log.info("topics created", topics=created)
+    if tracing.configure(settings, name) is not None:
+        log.info("tracing on", otel_sample_ratio=settings.otel_sample_ratio)
+    directories = [MESSAGING_MIGRATIONS, *migrations]
+    if not settings.migrate_at_start:
+        # A service that provisions later (intake) waits for its schema only: it serves
+        # while the broker is away, and its topics come with the Job or after it.
+        waits_for = () if provision_later else topics.provisions
+        await wait_for_migrate_job(
+            settings, log, schema, directories, waits_for, wait_for_dependency
+        )
+    else:
+        applied = await wait_for_dependency(
+            lambda: migrate_dsn(settings.dsn(), schema, directories), log
+        )
+        if applied:
+            log.info("migrations applied", schema=schema, applied=applied)
+    provision = functools.partial(ensure_topics, settings, topics.provisions)
+    if not provision_later:
+        try:
+            created = await wait_for_dependency(provision, log)
+        except LimitsError as exc:
+            log.error("refusing to start: the size limits do not agree", error=str(exc))  # noqa: TRY400
+            raise
+        if created:
+            log.info("topics created", topics=created)
     # PostgreSQL may restart between the migrations and here (it did, under faults).
     pool = await wait_for_dependency(
         lambda: create_pool(
@@ -320,6 +400,7 @@ async def open_service(
         writer=OutboxWriter(signer),
         relay=OutboxRelay(settings, pool, name=name),
         topics=topics,
+        provision=provision if provision_later else None,
     )
 
 

@@ -221,6 +221,27 @@ class Settings(BaseSettings):
         "python -m services.audit.catalogues) beside services/audit/catalogues: verify "
         "judges each case by the catalogue version that routed it.",
     )
+    audit_verify_every_s: int = Field(
+        default=600,
+        ge=0,
+        description="The audit service runs onedoor-audit verify (in a child process, one "
+        "replay process) at start and then this often, and keeps each result for the "
+        "dashboard's last verification; 0 = never (run it by hand).",
+    )
+    audit_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s/?#]+/?)?$",
+        description="Where intake's pages reach the audit's HTTP API (e.g. "
+        "http://audit:8080): the dashboard (/desk/) and the window's community page "
+        "read its figures there with the signed-in person's own token. Unset: those "
+        "pages say the audit is not configured.",
+    )
+    chartjs_file: Path = Field(
+        default=Path("/usr/share/javascript/chart.js/chart.min.js"),
+        description="Chart.js 3 (Debian's libjs-chart.js), served by intake at "
+        "/static/pages/chart.js for the dashboard's charts. Missing: a warning at start "
+        "and pages with the figures' tables only.",
+    )
     db_pool_min: int = Field(
         default=1, ge=0, description="PostgreSQL connections a service keeps open."
     )
@@ -246,6 +267,29 @@ class Settings(BaseSettings):
         description="Extra folders holding department packages (<dir>/<department>/"
         "catalogue.yaml) beside those under services/; JSON list in the environment.",
     )
+    calendar_dir: Path | None = Field(
+        default=None,
+        description="Folder of the working-day calendars (<year>.yaml: public holidays and "
+        "weekend days worked); default the shipped shared/contracts/calendars.",
+    )
+    test_working_day_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Tests only: count a working day as this many seconds (every day one), "
+        "so promises fall due within a test; never set in production.",
+    )
+    deadlines_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the deadline service looks for warnings and misses due.",
+    )
+    deadlines_grace_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long past a step's due time (or warning time) the deadline "
+        "service waits before announcing it: an outcome decided in time may still be on "
+        "its way through the log.",
+    )
     fault_crash_point: str = Field(
         default="", description="Tests only: a crash point (shared.platform.faults) to die at."
     )
@@ -267,6 +311,25 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(default=8080, description="HTTP port of intake and the audit.")
     health_port: int = Field(default=0, description="Consumer services' /health port; 0 = off.")
+    migrate_at_start: bool = Field(
+        default=True,
+        description="A service applies its schema's migrations and creates its topics at "
+        "start (idempotent). false: it only waits until they are there, made by "
+        "onedoor-migrate (the Kubernetes Job), and says so in its log.",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ONEDOOR_OTEL_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OpenTelemetry traces: the OTLP/HTTP collector's base URL (spans go "
+        "to <url>/v1/traces). Unset: tracing is off and costs nothing per record.",
+    )
+    otel_sample_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of new traces (cases posted at the window) recorded; the "
+        "services downstream follow the window's decision (W3C traceparent's flag).",
+    )
     http_max_connections: int = Field(
         default=1000,
         ge=1,

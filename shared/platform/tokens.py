@@ -33,7 +33,7 @@ from shared.platform.oidc import OidcError, OidcVerifier
 from shared.platform.secret_files import shared_mode
 
 ISSUER = "onedoor-intake"
-ROLES = ("clerk", "department_officer", "auditor", "operator", "admin")
+ROLES = ("clerk", "department_officer", "auditor", "operator", "admin", "head")  # head: of a centre
 CITIZEN = "citizen"  # never a staff role: only intake's citizen sign-in issues it
 _HEADER = b'{"alg":"EdDSA","typ":"JWT"}'
 

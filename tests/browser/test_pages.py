@@ -12,9 +12,7 @@ test. Each step leaves a screenshot in ``.data/screenshots/`` (``ONEDOOR_SCREENS
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from services.intake.pages.i18n import LOCAL
 from shared.contracts.identity import validate_mobile, validate_resident_id
@@ -35,12 +33,9 @@ from tests.support.waiting import wait_for_sync
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
-CHROMIUM = Path(os.environ.get("ONEDOOR_CHROMIUM", "/usr/bin/chromium"))
-INSTALL = "apt-get install -y chromium fonts-noto-cjk"
 SERVICES = ["intake", "router", "hr_registration", "social_security"]
 ITEM = "SS-UNEMPLOYMENT-BENEFIT"  # hr_registration, then social_security
 XSS = "\"'><img src=x onerror=alert(1)><script>alert(2)</script>"
-SHOTS = Path(os.environ.get("ONEDOOR_SCREENSHOTS", ".data/screenshots"))
 
 
 def zh_date(day: date) -> str:
@@ -96,27 +91,6 @@ def pipeline(
         extra_env={"ONEDOOR_NOTIFIER": "file", "ONEDOOR_NOTIFIER_FILE": str(outbox)},
     ) as pipeline:
         yield pipeline, outbox
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: the browser tests need Debian's chromium and CJK "
-            f"fonts; install them with: {INSTALL}",
-            pytrace=False,
-        )
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def shots() -> Path:
-    shutil.rmtree(SHOTS, ignore_errors=True)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return SHOTS
 
 
 def sms_code(outbox: Path, phone: str, seen: int) -> str | None:

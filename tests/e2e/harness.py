@@ -137,13 +137,18 @@ def run_services(
     extra_env: Mapping[str, str] | None = None,
     service_env: Mapping[str, Mapping[str, str]] | None = None,
     db_secrets: Path | None = None,
+    migrate_job: bool = False,
 ) -> Iterator[Pipeline]:
     """Start each service as its own process on a fresh topic prefix, wait until intake is
     healthy, yield, then stop them with SIGTERM and check each stopped cleanly.
 
     ``database_url`` is the database owner's: each service (a key of ``commands``, which
     is its schema's name) is given its own role in that database instead, with its
-    password file from ``db_secrets`` (the stack's secrets folder by default)."""
+    password file from ``db_secrets`` (the stack's secrets folder by default).
+
+    ``migrate_job``: as Kubernetes runs them, the services start with
+    ``ONEDOOR_MIGRATE_AT_START=false`` and wait (intake says so in its log) until
+    ``onedoor-migrate`` has run, as the Job does, once; its output is ``logs/migrate.log``."""
     port = free_port()
     secrets_dir = db_secrets or dbroles.default_secrets_dir()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -195,9 +200,13 @@ def run_services(
         logs,
         own_env,
     )
+    if migrate_job:
+        env["ONEDOOR_MIGRATE_AT_START"] = "false"
     for name in commands:
         pipeline.start(name)
     procs = pipeline.procs
+    if migrate_job:
+        run_migrate_job(pipeline, database_url, secrets_dir)
     completed = False
 
     def intake_healthy() -> bool:
@@ -227,6 +236,28 @@ def run_services(
                 asyncio.run(delete_topics_with_prefix(settings, settings.topic_prefix))
             with contextlib.suppress(Exception):
                 asyncio.run(kafka.unprovision(settings.topic_prefix))
+
+
+def run_migrate_job(pipeline: Pipeline, database_url: str, secrets_dir: Path) -> None:
+    """Once intake waits for it: ``onedoor-migrate`` as the Job runs it (the owner's
+    DATABASE_URL, whose user and password it replaces with each service's role)."""
+    intake_log = pipeline.logs / "intake.log"
+    wait_for_sync(
+        lambda: intake_log.exists() and "waiting for onedoor-migrate" in intake_log.read_text(),
+        90,
+        "intake waiting for onedoor-migrate",
+        interval=0.2,
+    )
+    job = subprocess.run(
+        [sys.executable, "-m", "services.migrate", "--role-passwords", str(secrets_dir)],
+        env=pipeline.env | {"DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    (pipeline.logs / "migrate.log").write_text(job.stdout + job.stderr)
+    assert job.returncode == 0, job.stdout + job.stderr
 
 
 def _stop_all(procs: dict[str, subprocess.Popen[bytes]], logs: Path, *, check: bool) -> None:

@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import functools
 import os
+import random
 import signal
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -267,6 +269,81 @@ async def test_poison_records_go_to_each_dead_letter_queue(
     assert outcome.missing_from_audit == 0
     # The audit reports the poison as malformed records, and nothing else.
     assert outcome.violations == len(poison) * len(CONSUMED)
+
+
+@pytest.mark.timeout(600)
+async def test_overlapping_faults(pipeline: Pipeline, database_url: str, stack: Stack) -> None:
+    """Faults on top of each other, bounded in time: kill -9 of a random service (intake
+    included) every few seconds, each restarted a moment later, while the broker is away
+    for 20 s, PostgreSQL restarts inside that outage, and intake is killed and restarted
+    inside it too (it must serve windows into its outbox with no broker). The windows
+    retry with the same Idempotency-Key throughout."""
+    cfg = local(stack)
+    seed = int(os.environ.get("ONEDOOR_FAULT_SEED", time.time()))
+    print(f"overlapping faults: ONEDOOR_FAULT_SEED={seed}")
+    rng = random.Random(seed)
+    load = await under_load(pipeline, 40, rate=30)
+    acting = asyncio.Lock()  # one kill-and-restart at a time
+    calm = asyncio.Event()
+    killed: list[str] = []
+
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(calm.wait(), seconds)
+
+    async def chaos() -> None:
+        while not calm.is_set():
+            await pause(rng.uniform(2.0, 5.0))
+            async with acting:
+                victim = rng.choice(SERVICES)
+                await asyncio.to_thread(pipeline.kill, victim)
+                killed.append(victim)
+                await pause(rng.uniform(0.5, 2.0))  # down for a moment, as a crash loop is
+                start(victim)
+
+    since = dict.fromkeys(SERVICES, 0)  # where each service's log was at its last start
+
+    def start(name: str) -> None:
+        since[name] = (pipeline.logs / f"{name}.log").stat().st_size
+        pipeline.start(name)
+
+    def down() -> list[str]:
+        """The services whose last start has not got through start-up (yet)."""
+        waiting = []
+        for name in SERVICES:
+            with (pipeline.logs / f"{name}.log").open("rb") as log:
+                log.seek(since[name])
+                if b'"service started"' not in log.read():
+                    waiting.append(name)
+        return waiting
+
+    monkey = asyncio.create_task(chaos())
+    try:
+        outage = asyncio.create_task(asyncio.to_thread(local_stack.restart_kafka, cfg, 20.0))
+        await wait_for(lambda: local_stack.kafka_running(cfg) is None, 60, "the broker stopped")
+        async with acting:
+            await asyncio.to_thread(local_stack.restart_postgres, cfg)
+            await asyncio.to_thread(pipeline.kill, "intake")
+            killed.append("intake")
+            start("intake")
+            await load.accepted_more(10, "accepted by an intake restarted with no broker")
+        assert not outage.done(), "the broker came back before the restarted intake accepted"
+        await outage
+        await load.accepted_more(60, "accepted after the broker's return", seconds=120)
+    finally:
+        calm.set()
+        await monkey
+    # No service left down: each start, the last restarts included, got through start-up.
+    await wait_for(lambda: not down(), 120, "every service through start-up again")
+    await load.stop()
+    outcome = await account(pipeline, load, database_url, dlq_topics=CONSUMED, deadline_s=240)
+    report(
+        outcome,
+        "overlapping faults",
+        f"kill -9 of {len(killed)} services ({', '.join(killed)}), broker down 20 s, "
+        f"PostgreSQL restarted and intake restarted during the outage; seed {seed}",
+    )
+    assert sorted(pipeline.alive()) == sorted(SERVICES), "a service was left down"
 
 
 @pytest.fixture

@@ -8,7 +8,15 @@ import asyncpg
 import pytest
 from rich.console import Console
 
-from deploy.audit_drill import FAULTS, LogWriter, clean_cases, drill, flow, found
+from deploy.audit_drill import (
+    FAULTS,
+    LogWriter,
+    announce_deadlines,
+    clean_cases,
+    drill,
+    flow,
+    found,
+)
 from services.audit import store
 from services.audit.ingest import SignatureJudge
 from services.audit.verifier.log import LogRecord, read_log
@@ -64,17 +72,20 @@ async def test_identical_redelivery_is_not_a_violation(
 async def test_each_fault_is_found_exactly(kind: str, log: LogWriter, catalogue: Catalogue) -> None:
     clean_cases(log, catalogue)
     expected = FAULTS[kind](log, catalogue)
+    announce_deadlines(log)  # a working deadline service's notices for the late cases
     await log.flush()
     report = await verify_log(log.settings)
     # A fault that is also another kind at the same record (a forged copy fails its
-    # signature) is reported as both, at that record, and as nothing else.
+    # signature) is reported as both, at that record, and as nothing else; a deadline
+    # fault's case is also late, at its own record (``elsewhere``).
     assert sorted((v.kind, v.severity, v.case_id) for v in report.violations) == sorted(
         [(expected.kind, expected.severity, expected.case_id)]
-        + [(kind, "error", expected.case_id) for kind in expected.also]
+        + [(kind, "error", expected.case_id) for kind in (*expected.also, *expected.elsewhere)]
     ), report.violations
+    at_fault = [v for v in report.violations if v.kind not in expected.elsewhere]
     if expected.event_id is not None:
-        assert {v.event_id for v in report.violations} == {expected.event_id}
-    assert len({(v.topic, v.partition, v.offset) for v in report.violations}) == 1
+        assert {v.event_id for v in at_fault} == {expected.event_id}
+    assert len({(v.topic, v.partition, v.offset) for v in at_fault}) == 1
 
 
 def test_every_violation_kind_is_exercised() -> None:

@@ -50,7 +50,8 @@ async def test_cases_stored_before_and_after_the_wire_bytes_migration_load_alike
             NOW,
         )
         assert await migrate_dsn(database_url, schema, [MESSAGING_MIGRATIONS, MIGRATIONS]) == [
-            "002_accepted_wire_bytes.sql"
+            "002_accepted_wire_bytes.sql",
+            "003_working_days.sql",
         ]
         async with conn.transaction():
             await store.insert(conn, [new_state])

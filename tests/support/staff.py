@@ -17,6 +17,8 @@ STAFF: dict[str, tuple[str, dict[str, str]]] = {
     "auditor-1": ("auditor", {}),
     "operator-1": ("operator", {}),
     "admin-1": ("admin", {}),
+    "head-c01": ("head", {"centre_id": "C01"}),
+    "head-c02": ("head", {"centre_id": "C02"}),
 }
 CLERK = "clerk-c01-w01"
 AUDITOR = "auditor-1"

@@ -12,7 +12,9 @@ from shared.contracts.topology import (
     ACCESS_INTAKE,
     AUDIT,
     CASES_ACCEPTED,
+    CASES_DEADLINES,
     CASES_ROUTING,
+    DEADLINES,
     INTAKE,
     OPERATOR,
     OPS_REDRIVES,
@@ -106,7 +108,7 @@ def test_the_operator_reads_dead_letters_and_records_redrives() -> None:
 
 def test_each_consumer_reads_its_own_group_and_nobody_may_touch_the_cluster() -> None:
     groups = {(b.principal, b.name) for b in BINDINGS if b.resource == Resource.GROUP}
-    assert groups == {(s, PREFIX + s) for s in (INTAKE, ROUTER, AUDIT, HR, SS)}
+    assert groups == {(s, PREFIX + s) for s in (INTAKE, ROUTER, AUDIT, DEADLINES, HR, SS)}
     assert {b.resource for b in BINDINGS} == {Resource.TOPIC, Resource.GROUP}
     assert all(b.name.startswith(PREFIX) for b in BINDINGS)
 
@@ -131,3 +133,16 @@ def test_a_department_added_later_gets_its_own_rights_and_the_audits() -> None:
     assert dept_tasks("parks") in topics(ROUTER, Operation.WRITE, wider)
     assert {dept_tasks("parks"), dept_outcomes("parks")} <= topics(AUDIT, Operation.READ, wider)
     assert dept_outcomes("parks") not in topics(HR, Operation.READ, wider)
+
+
+def test_the_deadline_service_reads_tasks_outcomes_and_closes_and_writes_its_notices() -> None:
+    assert topics(DEADLINES, Operation.READ) == {
+        CASES_ROUTING,
+        *(dept_tasks(d) for d in (HR, SS)),
+        *(dept_outcomes(d) for d in (HR, SS)),
+    }
+    reads = topics(DEADLINES, Operation.READ)
+    assert topics(DEADLINES, Operation.WRITE) == {CASES_DEADLINES, dlq(CASES_DEADLINES)} | {
+        dlq(t) for t in reads
+    }
+    assert CASES_ACCEPTED not in reads

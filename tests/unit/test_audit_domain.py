@@ -44,7 +44,9 @@ from services.audit.verifier.report import (
 )
 from services.audit.verifier.shards import ShardReport, merge_shards, verify_shard
 from services.audit.verifier.signatures import allowed_signer
+from services.deadlines.domain import owed_notices
 from services.router.domain import CaseState, on_outcome, route
+from shared.contracts.calendar import CENTRE_TZ
 from shared.contracts.catalogue import Catalogue, Item, Step
 from shared.contracts.decoding import _decode_exact, decode_record
 from shared.contracts.events import (
@@ -54,6 +56,7 @@ from shared.contracts.events import (
     CaseClosed,
     CaseReviewFlagged,
     CaseRouted,
+    DeadlineNotice,
     Event,
     EventDecodeError,
     StepApproved,
@@ -63,7 +66,13 @@ from shared.contracts.events import (
     StepRejected,
     parse_event,
 )
-from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
+from shared.contracts.topology import (
+    CASES_ACCEPTED,
+    CASES_DEADLINES,
+    CASES_ROUTING,
+    dept_outcomes,
+    dept_tasks,
+)
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject
 from shared.messaging.keyring import generate
@@ -84,7 +93,7 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 LATER = T0 + timedelta(hours=1)  # every clean case below is closed or still in time by then
 PARTITIONS = 3
-SERVICES = ("intake", "router", "hr_registration", "social_security")
+SERVICES = ("intake", "router", "hr_registration", "social_security", "deadlines")
 PERSON = Applicant(
     kind="natural", name="Li Hua", id_number="11010519491231002X", phone="13800138000"
 )
@@ -284,6 +293,13 @@ class LogBuilder:
 
     def record_of(self, event: Event) -> LogRecord:
         return next(r for r in self.records if decode(r) == event)
+
+    def announce_deadlines(self, now: datetime) -> list[DeadlineNotice]:
+        """What the deadline service would announce by ``now``, published as it would."""
+        notices = owed_notices(self.events, now)
+        for notice in notices:
+            self.publish(CASES_DEADLINES, notice)
+        return notices
 
     def verify(self, now: datetime = LATER, **kw: Any) -> VerifyReport:
         return verify(self.records, catalogue=self.catalogue, keys=self.keys.public, now=now, **kw)
@@ -702,6 +718,11 @@ def test_review_failed_is_a_flag_not_an_error(log: LogBuilder) -> None:
 def test_open_case_past_its_promise_is_overdue(log: LogBuilder) -> None:
     accepted = log.undecided()
     promised = log.find(accepted.case_id, CaseRouted).promised_by
+    # One working day before, the deadline service warned; at the promise, it missed.
+    assert [n.event_type for n in log.announce_deadlines(promised)] == [
+        "DeadlineWarning",
+        "DeadlineMissed",
+    ]
     assert log.verify(now=promised).violations == []
     violation = only(log.verify(now=promised + timedelta(seconds=1)), OVERDUE)
     assert_at(violation, log.record_of(accepted), accepted)
@@ -745,6 +766,7 @@ def test_a_wait_no_department_asked_for_is_unexplained(log: LogBuilder) -> None:
     assert "without a StepNeedsInfo" in violation.detail
     # An unexplained wait does not stop the clock.
     promised = log.find(accepted.case_id, CaseRouted).promised_by
+    log.announce_deadlines(promised)
     late = log.verify(now=promised + timedelta(seconds=1))
     assert sorted(v.kind for v in late.errors() if v.case_id == accepted.case_id) == [
         OVERDUE,
@@ -875,6 +897,7 @@ def test_a_case_that_moves_on_after_waiting_is_no_longer_waiting(log: LogBuilder
     assert "waiting_info" not in view.to_json()
     # An open case whose last word is no wait runs out of time as any other.
     promised = log.find(accepted.case_id, CaseRouted).promised_by
+    log.announce_deadlines(promised)
     late = log.verify(now=promised + timedelta(seconds=1))
     assert OVERDUE in {v.kind for v in late.violations}
 
@@ -1109,7 +1132,8 @@ def test_projection_of_each_journey(log: LogBuilder, catalogue: Catalogue) -> No
     assert (approved.outcome, approved.on_spot, approved.reason_code) == ("approved", False, None)
     assert approved.departments == ("hr_registration", "social_security")
     assert approved.catalogue_version == catalogue.version
-    assert approved.promised_by == cases["approved"].occurred_at + timedelta(days=10)
+    # Accepted on Friday 27 November: ten working days end with Friday 11 December.
+    assert approved.promised_by == datetime(2026, 12, 12, tzinfo=CENTRE_TZ)
     assert approved.applicant_kind == "natural"
     assert [t.detail for t in approved.timeline] == [
         "accepted SS-UNEMPLOYMENT-BENEFIT at C01 (window)",
@@ -1259,6 +1283,26 @@ def test_stats_on_a_small_known_log(log: LogBuilder) -> None:
     assert stats(views, now=LATER).open_past_promise == []
     assert json.loads(json.dumps(result.to_json())) == result.to_json()
     assert cases["approved"].case_id in views
+
+
+def test_stats_count_promises_kept_per_item_community_and_department(log: LogBuilder) -> None:
+    clean_log(log)
+    late = log.undecided()
+    promised = log.find(late.case_id, CaseRouted).promised_by
+    log.announce_deadlines(promised)  # its step warned, then missed
+    result = stats(_views(log), now=promised + timedelta(seconds=1))
+    benefit = result.promises["per_item"]["SS-UNEMPLOYMENT-BENEFIT"]
+    # The approved and the rejected case closed in time; the undecided one is late.
+    assert benefit == {"on_time": 2, "late": 1, "share": round(2 / 3, 4)}
+    assert result.promises["per_item"]["HR-EMPLOYMENT-REGISTRATION"]["share"] == 1.0
+    assert result.promises["per_community"]["110105001001"]["late"] == 1
+    assert result.promises["per_department"]["hr_registration"] == {
+        "decided": 4,
+        "missed": 1,
+        "warned": 1,
+        "share": 0.75,
+    }
+    assert result.to_json()["promises"]["per_department"]["social_security"]["missed"] == 0
 
 
 def test_stats_list_open_cases_past_their_promise(log: LogBuilder) -> None:

@@ -362,6 +362,7 @@ def test_a_case_closed_after_its_promise_is_a_late_close(log: LogBuilder) -> Non
     log.clock = promise + timedelta(days=1)
     log.decide(accepted.case_id, Reject("already_registered", "m"))
     closed = log.find(accepted.case_id, CaseClosed)
+    log.announce_deadlines(log.clock)  # the step's warning and miss, as the service gives them
     violation = only(log.verify(now=log.clock + timedelta(minutes=1)), LATE_CLOSE)
     assert_at(violation, log.record_of(closed), closed)  # not again as a late step
 
@@ -392,7 +393,9 @@ def test_a_review_undecided_past_its_due_date_is_a_step_overdue(log: LogBuilder)
     accepted = log.accept("HR-EMPLOYMENT-REGISTRATION", EMPLOYMENT_FORM)
     log.route(accepted)  # closed on the spot; the review is due in REVIEW_DAYS
     task = log.tasks[accepted.case_id]
+    log.announce_deadlines(task.due_by - timedelta(hours=1))  # the review's warning
     assert log.verify(now=task.due_by - timedelta(hours=1)).errors() == []
+    log.announce_deadlines(task.due_by)  # its miss
     violation = only(log.verify(now=task.due_by + timedelta(hours=1)), STEP_OVERDUE)
     assert_at(violation, log.record_of(task), task)
     # Decided late: the outcome is the late one.

@@ -84,6 +84,21 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "review": True,
         "follows_department": "hr_registration",
         "due_by": "2026-11-28T00:00:00Z",
+        "working_days": 5,
+        "warn_at": "2026-11-27T00:00:00Z",
+    },
+    "DeadlineWarning": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "review": False,
+        "due_by": "2026-11-28T00:00:00Z",
+        "warn_at": "2026-11-27T00:00:00Z",
+    },
+    "DeadlineMissed": {
+        "step_index": 0,
+        "department": "hr_registration",
+        "review": True,
+        "due_by": "2026-11-28T00:00:00Z",
     },
     "StepApproved": {
         "step_index": 1,
@@ -360,10 +375,13 @@ def test_a_v2_outcome_parses_as_v3_referring_to_the_person_by_ref(event_type: st
     assert NATURAL_ID.encode() not in parsed.to_json()
 
 
-@pytest.mark.parametrize("event_type", ["CaseAccepted", "StepAssigned"])
-def test_a_v1_applicant_in_clear_parses_as_v2_with_plain_tokens(event_type: str) -> None:
+@pytest.mark.parametrize(("event_type", "clear"), [("CaseAccepted", 1), ("StepAssigned", 2)])
+def test_an_applicant_in_clear_parses_as_sealed_with_plain_tokens(
+    event_type: str, clear: int
+) -> None:
+    """The last version with the applicant in clear upcasts to the sealed one."""
     event = _make(event_type)
-    body = event.to_dict() | {"schema_version": 1, "applicant": PERSON.model_dump()}
+    body = event.to_dict() | {"schema_version": clear, "applicant": PERSON.model_dump()}
     parsed = parse_event(json.dumps(body).encode())
     assert parsed.applicant.ref == legacy_ref(PERSON.id_number)  # type: ignore[attr-defined]
     assert parsed.applicant.sealed["id_number"] == PLAIN + PERSON.id_number  # type: ignore[attr-defined]
@@ -382,3 +400,22 @@ def test_a_v3_outcome_without_its_applicant_kind_is_malformed() -> None:
     del body["applicant_kind"]
     with pytest.raises(MalformedEventError, match="applicant_kind"):
         parse_event(json.dumps(body, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize("event_type", ["CaseRouted", "StepAssigned"])
+def test_a_v1_routing_event_parses_as_v2_with_no_working_days(event_type: str) -> None:
+    body = json.loads(_make(event_type).to_json())
+    current = registry.classes()[event_type].schema_version  # StepAssigned v3: sealed
+    assert body["schema_version"] == current
+    for name in ("working_days", "warn_at"):
+        body.pop(name, None)
+    body["schema_version"] = 1
+    if event_type == "StepAssigned":  # version 1 carried the applicant in clear
+        body["applicant"] = PERSON.model_dump()
+    parsed = parse_event(json.dumps(body))
+    assert parsed.schema_version == current
+    assert parsed.working_days is None  # type: ignore[attr-defined]
+    if event_type == "StepAssigned":
+        assert parsed.warn_at is None  # type: ignore[attr-defined]
+    with pytest.raises(MalformedEventError, match="no working_days"):
+        parse_event(json.dumps({**body, "working_days": 3}))

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from services.audit import main as audit
 from services.audit.ingest import event_log_pattern
 from services.catalogue import default_catalogue
+from services.deadlines import main as deadlines
 from services.hr_registration.department import department as hr_registration
 from services.intake import main as intake
 from services.intake.api import CasesFront
@@ -60,6 +61,7 @@ def all_topics() -> dict[str, Topics]:
         topology.INTAKE: intake.topics(DEPARTMENTS),
         topology.ROUTER: router.topics(DEPARTMENTS),
         topology.AUDIT: audit.topics(DEPARTMENTS),
+        topology.DEADLINES: deadlines.topics(DEPARTMENTS),
         **{name: department_topics(d) for name, d in DEPARTMENT_PACKAGES.items()},
     }
 
@@ -173,6 +175,8 @@ def wired(service: str, tmp_path: Path, catalogue: Catalogue = CATALOGUE) -> Ser
         return router.wire(opened, catalogue)
     if service == "audit":
         return audit.wire(opened)
+    if service == "deadlines":
+        return deadlines.wire(opened)
     return wire_department(DEPARTMENT_PACKAGES[service], opened)
 
 

@@ -69,6 +69,7 @@ class Routed(NamedTuple):
     steps: tuple[tuple[int, str, str], ...]  # (index, department, action)
     settle_on_spot: bool
     promised_by: datetime
+    working_days: int | None  # None: a promise in calendar days (CaseRouted v1)
 
 
 class Rejected(NamedTuple):
@@ -199,6 +200,7 @@ class Fact:
                 steps,
                 routed.settle_on_spot,
                 routed.promised_by,
+                routed.working_days,
             )
         elif kind == _REJECTED:
             rejected = cast("CaseRejected", event)

@@ -10,6 +10,7 @@ from uuid import UUID
 from services.audit.projection import iso
 from services.audit.timeline import WAIT, last_wait
 from services.audit.verifier.clock import CaseClock, Timing
+from services.audit.verifier.deadlines import check_notices, promise_problems
 from services.audit.verifier.facts import (
     Accepted,
     Access,
@@ -174,6 +175,7 @@ class CaseJudge:
             self.log, self.accepted, self.routed, settled, causes, self.timing, self.found
         )
         clock.check(now, closes[0] if closes else None, deadline, bool(waits))
+        check_notices(self.log, now, self.timing, closes[0] if closes else None, self.found)
 
     def _one(self, facts: list[Fact], what: str) -> Fact | None:
         """The earliest of facts a case holds once; the others are reported."""
@@ -214,11 +216,7 @@ class CaseJudge:
                 problems.append(f"slip {_slip(actual)} is not the catalogue's {_slip(expected)}")
             if routed.settle_on_spot != item.settle_on_spot:
                 problems.append(f"settle_on_spot {routed.settle_on_spot} is not the catalogue's")
-            promised = self.accepted.at + timedelta(days=item.promised_days)
-            if routed.promised_by != promised:
-                problems.append(
-                    f"promised by {iso(routed.promised_by)}, the catalogue promises {iso(promised)}"
-                )
+            problems += promise_problems(routed, item.promised_days, self.accepted.at)
             if item.applicant_kind != self.accepted.payload(Accepted).applicant_kind or (
                 # The form check is the costly part: run it where it settles a dispute.
                 self.rejected_fact is not None

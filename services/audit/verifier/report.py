@@ -38,6 +38,11 @@ STEP_OVERDUE = "step_overdue"
 KEY_NOT_VALID = "key_not_valid"
 # Issue 17 (privacy): a case sealed under a data key its person's erasure deleted.
 SEALED_UNDER_ERASED_KEY = "sealed_under_erased_key"
+# Issue 20 (service promises): the deadline service's notices (verifier/deadlines.py).
+DEADLINE_NOT_ANNOUNCED = "deadline_not_announced"
+DEADLINE_ANNOUNCED_TWICE = "deadline_announced_twice"
+DEADLINE_ANNOUNCED_EARLY = "deadline_announced_early"
+DEADLINE_ANNOUNCED_WRONGLY = "deadline_announced_wrongly"
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -70,6 +75,10 @@ VIOLATION_KINDS: tuple[str, ...] = (
     STEP_OVERDUE,
     KEY_NOT_VALID,
     SEALED_UNDER_ERASED_KEY,
+    DEADLINE_NOT_ANNOUNCED,
+    DEADLINE_ANNOUNCED_TWICE,
+    DEADLINE_ANNOUNCED_EARLY,
+    DEADLINE_ANNOUNCED_WRONGLY,
 )
 
 _DETAIL_LIMIT = 300

@@ -50,9 +50,10 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-STATIC = {  # the only files /static/pages/ serves: nothing from a CDN
+STATIC = {  # the only files /static/pages/ serves (and chart.js): nothing from a CDN
     "app.css": "text/css; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
 }
 
 templates = Environment(
@@ -222,6 +223,16 @@ def static_file(name: str) -> Response:
     response = Response(body, media_type=kind)
     response.headers.update(SECURITY_HEADERS)
     response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def script_file(body: bytes | None) -> Response:
+    """A script read at start (Chart.js); 404 when it was missing."""
+    if body is None:
+        return Response(status_code=404)
+    response = Response(body, media_type="text/javascript; charset=utf-8")
+    response.headers.update(SECURITY_HEADERS)
+    response.headers["Cache-Control"] = "public, max-age=86400"
     return response
 
 

@@ -168,7 +168,7 @@ class WindowDesk:
             (REFRESH, str(tokens["refresh_token"]), PATH, self.settings.refresh_token_ttl_s)
         )
 
-    def _signin_page(self, page: Page, **context: Any) -> Response:
+    def signin_page(self, page: Page, **context: Any) -> Response:
         """The sign-in form (again, with the API's answer). A form shown again is a page
         that loaded fine: 200, whatever the API answered (the browser would log a 4xx
         document as an error)."""
@@ -184,7 +184,7 @@ class WindowDesk:
         page = Page(request)
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page)
+            return self.signin_page(page)
         return self._home(page, session[0], "")
 
     async def search(self, request: Request) -> Response:
@@ -197,7 +197,7 @@ class WindowDesk:
             return page.refuse()
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page, errors=[page.t("signed_out")])
+            return self.signin_page(page, errors=[page.t("signed_out")])
         return self._home(page, session[0], form.get("q", "")[:100])
 
     def _home(self, page: Page, claims: Claims, query: str, *, lookup: str = "") -> Response:
@@ -228,13 +228,13 @@ class WindowDesk:
         )
         if answer.status_code != 200:
             fields, general = by_field(details(answer))
-            return self._signin_page(page, name=name, fields=fields, errors=general)
+            return self.signin_page(page, name=name, fields=fields, errors=general)
         tokens = answer.json()
         if tokens.get("role") != "clerk":
             await self.api.call(
                 request, "POST", "/auth/revoke", json={"refresh_token": tokens["refresh_token"]}
             )
-            return self._signin_page(page, name=name, errors=[page.t("not_clerk")])
+            return self.signin_page(page, name=name, errors=[page.t("not_clerk")])
         self._keep(page, tokens)
         return page.redirect(f"{PATH}/")
 
@@ -262,7 +262,7 @@ class WindowDesk:
             return page.refuse()
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page, errors=[page.t("signed_out")])
+            return self.signin_page(page, errors=[page.t("signed_out")])
         wanted = form.get("q", "").strip()[:100]
         case_id: UUID | None = None
         try:
@@ -281,7 +281,7 @@ class WindowDesk:
         page = Page(request)
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page)
+            return self.signin_page(page)
         item = self.catalogue.get(code)
         if item is None:
             return page.render("message.html", status=404, message=page.t("not_found"))
@@ -317,7 +317,7 @@ class WindowDesk:
             return page.refuse()
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page, errors=[page.t("signed_out")])
+            return self.signin_page(page, errors=[page.t("signed_out")])
         item = self.catalogue.get(code)
         if item is None:
             return page.render("message.html", status=404, message=page.t("not_found"))
@@ -340,7 +340,7 @@ class WindowDesk:
     async def _read(self, page: Page, case_id: str) -> tuple[Claims, dict[str, Any]] | Response:
         session = await self.clerk(page)
         if session is None:
-            return self._signin_page(page)
+            return self.signin_page(page)
         try:
             UUID(case_id)
         except ValueError:
