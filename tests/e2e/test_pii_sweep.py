@@ -33,7 +33,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-SERVICES = ["intake", "router", "hr_registration", "social_security", "audit"]
+SERVICES = ["intake", "router", "hr_registration", "social_security", "deadlines", "audit"]
 CASES = 60
 
 # Where a clear value may stay, and why. Everything else must hold none.
