@@ -25,11 +25,13 @@ from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import nacl.signing
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from deploy import kafka_security
 from deploy import stack as local_stack
+from deploy.audit_drill_store import audit_stores_the_log, store_faults
 from services.audit.verifier.report import VerifyReport
 from services.audit.verifier.run import verify_log
 from services.audit.verifier.signatures import allowed_signer
@@ -76,6 +78,7 @@ from shared.messaging.kafka import make_producer, murmur2
 from shared.messaging.keyring import KeyEntry, generate, read_registry, write_registry
 from shared.messaging.signing import Signer
 from shared.messaging.topics import delete_topics_with_prefix, ensure_topics
+from shared.platform.db import create_database, drop_database
 from shared.platform.settings import Settings, get_settings
 
 SIGNERS = ("intake", "router", "hr_registration", "social_security", "audit", "deadlines")
@@ -485,7 +488,8 @@ def malformed_record(log: LogWriter, catalogue: Catalogue) -> Expected:
 
 
 # Every kind verify finds in the Kafka log. (broken_hash_chain lives in the audit store;
-# tests/integration/test_audit_store.py tampers with a stored row to prove it.)
+# tests/integration/test_audit_store.py tampers with a stored row to prove it. The
+# store's faults against the log are drill_store's: see ``drill``.)
 FAULTS: dict[str, Fault] = {
     fault.__name__: fault
     for fault in (
@@ -807,8 +811,19 @@ async def drill(settings: Settings, console: Console) -> int:
     log = LogWriter.create(settings)
     clean_cases(log, catalogue)
     expected = [fault(log, catalogue) for fault in FAULTS.values()]
+    # The store's faults (issue 19, class 3): four clean cases, stored by the real audit
+    # service, then rewritten in the store by its superuser.
+    kept = [flow(log, catalogue) for _ in range(4)]
+    for case in kept:
+        case.decide(Approve("HR-1"))
+        case.decide(Approve("SS-1"))
     announce_deadlines(log)
     await log.flush()
+    await audit_stores_the_log(settings)
+    expected += [
+        Expected(kind, case_id, event_id, also=also)
+        for kind, case_id, event_id, also in await store_faults(settings, [c.case_id for c in kept])
+    ]
     report = await verify_log(settings)
     seconds = report.seconds
     table = Table(title=f"audit drill on topics {settings.topic_prefix}*")
@@ -848,16 +863,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     # Fresh topics answer "not leader" for a moment after creation; the producer retries.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    base = kafka_security.as_admin(get_settings(), local_stack.StackConfig.from_env())
+    cfg = local_stack.StackConfig.from_env()
+    base = kafka_security.as_admin(get_settings(), cfg)
+    name = f"drill{uuid4().hex[:8]}"
+    # A database of its own, as its owner: the drill runs the audit service into it and
+    # then tampers with the store as its superuser.
+    database_url = asyncio.run(create_database(cfg.admin_dsn(), name))
     with tempfile.TemporaryDirectory(prefix="onedoor-drill-keys-") as keys:
         settings = base.model_copy(
-            update={"topic_prefix": f"drill{uuid4().hex[:8]}.", "keys_dir": Path(keys)}
+            update={
+                "topic_prefix": f"{name}.",
+                "keys_dir": Path(keys),
+                "database_url": SecretStr(database_url),
+                "database_password_file": cfg.superuser_password_file,
+            }
         )
         try:
             return asyncio.run(drill(settings, Console()))
         finally:
             # The drill's namespace is throw-away: leave the broker as it was.
             asyncio.run(delete_topics_with_prefix(settings, settings.topic_prefix))
+            asyncio.run(drop_database(cfg.admin_dsn(), name))
 
 
 if __name__ == "__main__":

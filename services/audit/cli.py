@@ -7,7 +7,8 @@
                                                       recorded on access.audit before it prints)
     onedoor-audit access --case CASE_ID | --account NAME [--json]
                                                       who read a case, what an account read
-    onedoor-audit rebuild                             rebuild the projection, compare digests
+    onedoor-audit rebuild [--replace]                 rebuild the projection, name each case
+                                                      that differs
     onedoor-audit stats [--json | --csv]              counts, shares, times
     onedoor-audit dlq list | redrive TOPIC P OFFSET --reason TEXT   dead letters
 
@@ -175,14 +176,32 @@ async def cmd_access(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_rebuild(settings: Settings, _: argparse.Namespace) -> int:
+async def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     async with queries.migrated_store(settings) as conn:
-        result = await queries.rebuild_projection(conn)
+        result = await queries.rebuild_projection(conn, replace=args.replace)
     out = Terminal()
     out.line(f"live projection digest    {result.live}")
     out.line(f"rebuilt projection digest {result.rebuilt}")
-    if not result.identical:
-        out.line("[red]the rebuilt projection differs from the live one[/]")
+    for d in result.differences:
+        what = (
+            "no live view"
+            if d.live is None
+            else "no view from the stored events"
+            if d.rebuilt is None
+            else f"differs in {', '.join(d.fields)}"
+        )
+        out.line(f"[red]case {d.case_id}[/]: {what}")
+    if result.differences:
+        out.line(
+            f"[red]{len(result.differences)} case(s) differ from their stored events[/]: "
+            + (
+                "the live views were replaced, each kept in replaced_views"
+                if result.replaced
+                else "the live projection was left as it is (--replace rebuilds it, keeping "
+                "each replaced view in replaced_views); run onedoor-audit verify to compare "
+                "the store with the log"
+            )
+        )
         return 1
     out.line("[green]identical[/]")
     return 0
@@ -333,7 +352,10 @@ def parser() -> argparse.ArgumentParser:
         "(byte-identical record, same headers, same key) and whose MAC checks under the "
         "audit's key in ONEDOOR_KEYS_DIR, and checks every other record's signature itself "
         "(not ingested yet, or altered since). Without the audit's key every signature is "
-        "checked.",
+        "checked. The audit store is held to the log both ways (missing_from_store, "
+        "store_differs_from_log, not_in_log), to the audit's signature on each stored row "
+        "(store_tampered) and to every checkpoint the audit signed on the log "
+        "(checkpoint_mismatch).",
     )
     v.add_argument("--json", action="store_true")
     sig = v.add_mutually_exclusive_group()
@@ -378,7 +400,20 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--case", metavar="CASE_ID", help="who read this case's data")
     which.add_argument("--account", metavar="NAME", help="what this account read")
     a.add_argument("--json", action="store_true")
-    sub.add_parser("rebuild", help="rebuild the projection from the store; compare digests")
+    r = sub.add_parser(
+        "rebuild",
+        help="rebuild the projection from the store; name each case that differs",
+        description="Rebuild the case views from the stored events and compare them case by "
+        "case with the live projection. Each case that differs is named, every time; the "
+        "live projection is rewritten only when it matches, or with --replace. The evidence "
+        "tables are never rewritten.",
+    )
+    r.add_argument(
+        "--replace",
+        action="store_true",
+        help="rewrite the live projection even where it differs (each replaced view is "
+        "kept in the append-only table replaced_views)",
+    )
     s = sub.add_parser("stats", help="statistics from the projection")
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")

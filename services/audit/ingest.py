@@ -9,6 +9,7 @@ import asyncpg
 import structlog
 
 from services.audit import store
+from services.audit.checkpoints import CheckpointWriter
 from services.audit.verifier.log import LogRecord
 from shared.contracts import topology
 from shared.contracts.decoding import decode_record
@@ -121,14 +122,22 @@ class AuditIngest:
     commits offsets after it."""
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, keys: PublicKeys | None = None
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        keys: PublicKeys | None = None,
+        checkpoints: CheckpointWriter | None = None,
     ) -> None:
+        """``checkpoints``: told of every committed batch, writes the store's checkpoints
+        to the log when one is due (none: no checkpoints)."""
         self._settings = settings
         self._pool = pool
         own = Signer.load(settings.keys_dir, VERDICT_SIGNER, key_file=settings.signing_key_file)
         self._judge = SignatureJudge(
             settings.keys_dir, keys, verdict_mac_key(own), registry=settings.registry_path()
         )
+        self._own = own  # signs each stored row's chain link
+        self._checkpoints = checkpoints
         self._parsed = store.ParsedEvents()
         self.totals = store.IngestResult()
 
@@ -141,7 +150,13 @@ class AuditIngest:
         verdicts = self._judge.verdicts(batch)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                result, cases = await store.ingest(conn, batch, self._parsed)
+                result, cases = await store.ingest(
+                    conn,
+                    batch,
+                    self._parsed,
+                    prefix=self._settings.topic_prefix,
+                    signer=self._own,
+                )
                 await store.record_verdicts(conn, self._settings.topic_prefix, verdicts)
                 # Views replay each case's stored events: earlier batches' are parsed.
                 await store.refresh_views(conn, cases, self._parsed)
@@ -155,6 +170,9 @@ class AuditIngest:
         self._parsed.commit()
         for name in ("stored", "duplicates", "conflicts", "malformed", "unstorable"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
+        if self._checkpoints is not None:
+            self._checkpoints.ingested(entry for entry, _ in batch)
+            await self._checkpoints.after_batch()
         return BatchResult(processed=result.stored, duplicates=result.duplicates)
 
     async def _careful(
@@ -177,7 +195,13 @@ class AuditIngest:
                 for entry, event in batch:
                     try:
                         async with conn.transaction():
-                            result, cases = await store.ingest(conn, [(entry, event)], self._parsed)
+                            result, cases = await store.ingest(
+                                conn,
+                                [(entry, event)],
+                                self._parsed,
+                                prefix=self._settings.topic_prefix,
+                                signer=self._own,
+                            )
                             await store.record_verdicts(
                                 conn,
                                 self._settings.topic_prefix,
@@ -189,7 +213,11 @@ class AuditIngest:
                             self._parsed.drop(event.event_id)
                         reason = f"{type(exc).__name__}: {exc}"
                         result = store.IngestResult()
-                        result.unstorable = int(await store.keep_unstorable(conn, entry, reason))
+                        result.unstorable = int(
+                            await store.keep_unstorable(
+                                conn, entry, reason, prefix=self._settings.topic_prefix
+                            )
+                        )
                         log.warning(
                             "record kept as unstorable evidence",
                             topic=entry.topic,

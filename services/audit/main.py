@@ -9,6 +9,7 @@ from starlette.types import ASGIApp
 
 from services.audit import store
 from services.audit.api import create_app
+from services.audit.checkpoints import CheckpointWriter
 from services.audit.ingest import AuditIngest, event_log_pattern
 from services.audit.verifications import VerifySchedule
 from services.catalogue import default_catalogue
@@ -47,7 +48,10 @@ def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) ->
     ``topics.consumes``: the pattern matches those and a department's topics created
     after the audit started."""
     settings = plumbing.settings
-    ingest = AuditIngest(settings, plumbing.pool)
+    checkpoints = CheckpointWriter(
+        settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake
+    )
+    ingest = AuditIngest(settings, plumbing.pool, checkpoints=checkpoints)
     loop = ConsumerLoop(
         settings, [], group_id=NAME, processor=ingest, pattern=event_log_pattern(settings)
     )
@@ -60,7 +64,8 @@ def wire(plumbing: Plumbing, issuer_of_oidc: oidc.OidcVerifier | None = None) ->
         schedule.start()  # verify at start, then every audit_verify_every_s
         return create_app(live, ingest, recorder, issuer_of_oidc)
 
-    return plumbing.service(loops=[loop], http=http, on_close=[schedule.close])
+    # At close: a last checkpoint of what this run stored, then the schedule stops.
+    return plumbing.service(loops=[loop], http=http, on_close=[checkpoints.close, schedule.close])
 
 
 async def build(settings: Settings) -> ServiceContext:

@@ -165,6 +165,8 @@ def verify_json(report: VerifyReport) -> dict[str, Any]:
         "processes": report.processes,
         "signatures_checked": report.signatures_checked,
         "signatures_reused": report.signatures_reused,
+        "store_compared": report.store_compared,
+        "store_notes": report.store_notes,
         "details": [v.to_json() for v in report.violations],
     }
 
@@ -195,6 +197,10 @@ def print_verify_report(
             f"{report.processes} process(es))",
         ),
         ("events per second", f"{report.events_per_second():,.0f}"),
+        (
+            "store vs log",
+            "compared both ways" if report.store_compared else "not compared (store unreachable)",
+        ),
     ]
     out.table(rows, title="onedoor-audit verify")
     for v in report.violations if flags else errors:
@@ -203,4 +209,6 @@ def print_verify_report(
             f"{v.severity.upper():5} {v.kind:26} case {case} event {v.event_id or '-'} "
             f"at {v.topic}/{v.partition}@{v.offset}: {v.detail}"
         )
+    for note in report.store_notes:
+        out.line(f"note: {note}")
     out.line("[green]zero violations[/]" if not errors else f"[red]{len(errors)} violation(s)[/]")

@@ -32,25 +32,28 @@ async def history(conn: Connection, case_id: UUID) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class Rebuilt:
-    """The projection's digests before and after ``rebuild_projection``."""
+    """The projection's digests before and after ``rebuild_projection``, and every case
+    whose live view differed from its stored events."""
 
     live: str
     rebuilt: str
+    differences: list[store.ViewDifference]
+    replaced: bool  # the live projection was rewritten
 
     @property
     def identical(self) -> bool:
-        return self.live == self.rebuilt
+        return self.live == self.rebuilt and not self.differences
 
 
-async def rebuild_projection(conn: Connection) -> Rebuilt:
+async def rebuild_projection(conn: Connection, *, replace: bool = False) -> Rebuilt:
     """Rebuild the projection (``case_views``) from every stored event, in one
-    transaction, and return the live projection's digest from before and the rebuilt
-    one's: they must be equal. The one query here that writes (the projection only,
-    never the evidence tables)."""
+    transaction, and compare it case by case with the live one. It is rewritten when
+    they match, or with ``replace`` (each replaced view kept in ``replaced_views``);
+    never the evidence tables. The one query here that writes."""
     async with conn.transaction():
         live = store.views_digest(await store.live_views(conn))
-        rebuilt = await store.rebuild(conn)
-    return Rebuilt(live=live, rebuilt=rebuilt)
+        rebuilt, differences = await store.rebuild(conn, replace=replace)
+    return Rebuilt(live, rebuilt, differences, replaced=replace or not differences)
 
 
 async def statistics(conn: Connection, *, now: datetime | None = None) -> dict[str, Any]:

@@ -16,12 +16,14 @@ from uuid import UUID
 
 from services.audit.access import keep_reads
 from services.audit.chains import GENESIS, chain_hash, content_hash
+from services.audit.keyed import link_message
 from services.audit.projection import project
 from services.audit.statistics import CaseFigures
 from services.audit.verifier.log import LogRecord
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.events import Event, PersonalDataAccessed, parse_event
 from shared.messaging import MESSAGING_MIGRATIONS
-from shared.messaging.signing import verdict_mac
+from shared.messaging.signing import Signer, verdict_mac
 from shared.platform.db import Connection, collect_migrations
 
 SCHEMA = "audit"
@@ -73,25 +75,32 @@ async def ingest(
     conn: Connection,
     batch: Sequence[tuple[LogRecord, Event | None]],
     parsed: ParsedEvents | None = None,
+    *,
+    prefix: str = "",
+    signer: Signer | None = None,
 ) -> tuple[IngestResult, set[UUID]]:
     """Append a batch to the store inside the caller's transaction.
 
     Returns the counts and the ids of the cases that gained events (reads of personal
-    data aside: they change no view, and go to ``access_reads``). An event already
-    stored with the same bytes is a redelivery (skipped); with other bytes it is kept in
-    ``conflicts`` as evidence. The events stored now go into ``parsed`` (pending until
-    the caller commits it), so refreshing the views does not parse them a second time.
+    data and the audit's own checkpoints aside: they change no view; reads go to
+    ``access_reads``). An event already stored with the same bytes is a redelivery
+    (skipped); with other bytes it is kept in ``conflicts`` as evidence. The events
+    stored now go into ``parsed`` (pending until the caller commits it), so refreshing
+    the views does not parse them a second time. Every row names the deployment
+    (``prefix``, its topic prefix); each event's chain link is signed by ``signer`` (the
+    audit's key; ``services.audit.keyed.link_message``; unsigned without one).
     """
     result = IngestResult()
     events = [(r, e) for r, e in batch if e is not None]
     for record, _ in ((r, e) for r, e in batch if e is None):
         inserted = await conn.fetchval(
-            "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+            "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value, topic_prefix) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
             record.topic,
             record.partition,
             record.offset,
             record.value,
+            prefix,
         )
         result.malformed += inserted is not None
     if not events:
@@ -116,8 +125,8 @@ async def ingest(
         else:
             inserted = await conn.fetchval(
                 "INSERT INTO conflicts (event_id, topic, kafka_partition, kafka_offset, value,"
-                " content_hash, stored_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                " ON CONFLICT DO NOTHING RETURNING id",
+                " content_hash, stored_hash, topic_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                " $8) ON CONFLICT DO NOTHING RETURNING id",
                 event.event_id,
                 record.topic,
                 record.partition,
@@ -125,6 +134,7 @@ async def ingest(
                 record.value,
                 digest,
                 known,
+                prefix,
             )
             result.conflicts += inserted is not None
     if not fresh:
@@ -144,10 +154,23 @@ async def ingest(
         )
     }
     rows = []
+    links: list[bytes] = []
     for record, event, digest in fresh:
         seq, prev = heads.get(event.case_id, (0, GENESIS))
         link = chain_hash(prev, digest, event.event_id)
         heads[event.case_id] = (seq + 1, link)
+        links.append(
+            link_message(
+                prefix=prefix,
+                case_id=event.case_id,
+                case_seq=seq + 1,
+                event_id=event.event_id,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                chain_hash=link,
+            )
+        )
         rows.append(
             (
                 event.event_id,
@@ -165,11 +188,14 @@ async def ingest(
                 digest,
                 prev,
                 link,
+                prefix,
             )
         )
+    # One Ed25519 signature per tree of up to BATCH_LEAVES links, each verifiable alone.
+    signatures = signer.sign_batch(links) if signer is not None else [None] * len(rows)
     await conn.copy_records_to_table(
         "events",
-        records=rows,
+        records=[(*row, sig) for row, sig in zip(rows, signatures, strict=True)],
         columns=[
             "event_id",
             "case_id",
@@ -186,6 +212,8 @@ async def ingest(
             "content_hash",
             "prev_hash",
             "chain_hash",
+            "topic_prefix",
+            "link_signature",
         ],
     )
     await conn.execute(
@@ -200,8 +228,10 @@ async def ingest(
         conn, [(e, r.signer) for r, e, _ in fresh if isinstance(e, PersonalDataAccessed)]
     )
     result.stored = len(rows)
-    # A read changes no case's view (the projection leaves reads out).
-    return result, {e.case_id for _, e, _ in fresh if not isinstance(e, PersonalDataAccessed)}
+    # A read changes no case's view (the projection leaves reads out), nor a checkpoint.
+    return result, {
+        e.case_id for _, e, _ in fresh if not isinstance(e, PersonalDataAccessed | AuditCheckpoint)
+    }
 
 
 def printable(text: str) -> str:
@@ -209,13 +239,16 @@ def printable(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
-async def keep_unstorable(conn: Connection, record: LogRecord, reason: str) -> bool:
+async def keep_unstorable(
+    conn: Connection, record: LogRecord, reason: str, *, prefix: str = ""
+) -> bool:
     """Keep a record the database refused to store as an event (see migration 004) in
     ``malformed``, with its exact bytes, origin, signature headers and the reason (inside
     the caller's transaction); whether it is new there."""
     inserted = await conn.fetchval(
         "INSERT INTO malformed (topic, kafka_partition, kafka_offset, value, reason, signer,"
-        " signature) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
+        " signature, topic_prefix) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT DO NOTHING RETURNING id",
         record.topic,
         record.partition,
         record.offset,
@@ -223,6 +256,7 @@ async def keep_unstorable(conn: Connection, record: LogRecord, reason: str) -> b
         printable(reason)[:2000],
         None if record.signer is None else record.signer.encode(),
         None if record.signature is None else record.signature.encode(),
+        prefix,
     )
     return inserted is not None
 
@@ -426,11 +460,49 @@ async def stream_events(conn: Connection, batch: int = 5000) -> AsyncIterator[An
         yield row
 
 
-async def rebuild(conn: Connection) -> str:
-    """Drop the projection (and the list of reads) and rebuild it from the store; return
-    the new digest (of the case views)."""
-    await conn.execute("DELETE FROM case_views")
-    await conn.execute("DELETE FROM access_reads")
+@dataclass(frozen=True)
+class ViewDifference:
+    """One case whose live view is not what its stored events give."""
+
+    case_id: UUID
+    fields: tuple[str, ...]  # the view's top-level fields that differ ("*": a view is missing)
+    live: dict[str, Any] | None
+    rebuilt: dict[str, Any] | None
+
+
+def _canonical(view: Any) -> Any:
+    return json.loads(json.dumps(view, sort_keys=True, default=str))
+
+
+def view_differences(
+    live: Iterable[dict[str, Any]], rebuilt: Iterable[dict[str, Any]]
+) -> list[ViewDifference]:
+    """Every case whose live view differs from the rebuilt one, by case id."""
+    old = {str(v["case_id"]): _canonical(v) for v in live}
+    new = {str(v["case_id"]): _canonical(v) for v in rebuilt}
+    found = []
+    for case in sorted(old.keys() | new.keys()):
+        a, b = old.get(case), new.get(case)
+        if a == b:
+            continue
+        fields = (
+            ("*",)
+            if a is None or b is None
+            else tuple(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
+        )
+        found.append(ViewDifference(UUID(case), fields, a, b))
+    return found
+
+
+async def rebuild(conn: Connection, *, replace: bool = True) -> tuple[str, list[ViewDifference]]:
+    """Rebuild the projection (and the list of reads) from the store; return the new
+    digest (of the case views) and every case whose live view differed.
+
+    The live projection is rewritten only when it matches, or with ``replace``: then each
+    replaced view is kept first in ``replaced_views`` (append-only), never lost. Without
+    ``replace`` a differing projection is left as it is, so every rebuild names the same
+    cases until someone decides."""
+    live = await live_views(conn)
     events: list[Event] = []
     reads: list[tuple[PersonalDataAccessed, str | None]] = []
     async for row in stream_events(conn):
@@ -438,10 +510,21 @@ async def rebuild(conn: Connection) -> str:
         events.append(event)
         if isinstance(event, PersonalDataAccessed):
             reads.append((event, row["signer"]))
-    await keep_reads(conn, reads)
     views = project(events)
+    rebuilt = [view.to_json() for view in views.values()]
+    differences = view_differences(live, rebuilt)
+    if differences and not replace:
+        return views_digest(rebuilt), differences
+    if differences:
+        await conn.executemany(
+            "INSERT INTO replaced_views (case_id, live, rebuilt) VALUES ($1, $2, $3)",
+            [(d.case_id, d.live, d.rebuilt) for d in differences],
+        )
+    await conn.execute("DELETE FROM case_views")
+    await conn.execute("DELETE FROM access_reads")
+    await keep_reads(conn, reads)
     await conn.executemany(
         "INSERT INTO case_views (case_id, view) VALUES ($1, $2)",
         [(case_id, view.to_json()) for case_id, view in views.items()],
     )
-    return views_digest(view.to_json() for view in views.values())
+    return views_digest(rebuilt), differences

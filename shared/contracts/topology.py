@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.events import (
     CaseAccepted,
     CaseAdvanced,
@@ -58,6 +59,8 @@ ACCESS_INTAKE: Final = "access.intake"
 ACCESS_AUDIT: Final = "access.audit"
 # People erased (their data keys deleted): written by intake's outbox for onedoor-admin.
 PRIVACY_ERASURES: Final = "privacy.erasures"
+# The audit store's checkpoints: the audit vouches on the log for what it stored.
+AUDIT_CHECKPOINTS: Final = "audit.checkpoints"
 DEPT_TASKS: Final = "dept.{department}.tasks"
 DEPT_OUTCOMES: Final = "dept.{department}.outcomes"
 DLQ_SUFFIX: Final = ".dlq"
@@ -178,6 +181,14 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         readers=(AUDIT,),
         events=(PersonErased,),
         description="a person erased: their data keys deleted (onedoor-admin erase)",
+    ),
+    TopicSpec(
+        AUDIT_CHECKPOINTS,
+        writer=AUDIT,
+        readers=(AUDIT,),
+        events=(AuditCheckpoint,),
+        description="the audit store's signed checkpoints: per partition, the offset "
+        "reached, the rows stored and their digest",
     ),
 )
 

@@ -215,6 +215,20 @@ class Settings(BaseSettings):
         "case, assign the step after an approval, close after the last decision) before "
         "verify reports it as stalled_case.",
     )
+    audit_checkpoint_every_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="The audit service signs a checkpoint of its store on the log "
+        "(audit.checkpoints: per partition, the offset reached, the rows stored and their "
+        "digest) at the first batch this many seconds after the previous one, and at a "
+        "clean shutdown; verify holds the store to every checkpoint (checkpoint_mismatch).",
+    )
+    audit_checkpoint_every_rows: int = Field(
+        default=10_000,
+        ge=1,
+        description="... or after this many records ingested since the previous checkpoint, "
+        "whichever comes first.",
+    )
     audit_catalogue_archive: Path | None = Field(
         default=None,
         description="A folder of published catalogue versions (<version>.json, written by "

@@ -1,6 +1,6 @@
 """End to end, as operators run it: the migrations Job first, traces of every case.
 
-The five services start with ``ONEDOOR_MIGRATE_AT_START=false`` (the Kubernetes base's
+The six services start with ``ONEDOOR_MIGRATE_AT_START=false`` (the Kubernetes base's
 setting) and wait; ``onedoor-migrate`` runs once, as the Job does; then cases go through.
 Every service exports OpenTelemetry spans over OTLP/HTTP to a collector in this test (a
 small HTTP server decoding the protobuf requests): one case is one trace, from intake's
@@ -37,7 +37,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
-SERVICES = ["intake", "router", "hr_registration", "social_security", "audit"]
+SERVICES = ["intake", "router", "hr_registration", "social_security", "audit", "deadlines"]
 BENEFIT_FORM = dict(builders.BENEFIT_FORM)
 
 
@@ -146,7 +146,7 @@ def test_the_migrations_job_ran_once_and_the_services_waited_for_it(pipeline: Pi
     for name in SERVICES:
         assert f"{name}: schema {name} " in job, job
     assert "migration(s) applied" in job
-    assert "onedoor-migrate: done, 5 services" in job
+    assert f"onedoor-migrate: done, {len(SERVICES)} services" in job
     intake = (pipeline.logs / "intake.log").read_text()
     assert "waiting for onedoor-migrate" in intake
     assert "schema and topics ready (made by onedoor-migrate)" in intake
@@ -161,7 +161,7 @@ def test_the_migrations_job_ran_once_and_the_services_waited_for_it(pipeline: Pi
         check=False,
     )
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("up to date") == 5, again.stdout
+    assert again.stdout.count("up to date") == len(SERVICES), again.stdout
     assert "created" not in again.stdout
 
 

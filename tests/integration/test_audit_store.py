@@ -140,13 +140,23 @@ async def test_rebuild_gives_the_live_digest_twice(pool: asyncpg.Pool) -> None:
     assert second.identical
     assert first.rebuilt == second.live == second.rebuilt
     assert await pool.fetchval("SELECT count(*) FROM case_views") == 5
-    # A live view that drifted from the events: the rebuild says so, and repairs it.
+    # A live view that drifted from the events: every rebuild names each case and
+    # leaves the live view as it is; --replace rebuilds it, keeping the replaced views.
     await pool.execute("UPDATE case_views SET view = jsonb_set(view, '{community_code}', '\"x\"')")
     async with pool.acquire() as conn:
         drifted = await queries.rebuild_projection(conn)
+        again = await queries.rebuild_projection(conn)
+        replaced = await queries.rebuild_projection(conn, replace=True)
         repaired = await queries.rebuild_projection(conn)
-    assert not drifted.identical
+    cases = sorted(e.case_id for e in events)
+    for result in (drifted, again, replaced):
+        assert not result.identical
+        assert sorted(d.case_id for d in result.differences) == cases
+        assert {d.fields for d in result.differences} == {("community_code",)}
     assert drifted.rebuilt == first.rebuilt
+    assert not again.replaced
+    assert replaced.replaced
+    assert await pool.fetchval("SELECT count(*) FROM replaced_views") == 5
     assert repaired.identical
 
 
@@ -169,7 +179,7 @@ async def test_views_refreshed_with_parsed_events_match_a_rebuild(pool: asyncpg.
     assert len(parsed) == 3  # bounded: the oldest were dropped
     async with pool.acquire() as conn, conn.transaction():
         live = store.views_digest(await store.live_views(conn))
-        assert live == await store.rebuild(conn)
+        assert (live, []) == await store.rebuild(conn)
 
 
 async def test_a_conflicting_copy_never_replaces_the_stored_event_in_the_cache(
@@ -203,7 +213,7 @@ async def test_a_conflicting_copy_never_replaces_the_stored_event_in_the_cache(
     async with pool.acquire() as conn, conn.transaction():
         (view,) = await store.live_views(conn)
         assert view["outcome"] == "approved"
-        assert store.views_digest([view]) == await store.rebuild(conn)
+        assert (store.views_digest([view]), []) == await store.rebuild(conn)
 
 
 def verdict(event: Event, valid: bool = True, mac: bytes | None = b"m" * 32) -> store.Verdict:

@@ -20,7 +20,12 @@ from deploy.audit_drill import (
 from services.audit import store
 from services.audit.ingest import SignatureJudge
 from services.audit.verifier.log import LogRecord, read_log
-from services.audit.verifier.report import BROKEN_HASH_CHAIN, VIOLATION_KINDS, VerifyReport
+from services.audit.verifier.report import (
+    BROKEN_HASH_CHAIN,
+    STORE_KINDS,
+    VIOLATION_KINDS,
+    VerifyReport,
+)
 from services.audit.verifier.run import verify_log
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import Event, EventDecodeError, parse_event
@@ -89,8 +94,9 @@ async def test_each_fault_is_found_exactly(kind: str, log: LogWriter, catalogue:
 
 
 def test_every_violation_kind_is_exercised() -> None:
-    # broken_hash_chain is a property of the audit store: test_audit_store tampers a row.
-    assert set(FAULTS) | {BROKEN_HASH_CHAIN} == set(VIOLATION_KINDS)
+    # broken_hash_chain is a property of the audit store: test_audit_store tampers a row;
+    # the store held to the log: test_audit_store_proof, and the drill's store faults.
+    assert set(FAULTS) | {BROKEN_HASH_CHAIN, *STORE_KINDS} == set(VIOLATION_KINDS)
 
 
 async def test_the_drill_finds_every_fault_at_once(settings: Settings) -> None:

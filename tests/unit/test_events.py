@@ -7,6 +7,7 @@ from uuid import uuid4
 
 import pytest
 
+import shared.contracts.audit_events  # noqa: F401 - registers the audit's own events
 from shared.contracts.events import (
     Applicant,
     Event,
@@ -144,6 +145,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "channel": "http",
         "resource": "GET /cases/{case_id}",
         "request_id": "r-1",
+    },
+    "AuditCheckpoint": {
+        "partitions": [
+            {"topic": "cases.accepted", "partition": 0, "reached": 3, "rows": 3, "digest": "0" * 64}
+        ],
+        "rows": 3,
     },
 }
 

@@ -100,7 +100,7 @@ def test_the_topics_are_the_ones_the_pipeline_runs_on() -> None:
     )
     assert topics["hr_registration"].consumes == (tasks("hr_registration"),)
     assert topics["hr_registration"].emits == (outcomes("hr_registration"),)
-    assert topics["audit"].emits == ("access.audit",)
+    assert topics["audit"].emits == ("access.audit", "audit.checkpoints")
     assert set(topics["audit"].consumes) == set(topology.event_log_topics(DEPARTMENTS))
 
 

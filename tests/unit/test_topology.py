@@ -154,6 +154,6 @@ def test_who_reads_and_writes_what() -> None:
         "access.intake",
         "privacy.erasures",
     ]
-    assert topology.writes("audit", departments) == ["access.audit"]
+    assert topology.writes("audit", departments) == ["access.audit", "audit.checkpoints"]
     every_log = set(topology.event_log_topics(departments))
     assert set(topology.reads("audit", departments)) == every_log

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar, cast
 from services.audit.timeline import order_key
 from services.audit.verifier.report import Violation
 from shared.contracts import topology
+from shared.contracts.audit_events import AuditCheckpoint
 from shared.contracts.decoding import decode_record
 from shared.contracts.events import (
     CaseAccepted,
@@ -89,7 +90,8 @@ H = TypeVar("H", Accepted, Routed, Rejected, Closed, Access)
 
 # What Fact keeps of each class of event, decided once per class: isinstance on a
 # pydantic model runs ABCMeta's check in Python code, and a replay would make several
-# per record. In the order Fact tests them; the flag says "a DeadLetterRedriven".
+# per record. In the order Fact tests them; the flag says "a DeadLetterRedriven" (or an
+# AuditCheckpoint: neither is a step of a case).
 _STEP, _STEP_REJECTED, _WAITING, _ACCEPTED, _ROUTED, _REJECTED, _CLOSED, _ACCESS, _PLAIN = range(9)
 _SHAPES: dict[type, tuple[int, bool]] = {}
 _OUTCOME_TYPES = frozenset(cls.event_type for cls in (StepApproved, StepRejected, StepNeedsInfo))
@@ -116,9 +118,10 @@ def shape(cls: type) -> tuple[int, bool]:
             kind = _ACCESS
         else:
             kind = _PLAIN
-        # An operator's or admin's act, not a step of a case (the erasure check is
-        # services.audit.verifier.erasures).
-        found = _SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven | PersonErased))
+        # Not a step of a case: an operator's redrive, the audit's checkpoint, an admin's
+        # erasure (its own check is services.audit.verifier.erasures).
+        aside = DeadLetterRedriven | AuditCheckpoint | PersonErased
+        found = _SHAPES[cls] = (kind, issubclass(cls, aside))
     return found
 
 

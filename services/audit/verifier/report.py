@@ -43,6 +43,20 @@ DEADLINE_NOT_ANNOUNCED = "deadline_not_announced"
 DEADLINE_ANNOUNCED_TWICE = "deadline_announced_twice"
 DEADLINE_ANNOUNCED_EARLY = "deadline_announced_early"
 DEADLINE_ANNOUNCED_WRONGLY = "deadline_announced_wrongly"
+# Issue 19, class 3: the audit store held to the log and to its own keyed rows.
+STORE_TAMPERED = "store_tampered"
+MISSING_FROM_STORE = "missing_from_store"
+STORE_DIFFERS_FROM_LOG = "store_differs_from_log"
+NOT_IN_LOG = "not_in_log"
+CHECKPOINT_MISMATCH = "checkpoint_mismatch"
+# The kinds found in the audit store held to the log (storecheck), not in the log alone.
+STORE_KINDS: tuple[str, ...] = (
+    STORE_TAMPERED,
+    MISSING_FROM_STORE,
+    STORE_DIFFERS_FROM_LOG,
+    NOT_IN_LOG,
+    CHECKPOINT_MISMATCH,
+)
 
 VIOLATION_KINDS: tuple[str, ...] = (
     MALFORMED_RECORD,
@@ -79,6 +93,11 @@ VIOLATION_KINDS: tuple[str, ...] = (
     DEADLINE_ANNOUNCED_TWICE,
     DEADLINE_ANNOUNCED_EARLY,
     DEADLINE_ANNOUNCED_WRONGLY,
+    STORE_TAMPERED,
+    MISSING_FROM_STORE,
+    STORE_DIFFERS_FROM_LOG,
+    NOT_IN_LOG,
+    CHECKPOINT_MISMATCH,
 )
 
 _DETAIL_LIMIT = 300
@@ -124,6 +143,10 @@ class VerifyReport:
     seconds: float = 0.0
     read_seconds: float = 0.0
     chains_checked: bool = False
+    # Whether the store was compared with the log (storecheck), and what the auditor
+    # should know of that comparison's reach.
+    store_compared: bool = False
+    store_notes: list[str] = field(default_factory=list)
 
     def errors(self) -> list[Violation]:
         """The violations that break the zero-error promise (flags excluded)."""

@@ -12,11 +12,12 @@ from datetime import datetime
 from aiokafka import TopicPartition
 
 from services.audit.catalogues import published_catalogues
+from services.audit.verifier import storecheck
 from services.audit.verifier.clock import Timing
 from services.audit.verifier.erasures import erasure_breaks
 from services.audit.verifier.log import Progress, log_partitions, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, verify
-from services.audit.verifier.report import VerifyReport
+from services.audit.verifier.report import VerifyReport, violation_order
 from services.audit.verifier.shards import ShardedReplay, default_processes, shard_count
 from services.audit.verifier.stored import chain_breaks, load_verdicts
 from services.catalogue import default_catalogue
@@ -70,6 +71,7 @@ async def verify_log(
             else None
         )
         chain = asyncio.create_task(chain_breaks(settings))
+        keyed = asyncio.create_task(storecheck.keyed_breaks(settings))
         erasures = asyncio.create_task(erasure_breaks(settings))
         try:
             report: VerifyReport | None = None
@@ -90,9 +92,11 @@ async def verify_log(
                     on_progress=on_progress,
                 )
             broken = await chain
+            tampered = await keyed
             sealed_again = await erasures
         except BaseException:
             chain.cancel()
+            keyed.cancel()
             erasures.cancel()
             raise
         finally:
@@ -100,7 +104,9 @@ async def verify_log(
                 sharded.stop()
     if broken:
         report.violations.extend(broken)
-    report.violations.extend(sealed_again)
+    if tampered or sealed_again:
+        report.violations.extend([*(tampered or ()), *sealed_again])
+        report.violations.sort(key=violation_order)
     report.chains_checked = broken is not None
     report.read_seconds = read_s
     report.seconds = time.perf_counter() - started
@@ -119,10 +125,12 @@ async def _verify_here(
     """The whole log read and checked in this process; the report and the reading time."""
     started = time.perf_counter()
     verdicts = load_verdicts(settings, (1, 0), reuse=check_signatures and not recheck_signatures)
+    stored = storecheck.begin(settings, (1, 0), partitions)
     try:
         records = await read_log(settings, on_progress, partitions)
     except BaseException:
         verdicts.cancel()
+        stored.cancel()
         raise
     read_s = time.perf_counter() - started
     # Loaded now, not beside the reading: YAML parsing holds the GIL, and the
@@ -139,4 +147,6 @@ async def _verify_here(
         timing=Timing.of(settings),
         published=published_catalogues(catalogue, settings.audit_catalogue_archive),
     )
+    counts = partition_counts(partitions, settings.topic_prefix)
+    await storecheck.finish(settings, stored, records, report, counts=counts, partitions=partitions)
     return report, read_s

@@ -25,6 +25,7 @@ from typing import Any, cast
 from aiokafka import TopicPartition
 
 from services.audit.catalogues import published_catalogues
+from services.audit.verifier import storecheck
 from services.audit.verifier.clock import Timing
 from services.audit.verifier.log import LogRecord, Progress, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, replay
@@ -104,6 +105,8 @@ def merge_shards(shards: Iterable[ShardReport]) -> VerifyReport | None:
         signatures_checked=sum(p.report.signatures_checked for p in parts),
         signatures_reused=sum(p.report.signatures_reused for p in parts),
         processes=len(parts),
+        store_compared=all(p.report.store_compared for p in parts),
+        store_notes=list(dict.fromkeys(n for p in parts for n in p.report.store_notes)),
     )
 
 
@@ -273,6 +276,7 @@ async def _check_shard(job: ShardJob, progress: Any) -> tuple[ShardReport, float
     def on_progress(done: int, total: int) -> None:
         progress[2 * index], progress[2 * index + 1] = done, total
 
+    stored = storecheck.begin(settings, job.shard, job.partitions)
     records = await read_log(settings, on_progress, job.partitions)
     read_s = time.perf_counter() - started
     catalogue = default_catalogue(settings.catalogue_dirs)
@@ -286,5 +290,8 @@ async def _check_shard(job: ShardJob, progress: Any) -> tuple[ShardReport, float
         partitions=job.counts,
         timing=Timing.of(settings),
         published=published_catalogues(catalogue, settings.audit_catalogue_archive),
+    )
+    await storecheck.finish(
+        settings, stored, records, part.report, counts=job.counts, partitions=job.partitions
     )
     return part, read_s
