@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from services.audit.verifier.run import verify_log
 from services.audit.verifier.signatures import allowed_signer
 from services.catalogue import default_catalogue
 from services.deadlines.domain import owed_notices
+from services.intake.subject_keys import sealed_applicant
 from services.router.domain import on_outcome as router_on_outcome
 from services.router.domain import route
 from shared.contracts.access import Accessor
@@ -51,17 +53,20 @@ from shared.contracts.events import (
     DeadlineWarning,
     Event,
     PersonalDataAccessed,
+    PersonErased,
     StepAssigned,
     StepOutcome,
     utcnow,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.sealing import CentreSecret, new_data_key
 from shared.contracts.topology import (
     ACCESS_AUDIT,
     ACCESS_INTAKE,
     CASES_ACCEPTED,
     CASES_DEADLINES,
     CASES_ROUTING,
+    PRIVACY_ERASURES,
     all_topics,
     dept_outcomes,
     dept_tasks,
@@ -84,6 +89,7 @@ BENEFIT_FORM = {
     "education": "college",
     "desired_occupation": "cook",
 }
+DRILL_SECRET = CentreSecret(os.urandom(32))  # the drill's own pseudonyms
 _serial = iter(range(1, 1_000_000))
 
 
@@ -185,18 +191,24 @@ class LogWriter:
         self.raw.clear()
 
 
-def accepted(item: str, form: dict[str, Any], *, at: datetime | None = None) -> CaseAccepted:
+def accepted(
+    item: str, form: dict[str, Any], *, at: datetime | None = None, key_id: UUID | None = None
+) -> CaseAccepted:
     n = next(_serial)
     eid = uuid4()
     rid = make_resident_id("110105", date(1980, 1, 1 + n % 28), n % 1000)
+    case_id = uuid4()
+    who = Applicant(kind="natural", name="Wu Lei", id_number=rid, phone="13612345678")
+    ref = DRILL_SECRET.subject_ref(rid)
     return CaseAccepted(
         event_id=eid,
-        case_id=uuid4(),
+        case_id=case_id,
         correlation_id=eid,
         producer="intake",
         occurred_at=at or utcnow(),
         item_code=item,
-        applicant=Applicant(kind="natural", name="Wu Lei", id_number=rid, phone="13612345678"),
+        # Sealed as intake seals, under a throw-away key: the audit never opens them.
+        applicant=sealed_applicant(who, ref, (key_id or uuid4(), new_data_key()), case_id),
         community_code="110105001001",
         form=form,
         centre_id="C01",
@@ -538,7 +550,11 @@ def subject_mismatch(log: LogWriter, catalogue: Catalogue) -> Expected:
     task = case.task()
     stranger = make_resident_id("110105", date(1979, 5, 5), 999)
     other = task.model_copy(
-        update={"applicant": task.applicant.model_copy(update={"id_number": stranger})}
+        update={
+            "applicant": task.applicant.model_copy(
+                update={"ref": DRILL_SECRET.subject_ref(stranger)}
+            )
+        }
     )
     # The benefit paid to someone else, on the genuine case's slip; the router closes it.
     paid = outcome_event("social_security", other, Approve("SS-1"))
@@ -646,10 +662,36 @@ def key_not_valid(log: LogWriter, catalogue: Catalogue) -> Expected:
     return Expected("key_not_valid", case.case_id, closed.event_id)
 
 
+def sealed_under_erased_key(log: LogWriter, catalogue: Catalogue) -> Expected:
+    nil, erased_at = UUID(int=0), utcnow() - timedelta(hours=2)
+
+    def erasure(key_id: UUID) -> PersonErased:
+        return PersonErased(
+            case_id=nil,
+            correlation_id=nil,
+            producer="intake",
+            occurred_at=erased_at,
+            subject_ref=DRILL_SECRET.subject_ref(str(key_id)),
+            key_ids=(key_id,),
+            erased_by="admin-1",
+            reason="drill: request 2026-1",
+        )
+
+    # A clean erasure (nothing sealed under its key afterwards) is no violation.
+    log.add(PRIVACY_ERASURES, erasure(uuid4()))
+    # An erased key sealing a case accepted after the erasure: the key survived.
+    key_id = uuid4()
+    log.add(PRIVACY_ERASURES, erasure(key_id))
+    case = Flow(log, catalogue, accepted("SS-UNEMPLOYMENT-BENEFIT", BENEFIT_FORM, key_id=key_id))
+    case.start().decide(Reject("already_registered", "registered already"))
+    return Expected("sealed_under_erased_key", case.case_id, case.accepted.event_id)
+
+
 FAULTS.update(
     {
         fault.__name__: fault
         for fault in (
+            sealed_under_erased_key,
             event_on_two_topics,
             forged_copy,
             subject_mismatch,

@@ -37,6 +37,7 @@ from shared.platform.settings import compose_dsn, get_settings
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "router", "hr_registration", "social_security", "audit", "deadlines")
 AUDIT_SCHEMA = "audit"
+NOT_DEPARTMENTS = frozenset({"intake", "router", "audit"})
 AUDITOR = "onedoor_auditor"
 SUPERUSER_FILE = "postgres.password"
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,53}$")  # role onedoor_<name> stays within 63 bytes
@@ -237,6 +238,17 @@ async def _own_schema(conn: asyncpg.Connection, schema: str, role: str) -> None:
         await conn.execute(f"ALTER ROUTINE {fn['name']} OWNER TO {_ident(role)}")
 
 
+async def _grant_data_keys(conn: asyncpg.Connection, roles: list[tuple[str, str]]) -> None:
+    """Departments open the applicant fields their tasks carry sealed: they may run
+    intake's ``subject_data_keys`` (a SECURITY DEFINER function, executable by all who
+    may use the schema) and nothing else of intake's (its tables are not granted). The
+    router and the audit get no such right."""
+    if await conn.fetchval("SELECT to_regnamespace('intake') IS NOT NULL"):
+        for role, schema in roles:
+            if schema not in NOT_DEPARTMENTS:
+                await conn.execute(f"GRANT USAGE ON SCHEMA intake TO {_ident(role)}")
+
+
 async def provision(dsn: str, names: Iterable[str], secrets_dir: Path) -> list[Provisioned]:
     """Make (or correct) each name's role and schema, and the auditor, in ``dsn``'s
     database, connected as its owner; return what each role was given. Roles are the
@@ -262,6 +274,7 @@ async def provision(dsn: str, names: Iterable[str], secrets_dir: Path) -> list[P
                 await conn.execute(f"GRANT CONNECT ON DATABASE {_ident(database)} TO {role}")
                 if schema is not None:
                     await _own_schema(conn, schema, role)
+            await _grant_data_keys(conn, roles)
             # Its sessions start read-only too: a grant given by mistake later does not
             # let a plain session of the auditor write.
             if not await conn.fetchval(_READ_ONLY_SET, AUDITOR):

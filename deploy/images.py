@@ -169,6 +169,7 @@ def prepare_secrets(smoke: Path) -> None:
     intake's token key beside it, the public registry and token key in another: what the
     Secrets and the registry ConfigMap hold in a cluster."""
     from shared.messaging.keyring import generate_all  # noqa: PLC0415
+    from shared.platform.privacy_keys import generate_privacy_key  # noqa: PLC0415
     from shared.platform.tokens import generate_key  # noqa: PLC0415
 
     keys, registry = smoke / "keys", smoke / "registry"
@@ -180,6 +181,10 @@ def prepare_secrets(smoke: Path) -> None:
         shutil.copy2(keys / f"{service}.key", folder / f"{service}.key")
     token = smoke / "secrets" / "intake" / "access-token.key"
     generate_key(token)
+    centre = keys / "privacy" / "centre.key"  # intake's and the departments' only
+    generate_privacy_key(centre)
+    for deployment in ("intake", "social-security", "hr-registration"):
+        shutil.copy2(centre, smoke / "secrets" / deployment / "centre.key")
     shutil.move(token.with_suffix(".pub"), registry / "access-token.pub")
     for path in (smoke / "secrets").rglob("*"):
         os.chown(path, UID, UID)

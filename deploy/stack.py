@@ -872,9 +872,11 @@ def ensure_keys(keys_dir: Path, registry: Path | None = None, extra: tuple[str, 
     keys and intake's token key: what the services need before they start. Returns the
     registry's path."""
     from shared.messaging.keyring import generate_all  # noqa: PLC0415 - not for stack-only use
+    from shared.platform.privacy_keys import generate_privacy_key  # noqa: PLC0415
     from shared.platform.tokens import generate_key  # noqa: PLC0415
 
     generate_key(keys_dir / "tokens" / "access-token.key")  # intake's (Settings' default)
+    generate_privacy_key(keys_dir / "privacy" / "centre.key")  # intake's and departments'
     return generate_all(keys_dir, [*SIGNERS, *extra], registry=registry)
 
 

@@ -36,6 +36,8 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
+from shared.contracts.sealing import PLAIN
+from shared.platform.logs import mask_text
 
 E = TypeVar("E", bound=Event)
 
@@ -198,10 +200,12 @@ def _describe(event: Event) -> tuple[int | None, str | None, str]:  # noqa: PLR0
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     # A department's reference is free text: never let it carry the applicant's data.
+    # The audit holds no data key, so a sealed applicant's values are unknown here: any
+    # ID number or mobile number in the text is masked as logs mask them.
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, "***")
-    return text
+    return mask_text(text)
 
 
 def project_case(events: Iterable[Event]) -> CaseView | None:
@@ -240,7 +244,13 @@ def _view(accepted: CaseAccepted, ordered: list[Event]) -> CaseView:
     routed = _first_of(ordered, CaseRouted)
     rejected = _first_of(ordered, CaseRejected)
     closed = _first_of(ordered, CaseClosed)
-    secrets = (accepted.applicant.id_number, accepted.applicant.phone)
+    # The audit holds no data key: only a record from before sealing (upcast, its fields
+    # "plain.") shows values to scrub; sealed ones cannot leak what the audit never has.
+    secrets = tuple(
+        token.removeprefix(PLAIN)
+        for field, token in accepted.applicant.sealed.items()
+        if field in ("id_number", "phone") and token.startswith(PLAIN)
+    )
     flags: set[tuple[int, str, str]] = set()
     timeline: list[TimelineEntry] = []
     for event in ordered:

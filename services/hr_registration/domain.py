@@ -89,7 +89,8 @@ class Registration(Frozen):
 
 
 class PersonRecord(SubjectRecord):
-    """What HR knows about one natural person; ``subject_id`` is the resident ID.
+    """What HR knows about one natural person;
+    ``subject_id`` is the person's pseudonym (applicant_ref).
 
     Attributes:
         job_seeker: the job-seeker (unemployment) registration in force, if any.
@@ -110,7 +111,8 @@ class PersonRecord(SubjectRecord):
 
 
 class CompanyRecord(SubjectRecord):
-    """What HR knows about one company; ``subject_id`` is the unified social credit code.
+    """What HR knows about one company;
+    ``subject_id`` is the company's pseudonym (applicant_ref).
 
     Attributes:
         employment_registrations: employment registrations filed by the company.
@@ -215,7 +217,7 @@ def _job_registration(task: TaskFacts, person: PersonRecord) -> tuple[Decision, 
             )
             return Reject(CURRENTLY_EMPLOYED, message), person
     reference = make_reference("HR-JR", task)
-    facts: _Facts = {"registration": "job_seeker", "resident_id": person.subject_id}
+    facts: _Facts = {"registration": "job_seeker"}
     if employment is not None:
         facts["ended_employment_registration"] = employment.reference
     updated = person.model_copy(
@@ -229,7 +231,7 @@ def _job_registration(task: TaskFacts, person: PersonRecord) -> tuple[Decision, 
 
 def _person_employment(task: TaskFacts, person: PersonRecord) -> tuple[Decision, PersonRecord]:
     reference = make_reference("HR-ER", task)
-    facts: _Facts = {"registration": "employment", "resident_id": person.subject_id}
+    facts: _Facts = {"registration": "employment"}
     if person.job_seeker is not None:
         facts["ended_job_seeker_registration"] = person.job_seeker.reference
     if person.employment is not None:
@@ -343,7 +345,6 @@ def _company_employment(task: TaskFacts, company: CompanyRecord) -> tuple[Decisi
     reference = make_reference("HR-ER", task)
     facts: _Facts = {
         "registration": "employment",
-        "credit_code": company.subject_id,
         "employees_registered": hired,
     }
     updated = company.model_copy(

@@ -26,11 +26,12 @@ from uuid import UUID, uuid4
 import asyncpg
 from fastapi import HTTPException
 
-from services.intake import store
+from services.intake import store, subject_keys
 from services.intake.domain import CaseRequest
 from shared.contracts.calendar import centre_day
 from shared.contracts.events import CaseAccepted, utcnow
 from shared.contracts.identity import mask_resident_id
+from shared.contracts.sealing import CentreSecret
 from shared.contracts.topology import CASES_ACCEPTED
 from shared.messaging.consumer import TRANSIENT_ERRORS
 from shared.messaging.outbox import OutboxWriter
@@ -121,9 +122,11 @@ class Acceptor:
         writer: OutboxWriter,
         *,
         committed: Callable[[], None],
+        secret: CentreSecret,
         max_batch: int = 256,
     ) -> None:
         self._settings = settings
+        self._secret = secret
         self._pool = pool
         self._writer = writer
         self._committed = committed  # called after a commit that wrote outbox rows
@@ -240,7 +243,9 @@ class Acceptor:
         last = await store.take_receipts(conn, centre, day, len(fresh))
         first = last - len(fresh) + 1
         events = []
-        for number, new in enumerate(fresh, start=first):
+        refs = [self._secret.subject_ref(new.pending.request.applicant.id_number) for new in fresh]
+        keys = await subject_keys.data_keys(conn, self._secret, refs)
+        for number, (new, ref) in enumerate(zip(fresh, refs, strict=True), start=first):
             new.receipt_no = f"{centre}-{day:%Y%m%d}-{number:06d}"
             request = new.pending.request
             event_id = uuid4()
@@ -252,7 +257,9 @@ class Acceptor:
                     occurred_at=now,
                     producer=PRODUCER,
                     item_code=request.item_code,
-                    applicant=request.applicant,
+                    applicant=subject_keys.sealed_applicant(
+                        request.applicant, ref, keys[ref], new.case_id
+                    ),
                     community_code=request.community_code,
                     form=request.form,
                     centre_id=centre,
@@ -276,8 +283,9 @@ class Acceptor:
                     now,
                     mask_resident_id(new.pending.request.applicant.id_number),
                     new.pending.request.applicant.phone,
+                    ref,
                 )
-                for new in fresh
+                for new, ref in zip(fresh, refs, strict=True)
             ],
         )
         claims = [

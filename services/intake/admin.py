@@ -7,11 +7,19 @@
     onedoor-admin reset-password NAME
     onedoor-admin list [--json]
     onedoor-admin token-key                             (create intake's token key, 0600)
+    onedoor-admin privacy-key                           (create the centre's privacy secret)
+    onedoor-admin erase --id-number-file F --by ADMIN --reason R   (erase a person)
 
 A password is read from ``--password-file`` or from stdin (on a terminal: asked twice,
 not echoed), never from the command line, and never printed. The commands work in
 intake's schema of ``DATABASE_URL`` (applying intake's migrations first, so the first
 accounts can be made before intake ever ran).
+
+``erase`` deletes the person's data keys (and intake's clear contacts of their cases) and
+queues a signed ``PersonErased`` on ``privacy.erasures`` through intake's outbox, in one
+transaction: from then on no sealed copy of their fields anywhere can be opened. The ID
+number is read from a file or stdin (never the command line, which ``ps`` and shell
+histories keep) and never printed; the person is named by pseudonym only.
 """
 
 from __future__ import annotations
@@ -23,10 +31,19 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from uuid import UUID
 
-from services.intake import accounts
+from services.intake import accounts, subject_keys
+from shared.contracts.events import PersonErased
+from shared.contracts.identity import validate_resident_id, validate_uscc
+from shared.contracts.sealing import normalise
+from shared.contracts.topology import PRIVACY_ERASURES
 from shared.messaging import MESSAGING_MIGRATIONS
-from shared.platform.db import connect, migrate
+from shared.messaging.outbox import OutboxWriter
+from shared.messaging.signing import Signer
+from shared.platform.db import Connection, connect, migrate
+from shared.platform.privacy_keys import generate_privacy_key, load_centre_secret
+from shared.platform.secret_files import SecretFileError
 from shared.platform.settings import get_settings
 from shared.platform.tokens import ROLES, generate_key
 
@@ -69,6 +86,8 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.command == "reset-password":
             await accounts.reset_password(conn, args.name, read_password(args.password_file))
             print(f"password reset for {args.name}; its refresh tokens are revoked")
+        elif args.command == "erase":
+            await _erase(conn, args)
         else:
             found = await accounts.listing(conn)
             if args.json:
@@ -80,6 +99,39 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     return 0
+
+
+async def _erase(conn: Connection, args: argparse.Namespace) -> None:
+    settings = get_settings()
+    secret = load_centre_secret(settings.privacy_key_path())
+    id_number = normalise(read_password(args.id_number_file))
+    if validate_resident_id(id_number) is not None and validate_uscc(id_number) is not None:
+        raise accounts.AccountError(
+            "the ID number read is neither a valid resident ID nor a credit code "
+            "(check the file: one line, the 18 characters)"
+        )
+    admin = await accounts.get(conn, args.by)
+    if admin is None or admin.role != "admin" or admin.disabled:
+        raise accounts.AccountError(f"--by {args.by}: not an enabled admin account")
+    ref = secret.subject_ref(id_number)
+    signer = Signer.load(settings.keys_dir, SCHEMA, key_file=settings.signing_key_file)
+    async with conn.transaction():
+        key_ids = await subject_keys.erase(conn, ref)
+        nil = UUID(int=0)
+        event = PersonErased(
+            case_id=nil,
+            correlation_id=nil,
+            producer=SCHEMA,
+            subject_ref=ref,
+            key_ids=tuple(key_ids),
+            erased_by=admin.name,
+            reason=args.reason,
+        )
+        await OutboxWriter(signer).add(conn, PRIVACY_ERASURES, event)
+    print(
+        f"erased {ref}: {len(key_ids)} data key(s) deleted; PersonErased {event.event_id} "
+        f"queued on {PRIVACY_ERASURES} (intake's relay publishes it)"
+    )
 
 
 async def provision(
@@ -134,9 +186,26 @@ def main(argv: list[str] | None = None) -> int:
         )
     listing = sub.add_parser("list", help="every account")
     listing.add_argument("--json", action="store_true")
+    erase = sub.add_parser("erase", help="erase a person: delete their data keys, audited")
+    erase.add_argument(
+        "--id-number-file",
+        type=Path,
+        help="read the person's ID number (or credit code) from this file (else stdin)",
+    )
+    erase.add_argument("--by", required=True, help="the admin account that erases")
+    erase.add_argument("--reason", required=True, help="why: a request number, never personal data")
+    privacy = sub.add_parser("privacy-key", help="create the centre's privacy secret (0600)")
+    privacy.add_argument("--path", type=Path, default=None, help="ONEDOOR_PRIVACY_KEY_FILE")
     key = sub.add_parser("token-key", help="create intake's token signing key (mode 0600)")
     key.add_argument("--path", type=Path, default=None, help="ONEDOOR_TOKEN_KEY_FILE")
     args = parser.parse_args(argv)
+    if args.command == "erase" and len(args.reason.strip()) < 3:
+        parser.error("--reason: say why in 3 characters or more (a request number)")
+    if args.command == "privacy-key":
+        path = args.path or get_settings().privacy_key_path()
+        made = generate_privacy_key(path)
+        print(f"{'created' if made else 'kept the existing'} {path}")
+        return 0
     if args.command == "token-key":
         path = args.path or get_settings().token_key_path()
         made = generate_key(path)
@@ -144,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return asyncio.run(_run(args))
-    except accounts.AccountError as exc:
+    except (accounts.AccountError, SecretFileError) as exc:
         print(f"onedoor-admin: {exc}", file=sys.stderr)
         return 2
 

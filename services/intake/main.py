@@ -16,6 +16,7 @@ from shared.contracts.topology import INTAKE, all_topics
 from shared.messaging.access import AccessRecorder
 from shared.messaging.consumer import BatchProcessor, ConsumerLoop
 from shared.platform import oidc
+from shared.platform.privacy_keys import load_centre_secret
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service
 from shared.platform.settings import ConfigError, Settings
 from shared.platform.tokens import TokenIssuer, TokenVerifier, load_signing_key
@@ -48,7 +49,13 @@ def wire(
         keys=plumbing.keys,
     )
     views = ConsumerLoop(settings, plumbing.topics.consumes, group_id=NAME, processor=processor)
-    acceptor = Acceptor(settings, plumbing.pool, plumbing.writer, committed=plumbing.relay.wake)
+    acceptor = Acceptor(
+        settings,
+        plumbing.pool,
+        plumbing.writer,
+        committed=plumbing.relay.wake,
+        secret=load_centre_secret(settings.privacy_key_path()),
+    )
     key_path = require_token_key(settings)
     issuer = TokenIssuer(load_signing_key(key_path), settings.access_token_ttl_s)
     verifier = TokenVerifier(issuer.verify_key, oidc=issuer_of_oidc)
@@ -91,6 +98,7 @@ async def build(settings: Settings, catalogue: Catalogue | None = None) -> Servi
     catalogue = catalogue or default_catalogue(settings.catalogue_dirs)
     issuer_of_oidc = await oidc.load(settings)  # a configuration error stops here
     require_token_key(settings)  # before anything is opened
+    load_centre_secret(settings.privacy_key_path())  # likewise: a missing secret stops here
     plumbing = await open_service(
         NAME,
         settings,

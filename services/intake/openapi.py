@@ -25,6 +25,7 @@ from services.intake.api import CasesFront
 from shared.messaging.outbox import OutboxWriter
 from shared.messaging.signing import Signer
 from shared.platform.metrics import ServiceMetrics
+from shared.platform.privacy_keys import generate_privacy_key
 from shared.platform.runtime import Plumbing, RunningService
 from shared.platform.settings import Settings
 from shared.platform.tokens import generate_key
@@ -41,10 +42,13 @@ def docs_app() -> FastAPI:
     with tempfile.TemporaryDirectory() as keys:
         token_key = Path(keys) / "access-token.key"
         generate_key(token_key)  # a throw-away key: the docs app issues no token
+        privacy_key = Path(keys) / "centre.key"
+        generate_privacy_key(privacy_key)  # likewise: the docs app seals nothing
         settings = Settings(
             database_url=SecretStr("postgresql://docs@localhost/docs"),  # never connected
             api_docs=True,
             token_key_file=token_key,
+            privacy_key_file=privacy_key,
         )
         catalogue = default_catalogue()
         signer = Signer(main.NAME, nacl.signing.SigningKey(bytes(32)))  # never signs

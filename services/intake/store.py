@@ -145,15 +145,16 @@ async def get_cases(conn: Connection, case_ids: list[UUID]) -> dict[UUID, dict[s
 
 async def insert_cases(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """(case_id, receipt_no, item_code, applicant_kind, centre_id, window_id, channel,
-    accepted_at, id_masked, phone) per case, in one statement: the case rows and their
-    citizen contacts (the citizen's lookup, services.intake.citizen)."""
+    accepted_at, id_masked, phone, applicant_ref) per case, in one statement: the case
+    rows and their citizen contacts (the citizen's lookup, services.intake.citizen)."""
     columns = list(zip(*rows, strict=True))
     await conn.execute(
         """WITH made AS (
                INSERT INTO cases (case_id, receipt_no, item_code, applicant_kind, centre_id,
-                                  window_id, channel, accepted_at)
+                                  window_id, channel, accepted_at, applicant_ref)
                SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                    $5::text[], $6::text[], $7::text[], $8::timestamptz[]))
+                                    $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+                                    $11::text[]))
            INSERT INTO citizen_contacts (case_id, id_masked, phone)
            SELECT * FROM unnest($1::uuid[], $9::text[], $10::text[])""",
         *(list(c) for c in columns),

@@ -28,6 +28,7 @@ from shared.contracts.events import (
     CaseRouted,
     Event,
     RoutedStep,
+    SealedApplicant,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -87,6 +88,18 @@ class CaseState:
         return event
 
 
+# What department rules read of the applicant (shared.department.decisions.TaskFacts):
+# the name and the ID number. The phone stays with intake, which alone contacts people.
+DEPARTMENT_FIELDS = ("name", "id_number")
+
+
+def for_departments(applicant: SealedApplicant) -> SealedApplicant:
+    """The applicant as a task carries it: only the sealed fields departments use, each
+    copied byte for byte (the router holds no key and opens nothing)."""
+    sealed = {f: applicant.sealed[f] for f in DEPARTMENT_FIELDS if f in applicant.sealed}
+    return applicant.model_copy(update={"sealed": sealed})
+
+
 def _assign(
     state: CaseState,
     accepted: CaseAccepted,
@@ -119,7 +132,7 @@ def _assign(
                 department=step.department,
                 action=step.action,
                 item_code=state.item_code,
-                applicant=accepted.applicant,
+                applicant=for_departments(accepted.applicant),
                 community_code=accepted.community_code,
                 form=accepted.form,
                 review=review,

@@ -23,7 +23,7 @@ async def learn_from_hr(ctx: StepContext, outcome: StepOutcome) -> None:
         return
     if outcome.applicant_kind != "natural":
         return
-    person = await ctx.load(domain.PersonRecord, "person", outcome.applicant_id)
+    person = await ctx.load(domain.PersonRecord, "person", outcome.applicant_ref)
     learned = domain.learn_hr_outcome(
         person,
         outcome.action,

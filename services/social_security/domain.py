@@ -155,7 +155,8 @@ class Enrolment(Frozen):
 
 
 class PersonRecord(SubjectRecord):
-    """What social security knows about one natural person; ``subject_id`` is the resident ID.
+    """What social security knows about one natural person;
+    ``subject_id`` is the person's pseudonym (applicant_ref).
 
     Attributes:
         hr_job_seeker: HR's job-seeker registration in force, learned from HR's outcomes.
@@ -182,7 +183,8 @@ class PersonRecord(SubjectRecord):
 
 
 class CompanyRecord(SubjectRecord):
-    """What social security knows about one company; ``subject_id`` is the credit code.
+    """What social security knows about one company;
+    ``subject_id`` is the company's pseudonym (applicant_ref).
 
     Attributes:
         insurance: the company's social insurance registration, if any.
@@ -374,7 +376,7 @@ def _pension_claim(task: TaskFacts, person: PersonRecord) -> tuple[Decision, Per
     if task.item_code == _ITEM_SURVIVOR_PENSION:
         return _survivor_pension(task, person)
     try:
-        birth = resident_id_birth_date(person.subject_id)
+        birth = resident_id_birth_date(task.applicant_id)
     except ValueError as exc:
         raise MalformedTaskError("the applicant's resident ID is not valid") from exc
     # Judged on the retirement date when the form gives one, otherwise on the day the
@@ -519,7 +521,7 @@ def _company_insurance_registration(
             f"({company.insurance.reference})."
         )
         return Reject(DUPLICATE_CREDIT_CODE, message), company
-    facts = {"registration": "company_insurance", "credit_code": company.subject_id}
+    facts = {"registration": "company_insurance"}
     registered = company.model_copy(
         update={
             "insurance": Registration(reference=reference, case_id=task.case_id),

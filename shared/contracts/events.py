@@ -14,39 +14,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from shared.contracts.identity import validate_resident_id
+from shared.contracts import errors as _errors  # its errors re-exported below
+from shared.contracts.sealing import REF_PATTERN
+from shared.contracts.upcasts import (
+    upcast_clear_applicant,
+    upcast_step_outcome_v1,
+    upcast_step_outcome_v2,
+    upcast_to_working_days,
+)
+
+EventDecodeError = _errors.EventDecodeError
+MalformedEventError = _errors.MalformedEventError
+UnknownEventTypeError = _errors.UnknownEventTypeError
+UnsupportedSchemaVersionError = _errors.UnsupportedSchemaVersionError
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class EventDecodeError(ValueError):
-    """A record could not be turned into an event; ``reason`` is the machine-readable kind."""
-
-    reason: ClassVar[str] = "malformed"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{self.reason}: {message}")
-        self.detail = message
-
-
-class MalformedEventError(EventDecodeError):
-    reason = "malformed"
-
-
-class UnknownEventTypeError(EventDecodeError):
-    reason = "unknown_event_type"
-
-
-class UnsupportedSchemaVersionError(EventDecodeError):
-    reason = "unsupported_schema_version"
 
 
 class Event(BaseModel):
@@ -112,6 +102,27 @@ class Applicant(BaseModel):
     phone: str = Field(description="Contact mobile number.", examples=["13800138000"])
 
 
+class SealedApplicant(BaseModel):
+    """Who applies, as events carry it: the kind, a pseudonym, and the personal fields
+    sealed under the person's data key (shared.contracts.sealing; erasure deletes it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["natural", "legal"] = Field(description="natural person or legal person")
+    ref: str = Field(
+        pattern=REF_PATTERN,
+        description="The applicant's stable pseudonym (keyed hash of the ID number); "
+        "what outcomes, statistics and the departments' own records key on.",
+        examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
+    )
+    key_id: UUID = Field(description="The data key the sealed fields are sealed under.")
+    sealed: dict[str, str] = Field(
+        description="Personal fields (name, id_number, phone: only those the reader needs), "
+        "each AES-256-GCM sealed: 'v1.' + base64url(nonce, ciphertext, tag).",
+        examples=[{"name": "v1.q83vEjRWeJCrze8SNFZ4kKvN7xI0Vn", "id_number": "v1.Z2V0bm9u"}],
+    )
+
+
 class RoutedStep(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -124,12 +135,17 @@ class RoutedStep(BaseModel):
 
 
 class CaseAccepted(Event):
-    """A window or the mobile terminal accepted a case (intake)."""
+    """A window or the mobile terminal accepted a case (intake).
+
+    Version 2 seals the applicant's personal fields (:class:`SealedApplicant`); version 1
+    records are upcast on read (:func:`upcast_clear_applicant`).
+    """
 
     event_type: ClassVar[str] = "CaseAccepted"
+    schema_version: ClassVar[int] = 2
 
     item_code: str = Field(description="Catalogue item code.", examples=["SS-UNEMPLOYMENT-BENEFIT"])
-    applicant: Applicant = Field(description="Who applies.")
+    applicant: SealedApplicant = Field(description="Who applies (name, ID number, phone sealed).")
     community_code: str = Field(
         description="Applicant's community (neighbourhood committee).", examples=["110105001001"]
     )
@@ -240,16 +256,18 @@ class StepAssigned(Event):
     """The router asks a department to perform one step of a case (dept.<name>.tasks).
 
     Version 2 adds the step's promise in working days and when one is left
-    (``working_days``, ``warn_at``); version 1 records are upcast with ``None``."""
+    (``working_days``, ``warn_at``); version 1 records are upcast with ``None``. Version 3
+    carries the applicant sealed, only the fields department rules use (name, ID number).
+    """
 
     event_type: ClassVar[str] = "StepAssigned"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
     department: str = Field(description="Department that owns the step.")
     action: str = Field(description="What the department is asked to do.")
     item_code: str = Field(description="Catalogue item code.")
-    applicant: Applicant = Field(description="Who applies.")
+    applicant: SealedApplicant = Field(description="Who applies (name and ID number sealed).")
     community_code: str = Field(description="Applicant's community (neighbourhood committee).")
     form: dict[str, Any] = Field(
         default_factory=dict, description="Item-specific form fields, as the window took them."
@@ -279,20 +297,24 @@ class StepAssigned(Event):
 class StepOutcome(Event):
     """Common shape of a department's answer (dept.<name>.outcomes).
 
-    Version 2 added ``applicant_kind``; version 1 records are upcast on read (see
-    :func:`upcast_step_outcome_v1`).
+    Version 2 added ``applicant_kind``; version 3 refers to the applicant by
+    ``applicant_ref`` instead of the ID number. Older records are upcast on read (see
+    :func:`upcast_step_outcome_v1`, :func:`upcast_step_outcome_v2`).
     """
 
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     step_index: int = Field(ge=0, description="Position of the step in the routing slip.")
     department: str = Field(description="Department that owns the step.")
     action: str = Field(description="What the department is asked to do.")
     item_code: str = Field(description="Catalogue item code.")
-    applicant_id: str = Field(description="Applicant's id number, for departments that learn.")
+    applicant_ref: str = Field(
+        pattern=REF_PATTERN,
+        description="The applicant's pseudonym (as on the task), for departments that learn.",
+        examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
+    )
     applicant_kind: Literal["natural", "legal"] = Field(
-        description="natural person (applicant_id is a resident ID) or legal person "
-        "(a unified social credit code)."
+        description="natural person or legal person (a company)."
     )
     review: bool = Field(
         default=False, description="True for the review of an on-the-spot approval."
@@ -377,6 +399,27 @@ class DeadLetterRedriven(Event):
     )
     operator: str = Field(description="Who re-drove it (an operator id, not a person's ID).")
     reason: str = Field(min_length=3, description="Why it is safe to process now.")
+
+
+class PersonErased(Event):
+    """An admin erased a person (``onedoor-admin erase``): their data keys are deleted,
+    so no sealed copy of their fields can be opened again. Names the person by pseudonym
+    only; ``case_id`` and ``correlation_id`` are the nil UUID (no case)."""
+
+    event_type: ClassVar[str] = "PersonErased"
+
+    subject_ref: str = Field(
+        pattern=REF_PATTERN,
+        description="The erased person's pseudonym.",
+        examples=["s1-5f0c3e9a1b2d4c6e8f0a1b2c3d4e5f60"],
+    )
+    key_ids: tuple[UUID, ...] = Field(description="The data keys deleted (maybe none).")
+    erased_by: str = Field(min_length=1, max_length=200, description="The admin account.")
+    reason: str = Field(
+        min_length=3,
+        max_length=500,
+        description="Why, as the admin gave it (a request number, never personal data).",
+    )
 
 
 # --------------------------------------------------------------------------- people's reads
@@ -537,43 +580,16 @@ for _cls in (
     DeadlineMissed,
     DeadLetterRedriven,
     PersonalDataAccessed,
+    PersonErased,
 ):
     registry.register(_cls)
 
 
-def upcast_step_outcome_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 StepApproved / StepRejected / StepNeedsInfo body as version 2: adds
-    ``applicant_kind``, which version 1 did not carry.
-
-    The kind is read from ``applicant_id`` alone, so the same record always upcasts the
-    same way: a valid 18-character resident ID (by
-    :func:`~shared.contracts.identity.validate_resident_id`) is a natural person's,
-    anything else (a credit code) a legal person's. The resident ID's "birth date not
-    in the future" check is made against no particular day: it concerns the clock at
-    intake, not the kind, and the clock must not decide a replay.
-    """
-    if "applicant_kind" in data:
-        raise MalformedEventError("a version 1 step outcome carries no applicant_kind")
-    applicant_id = data.get("applicant_id")
-    natural = (
-        isinstance(applicant_id, str) and validate_resident_id(applicant_id, today=date.max) is None
-    )
-    return {**data, "applicant_kind": "natural" if natural else "legal"}
-
-
 for _outcome in (StepApproved, StepRejected, StepNeedsInfo):
     registry.register_upcaster(_outcome.event_type, 1, upcast_step_outcome_v1)
-
-
-def upcast_to_working_days(data: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 CaseRouted or StepAssigned (promises in calendar days) as version 2:
-    no working-day count, no warning time."""
-    if "working_days" in data:
-        raise MalformedEventError("a version 1 routing event carries no working_days")
-    extra = {"warn_at": None} if "due_by" in data else {}
-    return {**data, "working_days": None, **extra}
-
-
+    registry.register_upcaster(_outcome.event_type, 2, upcast_step_outcome_v2)
+registry.register_upcaster(CaseAccepted.event_type, 1, upcast_clear_applicant)
+registry.register_upcaster(StepAssigned.event_type, 2, upcast_clear_applicant)
 registry.register_upcaster(CaseRouted.event_type, 1, upcast_to_working_days)
 registry.register_upcaster(StepAssigned.event_type, 1, upcast_to_working_days)
 

@@ -34,6 +34,7 @@ from shared.contracts.events import (
     DeadlineWarning,
     Event,
     PersonalDataAccessed,
+    PersonErased,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -56,6 +57,8 @@ OPS_REDRIVES: Final = "ops.redrives"
 # People's reads of personal data, one topic per service that shows it (one writer each).
 ACCESS_INTAKE: Final = "access.intake"
 ACCESS_AUDIT: Final = "access.audit"
+# People erased (their data keys deleted): written by intake's outbox for onedoor-admin.
+PRIVACY_ERASURES: Final = "privacy.erasures"
 # The audit store's checkpoints: the audit vouches on the log for what it stored.
 AUDIT_CHECKPOINTS: Final = "audit.checkpoints"
 DEPT_TASKS: Final = "dept.{department}.tasks"
@@ -171,6 +174,13 @@ TOPICS: Final[tuple[TopicSpec, ...]] = (
         readers=(AUDIT,),
         events=(PersonalDataAccessed,),
         description="who read which case's history through the audit (HTTP and CLI)",
+    ),
+    TopicSpec(
+        PRIVACY_ERASURES,
+        writer=INTAKE,
+        readers=(AUDIT,),
+        events=(PersonErased,),
+        description="a person erased: their data keys deleted (onedoor-admin erase)",
     ),
     TopicSpec(
         AUDIT_CHECKPOINTS,

@@ -44,8 +44,10 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
+from shared.contracts.sealing import SealError
 from shared.contracts.topology import dept_outcomes
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
+from shared.department.keys import DataKeys, OpenedApplicant
 from shared.department.rules import UnknownActionError
 from shared.messaging.consumer import (
     BatchProcessor,
@@ -55,6 +57,7 @@ from shared.messaging.consumer import (
     Tx,
 )
 from shared.platform.db import Connection
+from shared.platform.privacy_keys import load_centre_secret
 from shared.platform.runtime import Plumbing, ServiceContext, Topics, open_service, run_service
 from shared.platform.settings import Settings
 
@@ -130,11 +133,28 @@ class SubjectCache:
 
 @dataclass
 class StepContext:
-    """What a handler gets besides the task: the open transaction and the subject store."""
+    """What a handler gets besides the task: the open transaction, the subject store and
+    the data keys that open the applicant's sealed fields."""
 
     department: str
     conn: Connection
     subjects: SubjectCache = field(default_factory=SubjectCache)
+    keys: DataKeys | None = None
+
+    def applicant(self, task: StepAssigned) -> OpenedApplicant:
+        """The task's applicant with the fields opened (for this decision only: keep the
+        clear values out of records, outcome facts and messages).
+
+        Raises:
+            SealError: the applicant was erased (the task is dead-lettered).
+        """
+        if self.keys is None:
+            raise SealError("this department was given no privacy key")
+        return self.keys.open(task.applicant, task.case_id)
+
+    def facts(self, task: StepAssigned) -> TaskFacts:
+        """The plain facts of ``task`` for pure rules, the applicant opened."""
+        return facts(task, self.applicant(task))
 
     async def load(self, model: type[M], kind: str, subject_id: str) -> M:
         """The department's record of a subject (a person or company), locked for this
@@ -157,16 +177,18 @@ C = TypeVar("C", bound=BaseModel)
 SubjectRules = Callable[[TaskFacts, P | None, C | None], tuple[Decision, P | None, C | None]]
 
 
-def facts(task: StepAssigned) -> TaskFacts:
-    """The plain facts of a task, for pure department rules."""
+def facts(task: StepAssigned, applicant: OpenedApplicant) -> TaskFacts:
+    """The plain facts of a task, for pure department rules (``applicant``: the task's
+    applicant opened, :meth:`StepContext.applicant`)."""
     return TaskFacts(
         case_id=str(task.case_id),
         item_code=task.item_code,
         action=task.action,
         step_index=task.step_index,
         applicant_kind=task.applicant.kind,
-        applicant_id=task.applicant.id_number,
-        applicant_name=task.applicant.name,
+        applicant_ref=task.applicant.ref,
+        applicant_id=applicant.id_number,
+        applicant_name=applicant.name,
         community_code=task.community_code,
         form=task.form,
         assigned_on=centre_day(task.occurred_at),
@@ -203,10 +225,11 @@ class Department:
 
         return register
 
-    def handler(self, *, slow_s: float = 0.0) -> StatefulHandler:
-        """The batch handler the consumer loop runs for every parsed event (``slow_s``:
-        the fault suite's slow department, see ``ONEDOOR_FAULT_SLOW_ACTION_S``)."""
-        return _DepartmentHandler(self, slow_s)
+    def handler(self, keys: DataKeys | None = None, *, slow_s: float = 0.0) -> StatefulHandler:
+        """The batch handler the consumer loop runs for every parsed event (``keys``:
+        what opens the applicants' sealed fields; ``slow_s``: the fault suite's slow
+        department, see ``ONEDOOR_FAULT_SLOW_ACTION_S``)."""
+        return _DepartmentHandler(self, keys, slow_s)
 
     async def decide(
         self, ctx: StepContext, tx: Tx, task: StepAssigned, *, ready: bool, slow_s: float = 0.0
@@ -237,8 +260,11 @@ class _DepartmentHandler(StatefulHandler):
     """Runs a department over a batch: its subjects and the approvals its tasks wait for
     are read in one query each; changed subjects are written back in one."""
 
-    def __init__(self, department: Department, slow_s: float = 0.0) -> None:
+    def __init__(
+        self, department: Department, keys: DataKeys | None = None, slow_s: float = 0.0
+    ) -> None:
         self.department = department
+        self.keys = keys
         self.slow_s = slow_s
         self.subjects = SubjectCache()
         self.seen: set[UUID] = set()
@@ -249,14 +275,18 @@ class _DepartmentHandler(StatefulHandler):
         for event in events:
             if isinstance(event, StepAssigned):
                 kind = "person" if event.applicant.kind == "natural" else "company"
-                keys.append((kind, event.applicant.id_number))
+                keys.append((kind, event.applicant.ref))
                 if (approval := self.department.waits_for(event)) is not None:
                     waits.append(approval)
-            elif isinstance(event, StepOutcome) and event.applicant_id:
+            elif isinstance(event, StepOutcome):
                 # Learners usually update the applicant's record: read it with the rest.
                 kind = "person" if event.applicant_kind == "natural" else "company"
-                keys.append((kind, event.applicant_id))
+                keys.append((kind, event.applicant_ref))
         await self.subjects.prefetch(conn, keys)
+        if self.keys is not None:
+            await self.keys.prefetch(
+                conn, (e.applicant.ref for e in events if isinstance(e, StepAssigned))
+            )
         self.seen = set()
         if waits:
             rows = await conn.fetch(
@@ -266,7 +296,7 @@ class _DepartmentHandler(StatefulHandler):
 
     async def __call__(self, tx: Tx, event: Event) -> None:
         department = self.department
-        ctx = StepContext(department.name, tx.conn, self.subjects)
+        ctx = StepContext(department.name, tx.conn, self.subjects, self.keys)
         if isinstance(event, StepAssigned):
             approval = department.waits_for(event)
             ready = approval is None or approval in self.seen
@@ -299,10 +329,10 @@ def register_subject_rules(
         person: P | None = None
         company: C | None = None
         if task.applicant.kind == "natural":
-            person = await ctx.load(person_model, "person", task.applicant.id_number)
+            person = await ctx.load(person_model, "person", task.applicant.ref)
         else:
-            company = await ctx.load(company_model, "company", task.applicant.id_number)
-        decision, person, company = rules(facts(task), person, company)
+            company = await ctx.load(company_model, "company", task.applicant.ref)
+        decision, person, company = rules(ctx.facts(task), person, company)
         if person is not None:
             await ctx.save("person", person)
         if company is not None:
@@ -322,7 +352,7 @@ def outcome_event(department: str, task: StepAssigned, decision: Decision) -> St
         "department": department,
         "action": task.action,
         "item_code": task.item_code,
-        "applicant_id": task.applicant.id_number,
+        "applicant_ref": task.applicant.ref,
         "applicant_kind": task.applicant.kind,
         "review": task.review,
     }
@@ -348,7 +378,13 @@ def wire_department(department: Department, plumbing: Plumbing) -> ServiceContex
         plumbing.settings,
         plumbing.pool,
         plumbing.writer,
-        department.handler(slow_s=plumbing.settings.fault_slow_action_s),
+        department.handler(
+            DataKeys(
+                load_centre_secret(plumbing.settings.privacy_key_path()),
+                plumbing.settings.privacy_key_cache_s,
+            ),
+            slow_s=plumbing.settings.fault_slow_action_s,
+        ),
         consumer_name=department.name,
         keys=plumbing.keys,
         first_topics=[dept_outcomes(d) for d in department.learners],

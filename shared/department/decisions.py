@@ -46,6 +46,10 @@ class TaskFacts:
     ``assigned_on`` is the centre's calendar day on which the router assigned the step
     (the StepAssigned's ``occurred_at``). Rules that need "today" use it, never the wall
     clock: a redelivered or replayed task is then decided as it was the first time.
+
+    ``applicant_ref`` is the applicant's pseudonym (what the department's records key
+    on); ``applicant_id`` and ``applicant_name`` are opened from the task's sealed fields
+    for this decision only: keep them out of records, outcome facts and messages.
     """
 
     case_id: str
@@ -53,6 +57,7 @@ class TaskFacts:
     action: str
     step_index: int
     applicant_kind: str
+    applicant_ref: str
     applicant_id: str
     applicant_name: str
     community_code: str

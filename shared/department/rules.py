@@ -103,7 +103,7 @@ def decide_by_rules(
 def _own_record(record: S | None, task: TaskFacts) -> S:
     if record is None:
         raise MalformedTaskError(f"a {task.applicant_kind} applicant's task came without a record")
-    if record.subject_id != task.applicant_id:
+    if record.subject_id != task.applicant_ref:
         raise MalformedTaskError("the record passed belongs to another subject than the applicant")
     return record
 

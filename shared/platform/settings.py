@@ -371,6 +371,19 @@ class Settings(BaseSettings):
         description="The public half the audit verifies intake's tokens with; default "
         "the token key file's path with .pub.",
     )
+    privacy_key_file: Path | None = Field(
+        default=None,
+        description="The centre's privacy secret (64 hex digits, mode 0600): keys the "
+        "applicants' pseudonyms and wraps their data keys. Intake and the departments need "
+        "it, never the router or the audit; default <keys_dir>/privacy/centre.key "
+        "(onedoor-admin privacy-key makes it).",
+    )
+    privacy_key_cache_s: float = Field(
+        default=60,
+        ge=0,
+        description="How long a department keeps an applicant's data key in memory: an "
+        "erasure reaches a running department at most this late.",
+    )
     access_token_ttl_s: int = Field(default=900, ge=30, description="Access token lifetime.")
     refresh_token_ttl_s: int = Field(
         default=43_200, ge=60, description="Refresh token lifetime (a working day)."
@@ -514,6 +527,9 @@ class Settings(BaseSettings):
 
     def token_key_path(self) -> Path:
         return self.token_key_file or self.keys_dir / "tokens" / "access-token.key"
+
+    def privacy_key_path(self) -> Path:
+        return self.privacy_key_file or self.keys_dir / "privacy" / "centre.key"
 
     def token_public_key_path(self) -> Path:
         return self.token_public_key_file or self.token_key_path().with_suffix(".pub")

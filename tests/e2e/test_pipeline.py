@@ -37,7 +37,7 @@ from tests.e2e.harness import (
     wait_settled,
 )
 from tests.support import builders
-from tests.support.builders import case_body, person
+from tests.support.builders import case_body, in_clear, person
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -116,7 +116,7 @@ async def test_social_security_rejects_benefit_without_hr_registration(pipeline:
         department="social_security",
         action="benefit_claim",
         item_code="SS-UNEMPLOYMENT-BENEFIT",
-        applicant=applicant,
+        applicant=in_clear(applicant),
         community_code="110105001001",
         form=BENEFIT_FORM,
         due_by=datetime(2027, 1, 1, tzinfo=UTC),

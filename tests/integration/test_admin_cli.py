@@ -9,13 +9,19 @@ import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
-from services.intake import accounts
+from services.intake import accounts, subject_keys
 from services.intake.admin import SCHEMA, main
+from shared.contracts.events import PersonErased, parse_event
+from shared.contracts.sealing import SealError
+from shared.department.keys import DataKeys
 from shared.platform.db import connect
+from shared.platform.privacy_keys import load_centre_secret
 from shared.platform.settings import Settings, get_settings
+from tests.support.builders import applicant
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +88,55 @@ async def test_accounts_are_managed_without_the_password_ever_printed(
     out = capsys.readouterr()
     for secret in (SECRET, "another long secret 2", key.read_text().strip()):
         assert secret not in out.out + out.err
+
+
+async def test_erase_deletes_the_persons_key_and_queues_a_signed_erasure(
+    admin_env: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After ``erase`` the person's data key is gone: a department can no longer open any
+    sealed copy of their fields; a PersonErased (pseudonym only) waits in intake's outbox,
+    signed by intake; a second person's key is untouched."""
+    secret = load_centre_secret(admin_env.privacy_key_path())
+    person, other = applicant(11), applicant(12)
+    admin = ["create", "root.admin", "--role", "admin"]
+    assert await asyncio.to_thread(run, admin, monkeypatch, SECRET + "\n") == 0
+    conn = await connect(admin_env.dsn(), SCHEMA, name="test")
+    try:
+        refs = [secret.subject_ref(p.id_number) for p in (person, other)]
+        keys = await subject_keys.data_keys(conn, secret, refs)
+        case = uuid4()
+        token = subject_keys.sealed_applicant(person, refs[0], keys[refs[0]], case)
+        department = DataKeys(secret, 0)
+        await department.prefetch(conn, [token.ref])
+        assert department.open(token, case).id_number == person.id_number
+        capsys.readouterr()
+        argv = ["erase", "--by", "root.admin", "--reason", "request 2026-77"]
+        assert await asyncio.to_thread(run, argv, monkeypatch, person.id_number + "\n") == 0
+        printed = capsys.readouterr()
+        assert refs[0] in printed.out
+        assert person.id_number not in printed.out + printed.err
+        left = await conn.fetch("SELECT ref FROM subject_keys ORDER BY ref")
+        assert [r["ref"] for r in left] == [refs[1]]
+        after = DataKeys(secret, 0)
+        await after.prefetch(conn, [token.ref])
+        with pytest.raises(SealError):
+            after.open(token, case)
+        row = await conn.fetchrow(
+            "SELECT topic, value, headers FROM outbox WHERE topic LIKE '%privacy.erasures'"
+        )
+        assert row is not None
+        assert person.id_number.encode() not in bytes(row["value"])
+        erased = parse_event(bytes(row["value"]))
+        assert isinstance(erased, PersonErased)
+        assert (erased.subject_ref, erased.key_ids) == (refs[0], (keys[refs[0]][0],))
+        assert erased.erased_by == "root.admin"
+        assert "onedoor-signer" in json.dumps(row["headers"], default=str)
+        # Not an admin, no reason, not an ID: refused with the fix, nothing erased.
+        clerk = ["erase", "--by", "nobody", "--reason", "request 2026-78"]
+        assert await asyncio.to_thread(run, clerk, monkeypatch, other.id_number + "\n") == 2
+        junk = ["erase", "--by", "root.admin", "--reason", "request 2026-79"]
+        assert await asyncio.to_thread(run, junk, monkeypatch, "12345\n") == 2
+        assert "neither a valid resident ID" in capsys.readouterr().err
+        assert await conn.fetchval("SELECT count(*) FROM subject_keys") == 1
+    finally:
+        await conn.close()

@@ -125,6 +125,28 @@ async def test_each_role_reaches_its_own_schema_only(provisioned: str, stack: St
     assert {results[AUDITOR, "audit", a] for a in ("INSERT", "UPDATE", "DELETE")} == {"denied"}
 
 
+async def test_departments_read_data_keys_through_intakes_function_only(
+    provisioned: str, stack: Stack
+) -> None:
+    """A department opens its tasks' sealed fields with a data key it may read only
+    through ``intake.subject_data_keys`` (docs/privacy.md); the router and the audit,
+    which never open them, may not even call it, and nobody but intake reads the table."""
+    key = "SELECT count(*) FROM intake.subject_data_keys(ARRAY['s1-0'])"  # any ref
+    answers = {}
+    for who in [*SCHEMAS, AUDITOR]:
+        conn = await as_role(provisioned, who, stack.secrets_dir)
+        try:
+            answers[who] = (
+                await attempt(conn, key),
+                await attempt(conn, "SELECT * FROM intake.subject_keys"),
+            )
+        finally:
+            await conn.close()
+    departments = {"hr_registration", "social_security", "parks"}
+    assert {w for w, (call, _) in answers.items() if call == "ok"} == departments | {"intake"}
+    assert {w for w, (_, table) in answers.items() if table == "ok"} == {"intake"}
+
+
 def print_matrix(results: dict[tuple[str, str, str], str]) -> None:
     roles = list(dict.fromkeys(k[0] for k in results))
     places = list(dict.fromkeys((k[1], k[2]) for k in results))

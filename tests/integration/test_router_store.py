@@ -82,7 +82,7 @@ async def test_a_case_waiting_for_information_is_stored_as_waiting(
         department="hr_registration",
         action=state.steps[0].action,
         item_code=state.item_code,
-        applicant_id=case.applicant.id_number,
+        applicant_ref=case.applicant.ref,
         applicant_kind=case.applicant.kind,
         missing=("education",),
         message="m",

@@ -36,7 +36,7 @@ from shared.messaging.kafka import client_options, make_producer
 from shared.messaging.signing import Signer
 from shared.platform.runtime import RunningService, running
 from shared.platform.settings import Settings
-from tests.support.builders import BENEFIT_FORM, accepted, applicant, outcome
+from tests.support.builders import BENEFIT_FORM, accepted, applicant, in_clear, outcome
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ async def test_hr_adapter_registers_a_person_once(
                 department="hr_registration",
                 action="job_registration",
                 item_code="HR-JOB-REGISTRATION",
-                applicant=who,
+                applicant=in_clear(who),
                 community_code="110105001001",
                 form={"education": "college", "desired_occupation": "cook"},
                 due_by=datetime(2027, 1, 1, tzinfo=UTC),

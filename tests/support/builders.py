@@ -10,18 +10,21 @@ import itertools
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
+from services.intake.subject_keys import sealed_applicant
 from shared.contracts.events import (
     Applicant,
     CaseAccepted,
     CaseAwaitingInfo,
     DeadLetterRedriven,
     Event,
+    SealedApplicant,
     StepAssigned,
     StepOutcome,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.sealing import PLAIN, CentreSecret, legacy_ref
 from shared.contracts.topology import OPERATOR, dlq
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -42,6 +45,32 @@ EMPLOYMENT_FORM: Mapping[str, Any] = {  # HR-EMPLOYMENT-REGISTRATION (settled on
 }
 
 _seq = itertools.count(1)
+
+# The tests' centre secret and the one data key every person sealed here shares.
+TEST_SECRET = CentreSecret(bytes(range(32)))
+TEST_KEY = bytes(range(32, 64))
+
+
+def fixed_key_id(ref: str) -> UUID:
+    return uuid5(NAMESPACE_URL, ref)
+
+
+def sealed(who: Applicant, case_id: UUID) -> SealedApplicant:
+    """``who`` as intake seals it for ``case_id`` (under TEST_SECRET and TEST_KEY)."""
+    ref = TEST_SECRET.subject_ref(who.id_number)
+    return sealed_applicant(who, ref, (fixed_key_id(ref), TEST_KEY), case_id)
+
+
+def in_clear(who: Applicant) -> SealedApplicant:
+    """``who`` as a record from before sealing is upcast: ``plain.`` tokens that open
+    without a key (for tests that hand a department a task no intake sealed)."""
+    values = who.model_dump()
+    return SealedApplicant(
+        kind=who.kind,
+        ref=legacy_ref(who.id_number),
+        key_id=UUID(int=0),
+        sealed={f: PLAIN + values[f] for f in ("name", "id_number")},
+    )
 
 
 def applicant(n: int) -> Applicant:
@@ -77,13 +106,14 @@ def accepted(
 ) -> CaseAccepted:
     """The CaseAccepted intake publishes for such a request."""
     eid = uuid4()
+    case_id = case_id or uuid4()
     return CaseAccepted(
         event_id=eid,
-        case_id=case_id or uuid4(),
+        case_id=case_id,
         correlation_id=eid,
         producer="intake",
         item_code=item,
-        applicant=who,
+        applicant=sealed(who, case_id),
         community_code=COMMUNITY,
         form=dict(form),
         centre_id="C01",
@@ -102,7 +132,7 @@ def outcome(task: StepAssigned, cls: type[StepOutcome], **kw: Any) -> StepOutcom
         "department": task.department,
         "action": task.action,
         "item_code": task.item_code,
-        "applicant_id": task.applicant.id_number,
+        "applicant_ref": task.applicant.ref,
         "review": task.review,
     }
     if "applicant_kind" in cls.model_fields:

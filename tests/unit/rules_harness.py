@@ -110,6 +110,7 @@ class RulesHarness(Generic[P, C]):
             action=step.action,
             step_index=index,
             applicant_kind=item.applicant_kind,
+            applicant_ref=applicant,
             applicant_id=applicant,
             applicant_name=self.applicant_name,
             community_code="110105001001",

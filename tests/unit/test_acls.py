@@ -18,6 +18,7 @@ from shared.contracts.topology import (
     INTAKE,
     OPERATOR,
     OPS_REDRIVES,
+    PRIVACY_ERASURES,
     ROUTER,
     dept_outcomes,
     dept_tasks,
@@ -65,6 +66,8 @@ def test_intake_writes_only_cases_accepted_and_its_reads_and_reads_the_routing_s
         CASES_ACCEPTED,
         ACCESS_INTAKE,  # its PersonalDataAccessed records
         dlq(ACCESS_INTAKE),
+        PRIVACY_ERASURES,  # onedoor-admin erase's PersonErased, through its outbox
+        dlq(PRIVACY_ERASURES),
         dlq(CASES_ACCEPTED),
         dlq(CASES_ROUTING),
     }

@@ -35,6 +35,7 @@ from services.audit.verifier.report import (
 )
 from shared.contracts.catalogue import Catalogue
 from shared.contracts.events import CaseClosed, CaseRouted, StepApproved, StepAssigned, StepRejected
+from shared.contracts.sealing import legacy_ref
 from shared.contracts.topology import CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import outcome_event
 from shared.department.decisions import Approve, Reject
@@ -169,7 +170,9 @@ def test_an_outcome_for_another_person_is_a_subject_mismatch(log: LogBuilder) ->
     log.decide(accepted.case_id, Approve("HR-1"))
     task = log.tasks[accepted.case_id]
     other = task.model_copy(
-        update={"applicant": task.applicant.model_copy(update={"id_number": "110105194912310037"})}
+        update={
+            "applicant": task.applicant.model_copy(update={"ref": legacy_ref("110105194912310037")})
+        }
     )
     paid = log.retime(outcome_event("social_security", other, Approve("SS-1")))
     log.publish(dept_outcomes("social_security"), paid)
@@ -177,8 +180,8 @@ def test_an_outcome_for_another_person_is_a_subject_mismatch(log: LogBuilder) ->
     log.publish(CASES_ROUTING, log.retime(closed))
     violation = only(log.verify(), SUBJECT_MISMATCH)
     assert_at(violation, log.record_of(paid), paid)
-    assert "applicant ID number" in violation.detail
-    assert "110105" not in violation.detail  # names the field, never the number
+    assert "applicant reference" in violation.detail
+    assert "110105" not in violation.detail  # the pseudonyms, never the number
 
 
 def test_a_task_for_another_item_is_a_subject_mismatch(log: LogBuilder) -> None:

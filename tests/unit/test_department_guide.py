@@ -48,6 +48,7 @@ def _task(born: date, **form: Any) -> TaskFacts:
         action="senior_allowance",
         step_index=0,
         applicant_kind="natural",
+        applicant_ref="s1-" + "7" * 32,
         applicant_id=make_resident_id("110105", born, 7),
         applicant_name="Wang Fang",
         community_code="110105001001",
@@ -57,7 +58,7 @@ def _task(born: date, **form: Any) -> TaskFacts:
 
 
 def _fresh(task: TaskFacts) -> Any:
-    return DEPARTMENT.Senior(subject_id=task.applicant_id)
+    return DEPARTMENT.Senior(subject_id=task.applicant_ref)
 
 
 @pytest.mark.parametrize(

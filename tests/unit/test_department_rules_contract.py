@@ -16,6 +16,8 @@ from shared.contracts.events import Applicant, StepAssigned
 from shared.contracts.identity import make_resident_id, make_uscc
 from shared.department.adapter import facts
 from shared.department.decisions import Approve, Reject
+from shared.department.keys import DataKeys
+from tests.support.builders import TEST_SECRET, in_clear
 from tests.unit.rules_harness import RulesHarness, catalogue
 
 pytestmark = pytest.mark.unit
@@ -80,11 +82,15 @@ def test_a_task_is_dated_by_its_assignment_in_china_time(occurred_at: datetime, 
         department="social_security",
         action="pension_claim",
         item_code="SS-RESIDENT-PENSION-CLAIM",
-        applicant=Applicant(kind="natural", name="Li Hua", id_number=PERSON, phone="13800138000"),
+        applicant=in_clear(
+            Applicant(kind="natural", name="Li Hua", id_number=PERSON, phone="13800138000")
+        ),
         community_code="110105001001",
         due_by=occurred_at,
     )
-    assert facts(task).assigned_on == day
+    assert (
+        facts(task, DataKeys(TEST_SECRET, 60).open(task.applicant, task.case_id)).assigned_on == day
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,8 @@ from shared.contracts.events import (
     wire_head,
 )
 from shared.contracts.identity import make_resident_id
+from shared.contracts.sealing import PLAIN, legacy_ref
+from tests.support.builders import sealed
 
 pytestmark = pytest.mark.unit
 
@@ -29,12 +31,13 @@ CASE = uuid4()
 PERSON = Applicant(
     kind="natural", name="Li Hua", id_number="11010519491231002X", phone="13800138000"
 )
+SEALED = sealed(PERSON, CASE)
 
 # One example per registered type, with every payload field filled in.
 SAMPLES: dict[str, dict[str, Any]] = {
     "CaseAccepted": {
         "item_code": "HR-JOB-REGISTRATION",
-        "applicant": PERSON,
+        "applicant": SEALED,
         "community_code": "110105001",
         "form": {"education": "bachelor", "desired_occupation": "welder"},
         "centre_id": "C01",
@@ -76,7 +79,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "department": "hr_registration",
         "action": "job_registration",
         "item_code": "HR-JOB-REGISTRATION",
-        "applicant": PERSON,
+        "applicant": SEALED,
         "community_code": "110105001",
         "form": {"education": "bachelor"},
         "review": True,
@@ -103,7 +106,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "department": "social_security",
         "action": "benefit_claim",
         "item_code": "SS-UNEMPLOYMENT-BENEFIT",
-        "applicant_id": "11010519491231002X",
+        "applicant_ref": legacy_ref("11010519491231002X"),
         "applicant_kind": "natural",
         "reference": "SS-1",
         "facts": {"months": 12},
@@ -113,7 +116,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "department": "hr_registration",
         "action": "job_registration",
         "item_code": "HR-JOB-REGISTRATION",
-        "applicant_id": "11010519491231002X",
+        "applicant_ref": legacy_ref("11010519491231002X"),
         "applicant_kind": "natural",
         "reason_code": "already_registered",
         "message": "m",
@@ -123,10 +126,16 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "department": "hr_registration",
         "action": "job_registration",
         "item_code": "HR-JOB-REGISTRATION",
-        "applicant_id": "11010519491231002X",
+        "applicant_ref": legacy_ref("11010519491231002X"),
         "applicant_kind": "natural",
         "missing": ["education"],
         "message": "m",
+    },
+    "PersonErased": {
+        "subject_ref": SEALED.ref,
+        "key_ids": [str(SEALED.key_id)],
+        "erased_by": "admin-1",
+        "reason": "request 2026-77",
     },
     "PersonalDataAccessed": {
         "accessor": "auditor-1",
@@ -280,7 +289,9 @@ LEGAL_ID = "91350100M000100Y43"  # a valid unified social credit code, also 18 c
 
 
 def _outcome(event_type: str, kind: str, applicant_id: str) -> StepOutcome:
-    sample = SAMPLES[event_type] | {"applicant_kind": kind, "applicant_id": applicant_id}
+    """The outcome as a record of an older version, upcast, reads: its ref the legacy one."""
+    ref = legacy_ref(applicant_id)
+    sample = SAMPLES[event_type] | {"applicant_kind": kind, "applicant_ref": ref}
     event = registry.classes()[event_type](
         case_id=CASE, producer="test", correlation_id=CASE, **sample
     )
@@ -288,9 +299,16 @@ def _outcome(event_type: str, kind: str, applicant_id: str) -> StepOutcome:
     return event
 
 
-def _as_v1(event: StepOutcome) -> bytes:
+def _as_v2(event: StepOutcome, applicant_id: str) -> bytes:
+    """The record the same outcome made before version 3 (the ID number, no ref)."""
+    body = event.to_dict() | {"schema_version": 2, "applicant_id": applicant_id}
+    del body["applicant_ref"]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _as_v1(event: StepOutcome, applicant_id: str) -> bytes:
     """The record the same outcome made before version 2, as to_json wrote it then."""
-    body = event.to_dict() | {"schema_version": 1}
+    body = json.loads(_as_v2(event, applicant_id)) | {"schema_version": 1}
     del body["applicant_kind"]
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -305,11 +323,11 @@ def _as_v1(event: StepOutcome) -> bytes:
         ("legal", "110105194912310"),  # the old 15-digit resident ID is not one today
     ],
 )
-def test_a_v1_outcome_on_the_log_parses_as_v2_with_the_applicant_kind(
+def test_a_v1_outcome_on_the_log_parses_as_v3_with_the_applicant_kind_and_ref(
     event_type: str, kind: str, applicant_id: str
 ) -> None:
     event = _outcome(event_type, kind, applicant_id)
-    v1 = _as_v1(event)
+    v1 = _as_v1(event, applicant_id)
     assert v1.startswith(f'{{"event_type":"{event_type}","schema_version":1,'.encode())
     assert b"applicant_kind" not in v1
     for raw in (v1, v1.decode(), json.loads(v1)):
@@ -322,28 +340,28 @@ def test_the_v1_kind_does_not_depend_on_the_day_it_is_read() -> None:
     # Checked against the wall clock, a resident ID born after today would read as legal
     # until its birth date and natural from then on: the upcast must not move with it.
     future = make_resident_id("110105", date(2099, 12, 31), 1)
-    parsed = parse_event(_as_v1(_outcome("StepApproved", "natural", future)))
+    parsed = parse_event(_as_v1(_outcome("StepApproved", "natural", future), future))
     assert isinstance(parsed, StepOutcome)
     assert parsed.applicant_kind == "natural"
 
 
 def test_a_v1_outcome_carrying_an_applicant_kind_is_malformed() -> None:
-    body = json.loads(_as_v1(_outcome("StepApproved", "natural", NATURAL_ID)))
+    body = json.loads(_as_v1(_outcome("StepApproved", "natural", NATURAL_ID), NATURAL_ID))
     with pytest.raises(MalformedEventError, match="applicant_kind"):
         parse_event(body | {"applicant_kind": "natural"})
 
 
 @pytest.mark.parametrize("event_type", OUTCOME_TYPES)
 @pytest.mark.parametrize(("kind", "applicant_id"), [("natural", NATURAL_ID), ("legal", LEGAL_ID)])
-def test_a_v2_outcome_round_trips_on_the_one_pass_path(
+def test_a_v3_outcome_round_trips_on_the_one_pass_path(
     event_type: str, kind: str, applicant_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     event = _outcome(event_type, kind, applicant_id)
     raw = event.to_json()
     cls = registry.classes()[event_type]
-    assert cls.schema_version == 2
+    assert cls.schema_version == 3
     assert raw.startswith(wire_head(cls))
-    assert raw.startswith(f'{{"event_type":"{event_type}","schema_version":2,'.encode())
+    assert raw.startswith(f'{{"event_type":"{event_type}","schema_version":3,'.encode())
 
     def no_dict(*_: object) -> None:
         raise AssertionError("json.loads called: the record took the slow path")
@@ -355,7 +373,36 @@ def test_a_v2_outcome_round_trips_on_the_one_pass_path(
     assert parsed.to_json() == raw
 
 
-def test_a_v2_outcome_without_its_applicant_kind_is_malformed() -> None:
+@pytest.mark.parametrize("event_type", OUTCOME_TYPES)
+def test_a_v2_outcome_parses_as_v3_referring_to_the_person_by_ref(event_type: str) -> None:
+    event = _outcome(event_type, "natural", NATURAL_ID)
+    v2 = _as_v2(event, NATURAL_ID)
+    parsed = parse_event(v2)
+    assert parsed == event
+    assert NATURAL_ID.encode() not in parsed.to_json()
+
+
+@pytest.mark.parametrize(("event_type", "clear"), [("CaseAccepted", 1), ("StepAssigned", 2)])
+def test_an_applicant_in_clear_parses_as_sealed_with_plain_tokens(
+    event_type: str, clear: int
+) -> None:
+    """The last version with the applicant in clear upcasts to the sealed one."""
+    event = _make(event_type)
+    body = event.to_dict() | {"schema_version": clear, "applicant": PERSON.model_dump()}
+    parsed = parse_event(json.dumps(body).encode())
+    assert parsed.applicant.ref == legacy_ref(PERSON.id_number)  # type: ignore[attr-defined]
+    assert parsed.applicant.sealed["id_number"] == PLAIN + PERSON.id_number  # type: ignore[attr-defined]
+    assert parsed.applicant.kind == "natural"  # type: ignore[attr-defined]
+
+
+def test_sealed_events_never_carry_the_clear_values() -> None:
+    for event_type in ("CaseAccepted", "StepAssigned"):
+        raw = _make(event_type).to_json()
+        for value in (PERSON.id_number, PERSON.phone, PERSON.name):
+            assert value.encode() not in raw
+
+
+def test_a_v3_outcome_without_its_applicant_kind_is_malformed() -> None:
     body = _outcome("StepRejected", "natural", NATURAL_ID).to_dict()
     del body["applicant_kind"]
     with pytest.raises(MalformedEventError, match="applicant_kind"):
@@ -365,12 +412,15 @@ def test_a_v2_outcome_without_its_applicant_kind_is_malformed() -> None:
 @pytest.mark.parametrize("event_type", ["CaseRouted", "StepAssigned"])
 def test_a_v1_routing_event_parses_as_v2_with_no_working_days(event_type: str) -> None:
     body = json.loads(_make(event_type).to_json())
-    assert body["schema_version"] == 2
+    current = registry.classes()[event_type].schema_version  # StepAssigned v3: sealed
+    assert body["schema_version"] == current
     for name in ("working_days", "warn_at"):
         body.pop(name, None)
     body["schema_version"] = 1
+    if event_type == "StepAssigned":  # version 1 carried the applicant in clear
+        body["applicant"] = PERSON.model_dump()
     parsed = parse_event(json.dumps(body))
-    assert parsed.schema_version == 2
+    assert parsed.schema_version == current
     assert parsed.working_days is None  # type: ignore[attr-defined]
     if event_type == "StepAssigned":
         assert parsed.warn_at is None  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ router's slip, a department's decisions and what it learns, intake's status view
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,6 +27,7 @@ from shared.contracts.events import (
 )
 from shared.contracts.topology import CASES_ACCEPTED, CASES_ROUTING, dept_outcomes, dept_tasks
 from shared.department.adapter import Department
+from shared.department.keys import DataKeys
 from shared.messaging.consumer import BatchProcessor, Record
 from shared.messaging.outbox import OutboxWriter
 from shared.messaging.signing import SIGNATURE_HEADER, SIGNER_HEADER
@@ -35,8 +37,11 @@ from tests.support.builders import (
     BENEFIT_FORM,
     JOB_FORM,
     NOW,
+    TEST_KEY,
+    TEST_SECRET,
     accepted,
     applicant,
+    fixed_key_id,
     outcome,
 )
 from tests.support.fakes import IntakeTables, RouterTables, SubjectTables
@@ -66,6 +71,15 @@ def writer(tmp_path: Path, service: str) -> OutboxWriter:
     return OutboxWriter(signer(service))
 
 
+def held_keys(store: MemoryStore) -> DataKeys:
+    """The data keys of every person builders seal (all share TEST_KEY), held by hand."""
+    keys = DataKeys(TEST_SECRET, float("inf"))
+    for n in range(64):
+        ref = TEST_SECRET.subject_ref(applicant(n).id_number)
+        keys.remember(ref, fixed_key_id(ref), TEST_KEY)
+    return keys
+
+
 def department_processor(
     department: Department, store: MemoryStore, tmp_path: Path
 ) -> BatchProcessor:
@@ -74,7 +88,7 @@ def department_processor(
         SETTINGS,
         store,
         writer(tmp_path, department.name),
-        department.handler(),
+        department.handler(held_keys(store)),
         consumer_name=department.name,
         keys=registry(),
         first_topics=[dept_outcomes(d) for d in department.learners],
@@ -175,10 +189,13 @@ async def test_hr_registration_registers_a_job_seeker_once(
     assert rejected.reason_code == "already_registered"
     assert rejected.causation_id == second.event_id
     subjects = store.tables("subjects")
-    assert list(subjects) == [("person", who.id_number)]
+    # The department's record is keyed by the pseudonym, never the ID number.
+    ref = TEST_SECRET.subject_ref(who.id_number)
+    assert list(subjects) == [("person", ref)]
+    assert who.id_number not in json.dumps(subjects[("person", ref)])
     # A replay of the first task (a new event id, as after a router restart) is approved
     # again with the same reference, and the record is left as it is.
-    stored = subjects["person", who.id_number]
+    stored = subjects["person", ref]
     replay = first.model_copy(update={"event_id": uuid4()})
     await hr.process([on(dept_tasks(HR), replay, offset=2)])
     again = sent(store, 2)
@@ -187,7 +204,7 @@ async def test_hr_registration_registers_a_job_seeker_once(
     assert isinstance(first_ref, StepApproved)
     assert isinstance(again[0][1], StepApproved)
     assert again[0][1].reference == first_ref.reference
-    assert store.tables("subjects")["person", who.id_number] == stored
+    assert store.tables("subjects")["person", ref] == stored
 
 
 async def test_social_security_waits_for_the_hr_approval_it_learns_from(
@@ -214,8 +231,9 @@ async def test_social_security_waits_for_the_hr_approval_it_learns_from(
     assert (result.processed, result.blocked) == (2, {})
     assert kinds(sent(store)) == [(dept_outcomes(SS), "StepApproved")]
     assert sent(store)[0][1].causation_id == claim.event_id
-    learned: Any = store.tables("subjects")["person", applicant(4).id_number]
-    assert learned["subject_id"] == applicant(4).id_number
+    ref = TEST_SECRET.subject_ref(applicant(4).id_number)
+    learned: Any = store.tables("subjects")["person", ref]
+    assert learned["subject_id"] == ref
 
 
 async def test_intake_status_views_follow_the_routing_topic(

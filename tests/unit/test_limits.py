@@ -36,6 +36,7 @@ from shared.platform.limits import (
     form_size,
 )
 from shared.platform.settings import Settings
+from tests.support.builders import sealed
 
 pytestmark = pytest.mark.unit
 
@@ -96,7 +97,7 @@ def test_the_largest_case_fits_its_largest_event_and_record(tmp_path: Path) -> N
         department="social_security" * 4,
         action="benefit_claim" * 4,
         item_code="X" * 80,
-        applicant=applicant,
+        applicant=sealed(applicant, case),
         community_code="110105001001",
         form=largest_form(),
         review=True,

@@ -27,6 +27,7 @@ from shared.contracts.events import (
     StepOutcome,
     StepRejected,
 )
+from tests.support.builders import TEST_SECRET, sealed
 
 pytestmark = pytest.mark.unit
 
@@ -45,13 +46,14 @@ BENEFIT_FORM = {
 
 def accepted(item: str, form: Mapping[str, object], applicant: Applicant = PERSON) -> CaseAccepted:
     eid = uuid4()
+    case_id = uuid4()
     return CaseAccepted(
         event_id=eid,
-        case_id=uuid4(),
+        case_id=case_id,
         correlation_id=eid,
         producer="intake",
         item_code=item,
-        applicant=applicant,
+        applicant=sealed(applicant, case_id),
         community_code="110105001001",
         form=dict(form),
         centre_id="C01",
@@ -77,7 +79,7 @@ def outcome(
         department=department,
         action=state.steps[step].action,
         item_code=state.item_code,
-        applicant_id=PERSON.id_number,
+        applicant_ref=TEST_SECRET.subject_ref(PERSON.id_number),
         applicant_kind=PERSON.kind,
         **kw,
     )

@@ -35,6 +35,7 @@ from shared.messaging.outbox import OutboxRelay, OutboxWriter
 from shared.messaging.signing import PublicKeys
 from shared.messaging.testing import signer_for
 from shared.platform.metrics import ConsumerMetrics, ServiceMetrics
+from shared.platform.privacy_keys import generate_privacy_key
 from shared.platform.runtime import (
     Builder,
     Plumbing,
@@ -82,7 +83,7 @@ def test_the_topics_are_the_ones_the_pipeline_runs_on() -> None:
     topics = all_topics()
     tasks, outcomes = topology.dept_tasks, topology.dept_outcomes
     assert topics["intake"].consumes == ("cases.routing",)
-    assert topics["intake"].emits == ("cases.accepted", "access.intake")
+    assert topics["intake"].emits == ("cases.accepted", "access.intake", "privacy.erasures")
     assert topics["router"].consumes == (
         "cases.accepted",
         outcomes("hr_registration"),
@@ -165,6 +166,8 @@ def plumbing(name: str, topics: Topics, tmp_path: Path) -> Plumbing:
 def wired(service: str, tmp_path: Path, catalogue: Catalogue = CATALOGUE) -> ServiceContext:
     topics = all_topics()[service]
     opened = plumbing(service, topics, tmp_path)
+    if service not in ("router", "audit"):  # made ahead, as the stack does
+        generate_privacy_key(opened.settings.privacy_key_path())
     if service == "intake":
         generate_key(opened.settings.token_key_path())  # made ahead, as the stack does
         return intake.wire(opened, catalogue)

@@ -149,7 +149,11 @@ def test_who_reads_and_writes_what() -> None:
         "dept.social_security.tasks",
     ]
     assert topology.writes("hr_registration", departments) == ["dept.hr_registration.outcomes"]
-    assert topology.writes("intake", departments) == ["cases.accepted", "access.intake"]
+    assert topology.writes("intake", departments) == [
+        "cases.accepted",
+        "access.intake",
+        "privacy.erasures",
+    ]
     assert topology.writes("audit", departments) == ["access.audit", "audit.checkpoints"]
     every_log = set(topology.event_log_topics(departments))
     assert set(topology.reads("audit", departments)) == every_log

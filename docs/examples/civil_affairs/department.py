@@ -6,7 +6,7 @@ from pydantic import BaseModel
 
 from shared.contracts.events import StepAssigned
 from shared.contracts.identity import resident_id_birth_date
-from shared.department.adapter import Department, StepContext, facts
+from shared.department.adapter import Department, StepContext
 from shared.department.decisions import Approve, Decision, NeedsInfo, Reject, TaskFacts
 
 department = Department("civil_affairs")
@@ -15,7 +15,7 @@ department = Department("civil_affairs")
 class Senior(BaseModel):
     """What civil affairs remembers about a person (in its own schema)."""
 
-    subject_id: str  # the resident ID number
+    subject_id: str  # the person's pseudonym (applicant_ref), never the ID number
     allowance_case: str | None = None  # the case that granted the allowance
 
 
@@ -46,7 +46,7 @@ def decide(task: TaskFacts, senior: Senior) -> tuple[Decision, Senior]:
 
 @department.action("senior_allowance")
 async def senior_allowance(ctx: StepContext, task: StepAssigned) -> Decision:
-    senior = await ctx.load(Senior, "person", task.applicant.id_number)
-    decision, senior = decide(facts(task), senior)
+    senior = await ctx.load(Senior, "person", task.applicant.ref)
+    decision, senior = decide(ctx.facts(task), senior)
     await ctx.save("person", senior)
     return decision

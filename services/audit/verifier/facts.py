@@ -24,6 +24,7 @@ from shared.contracts.events import (
     Event,
     EventDecodeError,
     PersonalDataAccessed,
+    PersonErased,
     StepApproved,
     StepAssigned,
     StepNeedsInfo,
@@ -57,8 +58,8 @@ class Access(NamedTuple):
 
 # Who and what a fact is about, kept as two hashes (never the values: a replay keeps its
 # facts to the end, and holding each event's strings and form would cost it memory and
-# time): ``subject``, of (item code, applicant kind, applicant ID number), for an
-# acceptance, a task and an outcome; ``particulars``, of (applicant name, community code,
+# time): ``subject``, of (item code, applicant kind, applicant reference), for an
+# acceptance, a task and an outcome; ``particulars``, of (sealed applicant name, community code,
 # form), for an acceptance and a task. Equal hashes are taken as equal; unequal ones are
 # compared again from the decoded events before anything is reported.
 
@@ -122,7 +123,10 @@ def shape(cls: type) -> tuple[int, bool]:
             kind = _ACCESS
         else:
             kind = _PLAIN
-        found = SHAPES[cls] = (kind, issubclass(cls, DeadLetterRedriven | AuditCheckpoint))
+        # Not a step of a case: an operator's redrive, the audit's checkpoint, an admin's
+        # erasure (its own check is services.audit.verifier.erasures).
+        aside = DeadLetterRedriven | AuditCheckpoint | PersonErased
+        found = SHAPES[cls] = (kind, issubclass(cls, aside))
     return found
 
 
@@ -184,7 +188,7 @@ class Fact:
             if self.event_type in _OUTCOME_TYPES:
                 outcome = cast("StepOutcome", event)
                 self.subject = hash(
-                    (outcome.item_code, outcome.applicant_kind, outcome.applicant_id)
+                    (outcome.item_code, outcome.applicant_kind, outcome.applicant_ref)
                 )
             elif self.event_type == _ASSIGNED:
                 self._task(cast("StepAssigned", event))
@@ -224,14 +228,17 @@ class Fact:
         self.head = _new(
             Accepted, (accepted.item_code, a.kind, accepted.centre_id, accepted.receipt_no)
         )
-        self.subject = hash((accepted.item_code, a.kind, a.id_number))
-        self.particulars = hash((a.name, accepted.community_code, form_hash(accepted.form)))
+        self.subject = hash((accepted.item_code, a.kind, a.ref))
+        # The sealed name: the router copies it byte for byte into each task.
+        name = a.sealed.get("name")
+        self.particulars = hash((name, accepted.community_code, form_hash(accepted.form)))
 
     def _task(self, task: StepAssigned) -> None:
         self.head = task.due_by
         a = task.applicant
-        self.subject = hash((task.item_code, a.kind, a.id_number))
-        self.particulars = hash((a.name, task.community_code, form_hash(task.form)))
+        self.subject = hash((task.item_code, a.kind, a.ref))
+        name = a.sealed.get("name")
+        self.particulars = hash((name, task.community_code, form_hash(task.form)))
 
     @property
     def position(self) -> tuple[str, int, int]:

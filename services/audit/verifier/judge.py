@@ -63,14 +63,14 @@ def _particulars(fact: Fact) -> dict[str, object]:
         return {
             "item code": event.item_code,
             "applicant kind": event.applicant_kind,
-            "applicant ID number": event.applicant_id,
+            "applicant reference": event.applicant_ref,
         }
     assert isinstance(event, CaseAccepted | StepAssigned)
     return {
         "item code": event.item_code,
         "applicant kind": event.applicant.kind,
-        "applicant ID number": event.applicant.id_number,
-        "applicant name": event.applicant.name,
+        "applicant reference": event.applicant.ref,
+        "applicant name (sealed)": event.applicant.sealed.get("name"),
         "community code": event.community_code,
         "form": event.form,
     }

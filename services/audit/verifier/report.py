@@ -36,6 +36,8 @@ LATE_CLOSE = "late_close"
 STALLED_CASE = "stalled_case"
 STEP_OVERDUE = "step_overdue"
 KEY_NOT_VALID = "key_not_valid"
+# Issue 17 (privacy): a case sealed under a data key its person's erasure deleted.
+SEALED_UNDER_ERASED_KEY = "sealed_under_erased_key"
 # Issue 20 (service promises): the deadline service's notices (verifier/deadlines.py).
 DEADLINE_NOT_ANNOUNCED = "deadline_not_announced"
 DEADLINE_ANNOUNCED_TWICE = "deadline_announced_twice"
@@ -86,6 +88,7 @@ VIOLATION_KINDS: tuple[str, ...] = (
     STALLED_CASE,
     STEP_OVERDUE,
     KEY_NOT_VALID,
+    SEALED_UNDER_ERASED_KEY,
     DEADLINE_NOT_ANNOUNCED,
     DEADLINE_ANNOUNCED_TWICE,
     DEADLINE_ANNOUNCED_EARLY,

@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from services.audit.catalogues import published_catalogues
 from services.audit.verifier import storecheck
 from services.audit.verifier.clock import Timing
+from services.audit.verifier.erasures import erasure_breaks
 from services.audit.verifier.log import Progress, log_partitions, partition_counts, read_log
 from services.audit.verifier.replay import gc_paused, verify
 from services.audit.verifier.report import VerifyReport, violation_order
@@ -71,6 +72,7 @@ async def verify_log(
         )
         chain = asyncio.create_task(chain_breaks(settings))
         keyed = asyncio.create_task(storecheck.keyed_breaks(settings))
+        erasures = asyncio.create_task(erasure_breaks(settings))
         try:
             report: VerifyReport | None = None
             if sharded is not None:
@@ -91,17 +93,19 @@ async def verify_log(
                 )
             broken = await chain
             tampered = await keyed
+            sealed_again = await erasures
         except BaseException:
             chain.cancel()
             keyed.cancel()
+            erasures.cancel()
             raise
         finally:
             if sharded is not None:
                 sharded.stop()
     if broken:
         report.violations.extend(broken)
-    if tampered:
-        report.violations.extend(tampered)
+    if tampered or sealed_again:
+        report.violations.extend([*(tampered or ()), *sealed_again])
         report.violations.sort(key=violation_order)
     report.chains_checked = broken is not None
     report.read_seconds = read_s
