@@ -349,7 +349,7 @@ def check(cases: int) -> int:
             run(["podman", "kube", "play", str(infra)])
             asyncio.run(wait_infra(smoke))
             asyncio.run(share_passwords(smoke))
-        with timings.part("five service Deployments (podman kube play) until healthy"):
+        with timings.part("the six service Deployments (podman kube play) until healthy"):
             played.append(services)
             run(["podman", "kube", "play", str(services)])
             asyncio.run(wait_services())
