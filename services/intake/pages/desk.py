@@ -21,100 +21,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from services.intake.pages import figures
-from services.intake.pages.web import Api, FormError, Page, by_field, details, page_route
+from services.intake.pages.sessions import Sessions
+from services.intake.pages.web import Api, FormError, Page, page_route
 from shared.platform.settings import Settings
-from shared.platform.tokens import Claims, TokenVerifier, decide
+from shared.platform.tokens import TokenVerifier
 
 PATH = "/desk"
 ROLES = ("auditor", "admin", "head")
-
-
-class Sessions:
-    """Who is signed in at a page area (``path``; its cookies are scoped there) in one of
-    ``roles``, renewing an expired access token with the refresh token."""
-
-    def __init__(
-        self,
-        api: Api,
-        settings: Settings,
-        verifier: TokenVerifier,
-        path: str,
-        roles: tuple[str, ...],
-    ) -> None:
-        self.api = api
-        self.settings = settings
-        self.verifier = verifier
-        self.path = path
-        self.roles = roles
-        self.access = f"od_{path.strip('/')}_access"
-        self.refresh = f"od_{path.strip('/')}_refresh"
-
-    async def who(self, page: Page) -> tuple[Claims, str] | None:
-        cookies = page.request.cookies
-        token = cookies.get(self.access)
-        if token:
-            claims = decide(self.verifier, f"Bearer {token}", self.roles)
-            if isinstance(claims, Claims):
-                return claims, token
-        refresh = cookies.get(self.refresh)
-        if refresh:
-            answer = await self.api.call(
-                page.request, "POST", "/auth/refresh", json={"refresh_token": refresh}
-            )
-            if answer.status_code == 200:
-                tokens = answer.json()
-                claims = decide(self.verifier, f"Bearer {tokens['access_token']}", self.roles)
-                if isinstance(claims, Claims):
-                    self.keep(page, tokens)
-                    return claims, str(tokens["access_token"])
-        if token or refresh:
-            page.cleared += [(self.access, self.path), (self.refresh, self.path)]
-        return None
-
-    def keep(self, page: Page, tokens: dict[str, Any]) -> None:
-        page.cookies.append(
-            (self.access, str(tokens["access_token"]), self.path, int(tokens["expires_in"]))
-        )
-        page.cookies.append(
-            (
-                self.refresh,
-                str(tokens["refresh_token"]),
-                self.path,
-                self.settings.refresh_token_ttl_s,
-            )
-        )
-
-    async def sign_in(self, page: Page, form: dict[str, str]) -> list[str] | dict[str, str] | None:
-        """Sign in with the posted form: None when done, else the errors (by field, or
-        general)."""
-        answer = await self.api.call(
-            page.request,
-            "POST",
-            "/auth/token",
-            json={"name": form.get("name", ""), "password": form.get("password", "")},
-        )
-        if answer.status_code != 200:
-            fields, general = by_field(details(answer))
-            return fields or general
-        tokens = answer.json()
-        if tokens.get("role") not in self.roles:
-            await self.api.call(
-                page.request,
-                "POST",
-                "/auth/revoke",
-                json={"refresh_token": tokens["refresh_token"]},
-            )
-            return [page.t("not_desk")]
-        self.keep(page, tokens)
-        return None
-
-    async def sign_out(self, page: Page) -> None:
-        refresh = page.request.cookies.get(self.refresh)
-        if refresh:
-            await self.api.call(
-                page.request, "POST", "/auth/revoke", json={"refresh_token": refresh[:200]}
-            )
-        page.cleared += [(self.access, self.path), (self.refresh, self.path)]
 
 
 class DeskPages:
@@ -124,7 +37,16 @@ class DeskPages:
         self, api: Api, settings: Settings, verifier: TokenVerifier, charts: figures.ChartLibrary
     ) -> None:
         self.settings = settings
-        self.sessions = Sessions(api, settings, verifier, PATH, ROLES)
+        self.sessions = Sessions(
+            api,
+            settings,
+            verifier,
+            PATH,
+            ROLES,
+            access="od_desk_access",
+            refresh="od_desk_refresh",
+            refused="not_desk",
+        )
         self.library = charts
 
     def add_routes(self, app: FastAPI) -> None:
@@ -184,9 +106,10 @@ class DeskPages:
         errors = await self.sessions.sign_in(page, form)
         if errors is None:
             return page.redirect(f"{PATH}/")
-        if isinstance(errors, dict):
-            return self._signin(page, name=form.get("name", ""), fields=errors)
-        return self._signin(page, name=form.get("name", ""), errors=errors)
+        fields, general = errors
+        if fields:
+            return self._signin(page, name=form.get("name", ""), fields=fields)
+        return self._signin(page, name=form.get("name", ""), errors=general)
 
     async def sign_out(self, request: Request) -> Response:
         page = Page(request)

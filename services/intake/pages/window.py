@@ -22,10 +22,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from services.intake.citizen import DEPARTMENT_LABELS, RECEIPT
+from services.intake.pages.sessions import Sessions
 from services.intake.pages.web import Api, FormError, Page, by_field, details, page_route
 from shared.contracts.catalogue import Catalogue, Item
 from shared.platform.settings import Settings
-from shared.platform.tokens import Claims, TokenVerifier, decide
+from shared.platform.tokens import Claims, TokenVerifier
 
 ACCESS = "od_access"
 REFRESH = "od_refresh"
@@ -121,8 +122,17 @@ class WindowDesk:
         self.api = api
         self.settings = settings
         self.pool = pool
-        self.verifier = verifier
         self.catalogue = catalogue
+        self.sessions = Sessions(
+            api,
+            settings,
+            verifier,
+            PATH,
+            ("clerk",),
+            access=ACCESS,
+            refresh=REFRESH,
+            refused="not_clerk",
+        )
 
     def add_routes(self, app: FastAPI) -> None:
         page_route(app, "GET", PATH, self.to_home)
@@ -139,34 +149,8 @@ class WindowDesk:
     # ----------------------------------------------------------------- the session
 
     async def clerk(self, page: Page) -> tuple[Claims, str] | None:
-        """The signed-in clerk and their access token, renewed with the refresh token
-        when it has expired; None (and the cookies cleared) when nobody is signed in."""
-        cookies = page.request.cookies
-        token = cookies.get(ACCESS)
-        if token:
-            claims = decide(self.verifier, f"Bearer {token}", ("clerk",))
-            if isinstance(claims, Claims):
-                return claims, token
-        refresh = cookies.get(REFRESH)
-        if refresh:
-            answer = await self.api.call(
-                page.request, "POST", "/auth/refresh", json={"refresh_token": refresh}
-            )
-            if answer.status_code == 200:
-                tokens = answer.json()
-                claims = decide(self.verifier, f"Bearer {tokens['access_token']}", ("clerk",))
-                if isinstance(claims, Claims):
-                    self._keep(page, tokens)
-                    return claims, str(tokens["access_token"])
-        if token or refresh:
-            page.cleared += [(ACCESS, PATH), (REFRESH, PATH)]
-        return None
-
-    def _keep(self, page: Page, tokens: dict[str, Any]) -> None:
-        page.cookies.append((ACCESS, str(tokens["access_token"]), PATH, int(tokens["expires_in"])))
-        page.cookies.append(
-            (REFRESH, str(tokens["refresh_token"]), PATH, self.settings.refresh_token_ttl_s)
-        )
+        """The signed-in clerk and their access token (see :class:`Sessions`)."""
+        return await self.sessions.who(page)
 
     def signin_page(self, page: Page, **context: Any) -> Response:
         """The sign-in form (again, with the API's answer). A form shown again is a page
@@ -219,23 +203,11 @@ class WindowDesk:
             form = await page.posted()
         except FormError:
             return page.refuse()
-        name = form.get("name", "")
-        answer = await self.api.call(
-            request,
-            "POST",
-            "/auth/token",
-            json={"name": name, "password": form.get("password", "")},
-        )
-        if answer.status_code != 200:
-            fields, general = by_field(details(answer))
+        errors = await self.sessions.sign_in(page, form)
+        if errors is not None:
+            fields, general = errors
+            name = form.get("name", "")
             return self.signin_page(page, name=name, fields=fields, errors=general)
-        tokens = answer.json()
-        if tokens.get("role") != "clerk":
-            await self.api.call(
-                request, "POST", "/auth/revoke", json={"refresh_token": tokens["refresh_token"]}
-            )
-            return self.signin_page(page, name=name, errors=[page.t("not_clerk")])
-        self._keep(page, tokens)
         return page.redirect(f"{PATH}/")
 
     async def sign_out(self, request: Request) -> Response:
@@ -244,12 +216,7 @@ class WindowDesk:
             await page.posted()
         except FormError:
             return page.refuse()
-        refresh = request.cookies.get(REFRESH)
-        if refresh:
-            await self.api.call(
-                request, "POST", "/auth/revoke", json={"refresh_token": refresh[:200]}
-            )
-        page.cleared += [(ACCESS, PATH), (REFRESH, PATH)]
+        await self.sessions.sign_out(page)
         return page.redirect(f"{PATH}/")
 
     async def lookup(self, request: Request) -> Response:
