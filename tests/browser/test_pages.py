@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Page
 
 from services.intake.pages.i18n import LOCAL
 from shared.contracts.identity import validate_mobile, validate_resident_id
+from shared.contracts.workdays import WorkingCalendar
 from tests.conftest import Stack
 from tests.e2e.harness import Pipeline, run_services
 from tests.support import builders
@@ -219,7 +220,9 @@ def test_clerk_files_prints_and_citizen_reads(
     receipt_no = page.locator("#receipt-no").inner_text()
     assert re.fullmatch(r"C01-\d{8}-\d{6}", receipt_no), receipt_no
     today = datetime.now(LOCAL).date()
-    assert page.locator("#promised").inner_text() == zh_date(today + timedelta(days=10))
+    # The router's promise: 10 working days after today, on the shipped calendar.
+    due = WorkingCalendar.load().due_day(today, 10)
+    assert page.locator("#promised").inner_text() == zh_date(due)
     page.screenshot(path=shots / "04-window-receipt.png", full_page=True)
     page.emulate_media(media="print")
     page.pdf(path=str(shots / "05-window-receipt-print.pdf"), format="A5")

@@ -22,7 +22,8 @@ from services.catalogue import default_catalogue
 from services.intake import pages
 from services.intake.pages import i18n
 from services.intake.pages.web import by_field
-from services.intake.pages.window import case_body, matches, step_states
+from services.intake.pages.window import case_body, matches, promised, step_states
+from shared.contracts.workdays import WorkingCalendar
 from shared.platform.settings import Settings
 from shared.platform.tokens import TokenIssuer, TokenVerifier
 
@@ -299,3 +300,17 @@ async def test_an_expired_access_token_is_renewed_with_the_refresh_token(
         c.startswith("od_refresh=") and "Max-Age=0" in c
         for c in again.headers.get_list("set-cookie")
     )
+
+
+def test_the_promised_date_is_counted_in_working_days_as_the_router_counts() -> None:
+    """Accepted on a Friday, 10 working days: two weekends are skipped (December 2026
+    has no public holiday), so the promise ends with Friday the 18th, not Monday the
+    14th as 10 calendar days would have it."""
+    item = default_catalogue().get("SS-UNEMPLOYMENT-BENEFIT")
+    assert item is not None
+    assert item.promised_days == 10
+    accepted = datetime(2026, 12, 4, 9, 30, tzinfo=i18n.LOCAL).isoformat()
+    last = promised(item, accepted, WorkingCalendar.load())
+    assert last is not None
+    assert last.astimezone(i18n.LOCAL).date() == date(2026, 12, 18)
+    assert promised(None, accepted, WorkingCalendar.load()) is None

@@ -10,14 +10,15 @@ number and the ID digits travel only in posted forms, never in a URL.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from services.intake.pages.web import Api, FormError, Page, by_field, details, page_route
+from services.intake.pages.window import promised
 from shared.contracts.catalogue import Catalogue
+from shared.contracts.workdays import workdays_for
 from shared.platform.settings import Settings
 
 CITIZEN = "od_citizen"
@@ -31,6 +32,7 @@ class PhoneDesk:
         self.api = api
         self.settings = settings
         self.catalogue = catalogue
+        self.workdays = workdays_for(settings.calendar_dir, settings.test_working_day_seconds)
 
     def add_routes(self, app: FastAPI) -> None:
         page_route(app, "GET", PATH, self.to_start)
@@ -100,12 +102,9 @@ class PhoneDesk:
             return page.render("message.html", status=answer.status_code, message=message)
         view: dict[str, Any] = answer.json()
         item = self.catalogue.get(view["item_code"])
-        promised = (
-            datetime.fromisoformat(view["accepted_at"]) + timedelta(days=item.promised_days)
-            if item is not None
-            else None
+        return page.render(
+            "my_case.html", view=view, promised=promised(item, view["accepted_at"], self.workdays)
         )
-        return page.render("my_case.html", view=view, promised=promised)
 
     async def sign_out(self, request: Request) -> Response:
         page = Page(request)

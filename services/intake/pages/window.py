@@ -25,6 +25,7 @@ from services.intake.citizen import DEPARTMENT_LABELS, RECEIPT
 from services.intake.pages.sessions import Sessions
 from services.intake.pages.web import Api, FormError, Page, by_field, details, page_route
 from shared.contracts.catalogue import Catalogue, Item
+from shared.contracts.workdays import Workdays, workdays_for
 from shared.platform.settings import Settings
 from shared.platform.tokens import Claims, TokenVerifier
 
@@ -101,11 +102,14 @@ def step_states(item: Item | None, view: dict[str, Any]) -> list[tuple[str, str]
     return states
 
 
-def promised(item: Item | None, accepted_at: str) -> datetime | None:
-    """The promised date, as the router computes it: accepted plus the promised days."""
+def promised(item: Item | None, accepted_at: str, workdays: Workdays) -> datetime | None:
+    """The last day of the promise, as the router counts it: the item's promised days
+    in working days after the day of acceptance (``shared.contracts.workdays``); the
+    promise ends as that day does."""
     if item is None:
         return None
-    return datetime.fromisoformat(accepted_at) + timedelta(days=item.promised_days)
+    deadline = workdays.deadline(datetime.fromisoformat(accepted_at), item.promised_days)
+    return deadline.due_by - timedelta(microseconds=1)
 
 
 class WindowDesk:
@@ -123,6 +127,7 @@ class WindowDesk:
         self.settings = settings
         self.pool = pool
         self.catalogue = catalogue
+        self.workdays = workdays_for(settings.calendar_dir, settings.test_working_day_seconds)
         self.sessions = Sessions(
             api,
             settings,
@@ -346,6 +351,6 @@ class WindowDesk:
             clerk=claims,
             view=view,
             item=item,
-            promised=promised(item, view["accepted_at"]),
+            promised=promised(item, view["accepted_at"], self.workdays),
             **steps,
         )
